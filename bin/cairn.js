@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+// The `cairn` binary: runs the compiled CLI (built by `npm run build`, which `npm ci` runs via `prepare`).
+import { main } from '../dist/cli/main.js';
+
+await main(process.argv);

@@ -1,0 +1,2 @@
+// Entry point of the `cairn` binary.
+export async function main(_argv: string[]): Promise<void> {}

@@ -1,0 +1,49 @@
+// The ordered transactional key-value contract that all metadata model logic is written against.
+// Backends (LevelDB, PostgreSQL) implement it and pass one conformance suite.
+
+/** A key range; bounds are compared bytewise (unsigned lexicographic order). */
+export interface KvRange {
+  readonly gt?: Buffer;
+  readonly gte?: Buffer;
+  readonly lt?: Buffer;
+  readonly lte?: Buffer;
+  /** Maximum entries to return; undefined = no limit. */
+  readonly limit?: number;
+  /** Return entries in descending key order. */
+  readonly reverse?: boolean;
+}
+
+export type KvEntry = readonly [key: Buffer, value: Buffer];
+
+export interface KvReader {
+  get(key: Buffer): Promise<Buffer | undefined>;
+  scan(range: KvRange): Promise<KvEntry[]>;
+}
+
+/** A transaction: reads see the transaction's own writes; writes apply atomically on commit. */
+export interface KvTx extends KvReader {
+  put(key: Buffer, value: Buffer): void;
+  del(key: Buffer): void;
+  /** Deliver `payload` to subscribers of `channel` after (and only if) the transaction commits. */
+  notify(channel: string, payload: string): void;
+}
+
+export interface TransactOptions {
+  /** Attempts after the first on serialization conflicts (default 16). */
+  readonly maxRetries?: number;
+}
+
+export type KvListener = (payload: string) => void;
+
+export interface Kv extends KvReader {
+  /**
+   * Runs `fn` in a serializable transaction and commits durably (synced) before resolving.
+   * On a serialization conflict the whole function is re-run (so it must have no side effects
+   * outside `tx`), up to `maxRetries` times; then it rejects with CairnError CAIRN_TX_CONFLICT.
+   * An error thrown by `fn` aborts the transaction and is rethrown unchanged.
+   */
+  transact<T>(fn: (tx: KvTx) => Promise<T>, options?: TransactOptions): Promise<T>;
+  /** Subscribe to notifications (from this process or, for shared backends, any replica). */
+  subscribe(channel: string, listener: KvListener): () => void;
+  close(): Promise<void>;
+}
