@@ -55,6 +55,8 @@ export class Chunker {
       }
       if (all) return out;
       pos = this.#start - seam;
+      // Emitted chunks may be views of this carry buffer: never write it again.
+      this.#carry = null;
       this.#start = this.#end = 0;
     }
     while (data.length - pos >= max) {
