@@ -1,5 +1,3 @@
 #!/usr/bin/env node
 // The `cairn` binary: runs the compiled CLI (built by `npm run build`, which `npm ci` runs via `prepare`).
-import { main } from '../dist/cli/main.js';
-
-await main(process.argv);
+import '../dist/cli/run.js';

@@ -1,2 +1,219 @@
-// Entry point of the `cairn` binary.
-export async function main(_argv: string[]): Promise<void> {}
+// The `cairn` command line: `cairn server` runs daemons; put/get/stat talk to a gateway
+// through the SDK; `cairn token create` mints tokens from a server's signing secret.
+import { resolve, join } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { CairnError } from '../common/errors.js';
+import { ROLES as TOKEN_ROLES, loadOrCreateSecret, signToken, type Role } from '../common/auth.js';
+import { CairnClient, resolveClientSettings, type FileInfo } from '../client/index.js';
+import { EXIT, describeError, exitCodeFor } from './exit.js';
+import { createProgress } from './progress.js';
+
+interface GlobalOptions {
+  endpoint?: string;
+  token?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  json?: boolean;
+  quiet?: boolean;
+}
+
+function parseNonNegativeInt(name: string) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${name} must be a non-negative integer, got "${value}"`);
+    return Number(value);
+  };
+}
+
+function client(program: Command): CairnClient {
+  const g = program.opts<GlobalOptions>();
+  return new CairnClient(resolveClientSettings({ endpoint: g.endpoint, token: g.token, tlsCa: g.tlsCa, tlsCert: g.tlsCert, tlsKey: g.tlsKey }));
+}
+
+function printInfo(program: Command, info: FileInfo, verb: string): void {
+  const g = program.opts<GlobalOptions>();
+  if (g.json === true) process.stdout.write(JSON.stringify(info) + '\n');
+  else if (g.quiet !== true) process.stdout.write(`${verb} ${info.path} version ${info.version} (${info.size} bytes, ${info.chunkCount} chunks)\n`);
+}
+
+const SERVER_FLAGS: Array<[flag: string, key: string, help: string]> = [
+  ['--role <role>', 'role', `component to run: ${['embedded', 'gateway', 'metadata', 'blocknode'].join(', ')}`],
+  ['--config <file>', 'configFile', 'JSON config file'],
+  ['--data-dir <dir>', 'dataDir', 'data directory (default ./data)'],
+  ['--host <addr>', 'host', 'listen address (default 127.0.0.1)'],
+  ['--grpc-port <port>', 'grpcPort', 'gRPC port (default 7400)'],
+  ['--http-port <port>', 'httpPort', 'HTTP port for metrics and health (default 7480)'],
+  ['--log-level <level>', 'logLevel', 'log level (default info)'],
+  ['--tls-cert <file>', 'tlsCert', 'TLS certificate (PEM)'],
+  ['--tls-key <file>', 'tlsKey', 'TLS private key (PEM)'],
+  ['--tls-ca <file>', 'tlsCa', 'CA bundle: require client certificates (mTLS)'],
+  ['--allow-plaintext', 'allowPlaintext', 'allow plaintext on non-loopback addresses'],
+  ['--auth-secret-file <file>', 'authSecretFile', 'token signing secret (default <data-dir>/auth.key)'],
+  ['--metadata-addr <host:port>', 'metadataAddr', 'metadata service address (role gateway)'],
+  ['--blocknode-addr <host:port>', 'blocknodeAddr', 'block node address (role gateway)'],
+  ['--postgres-url <url>', 'postgresUrl', 'PostgreSQL URL for metadata (default LevelDB)'],
+  ['--max-file-bytes <n>', 'maxFileBytes', 'largest file accepted (default 10 GiB)'],
+  ['--capacity-bytes <n>', 'capacityBytes', 'block store capacity limit'],
+  ['--reserve-bytes <n>', 'reserveBytes', 'free disk space kept in reserve (default 256 MiB)'],
+  ['--shutdown-timeout-ms <ms>', 'shutdownTimeoutMs', 'how long SIGTERM waits for in-flight calls (default 30000)'],
+];
+
+async function runServer(flags: Record<string, unknown>): Promise<void> {
+  // Loaded lazily: client commands should not pay for the server's modules.
+  const { loadServerConfig, startServer } = await import('../server/index.js');
+  const { createLogger } = await import('../common/log.js');
+  const values: Record<string, unknown> = {};
+  for (const [, key] of SERVER_FLAGS) if (flags[key] !== undefined) values[key] = flags[key];
+  if (flags['embedded'] === true) {
+    if (values['role'] !== undefined && values['role'] !== 'embedded') throw new CairnError('CAIRN_INVALID_ARGUMENT', '--embedded and --role are exclusive');
+    values['role'] = 'embedded';
+  }
+  const config = loadServerConfig({ flags: values });
+  const log = createLogger({ level: config.logLevel, name: `cairn-${config.role}` });
+  const server = await startServer(config, log);
+  process.stdout.write(server.readyLine + '\n');
+  if (config.role === 'embedded' && process.stdout.isTTY === true) {
+    process.stdout.write(`  try: npx cairn put <file> /<name>   then   npx cairn get /<name> <copy>\n`);
+  }
+  await new Promise<void>((resolveStop) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        log.warn({ signal }, 'second signal: exiting now');
+        process.exit(EXIT.FAILURE);
+      }
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      server.stop().then(
+        () => {
+          log.info('stopped');
+          log.flush();
+          resolveStop();
+        },
+        (err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+          process.exitCode = EXIT.FAILURE;
+          resolveStop();
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+export function buildProgram(): Command {
+  const program = new Command('cairn');
+  program
+    .description('Cairn: a storage cluster for files and images')
+    .version('0.1.0')
+    .option('--endpoint <host:port>', 'gateway address (else CAIRN_ENDPOINT, ~/.config/cairn/config.json, ./data/client.json)')
+    .option('--token <token>', 'bearer token (else CAIRN_TOKEN, then the config files)')
+    .option('--tls-ca <file>', 'trust this CA for the gateway')
+    .option('--tls-cert <file>', 'client certificate (mTLS)')
+    .option('--tls-key <file>', 'client key (mTLS)')
+    .option('--json', 'print results as JSON lines')
+    .option('-q, --quiet', 'print nothing on success')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const server = program.command('server').description('run Cairn server components').option('--embedded', 'run metadata, block node and gateway in one process (default)');
+  for (const [flag, , help] of SERVER_FLAGS) server.addOption(new Option(flag, help));
+  // Server TLS flags share names with the client's global ones; read them from this command only.
+  server.enablePositionalOptions();
+  program.enablePositionalOptions();
+  server.action(async (opts: Record<string, unknown>) => runServer(opts));
+
+  program
+    .command('put')
+    .description('upload a local file')
+    .argument('<local>', 'local file')
+    .argument('<remote>', 'remote path, e.g. /docs/report.pdf')
+    .option('--base-version <n>', 'fail with a conflict unless the remote file is at this version (0: must not exist)', parseNonNegativeInt('--base-version'))
+    .action(async (local: string, remote: string, opts: { baseVersion?: number }) => {
+      const c = client(program);
+      const progress = createProgress(`put ${remote}`, program.opts<GlobalOptions>().quiet !== true);
+      try {
+        const info = await c.put(local, remote, { onProgress: progress.update, ...(opts.baseVersion !== undefined ? { baseVersion: opts.baseVersion } : {}) });
+        progress.stop();
+        printInfo(program, info, 'stored');
+      } finally {
+        progress.stop();
+        c.close();
+      }
+    });
+
+  program
+    .command('get')
+    .description('download a file (or a range) to a local path, or "-" for stdout')
+    .argument('<remote>', 'remote path')
+    .argument('<local>', 'local file, or - for stdout')
+    .option('--version <n>', 'version to read (default current)', parseNonNegativeInt('--version'))
+    .option('--offset <n>', 'first byte', parseNonNegativeInt('--offset'))
+    .option('--limit <n>', 'number of bytes', parseNonNegativeInt('--limit'))
+    .action(async (remote: string, local: string, opts: { version?: number; offset?: number; limit?: number }) => {
+      const c = client(program);
+      const toStdout = local === '-';
+      const progress = createProgress(`get ${remote}`, !toStdout && program.opts<GlobalOptions>().quiet !== true);
+      try {
+        const info = await c.get(remote, toStdout ? '-' : resolve(local), { onProgress: progress.update, ...opts });
+        progress.stop();
+        if (!toStdout) printInfo(program, info, 'fetched');
+      } finally {
+        progress.stop();
+        c.close();
+      }
+    });
+
+  program
+    .command('stat')
+    .description('describe a file')
+    .argument('<remote>', 'remote path')
+    .option('--version <n>', 'version (default current)', parseNonNegativeInt('--version'))
+    .action(async (remote: string, opts: { version?: number }) => {
+      const c = client(program);
+      try {
+        const info = await c.stat(remote, opts.version ?? 0);
+        if (program.opts<GlobalOptions>().json === true) process.stdout.write(JSON.stringify(info) + '\n');
+        else {
+          process.stdout.write(
+            [`path:     ${info.path}`, `version:  ${info.version}`, `size:     ${info.size}`, `chunks:   ${info.chunkCount}`, `content:  ${info.contentHash}`, `modified: ${new Date(info.mtimeMs).toISOString()}`, `revision: ${info.revision}`].join('\n') + '\n',
+          );
+        }
+      } finally {
+        c.close();
+      }
+    });
+
+  const token = program.command('token').description('manage bearer tokens');
+  token
+    .command('create')
+    .description("mint a token with a server's signing secret")
+    .requiredOption('--tenant <tenant>', 'tenant name')
+    .addOption(new Option('--role <role>', 'role').choices([...TOKEN_ROLES]).default('user'))
+    .option('--ttl-days <days>', 'lifetime in days', parseNonNegativeInt('--ttl-days'), 30)
+    .option('--data-dir <dir>', 'server data directory holding auth.key', './data')
+    .option('--auth-secret-file <file>', 'signing secret file (default <data-dir>/auth.key)')
+    .action(async (opts: { tenant: string; role: Role; ttlDays: number; dataDir: string; authSecretFile?: string }) => {
+      if (opts.ttlDays < 1) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--ttl-days must be at least 1');
+      const secretPath = opts.authSecretFile ?? join(opts.dataDir, 'auth.key');
+      const secret = loadOrCreateSecret(secretPath);
+      process.stdout.write((await signToken(secret, { tenant: opts.tenant, role: opts.role, ttlSeconds: opts.ttlDays * 86400 })) + '\n');
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+      return;
+    }
+    process.stderr.write(`cairn: ${describeError(err)}\n`);
+    process.exitCode = exitCodeFor(err);
+  }
+}

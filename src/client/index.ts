@@ -1,0 +1,195 @@
+// Cairn's client SDK: a typed client for the public Files API, used by the CLI, tests and
+// benchmarks. It ships to users and contains no server code.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { rename, rm, stat as fsStat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import type { Readable } from 'node:stream';
+import type * as grpc from '@grpc/grpc-js';
+import { CairnError } from '../common/errors.js';
+import { CHANNEL_OPTIONS, callMetadata, deadlineIn, unaryCall } from '../common/grpc-client.js';
+import { clientCredentials } from '../common/grpc-server.js';
+import { loadProto } from '../common/proto.js';
+import { fromServiceError } from '../common/status.js';
+import type { FileInfo__Output } from '../gen/cairn/v1/FileInfo.js';
+import type { FilesClient } from '../gen/cairn/v1/Files.js';
+import type { ReadFileResponse__Output } from '../gen/cairn/v1/ReadFileResponse.js';
+import type { StatResponse__Output } from '../gen/cairn/v1/StatResponse.js';
+import type { UploadFileResponse__Output } from '../gen/cairn/v1/UploadFileResponse.js';
+import type { ClientSettings } from './config.js';
+
+export { resolveClientSettings, userConfigPath, type ClientSettings } from './config.js';
+export { CairnError, isCairnError, type ErrorCode } from '../common/errors.js';
+
+/** A file version as the SDK returns it (sizes and times as numbers). */
+export interface FileInfo {
+  readonly path: string;
+  readonly version: number;
+  readonly size: number;
+  readonly contentHash: string;
+  readonly mtimeMs: number;
+  readonly createdMs: number;
+  readonly chunkCount: number;
+  readonly revision: number;
+}
+
+export type ProgressFn = (doneBytes: number, totalBytes: number | undefined) => void;
+
+export interface PutOptions {
+  /** Commit only if the path is at this version (0: must not exist). */
+  readonly baseVersion?: number;
+  readonly mtimeMs?: number;
+  readonly onProgress?: ProgressFn;
+  readonly signal?: AbortSignal;
+}
+
+export interface GetOptions {
+  readonly version?: number;
+  readonly offset?: number;
+  readonly limit?: number;
+  readonly onProgress?: ProgressFn;
+  readonly signal?: AbortSignal;
+}
+
+const MESSAGE_BYTES = 1024 * 1024;
+
+function toInfo(f: FileInfo__Output | null | undefined): FileInfo {
+  if (!f) throw new CairnError('CAIRN_INTERNAL', 'server sent no file description');
+  return {
+    path: f.path,
+    version: Number(f.version),
+    size: Number(f.size),
+    contentHash: f.content_hash,
+    mtimeMs: Number(f.mtime_ms),
+    createdMs: Number(f.created_ms),
+    chunkCount: f.chunk_count,
+    revision: Number(f.revision),
+  };
+}
+
+export class CairnClient {
+  readonly endpoint: string;
+  readonly #client: FilesClient;
+  readonly #token: string;
+
+  constructor(settings: Pick<ClientSettings, 'endpoint' | 'token' | 'tlsCa' | 'tlsCert' | 'tlsKey'>, channelOptions: grpc.ChannelOptions = {}) {
+    this.endpoint = settings.endpoint;
+    this.#token = settings.token;
+    const Ctor = loadProto().proto.cairn.v1.Files;
+    this.#client = new Ctor(settings.endpoint, clientCredentials({ ca: settings.tlsCa, cert: settings.tlsCert, key: settings.tlsKey }), { ...CHANNEL_OPTIONS, ...channelOptions });
+  }
+
+  /** Uploads a local file to `remotePath`. */
+  async put(localPath: string, remotePath: string, options: PutOptions = {}): Promise<FileInfo> {
+    const st = await fsStat(localPath);
+    if (!st.isFile()) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${localPath} is not a regular file`);
+    return this.putStream(createReadStream(localPath, { highWaterMark: MESSAGE_BYTES }), remotePath, { ...options, size: st.size, mtimeMs: options.mtimeMs ?? Math.floor(st.mtimeMs) });
+  }
+
+  /** Uploads a byte stream; `size`, when given, is checked by the server. */
+  async putStream(source: Readable, remotePath: string, options: PutOptions & { size?: number } = {}): Promise<FileInfo> {
+    const md = await callMetadata(() => this.#token);
+    let done = 0;
+    const response = new Promise<UploadFileResponse__Output>((resolve, reject) => {
+      const call = this.#client.UploadFile(md, (err, res) => {
+        if (err) reject(fromServiceError(err));
+        else if (res) resolve(res);
+        else reject(new CairnError('CAIRN_INTERNAL', 'empty UploadFile response'));
+      });
+      const onAbort = (): void => call.cancel();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      const pump = async (): Promise<void> => {
+        call.write({ header: { path: remotePath, mtime_ms: options.mtimeMs ?? Date.now(), ...(options.size !== undefined ? { size: options.size } : {}), ...(options.baseVersion !== undefined ? { base_version: options.baseVersion } : {}) } });
+        for await (const piece of source as AsyncIterable<Buffer>) {
+          for (let i = 0; i < piece.length; i += MESSAGE_BYTES) {
+            const data = piece.subarray(i, i + MESSAGE_BYTES);
+            if (!call.write({ data })) await once(call, 'drain');
+            done += data.length;
+            options.onProgress?.(done, options.size);
+          }
+        }
+        call.end();
+      };
+      pump().catch((err: unknown) => {
+        call.cancel();
+        reject(err instanceof CairnError ? err : new CairnError('CAIRN_INTERNAL', `reading the upload source failed: ${(err as Error).message}`, { cause: err }));
+      });
+    });
+    try {
+      return toInfo((await response).file);
+    } finally {
+      source.destroy();
+    }
+  }
+
+  /** Streams a file (or a range): yields the description first, then data in order. */
+  async *read(remotePath: string, options: GetOptions = {}): AsyncGenerator<{ info: FileInfo } | { data: Buffer; offset: number }> {
+    const md = await callMetadata(() => this.#token);
+    const call = this.#client.ReadFile({ path: remotePath, version: options.version ?? 0, offset: options.offset ?? 0, limit: options.limit ?? 0 }, md);
+    const onAbort = (): void => call.cancel();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for await (const msg of call as AsyncIterable<ReadFileResponse__Output>) {
+        if (msg.file) yield { info: toInfo(msg.file) };
+        else yield { data: msg.data, offset: Number(msg.offset) };
+      }
+    } catch (err) {
+      throw fromServiceError(err);
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Downloads to `localPath` through a temporary file renamed into place, so a partial
+   * download is never visible under the final name. `-` writes to stdout.
+   */
+  async get(remotePath: string, localPath: string, options: GetOptions = {}): Promise<FileInfo> {
+    const toStdout = localPath === '-';
+    const tmp = toStdout ? '' : `${localPath}.cairn-${randomBytes(4).toString('hex')}.part`;
+    const out = toStdout ? process.stdout : createWriteStream(tmp);
+    let info: FileInfo | undefined;
+    let written = 0;
+    try {
+      for await (const part of this.read(remotePath, options)) {
+        if ('info' in part) {
+          info = part.info;
+          continue;
+        }
+        if (!out.write(part.data)) await once(out, 'drain');
+        written += part.data.length;
+        const total = info === undefined ? undefined : Math.min(info.size - (options.offset ?? 0), options.limit || Infinity);
+        options.onProgress?.(written, total);
+      }
+      if (info === undefined) throw new CairnError('CAIRN_INTERNAL', 'server sent no file description');
+      const expected = Math.min(info.size - (options.offset ?? 0), options.limit || Infinity);
+      if (written !== expected) throw new CairnError('CAIRN_DATA_LOSS', `received ${written} bytes, expected ${expected}`);
+      if (!toStdout) {
+        const file = out as ReturnType<typeof createWriteStream>;
+        await new Promise<void>((resolve, reject) => file.end((err?: Error | null) => (err ? reject(err) : resolve())));
+        await rename(tmp, localPath);
+      }
+      return info;
+    } catch (err) {
+      if (!toStdout) {
+        (out as ReturnType<typeof createWriteStream>).destroy();
+        await rm(tmp, { force: true });
+      }
+      throw err;
+    }
+  }
+
+  async stat(remotePath: string, version = 0): Promise<FileInfo> {
+    const md = await callMetadata(() => this.#token);
+    try {
+      const res = await unaryCall<{ path: string; version: number }, StatResponse__Output>(this.#client.Stat.bind(this.#client), { path: remotePath, version }, md, deadlineIn(30_000));
+      return toInfo(res.file);
+    } catch (err) {
+      throw fromServiceError(err);
+    }
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+}

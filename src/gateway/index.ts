@@ -1,0 +1,47 @@
+// Gateways: stateless servers of the public Files API. They chunk and store file data on
+// block nodes and commit versions in the metadata service.
+import type * as grpc from '@grpc/grpc-js';
+import type { ChunkerOptions } from '../chunking/index.js';
+import { CairnGrpcServer } from '../common/grpc-server.js';
+import type { Logger } from '../common/log.js';
+import type { Metrics } from '../common/metrics.js';
+import { loadProto } from '../common/proto.js';
+import type { BlockClient } from '../blocknode/index.js';
+import type { MetadataClient } from '../metadata/index.js';
+import { filesHandlers } from './files.js';
+
+export interface GatewayOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly credentials: grpc.ServerCredentials;
+  readonly authSecret: Uint8Array;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly metadata: MetadataClient;
+  readonly blocks: BlockClient;
+  readonly maxFileBytes: number;
+  readonly chunker?: ChunkerOptions;
+}
+
+export interface Gateway {
+  readonly port: number;
+  stop(timeoutMs?: number): Promise<void>;
+}
+
+export async function createGateway(options: GatewayOptions): Promise<Gateway> {
+  const log = options.log.child({ component: 'gateway' });
+  const { definition, proto } = loadProto();
+  const server = new CairnGrpcServer({ name: 'gateway', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
+  server.addService(
+    proto.cairn.v1.Files.service,
+    filesHandlers({ metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, ...(options.chunker ? { chunker: options.chunker } : {}) }),
+    { UploadFile: 'write', ReadFile: 'read', Stat: 'read' },
+  );
+  const port = await server.listen(options.host, options.port, options.credentials);
+  return {
+    port,
+    async stop(timeoutMs?: number) {
+      await server.shutdown(timeoutMs);
+    },
+  };
+}

@@ -1,0 +1,57 @@
+// The metadata service: Cairn's strongly consistent source of truth (files, versions, chunk
+// index) over an ordered transactional KV. `createMetadataService` builds and starts one.
+import { join } from 'node:path';
+import type * as grpc from '@grpc/grpc-js';
+import { CairnGrpcServer } from '../common/grpc-server.js';
+import type { Logger } from '../common/log.js';
+import type { Metrics } from '../common/metrics.js';
+import { loadProto } from '../common/proto.js';
+import { openKv } from './kv/index.js';
+import type { Kv } from './kv/types.js';
+import { metadataHandlers } from './service.js';
+
+export { MetadataClient, type MetadataClientOptions } from './client.js';
+
+export interface MetadataServiceOptions {
+  readonly dataDir: string;
+  readonly host: string;
+  readonly port: number;
+  readonly credentials: grpc.ServerCredentials;
+  readonly authSecret: Uint8Array;
+  readonly log: Logger;
+  readonly metrics: Metrics;
+  readonly maxFileBytes?: number;
+  /** PostgreSQL connection string; when absent, LevelDB under dataDir/metadata. */
+  readonly postgresUrl?: string | undefined;
+}
+
+export interface MetadataService {
+  readonly port: number;
+  readonly kv: Kv;
+  stop(timeoutMs?: number): Promise<void>;
+}
+
+export async function createMetadataService(options: MetadataServiceOptions): Promise<MetadataService> {
+  const log = options.log.child({ component: 'metadata' });
+  const kv = options.postgresUrl !== undefined
+    ? await openKv({ backend: 'postgres', url: options.postgresUrl })
+    : await openKv({ backend: 'level', dir: join(options.dataDir, 'metadata') });
+  const { definition, proto } = loadProto();
+  const server = new CairnGrpcServer({ name: 'metadata', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
+  server.addService(proto.cairn.v1.Metadata.service, metadataHandlers(kv, options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}), { CommitFile: 'service', GetFile: 'service' });
+  let port: number;
+  try {
+    port = await server.listen(options.host, options.port, options.credentials);
+  } catch (err) {
+    await kv.close();
+    throw err;
+  }
+  return {
+    port,
+    kv,
+    async stop(timeoutMs?: number) {
+      await server.shutdown(timeoutMs);
+      await kv.close();
+    },
+  };
+}

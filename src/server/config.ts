@@ -1,0 +1,38 @@
+// Server configuration: every option, its default, and how it is named as a flag
+// (--grpc-port), an environment variable (CAIRN_GRPC_PORT) and a config-file key (grpcPort).
+import { z } from 'zod';
+import { loadConfig, zBool, zInt, type LoadOptions } from '../common/config.js';
+import { LOG_LEVELS } from '../common/log.js';
+
+export const ROLES = ['embedded', 'gateway', 'metadata', 'blocknode'] as const;
+export type ServerRole = (typeof ROLES)[number];
+
+const GiB = 1024 ** 3;
+
+export const serverConfigSchema = z.object({
+  configFile: z.string().min(1).optional().describe('JSON file with any of these options (keys as in this table)'),
+  role: z.enum(ROLES).default('embedded').describe('What this process runs: everything (embedded) or one component'),
+  dataDir: z.string().min(1).default('./data').describe('Where data, the auth secret and client.json live'),
+  host: z.string().min(1).default('127.0.0.1').describe('Listen address of the public gRPC and HTTP ports'),
+  grpcPort: zInt(0, 65535).default(7400).describe('gRPC port (0 = pick a free port)'),
+  httpPort: zInt(0, 65535).default(7480).describe('HTTP port for /metrics, /healthz, /readyz (0 = pick)'),
+  logLevel: z.enum(LOG_LEVELS).default('info').describe('fatal, error, warn, info, debug, trace or silent'),
+  tlsCert: z.string().min(1).optional().describe('PEM certificate for TLS on every listener'),
+  tlsKey: z.string().min(1).optional().describe('PEM private key for --tls-cert'),
+  tlsCa: z.string().min(1).optional().describe('PEM CA bundle: require client certificates (mTLS); also trusted by internal clients'),
+  allowPlaintext: zBool.default(false).describe('Allow plaintext on non-loopback addresses'),
+  authSecretFile: z.string().min(1).optional().describe('Token signing secret (default <dataDir>/auth.key, created on first start)'),
+  metadataAddr: z.string().min(1).optional().describe('host:port of the metadata service (role gateway)'),
+  blocknodeAddr: z.string().min(1).optional().describe('host:port of the block node (role gateway)'),
+  postgresUrl: z.string().min(1).optional().describe('PostgreSQL URL for the metadata store (default: LevelDB in dataDir)'),
+  maxFileBytes: zInt(1, Number.MAX_SAFE_INTEGER).default(10 * GiB).describe('Largest file accepted, in bytes'),
+  capacityBytes: zInt(1, Number.MAX_SAFE_INTEGER).optional().describe('Block store capacity limit in bytes (default: the disk)'),
+  reserveBytes: zInt(0, Number.MAX_SAFE_INTEGER).default(256 * 1024 * 1024).describe('Free disk space below which block puts are refused'),
+  shutdownTimeoutMs: zInt(0, 3_600_000).default(30_000).describe('How long SIGTERM waits for in-flight calls'),
+});
+
+export type ServerConfig = z.infer<typeof serverConfigSchema>;
+
+export function loadServerConfig(options: LoadOptions): Readonly<ServerConfig> {
+  return loadConfig(serverConfigSchema, options);
+}

@@ -1,0 +1,153 @@
+// Composition root for `cairn server`: wires config into the components (embedded = all in one
+// process), bootstraps the auth secret and the local admin client config, serves HTTP metrics
+// and health, and stops everything in dependency order.
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve, join } from 'node:path';
+import type * as grpc from '@grpc/grpc-js';
+import { loadOrCreateSecret, ServiceTokenSource, signToken, verifyToken, writeFileAtomic } from '../common/auth.js';
+import { CairnError } from '../common/errors.js';
+import { clientCredentials, serverCredentials, type TlsFiles } from '../common/grpc-server.js';
+import * as grpcJs from '@grpc/grpc-js';
+import { startHttpServer } from '../common/http.js';
+import type { Logger } from '../common/log.js';
+import { createMetrics } from '../common/metrics.js';
+import { BlockClient, createBlockNode } from '../blocknode/index.js';
+import { createGateway } from '../gateway/index.js';
+import { MetadataClient, createMetadataService } from '../metadata/index.js';
+import type { ServerConfig } from './config.js';
+
+export { loadServerConfig, serverConfigSchema, type ServerConfig } from './config.js';
+
+export interface RunningServer {
+  readonly role: ServerConfig['role'];
+  /** Public gRPC endpoint (host:port) of this process. */
+  readonly grpcEndpoint: string;
+  readonly httpEndpoint: string;
+  /** Where the local admin client config was written (embedded only). */
+  readonly clientConfigPath: string | undefined;
+  readonly readyLine: string;
+  stop(): Promise<void>;
+}
+
+const INTERNAL_HOST = '127.0.0.1';
+
+function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Address a local client should dial: wildcard listen addresses are reached via loopback. */
+function dialHost(host: string): string {
+  return host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+}
+
+export async function startServer(config: Readonly<ServerConfig>, log: Logger): Promise<RunningServer> {
+  const dataDir = resolve(config.dataDir);
+  const secret = loadOrCreateSecret(config.authSecretFile ?? join(dataDir, 'auth.key'));
+  const tokens = new ServiceTokenSource(secret);
+  const tls: TlsFiles = { cert: config.tlsCert, key: config.tlsKey, ca: config.tlsCa };
+  const publicCredentials = serverCredentials(config.host, tls, config.allowPlaintext);
+  const metrics = createMetrics();
+  const stops: Array<(timeoutMs: number) => Promise<void>> = [];
+  let ready = false;
+  let grpcPort = 0;
+
+  const stopAll = async (): Promise<void> => {
+    ready = false;
+    // Reverse start order: the gateway drains its calls while metadata and blocks still serve.
+    for (const stop of stops.reverse()) await stop(config.shutdownTimeoutMs);
+  };
+
+  try {
+    const common = { authSecret: secret, log, metrics };
+    if (config.role === 'embedded') {
+      // Internal services listen on loopback only, inside this process's reach.
+      const internal = grpcJs.ServerCredentials.createInsecure();
+      const blocknode = await createBlockNode({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, ...storeLimits(config) });
+      stops.push((t) => blocknode.stop(t));
+      const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl });
+      stops.push((t) => metadataSvc.stop(t));
+      const insecure = grpcJs.credentials.createInsecure();
+      const gateway = await startGateway(config, common, publicCredentials, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops);
+      grpcPort = gateway;
+    } else if (config.role === 'blocknode') {
+      const blocknode = await createBlockNode({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, ...storeLimits(config) });
+      stops.push((t) => blocknode.stop(t));
+      grpcPort = blocknode.port;
+    } else if (config.role === 'metadata') {
+      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl });
+      stops.push((t) => metadataSvc.stop(t));
+      grpcPort = metadataSvc.port;
+    } else {
+      if (config.metadataAddr === undefined || config.blocknodeAddr === undefined) {
+        throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role gateway needs --metadata-addr and --blocknode-addr');
+      }
+      grpcPort = await startGateway(config, common, publicCredentials, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops);
+    }
+
+    const http = await startHttpServer(config.host, config.httpPort, { registry: metrics.registry, log, ready: () => ready, tls, allowPlaintext: config.allowPlaintext });
+    stops.unshift(() => http.close());
+
+    const grpcEndpoint = hostPort(dialHost(config.host), grpcPort);
+    const scheme = tls.cert !== undefined ? 'https' : 'http';
+    const httpEndpoint = `${scheme}://${hostPort(dialHost(config.host), http.port)}`;
+    let clientConfigPath: string | undefined;
+    if (config.role === 'embedded') clientConfigPath = await writeClientConfig(dataDir, grpcEndpoint, secret, config);
+    ready = true;
+    const readyLine = `cairn ready role=${config.role} grpc=${grpcEndpoint} http=${httpEndpoint} data=${dataDir}${clientConfigPath !== undefined ? ` client=${clientConfigPath}` : ''}`;
+    return { role: config.role, grpcEndpoint, httpEndpoint, clientConfigPath, readyLine, stop: stopAll };
+  } catch (err) {
+    await stopAll().catch(() => undefined);
+    throw err;
+  }
+}
+
+function storeLimits(config: Readonly<ServerConfig>): { capacityBytes?: number; reserveBytes: number } {
+  return { reserveBytes: config.reserveBytes, ...(config.capacityBytes !== undefined ? { capacityBytes: config.capacityBytes } : {}) };
+}
+
+async function startGateway(
+  config: Readonly<ServerConfig>,
+  common: { authSecret: Uint8Array; log: Logger; metrics: ReturnType<typeof createMetrics> },
+  credentials: grpc.ServerCredentials,
+  metadataAddr: string,
+  blocknodeAddr: string,
+  internalCredentials: grpc.ChannelCredentials,
+  tokens: ServiceTokenSource,
+  stops: Array<(timeoutMs: number) => Promise<void>>,
+): Promise<number> {
+  const token = (): Promise<string> => tokens.token();
+  const metadata = new MetadataClient({ address: metadataAddr, credentials: internalCredentials, token });
+  const blocks = new BlockClient({ address: blocknodeAddr, credentials: internalCredentials, token });
+  stops.push(async () => {
+    metadata.close();
+    blocks.close();
+  });
+  const gateway = await createGateway({ ...common, host: config.host, port: config.grpcPort, credentials, metadata, blocks, maxFileBytes: config.maxFileBytes });
+  stops.push((t) => gateway.stop(t));
+  return gateway.port;
+}
+
+/**
+ * Writes <dataDir>/client.json with this server's endpoint and an admin token for the default
+ * tenant, so `cairn put` on the same machine needs no setup. A still-valid token is kept.
+ */
+async function writeClientConfig(dataDir: string, endpoint: string, secret: Uint8Array, config: Readonly<ServerConfig>): Promise<string> {
+  const path = join(dataDir, 'client.json');
+  let token: string | undefined;
+  if (existsSync(path)) {
+    try {
+      const old = JSON.parse(readFileSync(path, 'utf8')) as { token?: unknown };
+      if (typeof old.token === 'string') {
+        const p = await verifyToken(secret, old.token);
+        if (p.role === 'admin') token = old.token;
+      }
+    } catch {
+      token = undefined;
+    }
+  }
+  token ??= await signToken(secret, { tenant: 'default', role: 'admin', subject: 'admin', ttlSeconds: 365 * 24 * 3600 });
+  const body: Record<string, string> = { endpoint, token, tenant: 'default' };
+  if (config.tlsCert !== undefined) body['tlsCa'] = resolve(config.tlsCa ?? config.tlsCert);
+  writeFileAtomic(path, JSON.stringify(body, null, 2) + '\n', 0o600);
+  return path;
+}
