@@ -1,0 +1,425 @@
+// The embedded metadata KV on LevelDB: serializable transactions by optimistic concurrency
+// control in a single process, with group commit of synced atomic batches.
+import { Level } from 'level';
+import { CairnError } from '../../common/errors.js';
+import {
+  checkChannel,
+  checkFn,
+  checkKey,
+  checkListener,
+  checkPayload,
+  checkValue,
+  backoffMs,
+  dedupeNotifications,
+  deliver,
+  inRange,
+  keyHex,
+  maxRetriesOf,
+  mergeScan,
+  normalizeRange,
+  sleep,
+  writesInRange,
+  type Bound,
+  type NormalRange,
+  type Write,
+} from './internal.js';
+import type { Kv, KvEntry, KvListener, KvRange, KvTx, TransactOptions } from './types.js';
+
+export interface LevelKvOptions {
+  /** Directory holding the LevelDB files (created if missing). */
+  readonly dir: string;
+}
+
+type Db = Level<Buffer, Buffer>;
+type Snapshot = ReturnType<Db['snapshot']>;
+
+/** A transaction accepted by validation, in commit order; durable once its group is written. */
+interface CommitRecord {
+  readonly seq: number;
+  readonly writes: ReadonlyMap<string, Write>;
+  readonly notifications: ReadonlyArray<readonly [string, string]>;
+  readonly done: Promise<void>;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
+interface ReadRange {
+  readonly lower: Bound | undefined;
+  readonly upper: Bound | undefined;
+}
+
+function deferredRecord(seq: number, writes: ReadonlyMap<string, Write>, notifications: ReadonlyArray<readonly [string, string]>): CommitRecord {
+  let resolve!: () => void;
+  let reject!: (error: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Read-only transactions may wait on someone else's record; the committer always handles
+  // rejection itself, so a second observer must not turn it into an unhandled rejection.
+  done.catch(() => undefined);
+  return { seq, writes, notifications, done, resolve, reject };
+}
+
+function closedError(): CairnError {
+  return new CairnError('CAIRN_SHUTTING_DOWN', 'metadata KV is closed');
+}
+
+class LevelTx implements KvTx {
+  readonly writes = new Map<string, Write>();
+  readonly notifications: Array<readonly [string, string]> = [];
+  readonly points = new Set<string>();
+  readonly ranges: ReadRange[] = [];
+  finished = false;
+
+  constructor(
+    private readonly db: Db,
+    readonly snapshot: Snapshot,
+    /** Accepted but not yet durable commits visible to this transaction, oldest first. */
+    readonly overlay: readonly CommitRecord[],
+    readonly startSeq: number,
+  ) {}
+
+  private checkOpen(method: string): void {
+    if (this.finished) throw new TypeError(`tx.${method}() called after the transaction finished`);
+  }
+
+  async get(key: Buffer): Promise<Buffer | undefined> {
+    this.checkOpen('get');
+    checkKey(key);
+    const id = keyHex(key);
+    const own = this.writes.get(id);
+    if (own !== undefined) return own.value === undefined ? undefined : Buffer.from(own.value);
+    this.points.add(id);
+    for (let i = this.overlay.length - 1; i >= 0; i--) {
+      const w = this.overlay[i]?.writes.get(id);
+      if (w !== undefined) return w.value === undefined ? undefined : Buffer.from(w.value);
+    }
+    return this.db.get(key, { snapshot: this.snapshot });
+  }
+
+  async scan(range: KvRange): Promise<KvEntry[]> {
+    this.checkOpen('scan');
+    const r = normalizeRange(range);
+    // Later layers override earlier ones: pending commits in order, then our own writes.
+    const layered = new Map<string, Write>();
+    for (const record of this.overlay) {
+      for (const [id, w] of record.writes) if (inRange(w.key, r.lower, r.upper)) layered.set(id, w);
+    }
+    for (const [id, w] of this.writes) if (inRange(w.key, r.lower, r.upper)) layered.set(id, w);
+    const upper = writesInRange(layered.values(), r);
+    const entries = await readStored(this.db, r, upper, this.snapshot);
+    // Record what was actually observed: a scan cut short by its limit depends only on keys up
+    // to the last one returned, so writes beyond it must not conflict.
+    let lower = r.lower;
+    let upperBound = r.upper;
+    const last = entries.at(-1);
+    if (last !== undefined && entries.length === r.limit) {
+      if (r.reverse) lower = { key: last[0], inclusive: true };
+      else upperBound = { key: last[0], inclusive: true };
+    }
+    this.ranges.push({ lower, upper: upperBound });
+    return entries;
+  }
+
+  put(key: Buffer, value: Buffer): void {
+    this.checkOpen('put');
+    checkKey(key);
+    checkValue(value);
+    const copy = Buffer.from(key);
+    this.writes.set(keyHex(copy), { key: copy, value: Buffer.from(value) });
+  }
+
+  del(key: Buffer): void {
+    this.checkOpen('del');
+    checkKey(key);
+    const copy = Buffer.from(key);
+    this.writes.set(keyHex(copy), { key: copy, value: undefined });
+  }
+
+  notify(channel: string, payload: string): void {
+    this.checkOpen('notify');
+    checkChannel(channel);
+    checkPayload(payload);
+    this.notifications.push([channel, payload]);
+  }
+
+  /** Whether any of `writes` touches something this transaction read. */
+  conflictsWith(writes: ReadonlyMap<string, Write>): boolean {
+    if (this.points.size === 0 && this.ranges.length === 0) return false;
+    for (const [id, w] of writes) {
+      if (this.points.has(id)) return true;
+      for (const r of this.ranges) if (inRange(w.key, r.lower, r.upper)) return true;
+    }
+    return false;
+  }
+}
+
+/**
+ * Reads stored entries of `range` that survive the buffered `upper` writes. Each buffered delete
+ * can hide at most one stored entry, so fetching limit + deletes entries is always enough.
+ */
+async function readStored(db: Db, r: NormalRange, upper: readonly Write[], snapshot?: Snapshot): Promise<KvEntry[]> {
+  let fetch = r.limit;
+  if (Number.isFinite(fetch)) for (const w of upper) if (w.value === undefined) fetch++;
+  const iterator = db.iterator({
+    ...(r.lower === undefined ? {} : r.lower.inclusive ? { gte: r.lower.key } : { gt: r.lower.key }),
+    ...(r.upper === undefined ? {} : r.upper.inclusive ? { lte: r.upper.key } : { lt: r.upper.key }),
+    reverse: r.reverse,
+    ...(Number.isFinite(fetch) ? { limit: fetch } : {}),
+    ...(snapshot === undefined ? {} : { snapshot }),
+  });
+  const stored = (await iterator.all()) as KvEntry[];
+  return upper.length === 0 && !Number.isFinite(r.limit) ? stored : mergeScan(stored, upper, r);
+}
+
+class LevelKv implements Kv {
+  private readonly listeners = new Map<string, Set<KvListener>>();
+  /** Sequence number of the last commit accepted by validation. */
+  private acceptedSeq = 0;
+  /** Accepted commits that a running transaction may still have to validate against. */
+  private log: CommitRecord[] = [];
+  /** Accepted commits not yet durable (the in-flight group and the queue). */
+  private pending: CommitRecord[] = [];
+  private queue: CommitRecord[] = [];
+  private writing = false;
+  private flushScheduled = false;
+  /** Start sequence numbers of running transactions (with multiplicity), bounding the log. */
+  private readonly activeStarts = new Map<number, number>();
+  private running = 0;
+  private idleWaiters: Array<() => void> = [];
+  private readonly snapshotCloses = new Set<Promise<void>>();
+  private failure: unknown;
+  private closing: Promise<void> | undefined;
+
+  constructor(private readonly db: Db) {}
+
+  async get(key: Buffer): Promise<Buffer | undefined> {
+    checkKey(key);
+    this.checkUsable(true);
+    return this.db.get(key);
+  }
+
+  async scan(range: KvRange): Promise<KvEntry[]> {
+    const r = normalizeRange(range);
+    this.checkUsable(true);
+    return readStored(this.db, r, []);
+  }
+
+  async transact<T>(fn: (tx: KvTx) => Promise<T>, options?: TransactOptions): Promise<T> {
+    checkFn(fn);
+    const maxRetries = maxRetriesOf(options);
+    this.checkUsable(true);
+    this.running++;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const tx = this.begin();
+        let result: T;
+        try {
+          result = await fn(tx);
+        } catch (error) {
+          this.finish(tx);
+          throw error;
+        }
+        const committed = this.commit(tx);
+        if (committed !== undefined) {
+          await committed;
+          return result;
+        }
+        if (attempt >= maxRetries) {
+          throw new CairnError('CAIRN_TX_CONFLICT', `transaction conflicted ${attempt + 1} times`, {
+            retryAfterMs: 10,
+          });
+        }
+        await sleep(backoffMs(attempt));
+        this.checkUsable(false);
+      }
+    } finally {
+      this.running--;
+      if (this.running === 0) this.wakeIdle();
+    }
+  }
+
+  subscribe(channel: string, listener: KvListener): () => void {
+    checkChannel(channel);
+    checkListener(listener);
+    let set = this.listeners.get(channel);
+    if (set === undefined) {
+      set = new Set();
+      this.listeners.set(channel, set);
+    }
+    // A wrapper makes each subscription distinct even when the same function subscribes twice.
+    const entry: KvListener = (payload) => {
+      listener(payload);
+    };
+    set.add(entry);
+    return () => {
+      const current = this.listeners.get(channel);
+      current?.delete(entry);
+      if (current?.size === 0) this.listeners.delete(channel);
+    };
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    // Running transactions (and their retries) may finish; nothing new starts.
+    while (this.running > 0 || this.writing || this.queue.length > 0 || this.flushScheduled) {
+      await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    }
+    await Promise.all([...this.snapshotCloses]);
+    this.listeners.clear();
+    await this.db.close();
+  }
+
+  private wakeIdle(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** `fresh`: new work from the caller, refused once close() was called; retries may go on. */
+  private checkUsable(fresh: boolean): void {
+    if (fresh && this.closing !== undefined) throw closedError();
+    if (this.failure !== undefined) {
+      throw new CairnError('CAIRN_UNAVAILABLE', 'metadata KV failed to write and stopped accepting work', {
+        cause: this.failure,
+      });
+    }
+  }
+
+  private begin(): LevelTx {
+    const startSeq = this.acceptedSeq;
+    this.activeStarts.set(startSeq, (this.activeStarts.get(startSeq) ?? 0) + 1);
+    // Taken in the same synchronous step as the overlay copy: whether or not the in-flight batch
+    // has reached LevelDB yet, snapshot + overlay is exactly the state as of `startSeq`.
+    return new LevelTx(this.db, this.db.snapshot(), this.pending.slice(), startSeq);
+  }
+
+  private finish(tx: LevelTx): void {
+    tx.finished = true;
+    this.release(tx.startSeq);
+    const closing = tx.snapshot.close().catch(() => undefined);
+    this.snapshotCloses.add(closing);
+    void closing.then(() => this.snapshotCloses.delete(closing));
+  }
+
+  /**
+   * Validates `tx` against every commit accepted since it started and, if none touched what it
+   * read, accepts it. Synchronous, so validation and acceptance are atomic. Returns undefined on
+   * conflict, else a promise settled when the commit is durable.
+   */
+  private commit(tx: LevelTx): Promise<void> | undefined {
+    // Validate before finishing: releasing the start point may prune records we must check.
+    const conflicted = this.validate(tx);
+    this.finish(tx);
+    if (conflicted) return undefined;
+    const notifications = dedupeNotifications(tx.notifications);
+    if (tx.writes.size === 0 && notifications.length === 0) {
+      // Read-only: serializable at its start point, but it may have read commits that are not
+      // durable yet, and must not report them before they are.
+      const lastSeen = tx.overlay.at(-1);
+      return lastSeen === undefined ? Promise.resolve() : lastSeen.done;
+    }
+    if (this.failure !== undefined) return Promise.reject(this.unavailable());
+    const record = deferredRecord(++this.acceptedSeq, tx.writes, notifications);
+    this.log.push(record);
+    this.pending.push(record);
+    this.queue.push(record);
+    this.scheduleFlush();
+    return record.done;
+  }
+
+  private validate(tx: LevelTx): boolean {
+    if (tx.points.size === 0 && tx.ranges.length === 0) return false;
+    for (let i = this.log.length - 1; i >= 0; i--) {
+      const record = this.log[i];
+      if (record === undefined || record.seq <= tx.startSeq) break;
+      if (tx.conflictsWith(record.writes)) return true;
+    }
+    return false;
+  }
+
+  private release(startSeq: number): void {
+    const count = (this.activeStarts.get(startSeq) ?? 1) - 1;
+    if (count === 0) this.activeStarts.delete(startSeq);
+    else this.activeStarts.set(startSeq, count);
+    let horizon = this.acceptedSeq;
+    for (const seq of this.activeStarts.keys()) if (seq < horizon) horizon = seq;
+    let drop = 0;
+    while (drop < this.log.length && (this.log[drop]?.seq ?? Infinity) <= horizon) drop++;
+    if (drop > 0) this.log = this.log.slice(drop);
+  }
+
+  private scheduleFlush(): void {
+    if (this.writing || this.flushScheduled) return;
+    this.flushScheduled = true;
+    // Waiting one macrotask turn lets every committer that validates in this tick join the batch.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    if (this.writing) return;
+    if (this.queue.length === 0) {
+      this.wakeIdle();
+      return;
+    }
+    const group = this.queue;
+    this.queue = [];
+    this.writing = true;
+    const ops: Array<{ type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer }> = [];
+    for (const record of group) {
+      for (const w of record.writes.values()) {
+        ops.push(w.value === undefined ? { type: 'del', key: w.key } : { type: 'put', key: w.key, value: w.value });
+      }
+    }
+    const write = ops.length === 0 ? Promise.resolve() : this.db.batch(ops, { sync: true });
+    write.then(
+      () => {
+        this.pending = this.pending.slice(group.length);
+        for (const record of group) {
+          for (const [channel, payload] of record.notifications) deliver(this.listeners.get(channel), payload);
+        }
+        for (const record of group) record.resolve();
+        this.writing = false;
+        this.flush();
+      },
+      (error: unknown) => {
+        // LevelDB refuses further writes after a failed synced write, and later groups may have
+        // read this one's data: fail everything queued and stop accepting commits.
+        this.failure = error;
+        const failed = [...group, ...this.queue];
+        this.queue = [];
+        this.pending = [];
+        this.writing = false;
+        const reason = this.unavailable();
+        for (const record of failed) record.reject(reason);
+        this.wakeIdle();
+      },
+    );
+  }
+
+  private unavailable(): CairnError {
+    return new CairnError('CAIRN_UNAVAILABLE', 'metadata KV write failed', { cause: this.failure });
+  }
+}
+
+export async function openLevelKv(options: LevelKvOptions): Promise<Kv> {
+  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
+  if (typeof options.dir !== 'string' || options.dir.length === 0) {
+    throw new TypeError('options.dir must be a non-empty string');
+  }
+  const db: Db = new Level<Buffer, Buffer>(options.dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+  try {
+    await db.open();
+  } catch (error) {
+    throw new CairnError('CAIRN_UNAVAILABLE', `cannot open metadata KV at ${options.dir}`, { cause: error });
+  }
+  return new LevelKv(db);
+}

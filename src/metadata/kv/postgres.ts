@@ -1,0 +1,503 @@
+// The shared metadata KV on PostgreSQL: SERIALIZABLE transactions over one `kv(k bytea, v bytea)`
+// table, retried on serialization failures, with LISTEN/NOTIFY waking watchers on every replica.
+import pg from 'pg';
+import { CairnError } from '../../common/errors.js';
+import {
+  backoffMs,
+  checkChannel,
+  checkFn,
+  checkKey,
+  checkListener,
+  checkPayload,
+  checkValue,
+  dedupeNotifications,
+  deliver,
+  keyHex,
+  maxRetriesOf,
+  mergeScan,
+  normalizeRange,
+  sleep,
+  writesInRange,
+  type NormalRange,
+  type Write,
+} from './internal.js';
+import type { Kv, KvEntry, KvListener, KvRange, KvTx, TransactOptions } from './types.js';
+
+export interface PostgresKvOptions {
+  /** postgres://user:password@host:port/database */
+  readonly connectionString?: string;
+  /** node-postgres pool settings (host, user, max, ssl, …); merged over `connectionString`. */
+  readonly pool?: pg.PoolConfig;
+  /** Upper bound for the LISTEN connection's reconnect backoff (default 5000 ms). */
+  readonly maxReconnectDelayMs?: number;
+}
+
+const SERIALIZATION_FAILURE = '40001';
+const DEADLOCK_DETECTED = '40P01';
+const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300', '53400']);
+const NETWORK_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+function sqlState(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null || !('code' in error)) return undefined;
+  const code = error.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+function isConflict(error: unknown): boolean {
+  const code = sqlState(error);
+  return code === SERIALIZATION_FAILURE || code === DEADLOCK_DETECTED;
+}
+
+function isConnectionFailure(error: unknown): boolean {
+  const code = sqlState(error);
+  if (code !== undefined) return code.startsWith('08') || UNAVAILABLE_SQLSTATES.has(code) || NETWORK_ERRNOS.has(code);
+  // node-postgres reports dropped sockets and pool timeouts as plain Errors without a code.
+  const message = error instanceof Error ? error.message : '';
+  return /connection|terminated|timeout exceeded|not queryable|Client was closed/i.test(message);
+}
+
+/** Connection trouble becomes CAIRN_UNAVAILABLE; anything else is returned unchanged. */
+function mapError(error: unknown): unknown {
+  if (error instanceof CairnError) return error;
+  if (isConflict(error)) {
+    return new CairnError('CAIRN_TX_CONFLICT', 'transaction conflicted', { cause: error, retryAfterMs: 10 });
+  }
+  if (isConnectionFailure(error)) {
+    return new CairnError('CAIRN_UNAVAILABLE', 'metadata database unavailable', { cause: error, retryAfterMs: 1000 });
+  }
+  return error;
+}
+
+function rangeSql(r: NormalRange, params: unknown[]): string {
+  const where: string[] = [];
+  if (r.lower !== undefined) {
+    params.push(r.lower.key);
+    where.push(`k ${r.lower.inclusive ? '>=' : '>'} $${params.length}`);
+  }
+  if (r.upper !== undefined) {
+    params.push(r.upper.key);
+    where.push(`k ${r.upper.inclusive ? '<=' : '<'} $${params.length}`);
+  }
+  return where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`;
+}
+
+type RowQuery = <R extends pg.QueryResultRow>(text: string, values: unknown[]) => Promise<pg.QueryResult<R>>;
+
+async function readStored(query: RowQuery, r: NormalRange, upper: readonly Write[]): Promise<KvEntry[]> {
+  const params: unknown[] = [];
+  let sql = `SELECT k, v FROM kv ${rangeSql(r, params)} ORDER BY k ${r.reverse ? 'DESC' : 'ASC'}`;
+  if (Number.isFinite(r.limit)) {
+    // Each buffered delete hides at most one stored row.
+    let fetch = r.limit;
+    for (const w of upper) if (w.value === undefined) fetch++;
+    params.push(fetch);
+    sql += ` LIMIT $${params.length}`;
+  }
+  const result = await query<{ k: Buffer; v: Buffer }>(sql, params);
+  const stored: KvEntry[] = result.rows.map((row) => [row.k, row.v]);
+  return upper.length === 0 && !Number.isFinite(r.limit) ? stored : mergeScan(stored, upper, r);
+}
+
+class PostgresTx implements KvTx {
+  readonly writes = new Map<string, Write>();
+  readonly notifications: Array<readonly [string, string]> = [];
+  finished = false;
+  /** Set once PostgreSQL reported a serialization failure: the attempt is doomed, whatever fn does. */
+  conflicted = false;
+
+  constructor(private readonly client: pg.PoolClient) {}
+
+  private checkOpen(method: string): void {
+    if (this.finished) throw new TypeError(`tx.${method}() called after the transaction finished`);
+  }
+
+  private async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+    try {
+      return await this.client.query<R>({ text, values });
+    } catch (error) {
+      if (isConflict(error)) this.conflicted = true;
+      throw mapError(error);
+    }
+  }
+
+  async get(key: Buffer): Promise<Buffer | undefined> {
+    this.checkOpen('get');
+    checkKey(key);
+    const own = this.writes.get(keyHex(key));
+    if (own !== undefined) return own.value === undefined ? undefined : Buffer.from(own.value);
+    const result = await this.query<{ v: Buffer }>('SELECT v FROM kv WHERE k = $1', [key]);
+    return result.rows[0]?.v;
+  }
+
+  async scan(range: KvRange): Promise<KvEntry[]> {
+    this.checkOpen('scan');
+    const r = normalizeRange(range);
+    const upper = writesInRange(this.writes.values(), r);
+    return readStored((text, values) => this.query(text, values), r, upper);
+  }
+
+  put(key: Buffer, value: Buffer): void {
+    this.checkOpen('put');
+    checkKey(key);
+    checkValue(value);
+    const copy = Buffer.from(key);
+    this.writes.set(keyHex(copy), { key: copy, value: Buffer.from(value) });
+  }
+
+  del(key: Buffer): void {
+    this.checkOpen('del');
+    checkKey(key);
+    const copy = Buffer.from(key);
+    this.writes.set(keyHex(copy), { key: copy, value: undefined });
+  }
+
+  notify(channel: string, payload: string): void {
+    this.checkOpen('notify');
+    checkChannel(channel);
+    checkPayload(payload);
+    this.notifications.push([channel, payload]);
+  }
+
+  /** Applies buffered writes and queues notifications; both take effect at COMMIT. */
+  async apply(): Promise<void> {
+    // Key order gives concurrent writers one lock order, which avoids most deadlocks.
+    const writes = [...this.writes.values()].sort((a, b) => Buffer.compare(a.key, b.key));
+    const puts = writes.filter((w): w is Write & { value: Buffer } => w.value !== undefined);
+    const dels = writes.filter((w) => w.value === undefined);
+    if (puts.length > 0) {
+      await this.query(
+        'INSERT INTO kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ' +
+          'ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v',
+        [puts.map((w) => w.key), puts.map((w) => w.value)],
+      );
+    }
+    if (dels.length > 0) {
+      await this.query('DELETE FROM kv WHERE k = ANY($1::bytea[])', [dels.map((w) => w.key)]);
+    }
+    const notifications = dedupeNotifications(this.notifications);
+    if (notifications.length > 0) {
+      await this.query(
+        'SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(c, p, i) ORDER BY i',
+        [notifications.map((n) => n[0]), notifications.map((n) => n[1])],
+      );
+    }
+  }
+}
+
+type ListenerState = 'idle' | 'connecting' | 'ready' | 'backoff' | 'closed';
+
+/**
+ * One dedicated LISTEN connection per Kv, reconnecting with jittered backoff. Notifications sent
+ * while it is down are lost (PostgreSQL does not queue them), so watchers should re-read state
+ * when they resume rather than trust the feed of payloads alone.
+ */
+class Listener {
+  private readonly channels = new Map<string, Set<KvListener>>();
+  private client: pg.Client | undefined;
+  private listening = new Set<string>();
+  private state: ListenerState = 'idle';
+  private attempt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  /** Settles when the channel set requested so far is applied (or the attempt failed). */
+  private syncing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly config: pg.ClientConfig,
+    private readonly maxDelayMs: number,
+  ) {}
+
+  subscribe(channel: string, listener: KvListener): () => void {
+    let set = this.channels.get(channel);
+    if (set === undefined) {
+      set = new Set();
+      this.channels.set(channel, set);
+    }
+    const entry: KvListener = (payload) => {
+      listener(payload);
+    };
+    set.add(entry);
+    this.sync();
+    return () => {
+      const current = this.channels.get(channel);
+      current?.delete(entry);
+      if (current?.size === 0) {
+        this.channels.delete(channel);
+        this.sync();
+      }
+    };
+  }
+
+  /** Lets a committer wait until subscriptions made before it are live on the server. */
+  settled(): Promise<void> {
+    return this.syncing;
+  }
+
+  private sync(): void {
+    if (this.state === 'closed' || this.state === 'backoff') return;
+    this.syncing = this.syncing.then(() => this.syncOnce());
+  }
+
+  private async syncOnce(): Promise<void> {
+    if (this.state === 'closed' || this.state === 'backoff') return;
+    try {
+      if (this.client === undefined) {
+        if (this.channels.size === 0) return;
+        await this.connect();
+      }
+      const client = this.client;
+      if (client === undefined) return;
+      for (const channel of this.channels.keys()) {
+        if (!this.listening.has(channel)) {
+          // checkChannel admits only [a-z0-9_], so double quotes are a complete quoting.
+          await client.query(`LISTEN "${channel}"`);
+          this.listening.add(channel);
+        }
+      }
+      for (const channel of [...this.listening]) {
+        if (!this.channels.has(channel)) {
+          await client.query(`UNLISTEN "${channel}"`);
+          this.listening.delete(channel);
+        }
+      }
+      this.attempt = 0;
+    } catch {
+      this.dropped();
+    }
+  }
+
+  private async connect(): Promise<void> {
+    this.state = 'connecting';
+    const client = new pg.Client(this.config);
+    client.on('error', () => {
+      if (this.client === client) this.dropped();
+    });
+    client.on('end', () => {
+      if (this.client === client) this.dropped();
+    });
+    client.on('notification', (message) => {
+      deliver(this.channels.get(message.channel), message.payload ?? '');
+    });
+    this.client = client;
+    this.listening = new Set();
+    await client.connect();
+    if (this.client === client) this.state = 'ready';
+  }
+
+  private dropped(): void {
+    const client = this.client;
+    this.client = undefined;
+    this.listening = new Set();
+    if (client !== undefined) void client.end().catch(() => undefined);
+    if (this.state === 'closed' || this.state === 'backoff') return;
+    this.state = 'backoff';
+    const delay = Math.min(this.maxDelayMs, 50 * 2 ** this.attempt) * (0.5 + Math.random() / 2);
+    this.attempt = Math.min(this.attempt + 1, 20);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      if (this.state !== 'backoff') return;
+      this.state = 'idle';
+      this.sync();
+    }, delay);
+    this.timer.unref();
+  }
+
+  async close(): Promise<void> {
+    this.state = 'closed';
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.channels.clear();
+    await this.syncing;
+    const client = this.client;
+    this.client = undefined;
+    if (client !== undefined) await client.end().catch(() => undefined);
+  }
+}
+
+class PostgresKv implements Kv {
+  private running = 0;
+  private idleWaiters: Array<() => void> = [];
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly listener: Listener,
+  ) {}
+
+  async get(key: Buffer): Promise<Buffer | undefined> {
+    checkKey(key);
+    this.checkOpen();
+    try {
+      const result = await this.pool.query<{ v: Buffer }>({ text: 'SELECT v FROM kv WHERE k = $1', values: [key] });
+      return result.rows[0]?.v;
+    } catch (error) {
+      throw mapError(error);
+    }
+  }
+
+  async scan(range: KvRange): Promise<KvEntry[]> {
+    const r = normalizeRange(range);
+    this.checkOpen();
+    try {
+      return await readStored((text, values) => this.pool.query({ text, values }), r, []);
+    } catch (error) {
+      throw mapError(error);
+    }
+  }
+
+  async transact<T>(fn: (tx: KvTx) => Promise<T>, options?: TransactOptions): Promise<T> {
+    checkFn(fn);
+    const maxRetries = maxRetriesOf(options);
+    this.checkOpen();
+    this.running++;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const outcome = await this.attempt(fn);
+        if (outcome.committed) return outcome.result;
+        if (attempt >= maxRetries) {
+          throw new CairnError('CAIRN_TX_CONFLICT', `transaction conflicted ${attempt + 1} times`, {
+            cause: outcome.cause,
+            retryAfterMs: 10,
+          });
+        }
+        await sleep(backoffMs(attempt));
+      }
+    } finally {
+      this.running--;
+      if (this.running === 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const wake of waiters) wake();
+      }
+    }
+  }
+
+  /** One attempt: commits, or reports a serialization conflict, or throws. */
+  private async attempt<T>(
+    fn: (tx: KvTx) => Promise<T>,
+  ): Promise<{ committed: true; result: T } | { committed: false; cause: unknown }> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (error) {
+      throw mapError(error);
+    }
+    const tx = new PostgresTx(client);
+    let broken: unknown;
+    let open = false;
+    // A checked-out client has no pool listener: without ours a dropped connection would be an
+    // uncaught 'error' event. The failing query reports the problem to the transaction too.
+    const onError = (error: Error): void => {
+      broken = error;
+    };
+    client.on('error', onError);
+    try {
+      try {
+        await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
+        open = true;
+      } catch (error) {
+        broken = error;
+        throw mapError(error);
+      }
+      let result: T;
+      try {
+        result = await fn(tx);
+      } catch (error) {
+        tx.finished = true;
+        // An error after a serialization failure is most likely its consequence: retry.
+        if (tx.conflicted || isConflict(error)) return { committed: false, cause: error };
+        throw error;
+      }
+      tx.finished = true;
+      if (tx.conflicted) return { committed: false, cause: undefined };
+      try {
+        if (tx.notifications.length > 0) await this.listener.settled();
+        await tx.apply();
+        open = false;
+        await client.query('COMMIT');
+        return { committed: true, result };
+      } catch (error) {
+        if (tx.conflicted || isConflict(error)) return { committed: false, cause: error };
+        if (isConnectionFailure(error)) broken = error;
+        throw mapError(error);
+      }
+    } finally {
+      tx.finished = true;
+      client.off('error', onError);
+      await this.releaseClient(client, broken, open);
+    }
+  }
+
+  private async releaseClient(client: pg.PoolClient, broken: unknown, open: boolean): Promise<void> {
+    if (broken !== undefined) {
+      client.release(broken instanceof Error ? broken : true);
+      return;
+    }
+    try {
+      // A failed COMMIT has already ended the transaction; every other exit must roll back.
+      if (open) await client.query('ROLLBACK');
+      client.release();
+    } catch (error) {
+      client.release(error instanceof Error ? error : true);
+    }
+  }
+
+  subscribe(channel: string, listener: KvListener): () => void {
+    checkChannel(channel);
+    checkListener(listener);
+    if (this.closing !== undefined) return () => undefined;
+    return this.listener.subscribe(channel, listener);
+  }
+
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    while (this.running > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    await this.listener.close();
+    await this.pool.end();
+  }
+
+  private checkOpen(): void {
+    if (this.closing !== undefined) throw new CairnError('CAIRN_SHUTTING_DOWN', 'metadata KV is closed');
+  }
+}
+
+export async function openPostgresKv(options: PostgresKvOptions): Promise<Kv> {
+  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
+  const { connectionString, pool: poolOptions, maxReconnectDelayMs = 5000 } = options;
+  if (connectionString !== undefined && (typeof connectionString !== 'string' || connectionString.length === 0)) {
+    throw new TypeError('options.connectionString must be a non-empty string');
+  }
+  if (poolOptions !== undefined && (typeof poolOptions !== 'object' || poolOptions === null)) {
+    throw new TypeError('options.pool must be an object');
+  }
+  if (connectionString === undefined && poolOptions === undefined) {
+    throw new TypeError('options.connectionString or options.pool is required');
+  }
+  if (!Number.isFinite(maxReconnectDelayMs) || maxReconnectDelayMs < 0) {
+    throw new RangeError('options.maxReconnectDelayMs must be a number ≥ 0');
+  }
+  const config: pg.PoolConfig = {
+    application_name: 'cairn-metadata',
+    ...(connectionString === undefined ? {} : { connectionString }),
+    ...poolOptions,
+    // Sequential scans take relation-wide SIREAD locks, making every writer look like it
+    // conflicts with every reader; index scans keep SERIALIZABLE's conflict detection precise.
+    options: `${poolOptions?.options ?? ''} -c enable_seqscan=off`.trim(),
+  };
+  const pool = new pg.Pool(config);
+  // Idle clients that lose their connection emit here; the pool drops them, nothing to do.
+  pool.on('error', () => undefined);
+  try {
+    await pool.query('CREATE TABLE IF NOT EXISTS kv (k bytea PRIMARY KEY, v bytea NOT NULL)');
+  } catch (error) {
+    const code = sqlState(error);
+    // Two replicas creating the table at once: one loses the race on the catalog, which is fine.
+    if (code !== '23505' && code !== '42P07') {
+      await pool.end().catch(() => undefined);
+      throw mapError(error);
+    }
+  }
+  return new PostgresKv(pool, new Listener(config, maxReconnectDelayMs));
+}
