@@ -313,17 +313,19 @@ class LevelKv implements Kv {
    * conflict, else a promise settled when the commit is durable.
    */
   private commit(tx: LevelTx): Promise<void> | undefined {
+    const notifications = dedupeNotifications(tx.notifications);
+    if (tx.writes.size === 0 && notifications.length === 0) {
+      // Read-only: it read one consistent state (as of its start), so it serializes there and
+      // needs no validation; but it may have read commits that are not durable yet, and must
+      // not report them before they are.
+      this.finish(tx);
+      const lastSeen = tx.overlay.at(-1);
+      return lastSeen === undefined ? Promise.resolve() : lastSeen.done;
+    }
     // Validate before finishing: releasing the start point may prune records we must check.
     const conflicted = this.validate(tx);
     this.finish(tx);
     if (conflicted) return undefined;
-    const notifications = dedupeNotifications(tx.notifications);
-    if (tx.writes.size === 0 && notifications.length === 0) {
-      // Read-only: serializable at its start point, but it may have read commits that are not
-      // durable yet, and must not report them before they are.
-      const lastSeen = tx.overlay.at(-1);
-      return lastSeen === undefined ? Promise.resolve() : lastSeen.done;
-    }
     if (this.failure !== undefined) return Promise.reject(this.unavailable());
     const record = deferredRecord(++this.acceptedSeq, tx.writes, notifications);
     this.log.push(record);

@@ -421,8 +421,9 @@ class PostgresKv implements Kv {
       }
     } finally {
       tx.finished = true;
-      client.off('error', onError);
+      // The ROLLBACK may meet a dying connection too, so our listener stays until release().
       await this.releaseClient(client, broken, open);
+      client.off('error', onError);
     }
   }
 
