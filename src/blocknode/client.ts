@@ -1,6 +1,6 @@
 // Typed client for a block node, used by gateways (and, later, by peers for repair).
 // Puts are batched into ≤ 4 MiB messages on one client stream; gets stream back in order.
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS, callMetadata, deadlineIn, unaryCall, type TokenProvider } from '../common/grpc-client.js';
 import { fromServiceError } from '../common/status.js';
 import { loadProto } from '../common/proto.js';

@@ -27,7 +27,7 @@ function readJsonConfig(path: string): Partialish | undefined {
   }
   try {
     const parsed = JSON.parse(text) as Record<string, unknown>;
-    const str = (k: string): string | undefined => (typeof parsed[k] === 'string' ? (parsed[k] as string) : undefined);
+    const str = (k: string): string | undefined => (typeof parsed[k] === 'string' ? (parsed[k]) : undefined);
     // Relative TLS paths in a config file are relative to that file.
     const file = (k: string): string | undefined => {
       const v = str(k);

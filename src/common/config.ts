@@ -34,7 +34,7 @@ export const zBool = z.preprocess((v) => {
 
 /** An integer given as a number or as text (env, flags); rejects "12abc" and fractions. */
 export function zInt(min: number, max: number): z.ZodType<number> {
-  return z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v.trim()) : v), z.number().int().min(min).max(max)) as z.ZodType<number>;
+  return z.preprocess((v) => (typeof v === 'string' && /^-?\d+$/.test(v.trim()) ? Number(v.trim()) : v), z.number().int().min(min).max(max));
 }
 
 export interface LoadOptions {

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import type { PackageDefinition, ServiceDefinition as LoaderServiceDefinition } from '@grpc/proto-loader';
+import type { PackageDefinition } from '@grpc/proto-loader';
 import * as protoLoader from '@grpc/proto-loader';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
 import { ReflectionService } from '@grpc/reflection';
@@ -241,7 +241,7 @@ export class CairnGrpcServer {
     for (const [name, def] of Object.entries({ ...this.#opts.packageDefinition, ...health })) {
       const isService = !('format' in def);
       if (isService && !this.#serviceNames.includes(name) && name !== 'grpc.health.v1.Health') continue;
-      merged[name] = def as LoaderServiceDefinition;
+      merged[name] = def;
     }
     return merged;
   }
@@ -260,7 +260,7 @@ export class CairnGrpcServer {
     let finished = false;
     metrics.started.inc(labels);
 
-    const finish = (code: number): void => {
+    const finish = (code: grpc.status): void => {
       if (finished) return;
       finished = true;
       if (deadlineTimer) clearTimeout(deadlineTimer);

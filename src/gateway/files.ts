@@ -95,7 +95,9 @@ class BlockUploader {
   }
 
   #throwIfFailed(): void {
-    if (this.#failure !== undefined) throw this.#failure;
+    const failure = this.#failure;
+    if (failure === undefined) return;
+    throw failure instanceof Error ? failure : new CairnError('CAIRN_INTERNAL', 'block upload failed');
   }
 }
 
@@ -221,7 +223,7 @@ export function filesHandlers(options: FilesServiceOptions): FilesHandlers {
           const to = Math.min(end, chunkStart + data.length) - chunkStart;
           await send(call, { data: data.subarray(from, to), offset: chunkStart + from }, ctx.signal);
         }
-        fetches[i] = Promise.resolve(new Map()); // release the batch's memory
+        fetches[i] = Promise.resolve(new Map<string, Buffer>()); // release the batch's memory
       }
     }),
 

@@ -49,7 +49,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
   const metrics = createMetrics();
   const stops: Array<(timeoutMs: number) => Promise<void>> = [];
   let ready = false;
-  let grpcPort = 0;
+  let grpcPort: number;
 
   const stopAll = async (): Promise<void> => {
     ready = false;

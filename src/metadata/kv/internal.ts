@@ -7,9 +7,16 @@ export const DEFAULT_MAX_RETRIES = 16;
 export const MAX_PAYLOAD_BYTES = 7999;
 const CHANNEL_PATTERN = /^[a-z0-9_]{1,63}$/;
 
+/**
+ * Longest key any backend accepts. PostgreSQL's btree refuses index entries over ~2.7 KB; one
+ * limit for every backend keeps a model that works on LevelDB from failing on PostgreSQL.
+ */
+export const MAX_KEY_BYTES = 2048;
+
 export function checkKey(key: unknown, name = 'key'): asserts key is Buffer {
   if (!Buffer.isBuffer(key)) throw new TypeError(`${name} must be a Buffer`);
   if (key.length === 0) throw new TypeError(`${name} must not be empty`);
+  if (key.length > MAX_KEY_BYTES) throw new RangeError(`${name} must be at most ${MAX_KEY_BYTES} bytes`);
 }
 
 export function checkValue(value: unknown, name = 'value'): asserts value is Buffer {
