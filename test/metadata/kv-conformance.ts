@@ -491,6 +491,8 @@ export function kvConformance(name: string, factory: KvFactory): void {
       t.throws(() => tx.put(notBuffer, b('v')), { instanceOf: TypeError, message: /key/ });
       t.throws(() => tx.put(b('k'), 'v' as unknown as Buffer), { instanceOf: TypeError, message: /value/ });
       t.throws(() => tx.del(Buffer.alloc(0)), { instanceOf: TypeError, message: /key/ });
+      t.throws(() => tx.put(Buffer.alloc(2049, 1), b('v')), { instanceOf: RangeError, message: /key/ });
+      tx.put(Buffer.alloc(2048, 0xfe), Buffer.alloc(100_000, 7));
       t.throws(() => tx.notify('ok', 'x'.repeat(8000)), { instanceOf: TypeError, message: /payload/ });
       t.throws(() => tx.notify('ok', 'nul\0'), { instanceOf: TypeError, message: /payload/ });
       t.throws(() => tx.notify('Nope', 'x'), { instanceOf: TypeError, message: /channel/ });
@@ -501,6 +503,7 @@ export function kvConformance(name: string, factory: KvFactory): void {
     t.throws(() => leaked?.put(b('k'), b('v')), { instanceOf: TypeError, message: /finished/ });
     await t.throwsAsync(async () => leaked?.get(b('k')), { instanceOf: TypeError, message: /finished/ });
     t.is(await kv.get(b('k')), undefined);
+    t.deepEqual(await kv.get(Buffer.alloc(2048, 0xfe)), Buffer.alloc(100_000, 7), 'longest key, large value');
   });
 
   test(`${name}: close waits for in-flight commits, then refuses work`, async (t) => {

@@ -7,6 +7,8 @@ import type { Kv } from './types.js';
 export type { Kv, KvEntry, KvListener, KvRange, KvReader, KvTx, TransactOptions } from './types.js';
 export { openLevelKv, type LevelKvOptions } from './level.js';
 export { openPostgresKv, type PostgresKvOptions } from './postgres.js';
+/** Limits every backend enforces: key length, and NOTIFY payload size (PostgreSQL's). */
+export { MAX_KEY_BYTES, MAX_PAYLOAD_BYTES } from './internal.js';
 
 export type KvConfig =
   | { readonly backend: 'level'; readonly dir: string }
