@@ -172,8 +172,10 @@ test('a flipped byte makes get throw CAIRN_CORRUPT_BLOCK and quarantines the blo
   await flipByteOf(dir, other.data, 9000);
   await flipByteOf(dir, inline.data, 3);
   await flipByteOf(dir, big.data, 99_000);
-  const result = await store.scrub();
+  const seen: boolean[] = [];
+  const result = await store.scrub({ onRecord: (r) => seen.push(r.ok) });
   t.is(result.checked, 4);
+  t.deepEqual(seen.sort(), [false, false, false, true]);
   t.deepEqual(
     result.corrupt.map((a) => a.toString('hex')).sort(),
     [other, inline, big].map((b) => b.address.toString('hex')).sort(),

@@ -224,3 +224,15 @@ test('closed stores refuse work with CAIRN_SHUTTING_DOWN', async (t) => {
   const err = await t.throwsAsync(store.get(Buffer.alloc(32)));
   t.true(isCairnError(err, 'CAIRN_SHUTTING_DOWN'));
 });
+
+test('a second open of the same directory fails and leaves the first store working', async (t) => {
+  const dir = await tempDir(t);
+  const store = await openStore(t, dir);
+  const a = block(5000);
+  await store.put([a]);
+  const err = await t.throwsAsync(BlockStore.open({ dir }));
+  t.true(isCairnError(err, 'CAIRN_FAILED_PRECONDITION'));
+  t.true((await store.get(a.address))?.equals(a.data));
+  await store.put([block(100)]);
+  t.is(store.stats().blocks, 2);
+});

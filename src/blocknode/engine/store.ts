@@ -39,6 +39,15 @@ export interface PutBlock {
   readonly data: Buffer;
 }
 
+export interface ScrubOptions {
+  /** Read budget; the scrub sleeps to stay under it. */
+  maxBytesPerSecond?: number;
+  /** Stops the scrub early; it then resolves with what it checked so far. */
+  signal?: AbortSignal;
+  /** Progress hook, e.g. for metrics; called after each record is checked. */
+  onRecord?: (record: { address: Buffer; bytes: number; ok: boolean }) => void;
+}
+
 export interface BlockStoreStats {
   blocks: number;
   bytes: number;
@@ -352,6 +361,11 @@ export class BlockStore {
 
   // ---------------------------------------------------------------- public API
 
+  /**
+   * Stores blocks; resolves once they are fsynced and indexed. Blocks already present are not
+   * rewritten (`stored` counts the new ones). Payload buffers are written as given, without a
+   * copy, so callers must not modify them until the promise settles.
+   */
   async put(blocks: ReadonlyArray<PutBlock>): Promise<{ stored: number; bytes: number }> {
     if (!isArray(blocks)) throw new TypeError('blocks must be an array of { address, data }');
     const list = blocks as readonly unknown[];
@@ -385,6 +399,7 @@ export class BlockStore {
     return new Promise((resolve, reject) => this.enqueue({ kind: 'put', blocks: [...unique.values()], resolve, reject }));
   }
 
+  /** The verified block, or undefined; a block failing verification is quarantined and throws CAIRN_CORRUPT_BLOCK. */
   async get(address: Buffer): Promise<Buffer | undefined> {
     assertAddress(address, 'address');
     this.assertOpen();
@@ -426,6 +441,7 @@ export class BlockStore {
     return values.map((v) => v !== undefined);
   }
 
+  /** Durably deletes blocks (tombstones keep a rebuild from resurrecting them); returns how many existed. */
   async delete(addresses: readonly Buffer[]): Promise<number> {
     assertAddressList(addresses, 'addresses');
     this.assertOpen();
@@ -434,6 +450,7 @@ export class BlockStore {
     return new Promise((resolve, reject) => this.enqueue({ kind: 'delete', addresses: [...unique.values()], resolve, reject }));
   }
 
+  /** Addresses in ascending order, optionally within one 12-bit partition and after a cursor. */
   async listAddresses(opts: { partition?: number; after?: Buffer; limit: number }): Promise<Buffer[]> {
     if (typeof opts !== 'object' || opts === null) throw new TypeError('opts must be an object');
     const { partition, after, limit } = opts;
@@ -455,6 +472,7 @@ export class BlockStore {
     return keys.map((k) => Buffer.from(k.subarray(1)));
   }
 
+  /** Addresses pulled from the index because their bytes failed verification, awaiting repair. */
   async quarantined(): Promise<Buffer[]> {
     this.assertOpen();
     const keys = await this.db.keys({ gte: Buffer.from([KEY_QUARANTINE]), lt: Buffer.from([KEY_QUARANTINE + 1]) }).all();
@@ -465,14 +483,19 @@ export class BlockStore {
    * Re-reads every indexed record and checks it against its address; corrupt ones are
    * quarantined. An aborted scrub returns what it checked so far.
    */
-  async scrub(opts: { maxBytesPerSecond?: number; signal?: AbortSignal } = {}): Promise<{ checked: number; corrupt: Buffer[] }> {
+  async scrub(opts: ScrubOptions = {}): Promise<{ checked: number; corrupt: Buffer[] }> {
     const rate = opts.maxBytesPerSecond;
     if (rate !== undefined && !(typeof rate === 'number' && rate > 0)) throw new RangeError('opts.maxBytesPerSecond must be a number > 0');
+    if (opts.onRecord !== undefined && typeof opts.onRecord !== 'function') throw new TypeError('opts.onRecord must be a function');
     this.assertOpen();
-    const task = this.runScrub(rate, opts.signal);
+    const task = this.runScrub(rate, opts.signal, opts.onRecord);
     return this.track(task);
   }
 
+  /**
+   * Rewrites segments whose dead ratio exceeds compactDeadRatio (any dead bytes with `force`),
+   * moving live records to the active segment; reads keep working throughout.
+   */
   async compact(opts: { force?: boolean } = {}): Promise<{ segmentsRewritten: number; bytesReclaimed: number }> {
     this.assertOpen();
     // One compaction at a time; a second caller shares the running one.
@@ -857,7 +880,7 @@ export class BlockStore {
 
   // ---------------------------------------------------------------- scrub
 
-  private async runScrub(rate: number | undefined, signal: AbortSignal | undefined): Promise<{ checked: number; corrupt: Buffer[] }> {
+  private async runScrub(rate: number | undefined, signal: AbortSignal | undefined, onRecord: ScrubOptions['onRecord']): Promise<{ checked: number; corrupt: Buffer[] }> {
     const started = performance.now();
     let checked = 0;
     let bytes = 0;
@@ -879,6 +902,7 @@ export class BlockStore {
         corrupt.push(address);
         await this.quarantine(address, loc, 'scrub found a record that does not match its address');
       }
+      onRecord?.({ address, bytes: loc?.length ?? 0, ok: verdict === 'ok' });
       if (rate !== undefined) {
         const due = (bytes / rate) * 1000 - (performance.now() - started);
         if (due > 1) await sleep(due, undefined, signal ? { signal } : {}).catch(() => undefined);
@@ -1011,8 +1035,11 @@ async function openIndex(dir: string, opts: ResolvedOptions): Promise<{ db: Db; 
     const code = (err as { code?: unknown }).code;
     const cause = (err as { cause?: { code?: unknown } }).cause?.code;
     if (code === 'LEVEL_LOCKED' || cause === 'LEVEL_LOCKED') {
-      throw new CairnError('CAIRN_FAILED_PRECONDITION', `block store ${opts.dir} is open in another process`, { cause: err });
+      throw new CairnError('CAIRN_FAILED_PRECONDITION', `block store ${opts.dir} is already open`, { cause: err });
     }
+    // Only damage justifies discarding: anything else (permissions, a lock) is the operator's to fix.
+    const damaged = [code, cause].some((c) => c === 'LEVEL_CORRUPTION' || c === 'LEVEL_IO_ERROR');
+    if (!damaged) throw err;
     // The index is only a cache of the segments: a damaged one is discarded and rebuilt.
     opts.logger.warn({ err, dir }, 'block index unreadable: discarding it');
     await rm(dir, { recursive: true, force: true });
