@@ -38,7 +38,6 @@ function printInfo(program: Command, info: FileInfo, verb: string): void {
 
 const SERVER_FLAGS: Array<[flag: string, key: string, help: string]> = [
   ['--role <role>', 'role', `component to run: ${['embedded', 'gateway', 'metadata', 'blocknode'].join(', ')}`],
-  ['--config <file>', 'configFile', 'JSON config file'],
   ['--data-dir <dir>', 'dataDir', 'data directory (default ./data)'],
   ['--host <addr>', 'host', 'listen address (default 127.0.0.1)'],
   ['--grpc-port <port>', 'grpcPort', 'gRPC port (default 7400)'],
@@ -68,7 +67,7 @@ async function runServer(flags: Record<string, unknown>): Promise<void> {
     if (values['role'] !== undefined && values['role'] !== 'embedded') throw new CairnError('CAIRN_INVALID_ARGUMENT', '--embedded and --role are exclusive');
     values['role'] = 'embedded';
   }
-  const config = loadServerConfig({ flags: values });
+  const config = loadServerConfig({ flags: values, ...(typeof flags['config'] === 'string' ? { file: flags['config'] } : {}) });
   const log = createLogger({ level: config.logLevel, name: `cairn-${config.role}` });
   const server = await startServer(config, log);
   process.stdout.write(server.readyLine + '\n');
@@ -117,7 +116,11 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .exitOverride();
 
-  const server = program.command('server').description('run Cairn server components').option('--embedded', 'run metadata, block node and gateway in one process (default)');
+  const server = program
+    .command('server')
+    .description('run Cairn server components')
+    .option('--embedded', 'run metadata, block node and gateway in one process (default)')
+    .option('--config <file>', 'JSON config file (else CAIRN_CONFIG)');
   for (const [flag, , help] of SERVER_FLAGS) server.addOption(new Option(flag, help));
   // Server TLS flags share names with the client's global ones; read them from this command only.
   server.enablePositionalOptions();

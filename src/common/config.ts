@@ -42,7 +42,7 @@ export interface LoadOptions {
   readonly flags?: Readonly<Record<string, unknown>>;
   /** Environment (defaults to process.env). */
   readonly env?: Readonly<Record<string, string | undefined>>;
-  /** JSON config file; `configFile` in flags or CAIRN_CONFIG also names it. */
+  /** JSON config file (the --config flag); else CAIRN_CONFIG names it. */
   readonly file?: string;
 }
 
@@ -55,7 +55,7 @@ type Shape = z.ZodRawShape;
 export function loadConfig<S extends Shape>(schema: z.ZodObject<S>, options: LoadOptions = {}): Readonly<z.infer<z.ZodObject<S>>> {
   const env = options.env ?? process.env;
   const keys = Object.keys(schema.shape);
-  const filePath = (options.flags?.['configFile'] as string | undefined) ?? options.file ?? env['CAIRN_CONFIG'];
+  const filePath = options.file ?? env['CAIRN_CONFIG'];
   let fileValues: Record<string, unknown> = {};
   if (filePath !== undefined && filePath !== '') fileValues = readConfigFile(filePath, keys);
 

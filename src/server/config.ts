@@ -10,7 +10,6 @@ export type ServerRole = (typeof ROLES)[number];
 const GiB = 1024 ** 3;
 
 export const serverConfigSchema = z.object({
-  configFile: z.string().min(1).optional().describe('JSON file with any of these options (keys as in this table)'),
   role: z.enum(ROLES).default('embedded').describe('What this process runs: everything (embedded) or one component'),
   dataDir: z.string().min(1).default('./data').describe('Where data, the auth secret and client.json live'),
   host: z.string().min(1).default('127.0.0.1').describe('Listen address of the public gRPC and HTTP ports'),

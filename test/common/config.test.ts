@@ -1,11 +1,11 @@
 // Configuration precedence (flags > CAIRN_* env > config file > defaults), validation once with
 // errors that name the option, and a frozen result.
 import test from 'ava';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, envName, flagName } from '../../src/common/config.js';
-import { loadServerConfig } from '../../src/server/config.js';
-import { runCli, tempDir } from '../helpers/cluster.js';
+import { loadServerConfig, serverConfigSchema } from '../../src/server/config.js';
+import { ROOT, runCli, tempDir } from '../helpers/cluster.js';
 
 test('names: flags are kebab-case, env vars CAIRN_UPPER_SNAKE', (t) => {
   t.is(flagName('grpcPort'), '--grpc-port');
@@ -67,4 +67,11 @@ test('`cairn server` with a bad value exits non-zero and names the option', asyn
   const e = await runCli(['server', '--data-dir', tempDir(t)], { CAIRN_LOG_LEVEL: 'loud' });
   t.is(e.code, 2);
   t.regex(e.stderr, /CAIRN_LOG_LEVEL/);
+});
+
+test('the README configuration table lists every option with its flag and env var', (t) => {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  for (const key of Object.keys(serverConfigSchema.shape)) {
+    t.true(readme.includes(`| \`${flagName(key)}\` | \`${envName(key)}\` | \`${key}\` |`), `README lacks a row for ${key}`);
+  }
 });

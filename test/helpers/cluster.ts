@@ -44,9 +44,10 @@ export function tempDir(t: Scope, prefix = 'cairn-test-'): string {
   return dir;
 }
 
-export async function startServer(t: Scope, args: string[] = [], options: { dataDir?: string; env?: Record<string, string> } = {}): Promise<ServerProcess> {
+export async function startServer(t: Scope, args: string[] = [], options: { dataDir?: string; env?: Record<string, string>; role?: string } = {}): Promise<ServerProcess> {
   const dataDir = options.dataDir ?? tempDir(t);
-  const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'server', '--embedded', '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn', ...args], {
+  const role = options.role === undefined ? ['--embedded'] : ['--role', options.role];
+  const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'server', ...role, '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn', ...args], {
     cwd: ROOT,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -76,8 +77,8 @@ export async function startServer(t: Scope, args: string[] = [], options: { data
   const grpc = /grpc=(\S+)/.exec(line)?.[1];
   const http = /http=(\S+)/.exec(line)?.[1];
   if (grpc === undefined || http === undefined) throw new Error(`unexpected ready line: ${line}`);
-  const client = JSON.parse(readFileSync(join(dataDir, 'client.json'), 'utf8')) as { token: string };
-  return { proc, grpc, http, dataDir, token: client.token, stderr: () => stderr, exited };
+  const token = options.role === undefined ? (JSON.parse(readFileSync(join(dataDir, 'client.json'), 'utf8')) as { token: string }).token : '';
+  return { proc, grpc, http, dataDir, token, stderr: () => stderr, exited };
 }
 
 /** Runs the CLI to completion and returns its exit code and output. */
