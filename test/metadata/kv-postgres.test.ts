@@ -8,19 +8,18 @@ import { startPostgres, type PostgresServer } from '../helpers/postgres.js';
 import { kvConformance } from './kv-conformance.js';
 
 let server: PostgresServer | undefined;
-const started = startPostgres().then((s) => (server = s));
 
 test.before(async () => {
-  await started;
+  server = await startPostgres();
 });
 
 test.after.always(async () => {
-  await started.catch(() => undefined);
   await server?.stop();
 });
 
 async function freshDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
-  const s = await started;
+  const s = server;
+  if (s === undefined) throw new Error('PostgreSQL did not start');
   const url = await s.createDatabase('kv');
   return { url, drop: () => s.dropDatabase(url) };
 }
@@ -112,7 +111,10 @@ test('postgres: an unreachable server is CAIRN_UNAVAILABLE', async (t) => {
   t.true(isCairnError(error, 'CAIRN_UNAVAILABLE'), String(error));
 });
 
-test('postgres: a server going away mid-life maps to CAIRN_UNAVAILABLE', async (t) => {
+const KILL_KV_BACKENDS =
+  "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'cairn-metadata'";
+
+test('postgres: losing connections before COMMIT re-runs the transaction, then gives up as CAIRN_UNAVAILABLE', async (t) => {
   t.timeout(30_000);
   const { url, drop } = await freshDatabase();
   t.teardown(drop);
@@ -124,17 +126,31 @@ test('postgres: a server going away mid-life maps to CAIRN_UNAVAILABLE', async (
   const admin = new pg.Client({ connectionString: url });
   await admin.connect();
   t.teardown(() => admin.end());
+
+  let runs = 0;
+  await kv.transact(async (tx) => {
+    runs++;
+    await tx.get(b('a'));
+    // Like a failover: every connection of the pool dies under the running transaction.
+    if (runs === 1) await admin.query(KILL_KV_BACKENDS);
+    tx.put(b('a'), b(String(runs)));
+  });
+  t.is(runs, 2, 'the attempt whose connection died was re-run once');
+  t.is((await kv.get(b('a')))?.toString(), '2');
+
+  runs = 0;
   const error = await t.throwsAsync(
     kv.transact(async (tx) => {
+      runs++;
       await tx.get(b('a'));
-      await admin.query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'cairn-metadata'",
-      );
+      await admin.query(KILL_KV_BACKENDS);
       await tx.get(b('a'));
     }),
   );
   t.true(isCairnError(error, 'CAIRN_UNAVAILABLE'), String(error));
-  t.is((await kv.get(b('a')))?.toString(), '1', 'the pool recovers with fresh connections');
+  t.is(runs, 3, 'bounded re-runs');
+  await admin.query(KILL_KV_BACKENDS);
+  t.is((await kv.get(b('a')))?.toString(), '2', 'reads recover from dead pooled connections');
 });
 
 test('postgres: option mistakes throw TypeError', async (t) => {

@@ -32,6 +32,8 @@ export interface PostgresKvOptions {
   readonly maxReconnectDelayMs?: number;
 }
 
+/** Re-runs after losing the connection before COMMIT (a failover drops every pooled connection). */
+const RECONNECT_RETRIES = 2;
 const SERIALIZATION_FAILURE = '40001';
 const DEADLOCK_DETECTED = '40P01';
 const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300', '53400']);
@@ -104,6 +106,8 @@ class PostgresTx implements KvTx {
   finished = false;
   /** Set once PostgreSQL reported a serialization failure: the attempt is doomed, whatever fn does. */
   conflicted = false;
+  /** Set once the connection failed: nothing can have committed, so the attempt may be re-run. */
+  disconnected: unknown;
 
   constructor(private readonly client: pg.PoolClient) {}
 
@@ -116,6 +120,7 @@ class PostgresTx implements KvTx {
       return await this.client.query<R>({ text, values });
     } catch (error) {
       if (isConflict(error)) this.conflicted = true;
+      else if (isConnectionFailure(error)) this.disconnected ??= error;
       throw mapError(error);
     }
   }
@@ -312,6 +317,10 @@ class Listener {
   }
 }
 
+type Attempt<T> =
+  | { readonly kind: 'committed'; readonly result: T }
+  | { readonly kind: 'conflict' | 'disconnected'; readonly cause: unknown };
+
 class PostgresKv implements Kv {
   private running = 0;
   private idleWaiters: Array<() => void> = [];
@@ -325,19 +334,25 @@ class PostgresKv implements Kv {
   async get(key: Buffer): Promise<Buffer | undefined> {
     checkKey(key);
     this.checkOpen();
-    try {
-      const result = await this.pool.query<{ v: Buffer }>({ text: 'SELECT v FROM kv WHERE k = $1', values: [key] });
-      return result.rows[0]?.v;
-    } catch (error) {
-      throw mapError(error);
-    }
+    const result = await this.read<{ v: Buffer }>('SELECT v FROM kv WHERE k = $1', [key]);
+    return result.rows[0]?.v;
   }
 
   async scan(range: KvRange): Promise<KvEntry[]> {
     const r = normalizeRange(range);
     this.checkOpen();
+    return readStored((text, values) => this.read(text, values), r, []);
+  }
+
+  /** A single-statement read; being idempotent, it is retried once on a dead pooled connection. */
+  private async read<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
     try {
-      return await readStored((text, values) => this.pool.query({ text, values }), r, []);
+      return await this.pool.query<R>({ text, values });
+    } catch (error) {
+      if (!isConnectionFailure(error)) throw mapError(error);
+    }
+    try {
+      return await this.pool.query<R>({ text, values });
     } catch (error) {
       throw mapError(error);
     }
@@ -349,16 +364,23 @@ class PostgresKv implements Kv {
     this.checkOpen();
     this.running++;
     try {
-      for (let attempt = 0; ; attempt++) {
+      let conflicts = 0;
+      let reconnects = 0;
+      for (;;) {
         const outcome = await this.attempt(fn);
-        if (outcome.committed) return outcome.result;
-        if (attempt >= maxRetries) {
-          throw new CairnError('CAIRN_TX_CONFLICT', `transaction conflicted ${attempt + 1} times`, {
+        if (outcome.kind === 'committed') return outcome.result;
+        if (outcome.kind === 'disconnected') {
+          if (reconnects >= RECONNECT_RETRIES) throw mapError(outcome.cause);
+          await sleep(backoffMs(reconnects++, 50, 500));
+          continue;
+        }
+        if (conflicts >= maxRetries) {
+          throw new CairnError('CAIRN_TX_CONFLICT', `transaction conflicted ${conflicts + 1} times`, {
             cause: outcome.cause,
             retryAfterMs: 10,
           });
         }
-        await sleep(backoffMs(attempt));
+        await sleep(backoffMs(conflicts++));
       }
     } finally {
       this.running--;
@@ -370,14 +392,16 @@ class PostgresKv implements Kv {
     }
   }
 
-  /** One attempt: commits, or reports a serialization conflict, or throws. */
-  private async attempt<T>(
-    fn: (tx: KvTx) => Promise<T>,
-  ): Promise<{ committed: true; result: T } | { committed: false; cause: unknown }> {
+  /**
+   * One attempt: commits, or reports why it may be re-run (a serialization conflict, or a
+   * connection lost before COMMIT was sent), or throws.
+   */
+  private async attempt<T>(fn: (tx: KvTx) => Promise<T>): Promise<Attempt<T>> {
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
     } catch (error) {
+      if (isConnectionFailure(error)) return { kind: 'disconnected', cause: error };
       throw mapError(error);
     }
     const tx = new PostgresTx(client);
@@ -395,6 +419,7 @@ class PostgresKv implements Kv {
         open = true;
       } catch (error) {
         broken = error;
+        if (isConnectionFailure(error)) return { kind: 'disconnected', cause: error };
         throw mapError(error);
       }
       let result: T;
@@ -402,20 +427,39 @@ class PostgresKv implements Kv {
         result = await fn(tx);
       } catch (error) {
         tx.finished = true;
-        // An error after a serialization failure is most likely its consequence: retry.
-        if (tx.conflicted || isConflict(error)) return { committed: false, cause: error };
+        // An error after a serialization failure or a lost connection is most likely its
+        // consequence, and the attempt could not have committed anyway: re-run it.
+        if (tx.conflicted || isConflict(error)) return { kind: 'conflict', cause: error };
+        if (tx.disconnected !== undefined) {
+          broken = tx.disconnected;
+          return { kind: 'disconnected', cause: tx.disconnected };
+        }
         throw error;
       }
       tx.finished = true;
-      if (tx.conflicted) return { committed: false, cause: undefined };
+      if (tx.conflicted) return { kind: 'conflict', cause: undefined };
+      if (tx.disconnected !== undefined) {
+        broken = tx.disconnected;
+        return { kind: 'disconnected', cause: tx.disconnected };
+      }
       try {
         if (tx.notifications.length > 0) await this.listener.settled();
         await tx.apply();
-        open = false;
-        await client.query('COMMIT');
-        return { committed: true, result };
       } catch (error) {
-        if (tx.conflicted || isConflict(error)) return { committed: false, cause: error };
+        if (tx.conflicted || isConflict(error)) return { kind: 'conflict', cause: error };
+        if (tx.disconnected !== undefined) {
+          broken = tx.disconnected;
+          return { kind: 'disconnected', cause: tx.disconnected };
+        }
+        throw mapError(error);
+      }
+      open = false;
+      try {
+        await client.query('COMMIT');
+        return { kind: 'committed', result };
+      } catch (error) {
+        if (isConflict(error)) return { kind: 'conflict', cause: error };
+        // Lost during COMMIT, the outcome is unknown: re-running could apply it twice.
         if (isConnectionFailure(error)) broken = error;
         throw mapError(error);
       }
