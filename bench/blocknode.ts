@@ -12,7 +12,7 @@ const MiB = 1024 * 1024;
 // A stream's blocks are sent in batches with a few batches in flight, as the gateway does;
 // group commit then turns them into one fdatasync per batch of batches.
 const PUT_BATCH_BYTES = 16 * MiB;
-const PUTS_IN_FLIGHT = 4;
+const PUTS_IN_FLIGHT = 8;
 const GETS_IN_FLIGHT = 8;
 
 function arg(args: readonly string[], name: string, fallback: string): string {

@@ -170,6 +170,8 @@ function isErrno(err: unknown, code: string): boolean {
 
 export class BlockStore {
   private readonly segments = new Map<number, Segment>();
+  /** Retired segments whose file may still be on disk (readers hold it, or the unlink is pending). */
+  private readonly retiring = new Set<number>();
   private active!: Segment;
   private nextSegmentId = 1;
   private blocks = 0;
@@ -243,6 +245,7 @@ export class BlockStore {
       }
     }
     if (full) await this.clearIndex();
+    else await this.dropStaleMarks();
     await this.replay(full ? new Map() : starts);
     if (!(await this.loadStats())) {
       if (full) throw new CairnError('CAIRN_DATA_LOSS', 'index rebuilt from segments still references missing records');
@@ -255,6 +258,15 @@ export class BlockStore {
     this.nextSegmentId = (ids[ids.length - 1] ?? 0) + 1;
     this.active = last ?? (await this.createSegment(this.nextSegmentId++));
     await this.db.put(META_FORMAT_KEY, META_FORMAT_VALUE);
+  }
+
+  /** Forgets high-water marks of segments that compaction removed. */
+  private async dropStaleMarks(): Promise<void> {
+    const stale: BatchOp[] = [];
+    for await (const key of this.db.keys({ gte: Buffer.from([KEY_HWM]), lt: Buffer.from([KEY_QUARANTINE]) })) {
+      if (!this.segments.has(key.readUInt32BE(1))) stale.push({ type: 'del', key });
+    }
+    if (stale.length > 0) await this.db.batch(stale);
   }
 
   private async clearIndex(): Promise<void> {
@@ -578,6 +590,7 @@ export class BlockStore {
       await seg.fh.close();
       await unlink(seg.path);
       await this.syncDir();
+      this.retiring.delete(seg.id);
     } catch (err) {
       this.opts.logger.warn({ segment: seg.id, err }, 'could not remove compacted segment');
     }
@@ -721,7 +734,7 @@ export class BlockStore {
               const cur = lookup(r.address);
               if (r.data === undefined) {
                 // A tombstone still matters while the record it kills exists in another segment.
-                if (!cur && r.aux !== r.from && this.segments.has(r.aux)) {
+                if (!cur && r.aux !== r.from && (this.segments.has(r.aux) || this.retiring.has(r.aux))) {
                   planner.add(encodeHeader(Buffer.allocUnsafe(HEADER_BYTES), FLAG_TOMBSTONE, 0, r.aux, r.address), undefined);
                 }
                 continue;
@@ -973,13 +986,19 @@ export class BlockStore {
         this.opts.logger.warn({ segment: seg.id, live: seg.live }, 'segment still has live records after compaction: keeping it');
         return undefined;
       }
-      // Sync the index so the moved locations are durable before the old records disappear.
-      await this.db.batch([{ type: 'del', key: hwmKey(seg.id) }], { sync: true });
+      // Sync the index so the moved locations are durable before the old records disappear. The
+      // high-water mark is pinned to the end rather than deleted: should the unlink not happen, a
+      // missing mark would replay the old segment from 0 and undo later deletes and re-puts.
+      await this.db.batch([{ type: 'put', key: hwmKey(seg.id), value: encodeHwm(seg.size) }], { sync: true });
       this.segments.delete(seg.id);
+      this.retiring.add(seg.id);
       seg.retired = true;
       return seg.size - copied;
     } finally {
-      this.release(seg);
+      seg.refs--;
+      // Unlink now unless a reader still holds the file (its release does it then), so that
+      // tombstones aimed at this segment can be dropped by the next segment's rewrite.
+      if (seg.retired && seg.refs === 0) await this.destroy(seg);
     }
   }
 
