@@ -55,8 +55,8 @@ function deferredRecord(seq: number, writes: ReadonlyMap<string, Write>, notific
     resolve = res;
     reject = rej;
   });
-  // Read-only transactions may wait on someone else's record; the committer always handles
-  // rejection itself, so a second observer must not turn it into an unhandled rejection.
+  // Committers and read-only readers await `done` themselves; a failed write must never also
+  // surface as an unhandled rejection of this shared promise.
   done.catch(() => undefined);
   return { seq, writes, notifications, done, resolve, reject };
 }
