@@ -199,7 +199,6 @@ export class BlockStore {
     private readonly opts: ResolvedOptions,
     private db: Db,
     private readonly segmentDir: string,
-    private readonly indexDir: string,
   ) {}
 
   static async open(options: BlockStoreOptions): Promise<BlockStore> {
@@ -208,7 +207,7 @@ export class BlockStore {
     const indexDir = join(opts.dir, 'index');
     await mkdir(segmentDir, { recursive: true });
     const { db, fresh } = await openIndex(indexDir, opts);
-    const store = new BlockStore(opts, db, segmentDir, indexDir);
+    const store = new BlockStore(opts, db, segmentDir);
     try {
       await store.recover(fresh);
     } catch (err) {
