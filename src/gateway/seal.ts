@@ -1,0 +1,105 @@
+// Sealing turns a plain chunk into the bytes a block node stores: compressed when that saves
+// ≥ 10%, then AES-256-GCM under a key and nonce derived from the tenant key and the chunk's
+// plain hash — convergent within one tenant (same chunk → same block), opaque across tenants.
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { compressSync, uncompressSync } from 'snappy';
+import { CairnError } from '../common/errors.js';
+
+/** Sealed block layout: [version 1][codec 1][ciphertext][GCM tag 16]. */
+const VERSION = 1;
+const HEADER = 2;
+const TAG = 16;
+export const SEAL_OVERHEAD = HEADER + TAG;
+
+export const CODECS = { none: 0, snappy: 1 } as const;
+export type Codec = keyof typeof CODECS;
+
+/** Compression must save at least this fraction to be kept. */
+const MIN_SAVING = 0.1;
+
+export interface SealedChunk {
+  /** sha256(sealed): the block's address. */
+  readonly address: Buffer;
+  readonly sealed: Buffer;
+  readonly codec: Codec;
+}
+
+function deriveKeyNonce(tenantKey: Uint8Array, plainHash: Uint8Array): { key: Buffer; nonce: Buffer } {
+  if (tenantKey.length !== 32) throw new RangeError('tenantKey must be 32 bytes');
+  if (plainHash.length !== 32) throw new RangeError('plainHash must be 32 bytes');
+  const okm = Buffer.from(hkdfSync('sha256', tenantKey, Buffer.alloc(0), Buffer.concat([Buffer.from('cairn/v1/chunk'), plainHash]), 44));
+  return { key: okm.subarray(0, 32), nonce: okm.subarray(32, 44) };
+}
+
+/** Seals `plain`, whose SHA-256 the caller has computed (and verified) as `plainHash`. */
+export function seal(tenantKey: Uint8Array, plainHash: Uint8Array, plain: Uint8Array): SealedChunk {
+  let body: Uint8Array = plain;
+  let codec: Codec = 'none';
+  if (plain.length >= 64) {
+    const compressed = compressSync(Buffer.from(plain.buffer, plain.byteOffset, plain.length));
+    if (compressed.length <= plain.length * (1 - MIN_SAVING)) {
+      body = compressed;
+      codec = 'snappy';
+    }
+  }
+  const { key, nonce } = deriveKeyNonce(tenantKey, plainHash);
+  const header = Buffer.from([VERSION, CODECS[codec]]);
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
+  // The header and the chunk's name are authenticated: a block cannot be swapped for another.
+  cipher.setAAD(Buffer.concat([header, plainHash]));
+  const out = Buffer.allocUnsafe(HEADER + body.length + TAG);
+  header.copy(out, 0);
+  let n = HEADER;
+  n += cipher.update(body).copy(out, n);
+  n += cipher.final().copy(out, n);
+  cipher.getAuthTag().copy(out, n);
+  const sealed = out.subarray(0, n + TAG);
+  return { address: createHash('sha256').update(sealed).digest(), sealed, codec };
+}
+
+/** Opens a sealed block; throws CAIRN_DATA_LOSS if it was not sealed from `plainHash` under this key. */
+export function unseal(tenantKey: Uint8Array, plainHash: Uint8Array, sealed: Uint8Array): Buffer {
+  if (sealed.length < HEADER + TAG || sealed[0] !== VERSION) throw new CairnError('CAIRN_DATA_LOSS', 'block is not a sealed chunk of a known version');
+  const codecId = sealed[1];
+  if (codecId !== CODECS.none && codecId !== CODECS.snappy) throw new CairnError('CAIRN_DATA_LOSS', `block uses unknown codec ${String(codecId)}`);
+  const { key, nonce } = deriveKeyNonce(tenantKey, plainHash);
+  const decipher = createDecipheriv('aes-256-gcm', key, nonce);
+  decipher.setAAD(Buffer.concat([Buffer.from(sealed.subarray(0, HEADER)), plainHash]));
+  decipher.setAuthTag(Buffer.from(sealed.subarray(sealed.length - TAG)));
+  let body: Buffer;
+  try {
+    body = Buffer.concat([decipher.update(sealed.subarray(HEADER, sealed.length - TAG)), decipher.final()]);
+  } catch {
+    throw new CairnError('CAIRN_DATA_LOSS', 'block failed authentication: wrong tenant, wrong chunk, or corrupt');
+  }
+  const plain = codecId === CODECS.snappy ? (uncompressSync(body) as Buffer) : body;
+  if (!createHash('sha256').update(plain).digest().equals(plainHash)) throw new CairnError('CAIRN_DATA_LOSS', 'unsealed chunk does not match its hash');
+  return plain;
+}
+
+/** A new random tenant key. */
+export function newTenantKey(): Buffer {
+  return randomBytes(32);
+}
+
+/** Wraps a tenant key under the master key (AES-256-GCM, random nonce): [nonce 12][ct 32][tag 16]. */
+export function wrapKey(masterKey: Uint8Array, tenantKey: Uint8Array, tenant: string): Buffer {
+  if (masterKey.length !== 32) throw new RangeError('masterKey must be 32 bytes');
+  const nonce = randomBytes(12);
+  const cipher = createCipheriv('aes-256-gcm', masterKey, nonce);
+  cipher.setAAD(Buffer.from(`cairn/v1/tenant-key/${tenant}`));
+  return Buffer.concat([nonce, cipher.update(tenantKey), cipher.final(), cipher.getAuthTag()]);
+}
+
+export function unwrapKey(masterKey: Uint8Array, wrapped: Uint8Array, tenant: string): Buffer {
+  if (masterKey.length !== 32) throw new RangeError('masterKey must be 32 bytes');
+  if (wrapped.length !== 12 + 32 + 16) throw new CairnError('CAIRN_DATA_LOSS', 'wrapped tenant key has the wrong length');
+  const decipher = createDecipheriv('aes-256-gcm', masterKey, wrapped.subarray(0, 12));
+  decipher.setAAD(Buffer.from(`cairn/v1/tenant-key/${tenant}`));
+  decipher.setAuthTag(Buffer.from(wrapped.subarray(44)));
+  try {
+    return Buffer.concat([decipher.update(wrapped.subarray(12, 44)), decipher.final()]);
+  } catch {
+    throw new CairnError('CAIRN_DATA_LOSS', `tenant key of ${tenant} does not unwrap under this master key`);
+  }
+}

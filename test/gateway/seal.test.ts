@@ -1,0 +1,65 @@
+// Sealing: convergent within a tenant, opaque across tenants, compressed only when worth it,
+// authenticated (tampering, swapping blocks or keys is detected), keys wrapped by the master key.
+import test from 'ava';
+import { createHash, randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { SEAL_OVERHEAD, newTenantKey, seal, unseal, unwrapKey, wrapKey } from '../../src/gateway/seal.js';
+
+const sha = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest();
+
+test('seal/unseal round-trips any chunk; the address is sha256 of the sealed bytes', (t) => {
+  const key = newTenantKey();
+  t.notThrows(() =>
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 70_000 }), (plain) => {
+        const s = seal(key, sha(plain), plain);
+        return s.address.equals(sha(s.sealed)) && unseal(key, sha(plain), s.sealed).equals(Buffer.from(plain));
+      }),
+      { numRuns: 60 },
+    ),
+  );
+});
+
+test('convergent inside a tenant, different across tenants', (t) => {
+  const plain = randomBytes(65_536);
+  const a = newTenantKey();
+  const b = newTenantKey();
+  t.true(seal(a, sha(plain), plain).address.equals(seal(a, sha(plain), plain).address));
+  t.false(seal(a, sha(plain), plain).address.equals(seal(b, sha(plain), plain).address));
+});
+
+test('compression is used when it saves at least 10%, skipped otherwise', (t) => {
+  const key = newTenantKey();
+  const text = Buffer.from('the quick brown fox jumps over the lazy dog\n'.repeat(2000));
+  const s = seal(key, sha(text), text);
+  t.is(s.codec, 'snappy');
+  t.true(s.sealed.length < text.length / 2);
+  const random = randomBytes(65_536);
+  const r = seal(key, sha(random), random);
+  t.is(r.codec, 'none');
+  t.is(r.sealed.length, random.length + SEAL_OVERHEAD);
+});
+
+test('a flipped bit, another tenant key, or another chunk name is DATA_LOSS', (t) => {
+  const key = newTenantKey();
+  const plain = randomBytes(10_000);
+  const s = seal(key, sha(plain), plain);
+  for (const i of [0, 1, 2, 500, s.sealed.length - 1]) {
+    const bad = Buffer.from(s.sealed);
+    bad[i] = (bad[i] ?? 0) ^ 0x01;
+    t.is(t.throws(() => unseal(key, sha(plain), bad))?.name, 'CairnError', `byte ${i}`);
+  }
+  t.throws(() => unseal(newTenantKey(), sha(plain), s.sealed), { message: /authentication/ });
+  t.throws(() => unseal(key, sha(randomBytes(5)), s.sealed), { message: /authentication/ });
+  t.throws(() => unseal(key, sha(plain), Buffer.alloc(3)), { message: /not a sealed chunk/ });
+});
+
+test('tenant keys are wrapped by the master key and bound to their tenant', (t) => {
+  const master = randomBytes(32);
+  const tk = newTenantKey();
+  const wrapped = wrapKey(master, tk, 'acme');
+  t.true(unwrapKey(master, wrapped, 'acme').equals(tk));
+  t.throws(() => unwrapKey(randomBytes(32), wrapped, 'acme'));
+  t.throws(() => unwrapKey(master, wrapped, 'other'));
+  t.throws(() => seal(randomBytes(16), sha(Buffer.alloc(1)), Buffer.alloc(1)), { instanceOf: RangeError });
+});
