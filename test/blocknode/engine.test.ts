@@ -236,3 +236,19 @@ test('a second open of the same directory fails and leaves the first store worki
   await store.put([block(100)]);
   t.is(store.stats().blocks, 2);
 });
+
+test('empty blocks and blocks larger than a segment round-trip through reopen and rebuild', async (t) => {
+  const dir = await tempDir(t);
+  const options = { segmentBytes: 8192, inlineBytes: 0 };
+  const empty = block(0);
+  const huge = block(50_000);
+  const first = await BlockStore.open({ dir, ...options });
+  t.deepEqual(await first.put([empty, huge, block(100)]), { stored: 3, bytes: 50_100 });
+  t.true((await first.get(empty.address))?.equals(Buffer.alloc(0)));
+  await first.close();
+  await rm(join(dir, 'index'), { recursive: true, force: true });
+  const store = await openStore(t, dir, options);
+  t.true((await store.get(empty.address))?.equals(Buffer.alloc(0)));
+  t.true((await store.get(huge.address))?.equals(huge.data));
+  t.is(store.stats().blocks, 3);
+});
