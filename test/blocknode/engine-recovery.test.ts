@@ -217,3 +217,15 @@ test('scrub stops early when aborted', async (t) => {
   t.true(result.checked < 30);
   t.deepEqual(result.corrupt, []);
 });
+
+test('close does not wait out a rate-limited scrub', async (t) => {
+  const store = await BlockStore.open({ dir: await tempDir(t) });
+  await store.put(Array.from({ length: 5 }, () => block(100_000)));
+  const scrubbing = store.scrub({ maxBytesPerSecond: 1000 }); // would take minutes
+  await new Promise((r) => setTimeout(r, 100));
+  const started = Date.now();
+  await store.close();
+  const result = await scrubbing;
+  t.true(Date.now() - started < 5000);
+  t.true(result.checked < 5);
+});

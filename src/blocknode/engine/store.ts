@@ -146,6 +146,8 @@ export class BlockStore {
   private readers = 0;
   private readersIdle: (() => void) | undefined;
   private closing = false;
+  /** Cuts background sleeps (scrub's rate limit) short when the store closes. */
+  private readonly closingSignal = new AbortController();
   private closed: Promise<void> | undefined;
 
   private constructor(
@@ -495,6 +497,7 @@ export class BlockStore {
 
   private async shutdown(): Promise<void> {
     this.closing = true;
+    this.closingSignal.abort();
     await Promise.allSettled([...this.background]);
     while (this.appending ?? this.syncing) await (this.appending ?? this.syncing);
     if (this.readers > 0) await new Promise<void>((resolve) => (this.readersIdle = resolve));
@@ -870,7 +873,8 @@ export class BlockStore {
       onRecord?.({ address, bytes: loc?.length ?? 0, ok: verdict === 'ok' });
       if (rate !== undefined) {
         const due = (bytes / rate) * 1000 - (performance.now() - started);
-        if (due > 1) await sleep(due, undefined, signal ? { signal } : {}).catch(() => undefined);
+        const stop = signal ? AbortSignal.any([signal, this.closingSignal.signal]) : this.closingSignal.signal;
+        if (due > 1) await sleep(due, undefined, { signal: stop }).catch(() => undefined);
       }
     }
     return { checked, corrupt };
