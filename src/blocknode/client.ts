@@ -1,5 +1,5 @@
-// Typed client for a block node, used by gateways (and, later, by peers for repair).
-// Puts are batched into ≤ 4 MiB messages on one client stream; gets stream back in order.
+// Typed client for one block node, used by the replication client and by peers (repair,
+// anti-entropy). Puts are batched into ≤ 4 MiB messages on one client stream; gets stream back in order.
 import type * as grpc from '@grpc/grpc-js';
 import { CHANNEL_OPTIONS, callMetadata, deadlineIn, unaryCall, type TokenProvider } from '../common/grpc-client.js';
 import { fromServiceError } from '../common/status.js';
@@ -8,8 +8,14 @@ import type { BlockNodeClient as GenClient } from '../gen/cairn/v1/BlockNode.js'
 import type { GetBlocksResponse__Output } from '../gen/cairn/v1/GetBlocksResponse.js';
 import type { HasBlocksResponse__Output } from '../gen/cairn/v1/HasBlocksResponse.js';
 import type { PutBlocksResponse__Output } from '../gen/cairn/v1/PutBlocksResponse.js';
+import type { DeleteBlocksResponse__Output } from '../gen/cairn/v1/DeleteBlocksResponse.js';
+import type { ListPartitionResponse__Output } from '../gen/cairn/v1/ListPartitionResponse.js';
+import type { PartitionDigestResponse__Output } from '../gen/cairn/v1/PartitionDigestResponse.js';
+import type { ScrubResponse__Output } from '../gen/cairn/v1/ScrubResponse.js';
+import type { StatsResponse__Output } from '../gen/cairn/v1/StatsResponse.js';
 
 const MESSAGE_BYTES = 4 * 1024 * 1024;
+const MESSAGE_BLOCKS = 1024;
 
 export interface BlockClientOptions {
   readonly address: string;
@@ -39,10 +45,11 @@ export class BlockClient {
   }
 
   /** Stores blocks durably; resolves once the node has fsynced all of them. */
-  async putBlocks(blocks: readonly StoredBlock[]): Promise<PutBlocksResponse__Output> {
+  async putBlocks(blocks: readonly StoredBlock[], options: { handoff?: boolean; timeoutMs?: number } = {}): Promise<PutBlocksResponse__Output> {
+    const handoff = options.handoff === true;
     const md = await callMetadata(this.#token);
     return new Promise<PutBlocksResponse__Output>((resolve, reject) => {
-      const call = this.#client.PutBlocks(md, deadlineIn(this.#timeoutMs), (err, res) => {
+      const call = this.#client.PutBlocks(md, deadlineIn(options.timeoutMs ?? this.#timeoutMs), (err, res) => {
         if (err) reject(fromServiceError(err));
         else if (res) resolve(res);
         else reject(new Error('empty PutBlocks response'));
@@ -50,15 +57,15 @@ export class BlockClient {
       let batch: StoredBlock[] = [];
       let size = 0;
       for (const block of blocks) {
-        if (size + block.data.length > MESSAGE_BYTES && batch.length > 0) {
-          call.write({ blocks: batch });
+        if ((size + block.data.length > MESSAGE_BYTES || batch.length >= MESSAGE_BLOCKS) && batch.length > 0) {
+          call.write({ blocks: batch, handoff });
           batch = [];
           size = 0;
         }
         batch.push(block);
         size += block.data.length + 40;
       }
-      if (batch.length > 0) call.write({ blocks: batch });
+      if (batch.length > 0) call.write({ blocks: batch, handoff });
       call.end();
     });
   }
@@ -82,10 +89,41 @@ export class BlockClient {
   }
 
   async hasBlocks(addresses: readonly Buffer[]): Promise<boolean[]> {
+    const res = await this.#unary<{ addresses: Buffer[] }, HasBlocksResponse__Output>('HasBlocks', { addresses: [...addresses] });
+    return res.present;
+  }
+
+  async deleteBlocks(addresses: readonly Buffer[]): Promise<number> {
+    const res = await this.#unary<{ addresses: Buffer[] }, DeleteBlocksResponse__Output>('DeleteBlocks', { addresses: [...addresses] });
+    return Number(res.deleted);
+  }
+
+  /** One page of a partition's addresses; `cursor` is '' for the first page, and the result's '' marks the last. */
+  async listPartition(partition: number, cursor = '', limit = 0): Promise<{ addresses: Buffer[]; cursor: string }> {
+    const res = await this.#unary<{ partition: number; cursor: string; limit: number }, ListPartitionResponse__Output>('ListPartition', { partition, cursor, limit });
+    return { addresses: res.addresses, cursor: res.next_cursor };
+  }
+
+  async partitionDigests(partitions: readonly number[]): Promise<Array<{ partition: number; count: number; digest: Buffer }>> {
+    const res = await this.#unary<{ partitions: number[] }, PartitionDigestResponse__Output>('PartitionDigest', { partitions: [...partitions] }, 120_000);
+    return res.digests.map((d) => ({ partition: d.partition, count: Number(d.count), digest: d.digest }));
+  }
+
+  async stats(): Promise<StatsResponse__Output> {
+    return this.#unary<Record<string, never>, StatsResponse__Output>('Stats', {});
+  }
+
+  async scrub(maxBytesPerSecond = 0, timeoutMs = 600_000): Promise<ScrubResponse__Output> {
+    return this.#unary<{ max_bytes_per_second: number }, ScrubResponse__Output>('Scrub', { max_bytes_per_second: maxBytesPerSecond }, timeoutMs);
+  }
+
+  async #unary<Req, Res>(method: 'HasBlocks' | 'DeleteBlocks' | 'ListPartition' | 'PartitionDigest' | 'Stats' | 'Scrub', req: Req, timeoutMs = 30_000): Promise<Res> {
     const md = await callMetadata(this.#token);
+    const client = this.#client as unknown as Record<string, Parameters<typeof unaryCall<Req, Res>>[0]>;
+    const fn = client[method];
+    if (fn === undefined) throw new TypeError(`no method ${method}`);
     try {
-      const res = await unaryCall<{ addresses: Buffer[] }, HasBlocksResponse__Output>(this.#client.HasBlocks.bind(this.#client), { addresses: [...addresses] }, md, deadlineIn(30_000));
-      return res.present;
+      return await unaryCall<Req, Res>(fn.bind(this.#client), req, md, deadlineIn(timeoutMs));
     } catch (err) {
       throw fromServiceError(err);
     }

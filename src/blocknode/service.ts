@@ -1,15 +1,57 @@
-// The BlockNode gRPC service: batched puts (acknowledged after fsync), streamed gets,
-// and presence checks over the node's BlockStore. Input is validated before anything is stored.
+// The BlockNode gRPC service: batched puts (acknowledged after fsync), streamed gets, presence
+// checks, deletes, partition listing and digests, stats and on-demand scrub over the node's
+// BlockStore. Input is validated before anything is stored; calls share one concurrency limit.
 import type * as grpc from '@grpc/grpc-js';
 import { CairnError } from '../common/errors.js';
 import { clientStream, send, serverStream, unary } from '../common/grpc-server.js';
+import { wireInt } from '../common/wire.js';
 import type { BlockNodeHandlers } from '../gen/cairn/v1/BlockNode.js';
 import type { PutBlocksRequest__Output } from '../gen/cairn/v1/PutBlocksRequest.js';
 import type { PutBlocksResponse } from '../gen/cairn/v1/PutBlocksResponse.js';
+import { PARTITION_COUNT } from '../placement/index.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+import type { PartitionDigests } from './digests.js';
 import type { BlockStore } from './engine/index.js';
+import type { ConcurrencyLimit } from './limits.js';
 
 export const MAX_GET_ADDRESSES = 1024;
 export const MAX_HAS_ADDRESSES = 4096;
+export const MAX_DELETE_ADDRESSES = 4096;
+export const MAX_PUT_BLOCKS_PER_MESSAGE = 1024;
+export const MAX_LIST_LIMIT = 4096;
+export const DEFAULT_LIST_LIMIT = 1024;
+export const MAX_DIGEST_PARTITIONS = PARTITION_COUNT;
+
+/** What the node reports about its background work (anti-entropy, scrub, map). */
+export interface NodeStatus {
+  readonly nodeId: string;
+  readonly mapEpoch: number;
+  readonly underReplicatedPartitions: number;
+  readonly bytesToMove: number;
+  readonly soleCopies: number;
+  readonly antientropyPasses: number;
+  readonly antientropyState: string;
+  readonly scrubErrors: number;
+}
+
+export interface ScrubOutcome {
+  readonly checked: number;
+  readonly corrupt: Buffer[];
+  readonly repaired: number;
+  readonly unrepaired: number;
+}
+
+export interface BlockNodeServiceDeps {
+  readonly store: BlockStore;
+  readonly digests: PartitionDigests;
+  readonly limit: ConcurrencyLimit;
+  status(): NodeStatus;
+  scrub(maxBytesPerSecond: number | undefined, signal: AbortSignal): Promise<ScrubOutcome>;
+  /** Blocks stored here for an owner that could not take them. */
+  onHandoff(addresses: readonly Buffer[]): void;
+  observePut?(seconds: number, blocks: number, bytes: number): void;
+  observeGet?(seconds: number): void;
+}
 
 function checkAddresses(addresses: readonly Buffer[], max: number): void {
   if (addresses.length > max) throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${max} addresses per request, got ${addresses.length}`);
@@ -18,41 +60,118 @@ function checkAddresses(addresses: readonly Buffer[], max: number): void {
   }
 }
 
-export function blockNodeHandlers(store: BlockStore): BlockNodeHandlers {
+function checkPartition(partition: number): void {
+  if (!Number.isInteger(partition) || partition < 0 || partition >= PARTITION_COUNT) {
+    throw new CairnError('CAIRN_OUT_OF_RANGE', `partition ${partition} is outside 0..${PARTITION_COUNT - 1}`, { fieldViolations: [{ field: 'partition', description: 'out of range' }] });
+  }
+}
+
+export function blockNodeHandlers(deps: BlockNodeServiceDeps): BlockNodeHandlers {
+  const { store, digests, limit } = deps;
   return {
-    PutBlocks: clientStream(async (call: grpc.ServerReadableStream<PutBlocksRequest__Output, PutBlocksResponse>) => {
-      let blocks = 0;
-      let bytes = 0;
-      // One batch per message; the for-await loop is the backpressure: the next message is
-      // read only after this batch is durable.
-      for await (const msg of call as AsyncIterable<PutBlocksRequest__Output>) {
-        const batch = msg.blocks.map((b) => ({ address: b.address, data: b.data }));
-        checkAddresses(batch.map((b) => b.address), Number.MAX_SAFE_INTEGER);
-        if (batch.length === 0) continue;
-        await store.put(batch);
-        blocks += batch.length;
-        bytes += batch.reduce((n, b) => n + b.data.length, 0);
-      }
-      return { blocks_stored: blocks, bytes_stored: bytes };
-    }),
+    PutBlocks: clientStream(async (call: grpc.ServerReadableStream<PutBlocksRequest__Output, PutBlocksResponse>) =>
+      limit.run(async () => {
+        let blocks = 0;
+        let bytes = 0;
+        // One batch per message; the for-await loop is the backpressure: the next message is
+        // read only after this batch is durable.
+        for await (const msg of call as AsyncIterable<PutBlocksRequest__Output>) {
+          if (msg.blocks.length > MAX_PUT_BLOCKS_PER_MESSAGE) {
+            throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${MAX_PUT_BLOCKS_PER_MESSAGE} blocks per PutBlocks message, got ${msg.blocks.length}`);
+          }
+          const batch = msg.blocks.map((b) => ({ address: b.address, data: b.data }));
+          checkAddresses(batch.map((b) => b.address), MAX_PUT_BLOCKS_PER_MESSAGE);
+          if (batch.length === 0) continue;
+          const started = performance.now();
+          await store.put(batch);
+          const batchBytes = batch.reduce((n, b) => n + b.data.length, 0);
+          deps.observePut?.((performance.now() - started) / 1000, batch.length, batchBytes);
+          digests.invalidate(batch.map((b) => b.address));
+          if (msg.handoff) deps.onHandoff(batch.map((b) => b.address));
+          blocks += batch.length;
+          bytes += batchBytes;
+        }
+        return { blocks_stored: blocks, bytes_stored: bytes };
+      }),
+    ),
     GetBlocks: serverStream(async (req, call, ctx) => {
       checkAddresses(req.addresses, MAX_GET_ADDRESSES);
-      for (const address of req.addresses) {
-        let data: Buffer | undefined;
-        try {
-          data = await store.get(address);
-        } catch (err) {
-          // A corrupt copy is quarantined by the store; answer "not found" so the reader
-          // moves on to another replica instead of failing the whole stream.
-          if (!(err instanceof CairnError && err.code === 'CAIRN_CORRUPT_BLOCK')) throw err;
-          ctx.log.warn({ address: address.toString('hex') }, 'corrupt block quarantined on read');
+      await limit.run(async () => {
+        for (const address of req.addresses) {
+          let data: Buffer | undefined;
+          const started = performance.now();
+          try {
+            data = await store.get(address);
+          } catch (err) {
+            // A corrupt copy is quarantined by the store; answer "not found" so the reader
+            // moves on to another replica (and repairs this one) instead of failing the stream.
+            if (!(err instanceof CairnError && err.code === 'CAIRN_CORRUPT_BLOCK')) throw err;
+            digests.invalidate([address]);
+            ctx.log.warn({ address: address.toString('hex') }, 'corrupt block quarantined on read');
+          }
+          deps.observeGet?.((performance.now() - started) / 1000);
+          await send(call, data === undefined ? { address, found: false } : { address, data, found: true }, ctx.signal);
         }
-        await send(call, data === undefined ? { address, found: false } : { address, data, found: true }, ctx.signal);
-      }
+      });
     }),
     HasBlocks: unary(async (req) => {
       checkAddresses(req.addresses, MAX_HAS_ADDRESSES);
-      return { present: await store.has(req.addresses) };
+      return { present: await limit.run(() => store.has(req.addresses)) };
+    }),
+    DeleteBlocks: unary(async (req) => {
+      checkAddresses(req.addresses, MAX_DELETE_ADDRESSES);
+      const deleted = await limit.run(() => store.delete(req.addresses));
+      digests.invalidate(req.addresses);
+      return { deleted };
+    }),
+    ListPartition: unary(async (req) => {
+      checkPartition(req.partition);
+      const pageSize = req.limit === 0 ? DEFAULT_LIST_LIMIT : req.limit;
+      if (pageSize > MAX_LIST_LIMIT) throw new CairnError('CAIRN_INVALID_ARGUMENT', `limit must be at most ${MAX_LIST_LIMIT}, got ${pageSize}`, { fieldViolations: [{ field: 'limit', description: 'too large' }] });
+      const after = req.cursor === '' ? undefined : decodeCursor(req.cursor, req.partition);
+      const addresses = await limit.run(() => store.listAddresses({ partition: req.partition, limit: pageSize, ...(after ? { after } : {}) }));
+      const last = addresses[addresses.length - 1];
+      return { addresses, next_cursor: addresses.length === pageSize && last ? encodeCursor(req.partition, last) : '' };
+    }),
+    PartitionDigest: unary(async (req) => {
+      if (req.partitions.length > MAX_DIGEST_PARTITIONS) throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${MAX_DIGEST_PARTITIONS} partitions per request`);
+      for (const p of req.partitions) checkPartition(p);
+      const out = [];
+      for (const p of req.partitions) {
+        const s = await digests.summary(p);
+        out.push({ partition: p, count: s.count, digest: s.digest });
+      }
+      return { digests: out };
+    }),
+    Stats: unary(async () => {
+      const s = store.stats();
+      const st = deps.status();
+      const quarantined = (await store.quarantined()).length;
+      return {
+        node_id: st.nodeId,
+        blocks: s.blocks,
+        bytes: s.bytes,
+        dead_bytes: s.deadBytes,
+        disk_bytes: s.diskBytes,
+        capacity_bytes: s.capacityBytes ?? 0,
+        segments: s.segments,
+        quarantined,
+        fsync_batches: s.fsyncBatches,
+        fsync_blocks: s.fsyncBlocks,
+        map_epoch: st.mapEpoch,
+        under_replicated_partitions: st.underReplicatedPartitions,
+        bytes_to_move: st.bytesToMove,
+        sole_copies: st.soleCopies,
+        antientropy_passes: st.antientropyPasses,
+        antientropy_state: st.antientropyState,
+        scrub_errors: st.scrubErrors,
+      };
+    }),
+    Scrub: unary(async (req, ctx) => {
+      const rate = wireInt(req.max_bytes_per_second, 'max_bytes_per_second');
+      const r = await deps.scrub(rate === 0 ? undefined : rate, ctx.signal);
+      return { checked: r.checked, corrupt: r.corrupt, repaired: r.repaired, unrepaired: r.unrepaired };
     }),
   };
 }
+

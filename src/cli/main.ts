@@ -55,6 +55,14 @@ const SERVER_FLAGS: Array<[flag: string, key: string, help: string]> = [
   ['--capacity-bytes <n>', 'capacityBytes', 'block store capacity limit'],
   ['--reserve-bytes <n>', 'reserveBytes', 'free disk space kept in reserve (default 256 MiB)'],
   ['--shutdown-timeout-ms <ms>', 'shutdownTimeoutMs', 'how long SIGTERM waits for in-flight calls (default 30000)'],
+  ['--cluster-map <file>', 'clusterMap', 'static cluster map JSON file (gateway, blocknode)'],
+  ['--node-id <id>', 'nodeId', "this block node's id in the cluster map"],
+  ['--write-quorum <n>', 'writeQuorum', 'durable copies before a write is acknowledged (default 2)'],
+  ['--anti-entropy-interval-ms <ms>', 'antiEntropyIntervalMs', 'pause between anti-entropy passes (default 30000, 0 = off)'],
+  ['--anti-entropy-bytes-per-second <n>', 'antiEntropyBytesPerSecond', 'anti-entropy copy budget (default 64 MiB/s, 0 = unlimited)'],
+  ['--rebalance-settle-ms <ms>', 'rebalanceSettleMs', 'map stability required before handed-off data is deleted (default 10000)'],
+  ['--scrub-interval-ms <ms>', 'scrubIntervalMs', 'pause between background scrubs (default 1 day, 0 = off)'],
+  ['--scrub-bytes-per-second <n>', 'scrubBytesPerSecond', 'scrub read budget (default 8 MiB/s)'],
 ];
 
 async function runServer(flags: Record<string, unknown>): Promise<void> {

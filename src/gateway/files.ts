@@ -14,7 +14,7 @@ import type { FilesHandlers } from '../gen/cairn/v1/Files.js';
 import type { FileVersion__Output } from '../gen/cairn/v1/FileVersion.js';
 import type { UploadFileRequest__Output } from '../gen/cairn/v1/UploadFileRequest.js';
 import type { UploadFileResponse } from '../gen/cairn/v1/UploadFileResponse.js';
-import type { BlockClient } from '../blocknode/index.js';
+import type { BlockAccess } from '../blocknode/index.js';
 import type { MetadataClient } from '../metadata/index.js';
 
 export const MAX_DATA_MESSAGE_BYTES = 1024 * 1024;
@@ -28,7 +28,7 @@ const READ_AHEAD = 2;
 
 export interface FilesServiceOptions {
   readonly metadata: MetadataClient;
-  readonly blocks: BlockClient;
+  readonly blocks: BlockAccess;
   readonly maxFileBytes: number;
   readonly chunker?: ChunkerOptions;
 }
@@ -51,14 +51,14 @@ export function toFileInfo(v: FileVersion__Output): FileInfo {
 }
 
 class BlockUploader {
-  readonly #blocks: BlockClient;
+  readonly #blocks: BlockAccess;
   readonly #seen = new Set<string>();
   #pending: Array<{ address: Buffer; data: Buffer }> = [];
   #pendingBytes = 0;
   readonly #inflight = new Set<Promise<void>>();
   #failure: unknown;
 
-  constructor(blocks: BlockClient) {
+  constructor(blocks: BlockAccess) {
     this.#blocks = blocks;
   }
 
@@ -170,7 +170,7 @@ function chunkIndexAt(chunks: readonly { offset: string }[], offset: number): nu
   return lo;
 }
 
-async function fetchBatch(blocks: BlockClient, addresses: Buffer[], signal: AbortSignal): Promise<Map<string, Buffer>> {
+async function fetchBatch(blocks: BlockAccess, addresses: Buffer[], signal: AbortSignal): Promise<Map<string, Buffer>> {
   const out = new Map<string, Buffer>();
   for await (const b of blocks.getBlocks(addresses, signal)) {
     if (b.data === undefined) continue;

@@ -6,7 +6,7 @@ import { CairnGrpcServer } from '../common/grpc-server.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { loadProto } from '../common/proto.js';
-import type { BlockClient } from '../blocknode/index.js';
+import type { BlockAccess } from '../blocknode/index.js';
 import type { MetadataClient } from '../metadata/index.js';
 import { filesHandlers } from './files.js';
 
@@ -18,7 +18,7 @@ export interface GatewayOptions {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly metadata: MetadataClient;
-  readonly blocks: BlockClient;
+  readonly blocks: BlockAccess;
   readonly maxFileBytes: number;
   readonly chunker?: ChunkerOptions;
 }

@@ -4,12 +4,23 @@ import type { MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { Block as _cairn_v1_Block, Block__Output as _cairn_v1_Block__Output } from './cairn/v1/Block.js';
 import type { BlockNodeClient as _cairn_v1_BlockNodeClient, BlockNodeDefinition as _cairn_v1_BlockNodeDefinition } from './cairn/v1/BlockNode.js';
+import type { DeleteBlocksRequest as _cairn_v1_DeleteBlocksRequest, DeleteBlocksRequest__Output as _cairn_v1_DeleteBlocksRequest__Output } from './cairn/v1/DeleteBlocksRequest.js';
+import type { DeleteBlocksResponse as _cairn_v1_DeleteBlocksResponse, DeleteBlocksResponse__Output as _cairn_v1_DeleteBlocksResponse__Output } from './cairn/v1/DeleteBlocksResponse.js';
 import type { GetBlocksRequest as _cairn_v1_GetBlocksRequest, GetBlocksRequest__Output as _cairn_v1_GetBlocksRequest__Output } from './cairn/v1/GetBlocksRequest.js';
 import type { GetBlocksResponse as _cairn_v1_GetBlocksResponse, GetBlocksResponse__Output as _cairn_v1_GetBlocksResponse__Output } from './cairn/v1/GetBlocksResponse.js';
 import type { HasBlocksRequest as _cairn_v1_HasBlocksRequest, HasBlocksRequest__Output as _cairn_v1_HasBlocksRequest__Output } from './cairn/v1/HasBlocksRequest.js';
 import type { HasBlocksResponse as _cairn_v1_HasBlocksResponse, HasBlocksResponse__Output as _cairn_v1_HasBlocksResponse__Output } from './cairn/v1/HasBlocksResponse.js';
+import type { ListPartitionRequest as _cairn_v1_ListPartitionRequest, ListPartitionRequest__Output as _cairn_v1_ListPartitionRequest__Output } from './cairn/v1/ListPartitionRequest.js';
+import type { ListPartitionResponse as _cairn_v1_ListPartitionResponse, ListPartitionResponse__Output as _cairn_v1_ListPartitionResponse__Output } from './cairn/v1/ListPartitionResponse.js';
+import type { PartitionDigestEntry as _cairn_v1_PartitionDigestEntry, PartitionDigestEntry__Output as _cairn_v1_PartitionDigestEntry__Output } from './cairn/v1/PartitionDigestEntry.js';
+import type { PartitionDigestRequest as _cairn_v1_PartitionDigestRequest, PartitionDigestRequest__Output as _cairn_v1_PartitionDigestRequest__Output } from './cairn/v1/PartitionDigestRequest.js';
+import type { PartitionDigestResponse as _cairn_v1_PartitionDigestResponse, PartitionDigestResponse__Output as _cairn_v1_PartitionDigestResponse__Output } from './cairn/v1/PartitionDigestResponse.js';
 import type { PutBlocksRequest as _cairn_v1_PutBlocksRequest, PutBlocksRequest__Output as _cairn_v1_PutBlocksRequest__Output } from './cairn/v1/PutBlocksRequest.js';
 import type { PutBlocksResponse as _cairn_v1_PutBlocksResponse, PutBlocksResponse__Output as _cairn_v1_PutBlocksResponse__Output } from './cairn/v1/PutBlocksResponse.js';
+import type { ScrubRequest as _cairn_v1_ScrubRequest, ScrubRequest__Output as _cairn_v1_ScrubRequest__Output } from './cairn/v1/ScrubRequest.js';
+import type { ScrubResponse as _cairn_v1_ScrubResponse, ScrubResponse__Output as _cairn_v1_ScrubResponse__Output } from './cairn/v1/ScrubResponse.js';
+import type { StatsRequest as _cairn_v1_StatsRequest, StatsRequest__Output as _cairn_v1_StatsRequest__Output } from './cairn/v1/StatsRequest.js';
+import type { StatsResponse as _cairn_v1_StatsResponse, StatsResponse__Output as _cairn_v1_StatsResponse__Output } from './cairn/v1/StatsResponse.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
   new(...args: ConstructorParameters<Constructor>): Subtype;
@@ -23,12 +34,23 @@ export interface ProtoGrpcType {
        * BlockNode stores immutable blocks named by sha256(bytes).
        */
       BlockNode: SubtypeConstructor<typeof grpc.Client, _cairn_v1_BlockNodeClient> & { service: _cairn_v1_BlockNodeDefinition }
+      DeleteBlocksRequest: MessageTypeDefinition<_cairn_v1_DeleteBlocksRequest, _cairn_v1_DeleteBlocksRequest__Output>
+      DeleteBlocksResponse: MessageTypeDefinition<_cairn_v1_DeleteBlocksResponse, _cairn_v1_DeleteBlocksResponse__Output>
       GetBlocksRequest: MessageTypeDefinition<_cairn_v1_GetBlocksRequest, _cairn_v1_GetBlocksRequest__Output>
       GetBlocksResponse: MessageTypeDefinition<_cairn_v1_GetBlocksResponse, _cairn_v1_GetBlocksResponse__Output>
       HasBlocksRequest: MessageTypeDefinition<_cairn_v1_HasBlocksRequest, _cairn_v1_HasBlocksRequest__Output>
       HasBlocksResponse: MessageTypeDefinition<_cairn_v1_HasBlocksResponse, _cairn_v1_HasBlocksResponse__Output>
+      ListPartitionRequest: MessageTypeDefinition<_cairn_v1_ListPartitionRequest, _cairn_v1_ListPartitionRequest__Output>
+      ListPartitionResponse: MessageTypeDefinition<_cairn_v1_ListPartitionResponse, _cairn_v1_ListPartitionResponse__Output>
+      PartitionDigestEntry: MessageTypeDefinition<_cairn_v1_PartitionDigestEntry, _cairn_v1_PartitionDigestEntry__Output>
+      PartitionDigestRequest: MessageTypeDefinition<_cairn_v1_PartitionDigestRequest, _cairn_v1_PartitionDigestRequest__Output>
+      PartitionDigestResponse: MessageTypeDefinition<_cairn_v1_PartitionDigestResponse, _cairn_v1_PartitionDigestResponse__Output>
       PutBlocksRequest: MessageTypeDefinition<_cairn_v1_PutBlocksRequest, _cairn_v1_PutBlocksRequest__Output>
       PutBlocksResponse: MessageTypeDefinition<_cairn_v1_PutBlocksResponse, _cairn_v1_PutBlocksResponse__Output>
+      ScrubRequest: MessageTypeDefinition<_cairn_v1_ScrubRequest, _cairn_v1_ScrubRequest__Output>
+      ScrubResponse: MessageTypeDefinition<_cairn_v1_ScrubResponse, _cairn_v1_ScrubResponse__Output>
+      StatsRequest: MessageTypeDefinition<_cairn_v1_StatsRequest, _cairn_v1_StatsRequest__Output>
+      StatsResponse: MessageTypeDefinition<_cairn_v1_StatsResponse, _cairn_v1_StatsResponse__Output>
     }
   }
 }

@@ -28,6 +28,14 @@ export const serverConfigSchema = z.object({
   capacityBytes: zInt(1, Number.MAX_SAFE_INTEGER).optional().describe('Block store capacity limit in bytes (default: the disk)'),
   reserveBytes: zInt(0, Number.MAX_SAFE_INTEGER).default(256 * 1024 * 1024).describe('Free disk space below which block puts are refused'),
   shutdownTimeoutMs: zInt(0, 3_600_000).default(30_000).describe('How long SIGTERM waits for in-flight calls'),
+  clusterMap: z.string().min(1).optional().describe('Static cluster map JSON file (roles gateway and blocknode), re-read when it changes'),
+  nodeId: z.string().min(1).optional().describe("This block node's id in the cluster map (role blocknode, with --cluster-map)"),
+  writeQuorum: zInt(1, 16).default(2).describe('Durable copies before a block write is acknowledged (capped at the replication factor)'),
+  antiEntropyIntervalMs: zInt(0, 86_400_000).default(30_000).describe('Pause between anti-entropy passes on a block node (0 = off)'),
+  antiEntropyBytesPerSecond: zInt(0, Number.MAX_SAFE_INTEGER).default(64 * 1024 * 1024).describe('Bytes/s anti-entropy may copy to other nodes (0 = unlimited)'),
+  rebalanceSettleMs: zInt(0, 86_400_000).default(10_000).describe('How long a map must be stable before a node deletes data it handed to the new owners'),
+  scrubIntervalMs: zInt(0, 30 * 86_400_000).default(86_400_000).describe('Pause between background scrubs of a block node (0 = off)'),
+  scrubBytesPerSecond: zInt(1, Number.MAX_SAFE_INTEGER).default(8 * 1024 * 1024).describe('Read budget of the background scrub in bytes/s'),
 });
 
 export type ServerConfig = z.infer<typeof serverConfigSchema>;

@@ -11,7 +11,7 @@ import * as grpcJs from '@grpc/grpc-js';
 import { startHttpServer } from '../common/http.js';
 import type { Logger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
-import { BlockClient, createBlockNode } from '../blocknode/index.js';
+import { FileMapSource, ReplicatedBlockClient, StaticMapSource, createBlockNode, singleNodeMap, type BlockNodeOptions, type MapSource } from '../blocknode/index.js';
 import { createGateway } from '../gateway/index.js';
 import { MetadataClient, createMetadataService } from '../metadata/index.js';
 import type { ServerConfig } from './config.js';
@@ -62,7 +62,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
     if (config.role === 'embedded') {
       // Internal services listen on loopback only, inside this process's reach.
       const internal = grpcJs.ServerCredentials.createInsecure();
-      const blocknode = await createBlockNode({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, ...storeLimits(config) });
+      const blocknode = await createBlockNode({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, ...storeLimits(config), scrub: { intervalMs: config.scrubIntervalMs, bytesPerSecond: config.scrubBytesPerSecond } });
       stops.push((t) => blocknode.stop(t));
       const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl });
       stops.push((t) => metadataSvc.stop(t));
@@ -70,7 +70,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const gateway = await startGateway(config, common, publicCredentials, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops);
       grpcPort = gateway;
     } else if (config.role === 'blocknode') {
-      const blocknode = await createBlockNode({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, ...storeLimits(config) });
+      const blocknode = await createBlockNode({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, ...storeLimits(config), ...clusterOptions(config, log, clientCredentials(tls), tokens, stops) });
       stops.push((t) => blocknode.stop(t));
       grpcPort = blocknode.port;
     } else if (config.role === 'metadata') {
@@ -78,8 +78,8 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       stops.push((t) => metadataSvc.stop(t));
       grpcPort = metadataSvc.port;
     } else {
-      if (config.metadataAddr === undefined || config.blocknodeAddr === undefined) {
-        throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role gateway needs --metadata-addr and --blocknode-addr');
+      if (config.metadataAddr === undefined || (config.blocknodeAddr === undefined && config.clusterMap === undefined)) {
+        throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role gateway needs --metadata-addr and --cluster-map (or --blocknode-addr for a single block node)');
       }
       grpcPort = await startGateway(config, common, publicCredentials, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops);
     }
@@ -105,22 +105,58 @@ function storeLimits(config: Readonly<ServerConfig>): { capacityBytes?: number; 
   return { reserveBytes: config.reserveBytes, ...(config.capacityBytes !== undefined ? { capacityBytes: config.capacityBytes } : {}) };
 }
 
+/** Cluster membership and background work of a block node started from a static map file. */
+function clusterOptions(
+  config: Readonly<ServerConfig>,
+  log: Logger,
+  peerCredentials: grpc.ChannelCredentials,
+  tokens: ServiceTokenSource,
+  stops: Array<(timeoutMs: number) => Promise<void>>,
+): Partial<BlockNodeOptions> {
+  const scrub = { intervalMs: config.scrubIntervalMs, bytesPerSecond: config.scrubBytesPerSecond };
+  if (config.clusterMap === undefined) return { scrub };
+  if (config.nodeId === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role blocknode with --cluster-map needs --node-id');
+  const map = new FileMapSource({ path: resolve(config.clusterMap), onError: (err) => log.error({ err }, 'cannot load the cluster map; keeping the previous one') });
+  stops.push(async () => map.close());
+  return {
+    nodeId: config.nodeId,
+    map,
+    peerCredentials,
+    token: () => tokens.token(),
+    scrub,
+    antiEntropy: { intervalMs: config.antiEntropyIntervalMs, bytesPerSecond: config.antiEntropyBytesPerSecond, settleMs: config.rebalanceSettleMs },
+  };
+}
+
 async function startGateway(
   config: Readonly<ServerConfig>,
   common: { authSecret: Uint8Array; log: Logger; metrics: ReturnType<typeof createMetrics> },
   credentials: grpc.ServerCredentials,
   metadataAddr: string,
-  blocknodeAddr: string,
+  blocknodeAddr: string | undefined,
   internalCredentials: grpc.ChannelCredentials,
   tokens: ServiceTokenSource,
   stops: Array<(timeoutMs: number) => Promise<void>>,
 ): Promise<number> {
   const token = (): Promise<string> => tokens.token();
   const metadata = new MetadataClient({ address: metadataAddr, credentials: internalCredentials, token });
-  const blocks = new BlockClient({ address: blocknodeAddr, credentials: internalCredentials, token });
+  // A cluster map names every block node; without one the gateway writes to a single node.
+  const map: MapSource =
+    config.clusterMap !== undefined
+      ? new FileMapSource({ path: resolve(config.clusterMap), onError: (err) => common.log.error({ err }, 'cannot load the cluster map; keeping the previous one') })
+      : new StaticMapSource(singleNodeMap('blocknode', blocknodeAddr ?? ''));
+  const blocks = new ReplicatedBlockClient({
+    map,
+    credentials: internalCredentials,
+    token,
+    writeQuorum: config.role === 'embedded' ? 1 : config.writeQuorum,
+    log: common.log.child({ component: 'replication' }),
+    registry: common.metrics.registry,
+  });
   stops.push(async () => {
     metadata.close();
     blocks.close();
+    map.close();
   });
   const gateway = await createGateway({ ...common, host: config.host, port: config.grpcPort, credentials, metadata, blocks, maxFileBytes: config.maxFileBytes });
   stops.push((t) => gateway.stop(t));

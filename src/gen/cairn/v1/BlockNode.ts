@@ -3,17 +3,42 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { DeleteBlocksRequest as _cairn_v1_DeleteBlocksRequest, DeleteBlocksRequest__Output as _cairn_v1_DeleteBlocksRequest__Output } from '../../cairn/v1/DeleteBlocksRequest.js';
+import type { DeleteBlocksResponse as _cairn_v1_DeleteBlocksResponse, DeleteBlocksResponse__Output as _cairn_v1_DeleteBlocksResponse__Output } from '../../cairn/v1/DeleteBlocksResponse.js';
 import type { GetBlocksRequest as _cairn_v1_GetBlocksRequest, GetBlocksRequest__Output as _cairn_v1_GetBlocksRequest__Output } from '../../cairn/v1/GetBlocksRequest.js';
 import type { GetBlocksResponse as _cairn_v1_GetBlocksResponse, GetBlocksResponse__Output as _cairn_v1_GetBlocksResponse__Output } from '../../cairn/v1/GetBlocksResponse.js';
 import type { HasBlocksRequest as _cairn_v1_HasBlocksRequest, HasBlocksRequest__Output as _cairn_v1_HasBlocksRequest__Output } from '../../cairn/v1/HasBlocksRequest.js';
 import type { HasBlocksResponse as _cairn_v1_HasBlocksResponse, HasBlocksResponse__Output as _cairn_v1_HasBlocksResponse__Output } from '../../cairn/v1/HasBlocksResponse.js';
+import type { ListPartitionRequest as _cairn_v1_ListPartitionRequest, ListPartitionRequest__Output as _cairn_v1_ListPartitionRequest__Output } from '../../cairn/v1/ListPartitionRequest.js';
+import type { ListPartitionResponse as _cairn_v1_ListPartitionResponse, ListPartitionResponse__Output as _cairn_v1_ListPartitionResponse__Output } from '../../cairn/v1/ListPartitionResponse.js';
+import type { PartitionDigestRequest as _cairn_v1_PartitionDigestRequest, PartitionDigestRequest__Output as _cairn_v1_PartitionDigestRequest__Output } from '../../cairn/v1/PartitionDigestRequest.js';
+import type { PartitionDigestResponse as _cairn_v1_PartitionDigestResponse, PartitionDigestResponse__Output as _cairn_v1_PartitionDigestResponse__Output } from '../../cairn/v1/PartitionDigestResponse.js';
 import type { PutBlocksRequest as _cairn_v1_PutBlocksRequest, PutBlocksRequest__Output as _cairn_v1_PutBlocksRequest__Output } from '../../cairn/v1/PutBlocksRequest.js';
 import type { PutBlocksResponse as _cairn_v1_PutBlocksResponse, PutBlocksResponse__Output as _cairn_v1_PutBlocksResponse__Output } from '../../cairn/v1/PutBlocksResponse.js';
+import type { ScrubRequest as _cairn_v1_ScrubRequest, ScrubRequest__Output as _cairn_v1_ScrubRequest__Output } from '../../cairn/v1/ScrubRequest.js';
+import type { ScrubResponse as _cairn_v1_ScrubResponse, ScrubResponse__Output as _cairn_v1_ScrubResponse__Output } from '../../cairn/v1/ScrubResponse.js';
+import type { StatsRequest as _cairn_v1_StatsRequest, StatsRequest__Output as _cairn_v1_StatsRequest__Output } from '../../cairn/v1/StatsRequest.js';
+import type { StatsResponse as _cairn_v1_StatsResponse, StatsResponse__Output as _cairn_v1_StatsResponse__Output } from '../../cairn/v1/StatsResponse.js';
 
 /**
  * BlockNode stores immutable blocks named by sha256(bytes).
  */
 export interface BlockNodeClient extends grpc.Client {
+  /**
+   * DeleteBlocks durably removes blocks (up to 4096 per call); absent ones are ignored.
+   */
+  DeleteBlocks(argument: _cairn_v1_DeleteBlocksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteBlocksResponse__Output>): grpc.ClientUnaryCall;
+  DeleteBlocks(argument: _cairn_v1_DeleteBlocksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_DeleteBlocksResponse__Output>): grpc.ClientUnaryCall;
+  DeleteBlocks(argument: _cairn_v1_DeleteBlocksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteBlocksResponse__Output>): grpc.ClientUnaryCall;
+  DeleteBlocks(argument: _cairn_v1_DeleteBlocksRequest, callback: grpc.requestCallback<_cairn_v1_DeleteBlocksResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * DeleteBlocks durably removes blocks (up to 4096 per call); absent ones are ignored.
+   */
+  deleteBlocks(argument: _cairn_v1_DeleteBlocksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteBlocksResponse__Output>): grpc.ClientUnaryCall;
+  deleteBlocks(argument: _cairn_v1_DeleteBlocksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_DeleteBlocksResponse__Output>): grpc.ClientUnaryCall;
+  deleteBlocks(argument: _cairn_v1_DeleteBlocksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteBlocksResponse__Output>): grpc.ClientUnaryCall;
+  deleteBlocks(argument: _cairn_v1_DeleteBlocksRequest, callback: grpc.requestCallback<_cairn_v1_DeleteBlocksResponse__Output>): grpc.ClientUnaryCall;
+  
   /**
    * GetBlocks streams the requested blocks in request order; a block this node
    * does not hold is answered with found = false.
@@ -43,6 +68,42 @@ export interface BlockNodeClient extends grpc.Client {
   hasBlocks(argument: _cairn_v1_HasBlocksRequest, callback: grpc.requestCallback<_cairn_v1_HasBlocksResponse__Output>): grpc.ClientUnaryCall;
   
   /**
+   * ListPartition pages through the addresses this node holds in one partition, in
+   * ascending order. A partition ≥ 4096 is OUT_OF_RANGE; a cursor this node did not
+   * hand out (or one for another partition) is INVALID_ARGUMENT (CAIRN_INVALID_CURSOR).
+   */
+  ListPartition(argument: _cairn_v1_ListPartitionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListPartitionResponse__Output>): grpc.ClientUnaryCall;
+  ListPartition(argument: _cairn_v1_ListPartitionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListPartitionResponse__Output>): grpc.ClientUnaryCall;
+  ListPartition(argument: _cairn_v1_ListPartitionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListPartitionResponse__Output>): grpc.ClientUnaryCall;
+  ListPartition(argument: _cairn_v1_ListPartitionRequest, callback: grpc.requestCallback<_cairn_v1_ListPartitionResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ListPartition pages through the addresses this node holds in one partition, in
+   * ascending order. A partition ≥ 4096 is OUT_OF_RANGE; a cursor this node did not
+   * hand out (or one for another partition) is INVALID_ARGUMENT (CAIRN_INVALID_CURSOR).
+   */
+  listPartition(argument: _cairn_v1_ListPartitionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListPartitionResponse__Output>): grpc.ClientUnaryCall;
+  listPartition(argument: _cairn_v1_ListPartitionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListPartitionResponse__Output>): grpc.ClientUnaryCall;
+  listPartition(argument: _cairn_v1_ListPartitionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListPartitionResponse__Output>): grpc.ClientUnaryCall;
+  listPartition(argument: _cairn_v1_ListPartitionRequest, callback: grpc.requestCallback<_cairn_v1_ListPartitionResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * PartitionDigest summarises the addresses held in each named partition (count and
+   * XOR of addresses), so two replicas can tell cheaply whether they agree.
+   */
+  PartitionDigest(argument: _cairn_v1_PartitionDigestRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PartitionDigestResponse__Output>): grpc.ClientUnaryCall;
+  PartitionDigest(argument: _cairn_v1_PartitionDigestRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_PartitionDigestResponse__Output>): grpc.ClientUnaryCall;
+  PartitionDigest(argument: _cairn_v1_PartitionDigestRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PartitionDigestResponse__Output>): grpc.ClientUnaryCall;
+  PartitionDigest(argument: _cairn_v1_PartitionDigestRequest, callback: grpc.requestCallback<_cairn_v1_PartitionDigestResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * PartitionDigest summarises the addresses held in each named partition (count and
+   * XOR of addresses), so two replicas can tell cheaply whether they agree.
+   */
+  partitionDigest(argument: _cairn_v1_PartitionDigestRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PartitionDigestResponse__Output>): grpc.ClientUnaryCall;
+  partitionDigest(argument: _cairn_v1_PartitionDigestRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_PartitionDigestResponse__Output>): grpc.ClientUnaryCall;
+  partitionDigest(argument: _cairn_v1_PartitionDigestRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PartitionDigestResponse__Output>): grpc.ClientUnaryCall;
+  partitionDigest(argument: _cairn_v1_PartitionDigestRequest, callback: grpc.requestCallback<_cairn_v1_PartitionDigestResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
    * PutBlocks stores batches of blocks; the response is sent only after every
    * block is durable (fsync). A block whose address is not sha256(data) fails the
    * call with INVALID_ARGUMENT (CAIRN_HASH_MISMATCH) and no block of that batch is
@@ -63,12 +124,47 @@ export interface BlockNodeClient extends grpc.Client {
   putBlocks(options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PutBlocksResponse__Output>): grpc.ClientWritableStream<_cairn_v1_PutBlocksRequest>;
   putBlocks(callback: grpc.requestCallback<_cairn_v1_PutBlocksResponse__Output>): grpc.ClientWritableStream<_cairn_v1_PutBlocksRequest>;
   
+  /**
+   * Scrub verifies every stored record now and repairs corrupt ones from replicas.
+   */
+  Scrub(argument: _cairn_v1_ScrubRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ScrubResponse__Output>): grpc.ClientUnaryCall;
+  Scrub(argument: _cairn_v1_ScrubRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ScrubResponse__Output>): grpc.ClientUnaryCall;
+  Scrub(argument: _cairn_v1_ScrubRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ScrubResponse__Output>): grpc.ClientUnaryCall;
+  Scrub(argument: _cairn_v1_ScrubRequest, callback: grpc.requestCallback<_cairn_v1_ScrubResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Scrub verifies every stored record now and repairs corrupt ones from replicas.
+   */
+  scrub(argument: _cairn_v1_ScrubRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ScrubResponse__Output>): grpc.ClientUnaryCall;
+  scrub(argument: _cairn_v1_ScrubRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ScrubResponse__Output>): grpc.ClientUnaryCall;
+  scrub(argument: _cairn_v1_ScrubRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ScrubResponse__Output>): grpc.ClientUnaryCall;
+  scrub(argument: _cairn_v1_ScrubRequest, callback: grpc.requestCallback<_cairn_v1_ScrubResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Stats reports the node's storage, repair and anti-entropy figures.
+   */
+  Stats(argument: _cairn_v1_StatsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_StatsResponse__Output>): grpc.ClientUnaryCall;
+  Stats(argument: _cairn_v1_StatsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_StatsResponse__Output>): grpc.ClientUnaryCall;
+  Stats(argument: _cairn_v1_StatsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_StatsResponse__Output>): grpc.ClientUnaryCall;
+  Stats(argument: _cairn_v1_StatsRequest, callback: grpc.requestCallback<_cairn_v1_StatsResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Stats reports the node's storage, repair and anti-entropy figures.
+   */
+  stats(argument: _cairn_v1_StatsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_StatsResponse__Output>): grpc.ClientUnaryCall;
+  stats(argument: _cairn_v1_StatsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_StatsResponse__Output>): grpc.ClientUnaryCall;
+  stats(argument: _cairn_v1_StatsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_StatsResponse__Output>): grpc.ClientUnaryCall;
+  stats(argument: _cairn_v1_StatsRequest, callback: grpc.requestCallback<_cairn_v1_StatsResponse__Output>): grpc.ClientUnaryCall;
+  
 }
 
 /**
  * BlockNode stores immutable blocks named by sha256(bytes).
  */
 export interface BlockNodeHandlers extends grpc.UntypedServiceImplementation {
+  /**
+   * DeleteBlocks durably removes blocks (up to 4096 per call); absent ones are ignored.
+   */
+  DeleteBlocks: grpc.handleUnaryCall<_cairn_v1_DeleteBlocksRequest__Output, _cairn_v1_DeleteBlocksResponse>;
+  
   /**
    * GetBlocks streams the requested blocks in request order; a block this node
    * does not hold is answered with found = false.
@@ -81,6 +177,19 @@ export interface BlockNodeHandlers extends grpc.UntypedServiceImplementation {
   HasBlocks: grpc.handleUnaryCall<_cairn_v1_HasBlocksRequest__Output, _cairn_v1_HasBlocksResponse>;
   
   /**
+   * ListPartition pages through the addresses this node holds in one partition, in
+   * ascending order. A partition ≥ 4096 is OUT_OF_RANGE; a cursor this node did not
+   * hand out (or one for another partition) is INVALID_ARGUMENT (CAIRN_INVALID_CURSOR).
+   */
+  ListPartition: grpc.handleUnaryCall<_cairn_v1_ListPartitionRequest__Output, _cairn_v1_ListPartitionResponse>;
+  
+  /**
+   * PartitionDigest summarises the addresses held in each named partition (count and
+   * XOR of addresses), so two replicas can tell cheaply whether they agree.
+   */
+  PartitionDigest: grpc.handleUnaryCall<_cairn_v1_PartitionDigestRequest__Output, _cairn_v1_PartitionDigestResponse>;
+  
+  /**
    * PutBlocks stores batches of blocks; the response is sent only after every
    * block is durable (fsync). A block whose address is not sha256(data) fails the
    * call with INVALID_ARGUMENT (CAIRN_HASH_MISMATCH) and no block of that batch is
@@ -88,10 +197,25 @@ export interface BlockNodeHandlers extends grpc.UntypedServiceImplementation {
    */
   PutBlocks: grpc.handleClientStreamingCall<_cairn_v1_PutBlocksRequest__Output, _cairn_v1_PutBlocksResponse>;
   
+  /**
+   * Scrub verifies every stored record now and repairs corrupt ones from replicas.
+   */
+  Scrub: grpc.handleUnaryCall<_cairn_v1_ScrubRequest__Output, _cairn_v1_ScrubResponse>;
+  
+  /**
+   * Stats reports the node's storage, repair and anti-entropy figures.
+   */
+  Stats: grpc.handleUnaryCall<_cairn_v1_StatsRequest__Output, _cairn_v1_StatsResponse>;
+  
 }
 
 export interface BlockNodeDefinition extends grpc.ServiceDefinition {
+  DeleteBlocks: MethodDefinition<_cairn_v1_DeleteBlocksRequest, _cairn_v1_DeleteBlocksResponse, _cairn_v1_DeleteBlocksRequest__Output, _cairn_v1_DeleteBlocksResponse__Output>
   GetBlocks: MethodDefinition<_cairn_v1_GetBlocksRequest, _cairn_v1_GetBlocksResponse, _cairn_v1_GetBlocksRequest__Output, _cairn_v1_GetBlocksResponse__Output>
   HasBlocks: MethodDefinition<_cairn_v1_HasBlocksRequest, _cairn_v1_HasBlocksResponse, _cairn_v1_HasBlocksRequest__Output, _cairn_v1_HasBlocksResponse__Output>
+  ListPartition: MethodDefinition<_cairn_v1_ListPartitionRequest, _cairn_v1_ListPartitionResponse, _cairn_v1_ListPartitionRequest__Output, _cairn_v1_ListPartitionResponse__Output>
+  PartitionDigest: MethodDefinition<_cairn_v1_PartitionDigestRequest, _cairn_v1_PartitionDigestResponse, _cairn_v1_PartitionDigestRequest__Output, _cairn_v1_PartitionDigestResponse__Output>
   PutBlocks: MethodDefinition<_cairn_v1_PutBlocksRequest, _cairn_v1_PutBlocksResponse, _cairn_v1_PutBlocksRequest__Output, _cairn_v1_PutBlocksResponse__Output>
+  Scrub: MethodDefinition<_cairn_v1_ScrubRequest, _cairn_v1_ScrubResponse, _cairn_v1_ScrubRequest__Output, _cairn_v1_ScrubResponse__Output>
+  Stats: MethodDefinition<_cairn_v1_StatsRequest, _cairn_v1_StatsResponse, _cairn_v1_StatsRequest__Output, _cairn_v1_StatsResponse__Output>
 }

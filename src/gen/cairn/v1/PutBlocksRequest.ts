@@ -7,12 +7,28 @@ import type { Block as _cairn_v1_Block, Block__Output as _cairn_v1_Block__Output
  * PutBlocksRequest carries a batch of blocks.
  */
 export interface PutBlocksRequest {
+  /**
+   * At most 1024 blocks and 8 MiB per message.
+   */
   'blocks'?: (_cairn_v1_Block)[];
+  /**
+   * Set when the sender stores these blocks here because an owner could not take them
+   * (hinted handoff): the node moves them to their owners with priority.
+   */
+  'handoff'?: (boolean);
 }
 
 /**
  * PutBlocksRequest carries a batch of blocks.
  */
 export interface PutBlocksRequest__Output {
+  /**
+   * At most 1024 blocks and 8 MiB per message.
+   */
   'blocks': (_cairn_v1_Block__Output)[];
+  /**
+   * Set when the sender stores these blocks here because an owner could not take them
+   * (hinted handoff): the node moves them to their owners with priority.
+   */
+  'handoff': (boolean);
 }
