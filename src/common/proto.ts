@@ -8,6 +8,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType as FilesProto } from '../gen/files.js';
 import type { ProtoGrpcType as BlockNodeProto } from '../gen/blocknode.js';
 import type { ProtoGrpcType as MetadataProto } from '../gen/metadata.js';
+import type { ProtoGrpcType as AdminProto } from '../gen/admin.js';
 
 function findProtoDir(): string {
   // src/common/proto.ts and dist/common/proto.js both sit two levels below the package root.
@@ -23,6 +24,7 @@ export const PROTO_FILES = Object.freeze([
   'cairn/v1/files.proto',
   'cairn/v1/blocknode.proto',
   'cairn/v1/metadata.proto',
+  'cairn/v1/admin.proto',
   'google/rpc/status.proto',
   'google/rpc/error_details.proto',
 ]);
@@ -36,7 +38,7 @@ export const LOADER_OPTIONS = Object.freeze({
   oneofs: true,
 });
 
-export type CairnProto = FilesProto & BlockNodeProto & MetadataProto;
+export type CairnProto = FilesProto & BlockNodeProto & MetadataProto & AdminProto;
 
 let cached: { definition: protoLoader.PackageDefinition; proto: CairnProto } | undefined;
 

@@ -9,8 +9,11 @@ import { loadProto } from '../common/proto.js';
 import { openKv } from './kv/index.js';
 import type { Kv } from './kv/types.js';
 import { metadataHandlers } from './service.js';
+import { ADMIN_PERMISSIONS, createAdminService } from './admin.js';
 
 export { MetadataClient, type MetadataClientOptions } from './client.js';
+export { AdminClient, type AdminClientOptions, type AdminNode, type AdminJob, type AdminLease, type AdminTenant, type RegisterNodeInput, type DrainStatus, type NodeStats, type QueueDepth } from './admin-client.js';
+export { enqueueJob, type EnqueueInput, type JobRecord } from './model/jobs.js';
 
 export interface MetadataServiceOptions {
   readonly dataDir: string;
@@ -23,6 +26,8 @@ export interface MetadataServiceOptions {
   readonly maxFileBytes?: number;
   /** PostgreSQL connection string; when absent, LevelDB under dataDir/metadata. */
   readonly postgresUrl?: string | undefined;
+  /** Cluster map settings: replication factor of a new cluster, failure detector delay and period. */
+  readonly cluster?: { readonly replicationFactor?: number; readonly failoverDelayMs?: number; readonly detectIntervalMs?: number } | undefined;
 }
 
 export interface MetadataService {
@@ -39,6 +44,8 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
   const { definition, proto } = loadProto();
   const server = new CairnGrpcServer({ name: 'metadata', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
   server.addService(proto.cairn.v1.Metadata.service, metadataHandlers(kv, options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}), { CommitFile: 'service', GetFile: 'service' });
+  const admin = createAdminService({ kv, authSecret: options.authSecret, log: log.child({ service: 'admin' }), ...options.cluster });
+  server.addService(proto.cairn.v1.Admin.service, admin.handlers, ADMIN_PERMISSIONS);
   let port: number;
   try {
     port = await server.listen(options.host, options.port, options.credentials);
@@ -46,10 +53,12 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
     await kv.close();
     throw err;
   }
+  admin.start();
   return {
     port,
     kv,
     async stop(timeoutMs?: number) {
+      await admin.stop();
       await server.shutdown(timeoutMs);
       await kv.close();
     },

@@ -1,0 +1,327 @@
+// Typed client for the metadata service's Admin API: what block nodes (register, heartbeat, watch
+// the map), gateways (the map), media workers (jobs), the operator and the CLI (tenants, tokens) call.
+import type * as grpc from '@grpc/grpc-js';
+import { CairnError } from '../common/errors.js';
+import { CHANNEL_OPTIONS, callMetadata, deadlineIn, unaryCall, type TokenProvider } from '../common/grpc-client.js';
+import { loadProto } from '../common/proto.js';
+import { fromServiceError } from '../common/status.js';
+import type { ClusterMap, NodeState } from '../placement/index.js';
+import type { AdminClient as GenClient } from '../gen/cairn/v1/Admin.js';
+import type { CreateTenantResponse__Output } from '../gen/cairn/v1/CreateTenantResponse.js';
+import type { CreateTokenResponse__Output } from '../gen/cairn/v1/CreateTokenResponse.js';
+import type { DrainNodeResponse__Output } from '../gen/cairn/v1/DrainNodeResponse.js';
+import type { FailJobResponse__Output } from '../gen/cairn/v1/FailJobResponse.js';
+import type { GetClusterMapResponse__Output } from '../gen/cairn/v1/GetClusterMapResponse.js';
+import type { GetDrainStatusResponse__Output } from '../gen/cairn/v1/GetDrainStatusResponse.js';
+import type { GetQueueDepthResponse__Output } from '../gen/cairn/v1/GetQueueDepthResponse.js';
+import type { HeartbeatResponse__Output } from '../gen/cairn/v1/HeartbeatResponse.js';
+import type { LeaseJobsResponse__Output } from '../gen/cairn/v1/LeaseJobsResponse.js';
+import type { ListDeadLettersResponse__Output } from '../gen/cairn/v1/ListDeadLettersResponse.js';
+import type { ListNodesResponse__Output } from '../gen/cairn/v1/ListNodesResponse.js';
+import type { ListTenantsResponse__Output } from '../gen/cairn/v1/ListTenantsResponse.js';
+import type { NodeInfo__Output } from '../gen/cairn/v1/NodeInfo.js';
+import type { QueuedJob__Output } from '../gen/cairn/v1/QueuedJob.js';
+import type { RegisterNodeResponse__Output } from '../gen/cairn/v1/RegisterNodeResponse.js';
+import type { RetryDeadLetterResponse__Output } from '../gen/cairn/v1/RetryDeadLetterResponse.js';
+import type { TenantInfo__Output } from '../gen/cairn/v1/TenantInfo.js';
+import type { WatchClusterMapResponse__Output } from '../gen/cairn/v1/WatchClusterMapResponse.js';
+import { mapFromWire, stateFromWire } from './admin-wire.js';
+import type { DrainStatus, NodeStats } from './model/cluster.js';
+import type { QueueDepth } from './model/jobs.js';
+
+export type { DrainStatus, NodeStats } from './model/cluster.js';
+export type { QueueDepth } from './model/jobs.js';
+
+export interface AdminClientOptions {
+  readonly address: string;
+  readonly credentials: grpc.ChannelCredentials;
+  readonly token: TokenProvider;
+  /** Per-call deadline of unary calls (default 30 s). */
+  readonly timeoutMs?: number;
+}
+
+export interface AdminNode {
+  readonly id: string;
+  readonly addr: string;
+  readonly zone: string;
+  readonly weight: number;
+  readonly state: NodeState;
+  readonly incarnation: string;
+  readonly capacityBytes: number;
+  readonly registeredMs: number;
+  readonly lastHeartbeatMs: number;
+  readonly stats: NodeStats | undefined;
+  readonly drain: DrainStatus;
+}
+
+export interface AdminJob {
+  readonly id: string;
+  readonly tenant: string;
+  readonly kind: string;
+  readonly payload: string;
+  readonly attempts: number;
+  readonly maxAttempts: number;
+  readonly createdMs: number;
+  readonly lastError: string;
+  readonly deadMs: number;
+}
+
+export interface AdminLease {
+  readonly job: AdminJob;
+  readonly leaseToken: string;
+  readonly leaseExpiresMs: number;
+}
+
+export interface AdminTenant {
+  readonly name: string;
+  readonly displayName: string;
+  readonly createdMs: number;
+}
+
+export interface RegisterNodeInput {
+  readonly id?: string;
+  readonly incarnation?: string;
+  readonly addr: string;
+  readonly zone?: string;
+  readonly weight?: number;
+  readonly capacityBytes?: number;
+}
+
+type Method =
+  | 'GetClusterMap' | 'RegisterNode' | 'Heartbeat' | 'DrainNode' | 'RemoveNode' | 'MarkNodeUp' | 'GetDrainStatus' | 'ListNodes'
+  | 'LeaseJobs' | 'CompleteJob' | 'FailJob' | 'ListDeadLetters' | 'RetryDeadLetter' | 'GetQueueDepth'
+  | 'CreateTenant' | 'ListTenants' | 'CreateToken';
+
+function node(n: NodeInfo__Output | null): AdminNode {
+  if (n === null || n.node === null || n.drain === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no node');
+  const s = n.stats;
+  return {
+    id: n.node.id,
+    addr: n.node.addr,
+    zone: n.node.zone,
+    weight: n.node.weight,
+    state: stateFromWire(n.node.state),
+    incarnation: n.incarnation,
+    capacityBytes: Number(n.capacity_bytes),
+    registeredMs: Number(n.registered_ms),
+    lastHeartbeatMs: Number(n.last_heartbeat_ms),
+    stats: s === null
+      ? undefined
+      : {
+          blocks: Number(s.blocks),
+          bytes: Number(s.bytes),
+          capacityBytes: Number(s.capacity_bytes),
+          underReplicatedPartitions: Number(s.under_replicated_partitions),
+          bytesToMove: Number(s.bytes_to_move),
+          soleCopies: Number(s.sole_copies),
+          mapEpoch: Number(s.map_epoch),
+        },
+    drain: { draining: n.drain.draining, soleCopies: Number(n.drain.sole_copies), bytesToMove: Number(n.drain.bytes_to_move), done: n.drain.done },
+  };
+}
+
+function job(j: QueuedJob__Output | null): AdminJob {
+  if (j === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no job');
+  return { id: j.id, tenant: j.tenant, kind: j.kind, payload: j.payload, attempts: j.attempts, maxAttempts: j.max_attempts, createdMs: Number(j.created_ms), lastError: j.last_error, deadMs: Number(j.dead_ms) };
+}
+
+function tenant(t: TenantInfo__Output | null): AdminTenant {
+  if (t === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no tenant');
+  return { name: t.name, displayName: t.display_name, createdMs: Number(t.created_ms) };
+}
+
+const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+
+export class AdminClient {
+  readonly #client: GenClient;
+  readonly #token: TokenProvider;
+  readonly #timeoutMs: number;
+
+  constructor(options: AdminClientOptions) {
+    const Ctor = loadProto().proto.cairn.v1.Admin;
+    this.#client = new Ctor(options.address, options.credentials, CHANNEL_OPTIONS);
+    this.#token = options.token;
+    this.#timeoutMs = options.timeoutMs ?? 30_000;
+  }
+
+  async #unary<Res>(method: Method, req: object): Promise<Res> {
+    const md = await callMetadata(this.#token);
+    const client = this.#client as unknown as Record<string, Parameters<typeof unaryCall<object, Res>>[0]>;
+    const fn = client[method];
+    if (fn === undefined) throw new TypeError(`no method ${method}`);
+    try {
+      return await unaryCall<object, Res>(fn.bind(this.#client), req, md, deadlineIn(this.#timeoutMs));
+    } catch (err) {
+      throw fromServiceError(err);
+    }
+  }
+
+  /** The current map and its predecessor, or (epoch > 0) the map of that epoch. */
+  async getClusterMap(epoch = 0): Promise<{ map: ClusterMap; previous: ClusterMap | undefined }> {
+    const res = await this.#unary<GetClusterMapResponse__Output>('GetClusterMap', { epoch: String(epoch) });
+    if (res.map === null) throw new CairnError('CAIRN_INTERNAL', 'GetClusterMap returned no map');
+    return { map: mapFromWire(res.map), previous: res.previous === null ? undefined : mapFromWire(res.previous) };
+  }
+
+  /** One WatchClusterMap stream: every map above `sinceEpoch` until the stream ends or fails. */
+  async *#watchOnce(sinceEpoch: number, signal: AbortSignal): AsyncGenerator<ClusterMap> {
+    const md = await callMetadata(this.#token);
+    const call = this.#client.WatchClusterMap({ since_epoch: String(sinceEpoch) }, md);
+    const onAbort = (): void => call.cancel();
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      for await (const msg of call as AsyncIterable<WatchClusterMapResponse__Output>) {
+        if (msg.map !== null) yield mapFromWire(msg.map);
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      throw fromServiceError(err);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      call.cancel();
+    }
+  }
+
+  /**
+   * Every map with an epoch above `fromEpoch`, in order, until `signal` aborts. Survives metadata
+   * restarts and failovers: on a retryable error it reconnects with jittered exponential backoff
+   * (up to 10 s) and resumes after the last epoch it delivered. Non-retryable errors are thrown.
+   */
+  async *watchClusterMap(fromEpoch: number, signal: AbortSignal): AsyncGenerator<ClusterMap> {
+    if (!Number.isSafeInteger(fromEpoch) || fromEpoch < 0) throw new RangeError('fromEpoch must be a non-negative integer');
+    let last = fromEpoch;
+    let failures = 0;
+    while (!signal.aborted) {
+      try {
+        for await (const map of this.#watchOnce(last, signal)) {
+          failures = 0;
+          if (map.epoch <= last) continue;
+          last = map.epoch;
+          yield map;
+        }
+      } catch (err) {
+        const e = fromServiceError(err);
+        if (!e.retryable && e.code !== 'CAIRN_INTERNAL' && e.code !== 'CAIRN_CANCELLED') throw e;
+      }
+      if (signal.aborted) return;
+      failures++;
+      const cap = Math.min(10_000, 100 * 2 ** Math.min(failures, 10));
+      await sleep(cap / 2 + Math.random() * (cap / 2), signal);
+    }
+  }
+
+  async registerNode(input: RegisterNodeInput): Promise<{ node: AdminNode; newIncarnation: boolean; epoch: number }> {
+    const res = await this.#unary<RegisterNodeResponse__Output>('RegisterNode', {
+      node_id: input.id ?? '',
+      incarnation: input.incarnation ?? '',
+      addr: input.addr,
+      zone: input.zone ?? '',
+      weight: input.weight ?? 0,
+      capacity_bytes: String(input.capacityBytes ?? 0),
+    });
+    return { node: node(res.node), newIncarnation: res.new_incarnation, epoch: Number(res.epoch) };
+  }
+
+  async heartbeat(nodeId: string, incarnation: string, stats: NodeStats): Promise<{ epoch: number; state: NodeState }> {
+    const res = await this.#unary<HeartbeatResponse__Output>('Heartbeat', {
+      node_id: nodeId,
+      incarnation,
+      stats: {
+        blocks: String(stats.blocks),
+        bytes: String(stats.bytes),
+        capacity_bytes: String(stats.capacityBytes),
+        under_replicated_partitions: String(stats.underReplicatedPartitions),
+        bytes_to_move: String(stats.bytesToMove),
+        sole_copies: String(stats.soleCopies),
+        map_epoch: String(stats.mapEpoch ?? 0),
+      },
+    });
+    return { epoch: Number(res.epoch), state: stateFromWire(res.state) };
+  }
+
+  async #nodeChange(method: 'DrainNode' | 'RemoveNode' | 'MarkNodeUp', nodeId: string): Promise<{ node: AdminNode; epoch: number }> {
+    const res = await this.#unary<DrainNodeResponse__Output>(method, { node_id: nodeId });
+    return { node: node(res.node), epoch: Number(res.epoch) };
+  }
+
+  drainNode(nodeId: string): Promise<{ node: AdminNode; epoch: number }> {
+    return this.#nodeChange('DrainNode', nodeId);
+  }
+
+  removeNode(nodeId: string): Promise<{ node: AdminNode; epoch: number }> {
+    return this.#nodeChange('RemoveNode', nodeId);
+  }
+
+  markNodeUp(nodeId: string): Promise<{ node: AdminNode; epoch: number }> {
+    return this.#nodeChange('MarkNodeUp', nodeId);
+  }
+
+  async getDrainStatus(nodeId: string): Promise<DrainStatus> {
+    const res = await this.#unary<GetDrainStatusResponse__Output>('GetDrainStatus', { node_id: nodeId });
+    const s = res.status;
+    if (s === null) throw new CairnError('CAIRN_INTERNAL', 'GetDrainStatus returned no status');
+    return { draining: s.draining, soleCopies: Number(s.sole_copies), bytesToMove: Number(s.bytes_to_move), done: s.done };
+  }
+
+  async listNodes(): Promise<AdminNode[]> {
+    const res = await this.#unary<ListNodesResponse__Output>('ListNodes', {});
+    return res.nodes.map(node);
+  }
+
+  async leaseJobs(input: { kinds: readonly string[]; worker: string; max?: number; leaseMs?: number }): Promise<AdminLease[]> {
+    const res = await this.#unary<LeaseJobsResponse__Output>('LeaseJobs', { kinds: [...input.kinds], worker: input.worker, max: input.max ?? 1, lease_ms: input.leaseMs ?? 0 });
+    return res.jobs.map((l) => ({ job: job(l.job), leaseToken: l.lease_token, leaseExpiresMs: Number(l.lease_expires_ms) }));
+  }
+
+  async completeJob(jobId: string, leaseToken: string): Promise<void> {
+    await this.#unary('CompleteJob', { job_id: jobId, lease_token: leaseToken });
+  }
+
+  async failJob(jobId: string, leaseToken: string, reason: string): Promise<{ deadLettered: boolean; retryAtMs: number }> {
+    const res = await this.#unary<FailJobResponse__Output>('FailJob', { job_id: jobId, lease_token: leaseToken, reason });
+    return { deadLettered: res.dead_lettered, retryAtMs: Number(res.retry_at_ms) };
+  }
+
+  async listDeadLetters(input: { kind?: string; pageSize?: number; pageToken?: string } = {}): Promise<{ jobs: AdminJob[]; nextPageToken: string }> {
+    const res = await this.#unary<ListDeadLettersResponse__Output>('ListDeadLetters', { kind: input.kind ?? '', page_size: input.pageSize ?? 0, page_token: input.pageToken ?? '' });
+    return { jobs: res.jobs.map(job), nextPageToken: res.next_page_token };
+  }
+
+  async retryDeadLetter(jobId: string): Promise<AdminJob> {
+    const res = await this.#unary<RetryDeadLetterResponse__Output>('RetryDeadLetter', { job_id: jobId });
+    return job(res.job);
+  }
+
+  async queueDepth(): Promise<Record<string, QueueDepth>> {
+    const res = await this.#unary<GetQueueDepthResponse__Output>('GetQueueDepth', {});
+    return Object.fromEntries(res.kinds.map((k) => [k.kind, { ready: Number(k.ready), delayed: Number(k.delayed), leased: Number(k.leased), dead: Number(k.dead) }]));
+  }
+
+  async createTenant(name: string, displayName = ''): Promise<AdminTenant> {
+    const res = await this.#unary<CreateTenantResponse__Output>('CreateTenant', { name, display_name: displayName });
+    return tenant(res.tenant);
+  }
+
+  async listTenants(input: { pageSize?: number; pageToken?: string } = {}): Promise<{ tenants: AdminTenant[]; nextPageToken: string }> {
+    const res = await this.#unary<ListTenantsResponse__Output>('ListTenants', { page_size: input.pageSize ?? 0, page_token: input.pageToken ?? '' });
+    return { tenants: res.tenants.map(tenant), nextPageToken: res.next_page_token };
+  }
+
+  async createToken(input: { tenant: string; role: 'reader' | 'user' | 'admin'; subject?: string; ttlSeconds?: number }): Promise<{ token: string; expiresMs: number }> {
+    const res = await this.#unary<CreateTokenResponse__Output>('CreateToken', { tenant: input.tenant, role: input.role, subject: input.subject ?? '', ttl_seconds: input.ttlSeconds ?? 0 });
+    return { token: res.token, expiresMs: Number(res.expires_ms) };
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+}

@@ -1,0 +1,269 @@
+// The Admin gRPC service: cluster map and node life cycle (service tokens: block nodes, gateways,
+// operator), the durable job queue (media workers), tenants and tokens (admin tokens), plus the
+// failure detector's timer.
+import { ROLES, signToken, validateTenant, type Permission, type Role } from '../common/auth.js';
+import { CairnError } from '../common/errors.js';
+import { principalOf, send, serverStream, unary } from '../common/grpc-server.js';
+import type { Logger } from '../common/log.js';
+import { wireInt } from '../common/wire.js';
+import type { AdminHandlers } from '../gen/cairn/v1/Admin.js';
+import type { NodeStats__Output } from '../gen/cairn/v1/NodeStats.js';
+import type { Kv } from './kv/types.js';
+import { createTenant, getTenant, listTenants } from './admin-tenants.js';
+import { jobToWire, mapToWire, nodeToWire, stateToWire } from './admin-wire.js';
+import {
+  DEFAULT_FAILOVER_DELAY_MS,
+  detectFailures,
+  drainNode,
+  getClusterMap,
+  getCurrentAndPrevious,
+  getDrainStatus,
+  heartbeat,
+  listNodes,
+  markNodeUp,
+  registerNode,
+  removeNode,
+  watchClusterMap,
+  type ClusterOptions,
+  type NodeStats,
+} from './model/cluster.js';
+import { completeJob, failJob, leaseJobs, listDeadLetters, queueDepth, retryDeadLetter } from './model/jobs.js';
+
+/** The tenant whose admins administer the cluster (create tenants, mint tokens for any tenant). */
+export const SYSTEM_TENANT = 'system';
+const DEFAULT_LEASE_MS = 60_000;
+const MAX_TOKEN_TTL_S = 365 * 24 * 3600;
+const DEFAULT_TOKEN_TTL_S = 30 * 24 * 3600;
+
+export const ADMIN_PERMISSIONS = Object.freeze({
+  GetClusterMap: 'service',
+  WatchClusterMap: 'service',
+  RegisterNode: 'service',
+  Heartbeat: 'service',
+  DrainNode: 'service',
+  RemoveNode: 'service',
+  MarkNodeUp: 'service',
+  GetDrainStatus: 'service',
+  ListNodes: 'service',
+  LeaseJobs: 'service',
+  CompleteJob: 'service',
+  FailJob: 'service',
+  ListDeadLetters: 'service',
+  RetryDeadLetter: 'service',
+  GetQueueDepth: 'service',
+  CreateTenant: 'admin',
+  ListTenants: 'admin',
+  CreateToken: 'admin',
+} satisfies Record<string, Permission>);
+
+export interface AdminServiceOptions {
+  readonly kv: Kv;
+  /** Signs the tokens CreateToken mints. */
+  readonly authSecret: Uint8Array;
+  readonly log: Logger;
+  /** Replication factor a new cluster starts with (default 3). */
+  readonly replicationFactor?: number | undefined;
+  /** How long a node may be silent before the detector marks it down (default 5 min). */
+  readonly failoverDelayMs?: number | undefined;
+  /** How often the detector runs (default failoverDelayMs / 10, between 1 s and 30 s). */
+  readonly detectIntervalMs?: number | undefined;
+  readonly now?: () => number;
+}
+
+export interface AdminService {
+  readonly handlers: AdminHandlers;
+  /** Starts the failure detector's timer. */
+  start(): void;
+  /** Stops the detector and ends every open watch, so server shutdown need not wait for them. */
+  stop(): Promise<void>;
+}
+
+function pageSize(value: number, field = 'page_size'): number {
+  if (value === 0) return 100;
+  if (!Number.isInteger(value) || value < 1 || value > 1000) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${field} must be in 1..1000`, { fieldViolations: [{ field, description: 'out of range' }] });
+  return value;
+}
+
+function statsFromWire(s: NodeStats__Output | null | undefined): NodeStats {
+  if (s === null || s === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'stats are required', { fieldViolations: [{ field: 'stats', description: 'missing' }] });
+  return {
+    blocks: wireInt(s.blocks, 'stats.blocks'),
+    bytes: wireInt(s.bytes, 'stats.bytes'),
+    capacityBytes: wireInt(s.capacity_bytes, 'stats.capacity_bytes'),
+    underReplicatedPartitions: wireInt(s.under_replicated_partitions, 'stats.under_replicated_partitions'),
+    bytesToMove: wireInt(s.bytes_to_move, 'stats.bytes_to_move'),
+    soleCopies: wireInt(s.sole_copies, 'stats.sole_copies'),
+    mapEpoch: wireInt(s.map_epoch, 'stats.map_epoch'),
+  };
+}
+
+export function createAdminService(options: AdminServiceOptions): AdminService {
+  const { kv, log } = options;
+  const now = options.now ?? Date.now;
+  const failoverDelayMs = options.failoverDelayMs ?? DEFAULT_FAILOVER_DELAY_MS;
+  if (!Number.isSafeInteger(failoverDelayMs) || failoverDelayMs <= 0) throw new RangeError('options.failoverDelayMs must be a positive integer');
+  const rf = options.replicationFactor;
+  if (rf !== undefined && (!Number.isInteger(rf) || rf < 1 || rf > 16)) throw new RangeError('options.replicationFactor must be an integer in 1..16');
+  const intervalMs = options.detectIntervalMs ?? Math.min(30_000, Math.max(1_000, Math.floor(failoverDelayMs / 10)));
+  const cluster: ClusterOptions = { ...(rf !== undefined ? { replicationFactor: rf } : {}), now };
+  const stopping = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+  let startedMs = 0;
+  let lastHeld = '';
+
+  const detect = async (): Promise<void> => {
+    try {
+      const result = await detectFailures(kv, now(), { ...cluster, failoverDelayMs, sinceMs: startedMs });
+      if (result.markDown.length > 0) log.warn({ nodes: result.markDown, epoch: result.map?.epoch }, 'failure detector marked silent nodes down');
+      const held = result.held.join(',');
+      if (held !== '' && held !== lastHeld) log.error({ nodes: result.held }, 'silent nodes left up: replication factor − 1 nodes are already down');
+      lastHeld = held;
+    } catch (err) {
+      log.error({ err }, 'failure detector pass failed');
+    }
+  };
+
+  const schedule = (): void => {
+    if (stopping.signal.aborted) return;
+    timer = setTimeout(() => {
+      running = detect().finally(() => {
+        running = undefined;
+        schedule();
+      });
+    }, intervalMs);
+    timer.unref();
+  };
+
+  const handlers: AdminHandlers = {
+    GetClusterMap: unary(async (req) => {
+      const epoch = wireInt(req.epoch, 'epoch');
+      if (epoch === 0) {
+        const { current, previous } = await getCurrentAndPrevious(kv, cluster);
+        return { map: mapToWire(current), ...(previous !== undefined ? { previous: mapToWire(previous) } : {}) };
+      }
+      return { map: mapToWire(await getClusterMap(kv, epoch, cluster)) };
+    }),
+    WatchClusterMap: serverStream(async (req, call, ctx) => {
+      const since = wireInt(req.since_epoch, 'since_epoch');
+      const signal = AbortSignal.any([ctx.signal, stopping.signal]);
+      for await (const map of watchClusterMap(kv, since, { signal })) {
+        await send(call, { map: mapToWire(map) }, signal);
+      }
+    }),
+    RegisterNode: unary(async (req) => {
+      const result = await registerNode(kv, {
+        id: req.node_id,
+        incarnation: req.incarnation,
+        addr: req.addr,
+        zone: req.zone,
+        weight: req.weight,
+        capacityBytes: wireInt(req.capacity_bytes, 'capacity_bytes'),
+      }, cluster);
+      return { node: nodeToWire(result.node), new_incarnation: result.newIncarnation, epoch: String(result.map.epoch) };
+    }),
+    Heartbeat: unary(async (req) => {
+      const result = await heartbeat(kv, req.node_id, req.incarnation, statsFromWire(req.stats), cluster);
+      return { epoch: String(result.epoch), state: stateToWire(result.node.state) };
+    }),
+    DrainNode: unary(async (req) => {
+      const { node, map } = await drainNode(kv, req.node_id, cluster);
+      return { node: nodeToWire(node), epoch: String(map.epoch) };
+    }),
+    RemoveNode: unary(async (req) => {
+      const { node, map } = await removeNode(kv, req.node_id, cluster);
+      return { node: nodeToWire(node), epoch: String(map.epoch) };
+    }),
+    MarkNodeUp: unary(async (req) => {
+      const { node, map } = await markNodeUp(kv, req.node_id, cluster);
+      return { node: nodeToWire(node), epoch: String(map.epoch) };
+    }),
+    GetDrainStatus: unary(async (req) => {
+      const s = await getDrainStatus(kv, req.node_id);
+      return { status: { draining: s.draining, sole_copies: String(s.soleCopies), bytes_to_move: String(s.bytesToMove), done: s.done } };
+    }),
+    ListNodes: unary(async () => ({ nodes: (await listNodes(kv)).map(nodeToWire) })),
+    LeaseJobs: unary(async (req) => {
+      const leased = await leaseJobs(kv, { kinds: req.kinds, worker: req.worker, max: req.max === 0 ? 1 : req.max, leaseMs: req.lease_ms === 0 ? DEFAULT_LEASE_MS : req.lease_ms }, { now });
+      return { jobs: leased.map((l) => ({ job: jobToWire(l.job), lease_token: l.leaseToken, lease_expires_ms: String(l.job.lease?.expiresMs ?? 0) })) };
+    }),
+    CompleteJob: unary(async (req) => {
+      await completeJob(kv, req.job_id, req.lease_token);
+      return {};
+    }),
+    FailJob: unary(async (req) => {
+      const { job, deadLettered } = await failJob(kv, req.job_id, req.lease_token, req.reason, { now });
+      return { dead_lettered: deadLettered, retry_at_ms: String(deadLettered ? 0 : job.readyAtMs) };
+    }),
+    ListDeadLetters: unary(async (req) => {
+      const limit = pageSize(req.page_size);
+      const jobs = await listDeadLetters(kv, { kind: req.kind === '' ? undefined : req.kind, limit, after: req.page_token === '' ? undefined : req.page_token });
+      return { jobs: jobs.map(jobToWire), next_page_token: jobs.length === limit ? (jobs.at(-1)?.id ?? '') : '' };
+    }),
+    RetryDeadLetter: unary(async (req) => ({ job: jobToWire(await retryDeadLetter(kv, req.job_id, { now })) })),
+    GetQueueDepth: unary(async () => {
+      const depth = await queueDepth(kv, { now });
+      return {
+        kinds: Object.entries(depth)
+          .sort(([a], [b]) => (a < b ? -1 : 1))
+          .map(([kind, d]) => ({ kind, ready: String(d.ready), delayed: String(d.delayed), leased: String(d.leased), dead: String(d.dead) })),
+      };
+    }),
+    CreateTenant: unary(async (req, ctx) => {
+      if (principalOf(ctx).tenant !== SYSTEM_TENANT) throw new CairnError('CAIRN_PERMISSION_DENIED', `only admins of tenant "${SYSTEM_TENANT}" may create tenants`);
+      const t = await createTenant(kv, req.name, req.display_name, now());
+      return { tenant: { name: t.name, display_name: t.displayName, created_ms: String(t.createdMs) } };
+    }),
+    ListTenants: unary(async (req, ctx) => {
+      if (principalOf(ctx).tenant !== SYSTEM_TENANT) throw new CairnError('CAIRN_PERMISSION_DENIED', `only admins of tenant "${SYSTEM_TENANT}" may list tenants`);
+      const limit = pageSize(req.page_size);
+      let after: string | undefined;
+      if (req.page_token !== '') {
+        after = Buffer.from(req.page_token, 'base64url').toString('utf8');
+        try {
+          validateTenant(after);
+        } catch {
+          throw new CairnError('CAIRN_INVALID_PAGE_TOKEN', 'page_token is malformed');
+        }
+      }
+      const tenants = await listTenants(kv, limit, after);
+      const last = tenants.at(-1);
+      return {
+        tenants: tenants.map((t) => ({ name: t.name, display_name: t.displayName, created_ms: String(t.createdMs) })),
+        next_page_token: tenants.length === limit && last !== undefined ? Buffer.from(last.name, 'utf8').toString('base64url') : '',
+      };
+    }),
+    CreateToken: unary(async (req, ctx) => {
+      const principal = principalOf(ctx);
+      validateTenant(req.tenant);
+      if (!(ROLES as readonly string[]).includes(req.role)) throw new CairnError('CAIRN_INVALID_ARGUMENT', `role must be one of reader, user, admin; got "${req.role}"`, { fieldViolations: [{ field: 'role', description: 'unknown role' }] });
+      const role = req.role as Role;
+      if (role === 'service') throw new CairnError('CAIRN_PERMISSION_DENIED', 'service tokens are not minted through the API');
+      const ttl = req.ttl_seconds === 0 ? DEFAULT_TOKEN_TTL_S : req.ttl_seconds;
+      if (ttl > MAX_TOKEN_TTL_S) throw new CairnError('CAIRN_INVALID_ARGUMENT', `ttl_seconds must be at most ${MAX_TOKEN_TTL_S}`, { fieldViolations: [{ field: 'ttl_seconds', description: 'too long' }] });
+      if (req.subject.length > 200 || [...req.subject].some((c) => c.charCodeAt(0) < 0x20)) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'subject must be at most 200 characters without control characters', { fieldViolations: [{ field: 'subject', description: 'invalid' }] });
+      if (req.tenant !== principal.tenant) {
+        if (principal.tenant !== SYSTEM_TENANT) throw new CairnError('CAIRN_PERMISSION_DENIED', `an admin of tenant ${principal.tenant} may not mint tokens for tenant ${req.tenant}`);
+        if ((await getTenant(kv, req.tenant)) === undefined) throw new CairnError('CAIRN_NOT_FOUND', `no tenant ${req.tenant}: create it first`);
+      }
+      const expiresMs = Date.now() + ttl * 1000;
+      const token = await signToken(options.authSecret, { tenant: req.tenant, role, ttlSeconds: ttl, ...(req.subject !== '' ? { subject: req.subject } : {}) });
+      ctx.log.info({ tenant: req.tenant, role, by: principal.subject }, 'token minted');
+      return { token, expires_ms: String(expiresMs) };
+    }),
+  };
+
+  return {
+    handlers,
+    start() {
+      if (timer !== undefined || stopping.signal.aborted) return;
+      startedMs = now();
+      schedule();
+    },
+    async stop() {
+      stopping.abort();
+      if (timer !== undefined) clearTimeout(timer);
+      await running;
+    },
+  };
+}
