@@ -139,10 +139,10 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
     GetClusterMap: unary(async (req) => {
       const epoch = wireInt(req.epoch, 'epoch');
       if (epoch === 0) {
-        const { current, previous } = await getCurrentAndPrevious(kv, cluster);
+        const { current, previous } = await getCurrentAndPrevious(kv);
         return { map: mapToWire(current), ...(previous !== undefined ? { previous: mapToWire(previous) } : {}) };
       }
-      return { map: mapToWire(await getClusterMap(kv, epoch, cluster)) };
+      return { map: mapToWire(await getClusterMap(kv, epoch)) };
     }),
     WatchClusterMap: serverStream(async (req, call, ctx) => {
       const since = wireInt(req.since_epoch, 'since_epoch');

@@ -151,9 +151,9 @@ async function readStoredMap(r: KvReader, epoch?: number): Promise<StoredMap | u
   return row === undefined ? undefined : (JSON.parse(row[1].toString('utf8')) as StoredMap);
 }
 
-/** The map of epoch 0: no nodes, no placement. What readers see before any node registers. */
-export function emptyMap(replicationFactor: number): ClusterMap {
-  return { epoch: 0, replicationFactor, nodes: [], partitions: Array.from({ length: PARTITION_COUNT }, () => []) };
+/** The map of epoch 0: no nodes, no placement (0 replicas). What readers see before any node registers. */
+export function emptyMap(): ClusterMap {
+  return { epoch: 0, replicationFactor: 0, nodes: [], partitions: Array.from({ length: PARTITION_COUNT }, () => []) };
 }
 
 // ---- pure decisions ----
@@ -168,7 +168,7 @@ const ELIGIBLE: readonly NodeState[] = ['joining', 'up'];
 export function computeMap(previous: ClusterMap | null, nodes: readonly MapNode[], rf: number, epoch: number): ClusterMap {
   const listed = nodes.filter((n) => n.state !== 'removed').map((n) => ({ ...n })).sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   const eligible = listed.filter((n) => ELIGIBLE.includes(n.state)).length;
-  if (eligible === 0) return { ...emptyMap(rf), epoch, nodes: listed, replicationFactor: 0 };
+  if (eligible === 0) return { ...emptyMap(), epoch, nodes: listed };
   const effective = Math.min(rf, eligible);
   const prev = previous !== null && previous.partitions.length === PARTITION_COUNT ? previous : null;
   const next = assign(prev, listed, effective);
@@ -229,7 +229,7 @@ async function commitNodes(tx: KvTx, changedNodes: readonly StoredNode[], option
   for (const n of changedNodes) byId.set(n.id, n);
   const mapNodes: MapNode[] = [...byId.values()].map((n) => ({ id: n.id, addr: n.addr, zone: n.zone, weight: n.weight, state: n.state }));
   if (current !== undefined && sameMapInput(current, mapNodes)) return { map: current, changed: false };
-  if (current === undefined && mapNodes.every((n) => n.state === 'removed')) return { map: emptyMap(config.rf), changed: false };
+  if (current === undefined && mapNodes.every((n) => n.state === 'removed')) return { map: emptyMap(), changed: false };
   const epoch = (current?.epoch ?? 0) + 1;
   const next = computeMap(current ?? null, mapNodes, config.rf, epoch);
   tx.put(adminKeys.clusterMap(epoch), json(toStoredMap(next, now)));
@@ -364,7 +364,7 @@ export async function drainNode(kv: Kv, nodeId: string, options: ClusterOptions 
     const node = await requireNode(tx, nodeId);
     if (node.state === 'draining') {
       const current = await readStoredMap(tx);
-      return { node: toNode(node), map: current === undefined ? emptyMap(0) : fromStoredMap(current) };
+      return { node: toNode(node), map: current === undefined ? emptyMap() : fromStoredMap(current) };
     }
     if (node.state !== 'up' && node.state !== 'joining') throw illegal(node, 'drain');
     const config = await readConfig(tx, options);
@@ -467,10 +467,10 @@ export async function listNodes(kv: KvReader): Promise<NodeRecord[]> {
  * The current map (no `epoch`), or the map of `epoch` while it is within the kept history.
  * Before any node registered the current map is epoch 0 with empty partitions.
  */
-export async function getClusterMap(kv: KvReader, epoch?: number, options: ClusterOptions = {}): Promise<ClusterMap> {
+export async function getClusterMap(kv: KvReader, epoch?: number): Promise<ClusterMap> {
   if (epoch !== undefined) nonNegative(epoch, 'epoch');
   const current = await readStoredMap(kv);
-  if (epoch === undefined || (epoch === 0 && current === undefined)) return current === undefined ? emptyMap((await readConfig(kv, options)).rf) : fromStoredMap(current);
+  if (epoch === undefined || (epoch === 0 && current === undefined)) return current === undefined ? emptyMap() : fromStoredMap(current);
   const stored = await readStoredMap(kv, epoch);
   if (stored === undefined) {
     const latest = current?.epoch ?? 0;
@@ -481,10 +481,10 @@ export async function getClusterMap(kv: KvReader, epoch?: number, options: Clust
 }
 
 /** The current map and the one before it: readers look in both while data moves. */
-export async function getCurrentAndPrevious(kv: KvReader, options: ClusterOptions = {}): Promise<{ current: ClusterMap; previous: ClusterMap | undefined }> {
+export async function getCurrentAndPrevious(kv: KvReader): Promise<{ current: ClusterMap; previous: ClusterMap | undefined }> {
   const rows = await kv.scan({ ...adminKeys.clusterMaps(), reverse: true, limit: 2 });
   const [cur, prev] = rows.map(([, v]) => fromStoredMap(JSON.parse(v.toString('utf8')) as StoredMap));
-  return { current: cur ?? emptyMap((await readConfig(kv, options)).rf), previous: prev };
+  return { current: cur ?? emptyMap(), previous: prev };
 }
 
 /** Maps with epoch > `afterEpoch`, oldest first (from the oldest kept one if some were pruned). */

@@ -1,0 +1,143 @@
+// The Admin API over real gRPC against a real `cairn server --role metadata` child process: a
+// block-node-like client registers, heartbeats and watches the map; tenants and tokens honour
+// who may mint what; bad input gets the right status and changes nothing.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import test from 'ava';
+import { credentials } from '@grpc/grpc-js';
+import { signToken, type Role } from '../../src/common/auth.js';
+import { isCairnError } from '../../src/common/errors.js';
+import { AdminClient } from '../../src/metadata/index.js';
+import { PARTITION_COUNT } from '../../src/placement/index.js';
+import { startServer, suiteScope, type ServerProcess } from '../helpers/cluster.js';
+
+const scope = suiteScope('admin-service');
+let server: ServerProcess | undefined;
+let secret: Uint8Array | undefined;
+
+test.before(async () => {
+  server = await startServer(scope, [], { role: 'metadata' });
+  secret = Buffer.from(readFileSync(join(server.dataDir, 'auth.key'), 'utf8').trim(), 'base64url');
+});
+
+test.after.always(() => scope.close());
+
+async function client(t: { teardown(fn: () => void): void }, tenant: string, role: Role): Promise<AdminClient> {
+  if (server === undefined || secret === undefined) throw new Error('server did not start');
+  const token = await signToken(secret, { tenant, role });
+  const c = new AdminClient({ address: server.grpc, credentials: credentials.createInsecure(), token: () => token });
+  t.teardown(() => c.close());
+  return c;
+}
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'OK';
+  } catch (err) {
+    return isCairnError(err) ? err.code : String(err);
+  }
+}
+
+const stats = { blocks: 10, bytes: 1000, capacityBytes: 2 ** 40, underReplicatedPartitions: 0, bytesToMove: 0, soleCopies: 0 };
+
+test.serial('a block node registers, heartbeats, gets and watches the map', async (t) => {
+  t.timeout(60_000);
+  const admin = await client(t, 'system', 'service');
+  const abort = new AbortController();
+  t.teardown(() => abort.abort());
+  const start = (await admin.getClusterMap()).map.epoch;
+  const watched: number[] = [];
+  const watching = (async () => {
+    for await (const map of admin.watchClusterMap(start, abort.signal)) {
+      watched.push(map.epoch);
+      if (watched.length === 3) return;
+    }
+  })();
+  const nodes = [];
+  for (let i = 0; i < 3; i++) {
+    const r = await admin.registerNode({ id: `bn-${i}`, addr: `127.0.0.1:${7500 + i}`, zone: `z${i}`, capacityBytes: 2 ** 40 });
+    t.true(r.newIncarnation);
+    t.is(r.node.state, 'joining');
+    nodes.push(r.node);
+  }
+  const again = await admin.registerNode({ id: 'bn-0', incarnation: nodes[0]!.incarnation, addr: '127.0.0.1:7500', zone: 'z0', capacityBytes: 2 ** 40 });
+  t.false(again.newIncarnation, 'restart with the same storage');
+  const beat = await admin.heartbeat('bn-1', nodes[1]!.incarnation, stats);
+  t.is(beat.state, 'joining');
+  const { map, previous } = await admin.getClusterMap();
+  t.is(beat.epoch, map.epoch);
+  t.is(map.epoch, start + 3);
+  t.is(map.replicationFactor, 3);
+  t.is(map.partitions.length, PARTITION_COUNT);
+  t.true(map.partitions.every((row) => new Set(row).size === 3));
+  t.is(previous?.epoch, map.epoch - 1);
+  t.is((await admin.getClusterMap(start + 1)).map.nodes.length, 1);
+  await Promise.race([watching, new Promise((_, reject) => setTimeout(() => reject(new Error(`watch saw ${watched.join(',')}`)), 30_000).unref())]);
+  t.deepEqual(watched, [start + 1, start + 2, start + 3]);
+  const listed = await admin.listNodes();
+  t.deepEqual(listed.map((n) => n.id).filter((id) => id.startsWith('bn-')).sort(), ['bn-0', 'bn-1', 'bn-2']);
+  t.is(listed.find((n) => n.id === 'bn-1')?.stats?.blocks, 10);
+  t.deepEqual(await admin.getDrainStatus('bn-2'), { draining: false, soleCopies: 0, bytesToMove: 0, done: false });
+  t.deepEqual(await admin.leaseJobs({ kinds: ['media.thumb'], worker: 'w1', max: 5 }), [], 'nothing queued');
+  t.deepEqual(await admin.queueDepth(), {});
+});
+
+test.serial('bad input gets the right status and changes nothing', async (t) => {
+  t.timeout(60_000);
+  const admin = await client(t, 'system', 'service');
+  const before = await admin.getClusterMap();
+  t.is(await code(admin.heartbeat('no-such-node', 'a'.repeat(32), stats)), 'CAIRN_NOT_FOUND');
+  t.is(await code(admin.drainNode('no-such-node')), 'CAIRN_NOT_FOUND');
+  t.is(await code(admin.getClusterMap(before.map.epoch + 100)), 'CAIRN_INVALID_ARGUMENT', 'an epoch from the future');
+  t.is(await code(admin.registerNode({ id: 'neg', addr: '127.0.0.1:7600', zone: 'z', weight: -2 })), 'CAIRN_INVALID_ARGUMENT');
+  t.is(await code(admin.registerNode({ id: 'Bad Id', addr: '127.0.0.1:7600' })), 'CAIRN_INVALID_ARGUMENT');
+  t.is(await code(admin.removeNode('bn-0')), 'CAIRN_FAILED_PRECONDITION', 'remove before drain');
+  t.is(await code(admin.leaseJobs({ kinds: ['Not A Kind'], worker: 'w' })), 'CAIRN_INVALID_ARGUMENT');
+  t.is(await code(admin.completeJob('0'.repeat(32), 'f'.repeat(32))), 'CAIRN_NOT_FOUND');
+  const abort = new AbortController();
+  t.teardown(() => abort.abort());
+  const ahead = admin.watchClusterMap(before.map.epoch + 5, abort.signal);
+  t.is(await code(ahead.next()), 'CAIRN_INVALID_ARGUMENT');
+  const after = await admin.getClusterMap();
+  t.is(after.map.epoch, before.map.epoch, 'no new epoch');
+  t.false((await admin.listNodes()).some((n) => n.id === 'neg'));
+});
+
+test.serial('tenants and tokens: cluster admins create tenants; tenant admins mint only for their own tenant', async (t) => {
+  t.timeout(60_000);
+  const root = await client(t, 'system', 'admin');
+  const created = await root.createTenant('acme', 'Acme Corp');
+  t.is(created.name, 'acme');
+  t.is(await code(root.createTenant('acme')), 'CAIRN_ALREADY_EXISTS');
+  t.is(await code(root.createTenant('Bad Tenant!')), 'CAIRN_INVALID_ARGUMENT');
+  await root.createTenant('globex');
+  const page1 = await root.listTenants({ pageSize: 1 });
+  t.deepEqual(page1.tenants.map((x) => x.name), ['acme']);
+  const page2 = await root.listTenants({ pageSize: 1, pageToken: page1.nextPageToken });
+  t.deepEqual(page2.tenants.map((x) => x.name), ['globex']);
+  t.is(await code(root.listTenants({ pageToken: '!!!' })), 'CAIRN_INVALID_PAGE_TOKEN');
+
+  const minted = await root.createToken({ tenant: 'acme', role: 'admin', ttlSeconds: 3600 });
+  t.true(minted.expiresMs > Date.now());
+  const acmeAdmin = new AdminClient({ address: server!.grpc, credentials: credentials.createInsecure(), token: () => minted.token });
+  t.teardown(() => acmeAdmin.close());
+  const userToken = await acmeAdmin.createToken({ tenant: 'acme', role: 'user' });
+  t.truthy(userToken.token, 'a tenant admin mints for its own tenant');
+  t.is(await code(acmeAdmin.createToken({ tenant: 'globex', role: 'user' })), 'CAIRN_PERMISSION_DENIED', '…but not for another');
+  t.is(await code(acmeAdmin.createToken({ tenant: 'acme', role: 'service' as 'user' })), 'CAIRN_PERMISSION_DENIED', 'never service tokens');
+  t.is(await code(acmeAdmin.createToken({ tenant: 'acme', role: 'root' as 'user' })), 'CAIRN_INVALID_ARGUMENT');
+  t.is(await code(acmeAdmin.createToken({ tenant: 'Bad Tenant!', role: 'user' })), 'CAIRN_INVALID_ARGUMENT');
+  t.is(await code(acmeAdmin.createTenant('initech')), 'CAIRN_PERMISSION_DENIED', 'only cluster admins create tenants');
+  t.is(await code(root.createToken({ tenant: 'nowhere', role: 'user' })), 'CAIRN_NOT_FOUND');
+
+  // The minted user token works as an identity but has no Admin rights.
+  const user = new AdminClient({ address: server!.grpc, credentials: credentials.createInsecure(), token: () => userToken.token });
+  t.teardown(() => user.close());
+  t.is(await code(user.createToken({ tenant: 'acme', role: 'user' })), 'CAIRN_PERMISSION_DENIED');
+  t.is(await code(user.getClusterMap()), 'CAIRN_PERMISSION_DENIED');
+  t.is(await code(user.registerNode({ addr: '127.0.0.1:7700' })), 'CAIRN_PERMISSION_DENIED');
+  // Node and job methods need a service token, even from an admin.
+  t.is(await code(acmeAdmin.drainNode('bn-0')), 'CAIRN_PERMISSION_DENIED');
+  t.deepEqual((await root.listTenants()).tenants.map((x) => x.name), ['acme', 'globex'], 'refused calls created nothing');
+});
