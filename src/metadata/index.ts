@@ -8,7 +8,10 @@ import type { Metrics } from '../common/metrics.js';
 import { loadProto } from '../common/proto.js';
 import { openKv } from './kv/index.js';
 import type { Kv } from './kv/types.js';
-import { metadataHandlers } from './service.js';
+import { createContext, type ModelOptions } from './model/index.js';
+import { METADATA_PERMISSIONS, metadataHandlers } from './service.js';
+import { Sweeper } from './sweeper.js';
+import { ChangeHub } from './watch.js';
 import { ADMIN_PERMISSIONS, createAdminService } from './admin.js';
 
 export { MetadataClient, type MetadataClientOptions } from './client.js';
@@ -28,6 +31,12 @@ export interface MetadataServiceOptions {
   readonly postgresUrl?: string | undefined;
   /** Cluster map settings: replication factor of a new cluster, failure detector delay and period. */
   readonly cluster?: { readonly replicationFactor?: number; readonly failoverDelayMs?: number; readonly detectIntervalMs?: number } | undefined;
+  /** Model settings (retention defaults, TTLs, clock, commit hook); maxFileBytes above wins. */
+  readonly model?: ModelOptions;
+  /** Period of the maintenance sweep (retention, trash, sessions, feed); default 60 s. */
+  readonly sweepIntervalMs?: number;
+  /** How often a change watch re-reads without a notification; default 5 s. */
+  readonly watchPollMs?: number;
 }
 
 export interface MetadataService {
@@ -43,23 +52,33 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
     : await openKv({ backend: 'level', dir: join(options.dataDir, 'metadata') });
   const { definition, proto } = loadProto();
   const server = new CairnGrpcServer({ name: 'metadata', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
-  server.addService(proto.cairn.v1.Metadata.service, metadataHandlers(kv, options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}), { CommitFile: 'service', GetFile: 'service' });
+  const ctx = createContext(kv, { ...options.model, ...(options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}) });
+  const hub = new ChangeHub(kv);
+  const metadata = metadataHandlers(ctx, { secret: options.authSecret, hub, ...(options.watchPollMs !== undefined ? { watchPollMs: options.watchPollMs } : {}) });
+  server.addService(proto.cairn.v1.Metadata.service, metadata.handlers, METADATA_PERMISSIONS);
+  const sweeper = new Sweeper(ctx, { intervalMs: options.sweepIntervalMs ?? 60_000, log: log.child({ task: 'sweep' }), registry: options.metrics.registry });
   const admin = createAdminService({ kv, authSecret: options.authSecret, log: log.child({ service: 'admin' }), ...options.cluster });
   server.addService(proto.cairn.v1.Admin.service, admin.handlers, ADMIN_PERMISSIONS);
   let port: number;
   try {
     port = await server.listen(options.host, options.port, options.credentials);
   } catch (err) {
+    hub.close();
     await kv.close();
     throw err;
   }
   admin.start();
+  sweeper.start();
   return {
     port,
     kv,
     async stop(timeoutMs?: number) {
       await admin.stop();
+      await sweeper.stop();
+      // Watches never end by themselves; end them so in-flight calls can drain.
+      metadata.close();
       await server.shutdown(timeoutMs);
+      hub.close();
       await kv.close();
     },
   };

@@ -1,15 +1,23 @@
 // Key layout of the metadata store. Keys are bytewise-ordered tuples separated by 0x00, which
-// neither tenants nor normalised paths may contain; numbers are big-endian so they sort.
+// neither tenants, node ids nor normalised path segments may contain; numbers are big-endian.
 
-const SEP = Buffer.from([0]);
+const SEP = 0x00;
 
-function key(...parts: Array<string | Buffer>): Buffer {
+/** A key made of tuple parts; strings are UTF-8, numbers must be pre-encoded (u64/u32). */
+export function tuple(...parts: Array<string | Buffer>): Buffer {
   const out: Buffer[] = [];
   parts.forEach((p, i) => {
-    if (i > 0) out.push(SEP);
+    if (i > 0) out.push(Buffer.of(SEP));
     out.push(typeof p === 'string' ? Buffer.from(p, 'utf8') : p);
   });
   return Buffer.concat(out);
+}
+
+/** The scan bounds of every key that extends `parts` by at least one more part. */
+export function under(...parts: Array<string | Buffer>): { gt: Buffer; lt: Buffer } {
+  const base = tuple(...parts);
+  // Tuple parts never contain 0x00 or 0x01, so "base 0x00 …" < "base 0x01" covers exactly the children.
+  return { gt: Buffer.concat([base, Buffer.of(SEP)]), lt: Buffer.concat([base, Buffer.of(0x01)]) };
 }
 
 export function u64(n: number): Buffer {
@@ -18,20 +26,65 @@ export function u64(n: number): Buffer {
   return b;
 }
 
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+}
+
+/**
+ * Tags (the first tuple part) used by the model. Other modules of the metadata service
+ * (jobs, cluster map) pick tags not listed here.
+ */
 export const keys = {
-  /** Current version pointer of a path. */
-  head: (tenant: string, path: string) => key('h', tenant, path),
-  /** One immutable version of a path. */
-  version: (tenant: string, path: string, version: number) => key('v', tenant, path, u64(version)),
-  /** Per-tenant chunk index entry: plain hash → stored block. */
-  chunk: (tenant: string, plainHash: Buffer) => key('c', tenant, plainHash),
+  /** Tenant settings (retention policy); absent = defaults. */
+  tenant: (tenant: string) => tuple('t', tenant),
+  /** A user of a tenant (share grantee). */
+  user: (tenant: string, user: string) => tuple('u', tenant, user),
+  /** Directory entry: the node record of `name` inside folder `parent`. */
+  dentry: (tenant: string, parent: string, name: string) => tuple('d', tenant, parent, name),
+  /** Where a node lives: its parent folder and name (the reverse of dentry). */
+  node: (tenant: string, id: string) => tuple('n', tenant, id),
+  /** Header of one immutable version of a file node. */
+  version: (tenant: string, id: string, version: number) => tuple('v', tenant, id, u64(version)),
+  /** One page (≤ 1024 chunks) of a version's chunk list. */
+  versionPage: (tenant: string, id: string, version: number, page: number) => tuple('w', tenant, id, u64(version), u32(page)),
+  /** Versions ordered by when they stopped being current: what time-based retention scans. */
+  replaced: (tenant: string, at: number, id: string, version: number) => tuple('p', tenant, u64(at), id, u64(version)),
+  /** Deleted nodes ordered by deletion time: what the trash purge scans. */
+  deleted: (tenant: string, at: number, id: string) => tuple('D', tenant, u64(at), id),
+  /** Per-tenant chunk index entry: plain hash → stored block, refs and pins. */
+  chunk: (tenant: string, plainHash: Buffer) => tuple('c', tenant, plainHash),
+  /** Chunk delete queue, ordered by due time across tenants. */
+  deleteQueue: (due: number, tenant: string, plainHash: Buffer) => tuple('q', u64(due), tenant, plainHash),
   /** The tenant's change-feed revision counter. */
-  revision: (tenant: string) => key('r', tenant),
+  revision: (tenant: string) => tuple('r', tenant),
+  /** The oldest revision the change feed has trimmed (cursors at or before it are expired). */
+  feedFloor: (tenant: string) => tuple('f', tenant),
   /** One change-feed event. */
-  change: (tenant: string, revision: number) => key('l', tenant, u64(revision)),
+  change: (tenant: string, revision: number) => tuple('l', tenant, u64(revision)),
+  /** An upload session. */
+  session: (tenant: string, id: string) => tuple('s', tenant, id),
+  /** One page of an upload session's received chunks. */
+  sessionPage: (tenant: string, id: string, page: number) => tuple('S', tenant, id, u32(page)),
+  /** Marks a chunk pinned by a session (each session pins a chunk once). */
+  sessionPin: (tenant: string, id: string, plainHash: Buffer) => tuple('P', tenant, id, plainHash),
+  /** Sessions ordered by expiry across tenants. */
+  sessionExpiry: (at: number, tenant: string, id: string) => tuple('x', u64(at), tenant, id),
+  /** A share grant of a node to a user. */
+  grant: (tenant: string, id: string, user: string) => tuple('g', tenant, id, user),
+  /** Reverse of `grant`: what is shared with a user. */
+  grantOfUser: (tenant: string, user: string, id: string) => tuple('G', tenant, user, id),
+  /** A link share, by the SHA-256 of its secret token (the token itself is never stored). */
+  link: (tokenHash: Buffer) => tuple('k', tokenHash),
+  /** The link shares of a node, by link id. */
+  linkOfNode: (tenant: string, id: string, linkId: string) => tuple('K', tenant, id, linkId),
 };
 
-/** The change-notification channel of a tenant (KV notify/subscribe). */
-export function changeChannel(tenant: string): string {
-  return `changes_${tenant.replace(/-/g, '_')}`;
+/** Where every key of a tag lives (for scans across tenants). */
+export function tagRange(tag: string): { gt: Buffer; lt: Buffer } {
+  return under(tag);
 }
+
+/** The single notification channel of change-feed commits; the payload names tenant and revision. */
+export const CHANGE_CHANNEL = 'cairn_changes';

@@ -20,7 +20,8 @@ export interface ChunkRef {
    */
   'size'?: (number);
   /**
-   * Address of the stored block: SHA-256 of the stored bytes (32 bytes).
+   * Address of the stored block: SHA-256 of the stored bytes (32 bytes). Empty in a request when
+   * the chunk is already in the tenant's chunk index (see FindChunks).
    */
   'address'?: (Buffer | Uint8Array | string);
   /**
@@ -46,7 +47,8 @@ export interface ChunkRef__Output {
    */
   'size': (number);
   /**
-   * Address of the stored block: SHA-256 of the stored bytes (32 bytes).
+   * Address of the stored block: SHA-256 of the stored bytes (32 bytes). Empty in a request when
+   * the chunk is already in the tenant's chunk index (see FindChunks).
    */
   'address': (Buffer);
   /**

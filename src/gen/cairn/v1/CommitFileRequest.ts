@@ -21,6 +21,14 @@ export interface CommitFileRequest {
    * Chunks in file order; offsets must be contiguous from 0 and sum to size.
    */
   'chunks'?: (_cairn_v1_ChunkRef)[];
+  /**
+   * Media metadata as JSON text (at most 64 KiB).
+   */
+  'media_json'?: (string);
+  /**
+   * Commit this upload session instead: path, size, chunks and base_version come from it.
+   */
+  'session_id'?: (string);
   '_base_version'?: "base_version";
 }
 
@@ -41,5 +49,13 @@ export interface CommitFileRequest__Output {
    * Chunks in file order; offsets must be contiguous from 0 and sum to size.
    */
   'chunks': (_cairn_v1_ChunkRef__Output)[];
+  /**
+   * Media metadata as JSON text (at most 64 KiB).
+   */
+  'media_json': (string);
+  /**
+   * Commit this upload session instead: path, size, chunks and base_version come from it.
+   */
+  'session_id': (string);
   '_base_version'?: "base_version";
 }

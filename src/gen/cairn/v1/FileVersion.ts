@@ -19,11 +19,34 @@ export interface FileVersion {
   'mtime_ms'?: (number | string | Long);
   'created_ms'?: (number | string | Long);
   'author_device'?: (string);
+  /**
+   * The chunks asked for: all of them unless GetFile asked for a window.
+   */
   'chunks'?: (_cairn_v1_ChunkRef)[];
   /**
    * The tenant's change-feed revision of this commit.
    */
   'revision'?: (number | string | Long);
+  /**
+   * Stable id of the file (it survives renames and moves).
+   */
+  'node_id'?: (string);
+  /**
+   * A tombstone: this version deleted the file.
+   */
+  'deleted'?: (boolean);
+  /**
+   * The version this one restored (0: none).
+   */
+  'restored_from'?: (number | string | Long);
+  /**
+   * Media metadata as JSON text (empty when none).
+   */
+  'media_json'?: (string);
+  /**
+   * Number of chunks of the whole version.
+   */
+  'chunk_count'?: (number | string | Long);
 }
 
 /**
@@ -41,9 +64,32 @@ export interface FileVersion__Output {
   'mtime_ms': (string);
   'created_ms': (string);
   'author_device': (string);
+  /**
+   * The chunks asked for: all of them unless GetFile asked for a window.
+   */
   'chunks': (_cairn_v1_ChunkRef__Output)[];
   /**
    * The tenant's change-feed revision of this commit.
    */
   'revision': (string);
+  /**
+   * Stable id of the file (it survives renames and moves).
+   */
+  'node_id': (string);
+  /**
+   * A tombstone: this version deleted the file.
+   */
+  'deleted': (boolean);
+  /**
+   * The version this one restored (0: none).
+   */
+  'restored_from': (string);
+  /**
+   * Media metadata as JSON text (empty when none).
+   */
+  'media_json': (string);
+  /**
+   * Number of chunks of the whole version.
+   */
+  'chunk_count': (string);
 }

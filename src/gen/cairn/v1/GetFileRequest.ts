@@ -4,7 +4,7 @@
 import type { Long } from '@grpc/proto-loader';
 
 /**
- * GetFileRequest selects a version.
+ * GetFileRequest selects a version and, optionally, a window of its chunk list.
  */
 export interface GetFileRequest {
   'tenant'?: (string);
@@ -13,10 +13,18 @@ export interface GetFileRequest {
    * 0 = current.
    */
   'version'?: (number | string | Long);
+  /**
+   * Return chunks from the one containing this byte offset.
+   */
+  'chunk_offset'?: (number | string | Long);
+  /**
+   * Return at most this many chunks (0 = all).
+   */
+  'max_chunks'?: (number);
 }
 
 /**
- * GetFileRequest selects a version.
+ * GetFileRequest selects a version and, optionally, a window of its chunk list.
  */
 export interface GetFileRequest__Output {
   'tenant': (string);
@@ -25,4 +33,12 @@ export interface GetFileRequest__Output {
    * 0 = current.
    */
   'version': (string);
+  /**
+   * Return chunks from the one containing this byte offset.
+   */
+  'chunk_offset': (string);
+  /**
+   * Return at most this many chunks (0 = all).
+   */
+  'max_chunks': (number);
 }

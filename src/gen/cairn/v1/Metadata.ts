@@ -3,30 +3,130 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { AbortUploadSessionRequest as _cairn_v1_AbortUploadSessionRequest, AbortUploadSessionRequest__Output as _cairn_v1_AbortUploadSessionRequest__Output } from '../../cairn/v1/AbortUploadSessionRequest.js';
+import type { AbortUploadSessionResponse as _cairn_v1_AbortUploadSessionResponse, AbortUploadSessionResponse__Output as _cairn_v1_AbortUploadSessionResponse__Output } from '../../cairn/v1/AbortUploadSessionResponse.js';
+import type { AppendUploadChunksRequest as _cairn_v1_AppendUploadChunksRequest, AppendUploadChunksRequest__Output as _cairn_v1_AppendUploadChunksRequest__Output } from '../../cairn/v1/AppendUploadChunksRequest.js';
+import type { AppendUploadChunksResponse as _cairn_v1_AppendUploadChunksResponse, AppendUploadChunksResponse__Output as _cairn_v1_AppendUploadChunksResponse__Output } from '../../cairn/v1/AppendUploadChunksResponse.js';
+import type { CheckAccessRequest as _cairn_v1_CheckAccessRequest, CheckAccessRequest__Output as _cairn_v1_CheckAccessRequest__Output } from '../../cairn/v1/CheckAccessRequest.js';
+import type { CheckAccessResponse as _cairn_v1_CheckAccessResponse, CheckAccessResponse__Output as _cairn_v1_CheckAccessResponse__Output } from '../../cairn/v1/CheckAccessResponse.js';
 import type { CommitFileRequest as _cairn_v1_CommitFileRequest, CommitFileRequest__Output as _cairn_v1_CommitFileRequest__Output } from '../../cairn/v1/CommitFileRequest.js';
 import type { CommitFileResponse as _cairn_v1_CommitFileResponse, CommitFileResponse__Output as _cairn_v1_CommitFileResponse__Output } from '../../cairn/v1/CommitFileResponse.js';
+import type { CreateFolderRequest as _cairn_v1_CreateFolderRequest, CreateFolderRequest__Output as _cairn_v1_CreateFolderRequest__Output } from '../../cairn/v1/CreateFolderRequest.js';
+import type { CreateFolderResponse as _cairn_v1_CreateFolderResponse, CreateFolderResponse__Output as _cairn_v1_CreateFolderResponse__Output } from '../../cairn/v1/CreateFolderResponse.js';
+import type { CreateLinkShareRequest as _cairn_v1_CreateLinkShareRequest, CreateLinkShareRequest__Output as _cairn_v1_CreateLinkShareRequest__Output } from '../../cairn/v1/CreateLinkShareRequest.js';
+import type { CreateLinkShareResponse as _cairn_v1_CreateLinkShareResponse, CreateLinkShareResponse__Output as _cairn_v1_CreateLinkShareResponse__Output } from '../../cairn/v1/CreateLinkShareResponse.js';
+import type { CreateUploadSessionRequest as _cairn_v1_CreateUploadSessionRequest, CreateUploadSessionRequest__Output as _cairn_v1_CreateUploadSessionRequest__Output } from '../../cairn/v1/CreateUploadSessionRequest.js';
+import type { CreateUploadSessionResponse as _cairn_v1_CreateUploadSessionResponse, CreateUploadSessionResponse__Output as _cairn_v1_CreateUploadSessionResponse__Output } from '../../cairn/v1/CreateUploadSessionResponse.js';
+import type { DeleteEntryRequest as _cairn_v1_DeleteEntryRequest, DeleteEntryRequest__Output as _cairn_v1_DeleteEntryRequest__Output } from '../../cairn/v1/DeleteEntryRequest.js';
+import type { DeleteEntryResponse as _cairn_v1_DeleteEntryResponse, DeleteEntryResponse__Output as _cairn_v1_DeleteEntryResponse__Output } from '../../cairn/v1/DeleteEntryResponse.js';
+import type { FindChunksRequest as _cairn_v1_FindChunksRequest, FindChunksRequest__Output as _cairn_v1_FindChunksRequest__Output } from '../../cairn/v1/FindChunksRequest.js';
+import type { FindChunksResponse as _cairn_v1_FindChunksResponse, FindChunksResponse__Output as _cairn_v1_FindChunksResponse__Output } from '../../cairn/v1/FindChunksResponse.js';
+import type { GetChangeCursorRequest as _cairn_v1_GetChangeCursorRequest, GetChangeCursorRequest__Output as _cairn_v1_GetChangeCursorRequest__Output } from '../../cairn/v1/GetChangeCursorRequest.js';
+import type { GetChangeCursorResponse as _cairn_v1_GetChangeCursorResponse, GetChangeCursorResponse__Output as _cairn_v1_GetChangeCursorResponse__Output } from '../../cairn/v1/GetChangeCursorResponse.js';
+import type { GetEntryRequest as _cairn_v1_GetEntryRequest, GetEntryRequest__Output as _cairn_v1_GetEntryRequest__Output } from '../../cairn/v1/GetEntryRequest.js';
+import type { GetEntryResponse as _cairn_v1_GetEntryResponse, GetEntryResponse__Output as _cairn_v1_GetEntryResponse__Output } from '../../cairn/v1/GetEntryResponse.js';
 import type { GetFileRequest as _cairn_v1_GetFileRequest, GetFileRequest__Output as _cairn_v1_GetFileRequest__Output } from '../../cairn/v1/GetFileRequest.js';
 import type { GetFileResponse as _cairn_v1_GetFileResponse, GetFileResponse__Output as _cairn_v1_GetFileResponse__Output } from '../../cairn/v1/GetFileResponse.js';
+import type { GetUploadSessionRequest as _cairn_v1_GetUploadSessionRequest, GetUploadSessionRequest__Output as _cairn_v1_GetUploadSessionRequest__Output } from '../../cairn/v1/GetUploadSessionRequest.js';
+import type { GetUploadSessionResponse as _cairn_v1_GetUploadSessionResponse, GetUploadSessionResponse__Output as _cairn_v1_GetUploadSessionResponse__Output } from '../../cairn/v1/GetUploadSessionResponse.js';
+import type { GrantShareRequest as _cairn_v1_GrantShareRequest, GrantShareRequest__Output as _cairn_v1_GrantShareRequest__Output } from '../../cairn/v1/GrantShareRequest.js';
+import type { GrantShareResponse as _cairn_v1_GrantShareResponse, GrantShareResponse__Output as _cairn_v1_GrantShareResponse__Output } from '../../cairn/v1/GrantShareResponse.js';
+import type { ListChangesRequest as _cairn_v1_ListChangesRequest, ListChangesRequest__Output as _cairn_v1_ListChangesRequest__Output } from '../../cairn/v1/ListChangesRequest.js';
+import type { ListChangesResponse as _cairn_v1_ListChangesResponse, ListChangesResponse__Output as _cairn_v1_ListChangesResponse__Output } from '../../cairn/v1/ListChangesResponse.js';
+import type { ListFolderRequest as _cairn_v1_ListFolderRequest, ListFolderRequest__Output as _cairn_v1_ListFolderRequest__Output } from '../../cairn/v1/ListFolderRequest.js';
+import type { ListFolderResponse as _cairn_v1_ListFolderResponse, ListFolderResponse__Output as _cairn_v1_ListFolderResponse__Output } from '../../cairn/v1/ListFolderResponse.js';
+import type { ListLinkSharesRequest as _cairn_v1_ListLinkSharesRequest, ListLinkSharesRequest__Output as _cairn_v1_ListLinkSharesRequest__Output } from '../../cairn/v1/ListLinkSharesRequest.js';
+import type { ListLinkSharesResponse as _cairn_v1_ListLinkSharesResponse, ListLinkSharesResponse__Output as _cairn_v1_ListLinkSharesResponse__Output } from '../../cairn/v1/ListLinkSharesResponse.js';
+import type { ListSharesRequest as _cairn_v1_ListSharesRequest, ListSharesRequest__Output as _cairn_v1_ListSharesRequest__Output } from '../../cairn/v1/ListSharesRequest.js';
+import type { ListSharesResponse as _cairn_v1_ListSharesResponse, ListSharesResponse__Output as _cairn_v1_ListSharesResponse__Output } from '../../cairn/v1/ListSharesResponse.js';
+import type { ListVersionsRequest as _cairn_v1_ListVersionsRequest, ListVersionsRequest__Output as _cairn_v1_ListVersionsRequest__Output } from '../../cairn/v1/ListVersionsRequest.js';
+import type { ListVersionsResponse as _cairn_v1_ListVersionsResponse, ListVersionsResponse__Output as _cairn_v1_ListVersionsResponse__Output } from '../../cairn/v1/ListVersionsResponse.js';
+import type { MoveEntryRequest as _cairn_v1_MoveEntryRequest, MoveEntryRequest__Output as _cairn_v1_MoveEntryRequest__Output } from '../../cairn/v1/MoveEntryRequest.js';
+import type { MoveEntryResponse as _cairn_v1_MoveEntryResponse, MoveEntryResponse__Output as _cairn_v1_MoveEntryResponse__Output } from '../../cairn/v1/MoveEntryResponse.js';
+import type { ResolveLinkShareRequest as _cairn_v1_ResolveLinkShareRequest, ResolveLinkShareRequest__Output as _cairn_v1_ResolveLinkShareRequest__Output } from '../../cairn/v1/ResolveLinkShareRequest.js';
+import type { ResolveLinkShareResponse as _cairn_v1_ResolveLinkShareResponse, ResolveLinkShareResponse__Output as _cairn_v1_ResolveLinkShareResponse__Output } from '../../cairn/v1/ResolveLinkShareResponse.js';
+import type { RestoreEntryRequest as _cairn_v1_RestoreEntryRequest, RestoreEntryRequest__Output as _cairn_v1_RestoreEntryRequest__Output } from '../../cairn/v1/RestoreEntryRequest.js';
+import type { RestoreEntryResponse as _cairn_v1_RestoreEntryResponse, RestoreEntryResponse__Output as _cairn_v1_RestoreEntryResponse__Output } from '../../cairn/v1/RestoreEntryResponse.js';
+import type { RevokeLinkShareRequest as _cairn_v1_RevokeLinkShareRequest, RevokeLinkShareRequest__Output as _cairn_v1_RevokeLinkShareRequest__Output } from '../../cairn/v1/RevokeLinkShareRequest.js';
+import type { RevokeLinkShareResponse as _cairn_v1_RevokeLinkShareResponse, RevokeLinkShareResponse__Output as _cairn_v1_RevokeLinkShareResponse__Output } from '../../cairn/v1/RevokeLinkShareResponse.js';
+import type { RevokeShareRequest as _cairn_v1_RevokeShareRequest, RevokeShareRequest__Output as _cairn_v1_RevokeShareRequest__Output } from '../../cairn/v1/RevokeShareRequest.js';
+import type { RevokeShareResponse as _cairn_v1_RevokeShareResponse, RevokeShareResponse__Output as _cairn_v1_RevokeShareResponse__Output } from '../../cairn/v1/RevokeShareResponse.js';
+import type { SetVersionMediaRequest as _cairn_v1_SetVersionMediaRequest, SetVersionMediaRequest__Output as _cairn_v1_SetVersionMediaRequest__Output } from '../../cairn/v1/SetVersionMediaRequest.js';
+import type { SetVersionMediaResponse as _cairn_v1_SetVersionMediaResponse, SetVersionMediaResponse__Output as _cairn_v1_SetVersionMediaResponse__Output } from '../../cairn/v1/SetVersionMediaResponse.js';
+import type { WatchChangesRequest as _cairn_v1_WatchChangesRequest, WatchChangesRequest__Output as _cairn_v1_WatchChangesRequest__Output } from '../../cairn/v1/WatchChangesRequest.js';
+import type { WatchChangesResponse as _cairn_v1_WatchChangesResponse, WatchChangesResponse__Output as _cairn_v1_WatchChangesResponse__Output } from '../../cairn/v1/WatchChangesResponse.js';
 
 /**
- * Metadata commits and reads file versions and the per-tenant chunk index.
+ * Metadata serves the file tree, versions, the chunk index, upload sessions, the change feed and
+ * shares. Every change is one serializable transaction. Paths are absolute and normalised
+ * (CAIRN_INVALID_PATH otherwise). List calls take page_size (default 100, at most 1000; larger
+ * values are lowered to 1000, negative ones are CAIRN_INVALID_ARGUMENT) and opaque page tokens
+ * bound to the tenant and the request (CAIRN_INVALID_PAGE_TOKEN when tampered with or reused
+ * for another request).
  */
 export interface MetadataClient extends grpc.Client {
   /**
-   * CommitFile writes a new version of a path in one serializable transaction:
-   * it records the chunk index entries, adjusts chunk refs and appends a change.
-   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT),
-   * ABORTED (CAIRN_CONFLICT) when base_version is set and not current.
+   * AbortUploadSession ends a session and releases its pins.
+   */
+  AbortUploadSession(argument: _cairn_v1_AbortUploadSessionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AbortUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  AbortUploadSession(argument: _cairn_v1_AbortUploadSessionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_AbortUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  AbortUploadSession(argument: _cairn_v1_AbortUploadSessionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AbortUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  AbortUploadSession(argument: _cairn_v1_AbortUploadSessionRequest, callback: grpc.requestCallback<_cairn_v1_AbortUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * AbortUploadSession ends a session and releases its pins.
+   */
+  abortUploadSession(argument: _cairn_v1_AbortUploadSessionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AbortUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  abortUploadSession(argument: _cairn_v1_AbortUploadSessionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_AbortUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  abortUploadSession(argument: _cairn_v1_AbortUploadSessionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AbortUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  abortUploadSession(argument: _cairn_v1_AbortUploadSessionRequest, callback: grpc.requestCallback<_cairn_v1_AbortUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * AppendUploadChunks records chunks stored for a session, at the session's current offset
+   * (else CAIRN_FAILED_PRECONDITION with metadata.offset); they stay pinned until commit or expiry.
+   */
+  AppendUploadChunks(argument: _cairn_v1_AppendUploadChunksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AppendUploadChunksResponse__Output>): grpc.ClientUnaryCall;
+  AppendUploadChunks(argument: _cairn_v1_AppendUploadChunksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_AppendUploadChunksResponse__Output>): grpc.ClientUnaryCall;
+  AppendUploadChunks(argument: _cairn_v1_AppendUploadChunksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AppendUploadChunksResponse__Output>): grpc.ClientUnaryCall;
+  AppendUploadChunks(argument: _cairn_v1_AppendUploadChunksRequest, callback: grpc.requestCallback<_cairn_v1_AppendUploadChunksResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * AppendUploadChunks records chunks stored for a session, at the session's current offset
+   * (else CAIRN_FAILED_PRECONDITION with metadata.offset); they stay pinned until commit or expiry.
+   */
+  appendUploadChunks(argument: _cairn_v1_AppendUploadChunksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AppendUploadChunksResponse__Output>): grpc.ClientUnaryCall;
+  appendUploadChunks(argument: _cairn_v1_AppendUploadChunksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_AppendUploadChunksResponse__Output>): grpc.ClientUnaryCall;
+  appendUploadChunks(argument: _cairn_v1_AppendUploadChunksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AppendUploadChunksResponse__Output>): grpc.ClientUnaryCall;
+  appendUploadChunks(argument: _cairn_v1_AppendUploadChunksRequest, callback: grpc.requestCallback<_cairn_v1_AppendUploadChunksResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * CheckAccess returns the strongest permission a user's grants give on a path.
+   */
+  CheckAccess(argument: _cairn_v1_CheckAccessRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CheckAccessResponse__Output>): grpc.ClientUnaryCall;
+  CheckAccess(argument: _cairn_v1_CheckAccessRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CheckAccessResponse__Output>): grpc.ClientUnaryCall;
+  CheckAccess(argument: _cairn_v1_CheckAccessRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CheckAccessResponse__Output>): grpc.ClientUnaryCall;
+  CheckAccess(argument: _cairn_v1_CheckAccessRequest, callback: grpc.requestCallback<_cairn_v1_CheckAccessResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * CheckAccess returns the strongest permission a user's grants give on a path.
+   */
+  checkAccess(argument: _cairn_v1_CheckAccessRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CheckAccessResponse__Output>): grpc.ClientUnaryCall;
+  checkAccess(argument: _cairn_v1_CheckAccessRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CheckAccessResponse__Output>): grpc.ClientUnaryCall;
+  checkAccess(argument: _cairn_v1_CheckAccessRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CheckAccessResponse__Output>): grpc.ClientUnaryCall;
+  checkAccess(argument: _cairn_v1_CheckAccessRequest, callback: grpc.requestCallback<_cairn_v1_CheckAccessResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * CommitFile writes a new version of a path: from the chunks given, or from an upload session.
+   * Missing parent folders are created. Errors: CAIRN_CONFLICT (ABORTED, metadata.current_version)
+   * when base_version is set and not current; CAIRN_FAILED_PRECONDITION when the path is a folder,
+   * a parent is a file, or a chunk without address is not in the index.
    */
   CommitFile(argument: _cairn_v1_CommitFileRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CommitFileResponse__Output>): grpc.ClientUnaryCall;
   CommitFile(argument: _cairn_v1_CommitFileRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CommitFileResponse__Output>): grpc.ClientUnaryCall;
   CommitFile(argument: _cairn_v1_CommitFileRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CommitFileResponse__Output>): grpc.ClientUnaryCall;
   CommitFile(argument: _cairn_v1_CommitFileRequest, callback: grpc.requestCallback<_cairn_v1_CommitFileResponse__Output>): grpc.ClientUnaryCall;
   /**
-   * CommitFile writes a new version of a path in one serializable transaction:
-   * it records the chunk index entries, adjusts chunk refs and appends a change.
-   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT),
-   * ABORTED (CAIRN_CONFLICT) when base_version is set and not current.
+   * CommitFile writes a new version of a path: from the chunks given, or from an upload session.
+   * Missing parent folders are created. Errors: CAIRN_CONFLICT (ABORTED, metadata.current_version)
+   * when base_version is set and not current; CAIRN_FAILED_PRECONDITION when the path is a folder,
+   * a parent is a file, or a chunk without address is not in the index.
    */
   commitFile(argument: _cairn_v1_CommitFileRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CommitFileResponse__Output>): grpc.ClientUnaryCall;
   commitFile(argument: _cairn_v1_CommitFileRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CommitFileResponse__Output>): grpc.ClientUnaryCall;
@@ -34,45 +134,524 @@ export interface MetadataClient extends grpc.Client {
   commitFile(argument: _cairn_v1_CommitFileRequest, callback: grpc.requestCallback<_cairn_v1_CommitFileResponse__Output>): grpc.ClientUnaryCall;
   
   /**
-   * GetFile returns a version of a path with its chunk list and block addresses.
-   * Errors: NOT_FOUND (CAIRN_NOT_FOUND), INVALID_ARGUMENT (CAIRN_INVALID_PATH).
+   * CreateFolder creates a folder and its missing parents; an existing folder is returned as is.
+   */
+  CreateFolder(argument: _cairn_v1_CreateFolderRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateFolderResponse__Output>): grpc.ClientUnaryCall;
+  CreateFolder(argument: _cairn_v1_CreateFolderRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CreateFolderResponse__Output>): grpc.ClientUnaryCall;
+  CreateFolder(argument: _cairn_v1_CreateFolderRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateFolderResponse__Output>): grpc.ClientUnaryCall;
+  CreateFolder(argument: _cairn_v1_CreateFolderRequest, callback: grpc.requestCallback<_cairn_v1_CreateFolderResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * CreateFolder creates a folder and its missing parents; an existing folder is returned as is.
+   */
+  createFolder(argument: _cairn_v1_CreateFolderRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateFolderResponse__Output>): grpc.ClientUnaryCall;
+  createFolder(argument: _cairn_v1_CreateFolderRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CreateFolderResponse__Output>): grpc.ClientUnaryCall;
+  createFolder(argument: _cairn_v1_CreateFolderRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateFolderResponse__Output>): grpc.ClientUnaryCall;
+  createFolder(argument: _cairn_v1_CreateFolderRequest, callback: grpc.requestCallback<_cairn_v1_CreateFolderResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * CreateLinkShare creates a bearer link to a file or folder; its token is returned only here.
+   */
+  CreateLinkShare(argument: _cairn_v1_CreateLinkShareRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  CreateLinkShare(argument: _cairn_v1_CreateLinkShareRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CreateLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  CreateLinkShare(argument: _cairn_v1_CreateLinkShareRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  CreateLinkShare(argument: _cairn_v1_CreateLinkShareRequest, callback: grpc.requestCallback<_cairn_v1_CreateLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * CreateLinkShare creates a bearer link to a file or folder; its token is returned only here.
+   */
+  createLinkShare(argument: _cairn_v1_CreateLinkShareRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  createLinkShare(argument: _cairn_v1_CreateLinkShareRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CreateLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  createLinkShare(argument: _cairn_v1_CreateLinkShareRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  createLinkShare(argument: _cairn_v1_CreateLinkShareRequest, callback: grpc.requestCallback<_cairn_v1_CreateLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * CreateUploadSession starts a resumable upload; any gateway may continue it.
+   */
+  CreateUploadSession(argument: _cairn_v1_CreateUploadSessionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  CreateUploadSession(argument: _cairn_v1_CreateUploadSessionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CreateUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  CreateUploadSession(argument: _cairn_v1_CreateUploadSessionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  CreateUploadSession(argument: _cairn_v1_CreateUploadSessionRequest, callback: grpc.requestCallback<_cairn_v1_CreateUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * CreateUploadSession starts a resumable upload; any gateway may continue it.
+   */
+  createUploadSession(argument: _cairn_v1_CreateUploadSessionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  createUploadSession(argument: _cairn_v1_CreateUploadSessionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CreateUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  createUploadSession(argument: _cairn_v1_CreateUploadSessionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  createUploadSession(argument: _cairn_v1_CreateUploadSessionRequest, callback: grpc.requestCallback<_cairn_v1_CreateUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * DeleteEntry deletes a file or folder, leaving a tombstone restorable within the trash window.
+   */
+  DeleteEntry(argument: _cairn_v1_DeleteEntryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteEntryResponse__Output>): grpc.ClientUnaryCall;
+  DeleteEntry(argument: _cairn_v1_DeleteEntryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_DeleteEntryResponse__Output>): grpc.ClientUnaryCall;
+  DeleteEntry(argument: _cairn_v1_DeleteEntryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteEntryResponse__Output>): grpc.ClientUnaryCall;
+  DeleteEntry(argument: _cairn_v1_DeleteEntryRequest, callback: grpc.requestCallback<_cairn_v1_DeleteEntryResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * DeleteEntry deletes a file or folder, leaving a tombstone restorable within the trash window.
+   */
+  deleteEntry(argument: _cairn_v1_DeleteEntryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteEntryResponse__Output>): grpc.ClientUnaryCall;
+  deleteEntry(argument: _cairn_v1_DeleteEntryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_DeleteEntryResponse__Output>): grpc.ClientUnaryCall;
+  deleteEntry(argument: _cairn_v1_DeleteEntryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteEntryResponse__Output>): grpc.ClientUnaryCall;
+  deleteEntry(argument: _cairn_v1_DeleteEntryRequest, callback: grpc.requestCallback<_cairn_v1_DeleteEntryResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * FindChunks says which chunks the tenant already stores (so uploads can skip them).
+   */
+  FindChunks(argument: _cairn_v1_FindChunksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FindChunksResponse__Output>): grpc.ClientUnaryCall;
+  FindChunks(argument: _cairn_v1_FindChunksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FindChunksResponse__Output>): grpc.ClientUnaryCall;
+  FindChunks(argument: _cairn_v1_FindChunksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FindChunksResponse__Output>): grpc.ClientUnaryCall;
+  FindChunks(argument: _cairn_v1_FindChunksRequest, callback: grpc.requestCallback<_cairn_v1_FindChunksResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * FindChunks says which chunks the tenant already stores (so uploads can skip them).
+   */
+  findChunks(argument: _cairn_v1_FindChunksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FindChunksResponse__Output>): grpc.ClientUnaryCall;
+  findChunks(argument: _cairn_v1_FindChunksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FindChunksResponse__Output>): grpc.ClientUnaryCall;
+  findChunks(argument: _cairn_v1_FindChunksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FindChunksResponse__Output>): grpc.ClientUnaryCall;
+  findChunks(argument: _cairn_v1_FindChunksRequest, callback: grpc.requestCallback<_cairn_v1_FindChunksResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * GetChangeCursor returns a cursor at the tenant's current revision: take it, then list the
+   * tree, then follow changes from it.
+   */
+  GetChangeCursor(argument: _cairn_v1_GetChangeCursorRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetChangeCursorResponse__Output>): grpc.ClientUnaryCall;
+  GetChangeCursor(argument: _cairn_v1_GetChangeCursorRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetChangeCursorResponse__Output>): grpc.ClientUnaryCall;
+  GetChangeCursor(argument: _cairn_v1_GetChangeCursorRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetChangeCursorResponse__Output>): grpc.ClientUnaryCall;
+  GetChangeCursor(argument: _cairn_v1_GetChangeCursorRequest, callback: grpc.requestCallback<_cairn_v1_GetChangeCursorResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * GetChangeCursor returns a cursor at the tenant's current revision: take it, then list the
+   * tree, then follow changes from it.
+   */
+  getChangeCursor(argument: _cairn_v1_GetChangeCursorRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetChangeCursorResponse__Output>): grpc.ClientUnaryCall;
+  getChangeCursor(argument: _cairn_v1_GetChangeCursorRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetChangeCursorResponse__Output>): grpc.ClientUnaryCall;
+  getChangeCursor(argument: _cairn_v1_GetChangeCursorRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetChangeCursorResponse__Output>): grpc.ClientUnaryCall;
+  getChangeCursor(argument: _cairn_v1_GetChangeCursorRequest, callback: grpc.requestCallback<_cairn_v1_GetChangeCursorResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * GetEntry returns a file's or folder's entry ("/" is the root folder).
+   */
+  GetEntry(argument: _cairn_v1_GetEntryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetEntryResponse__Output>): grpc.ClientUnaryCall;
+  GetEntry(argument: _cairn_v1_GetEntryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetEntryResponse__Output>): grpc.ClientUnaryCall;
+  GetEntry(argument: _cairn_v1_GetEntryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetEntryResponse__Output>): grpc.ClientUnaryCall;
+  GetEntry(argument: _cairn_v1_GetEntryRequest, callback: grpc.requestCallback<_cairn_v1_GetEntryResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * GetEntry returns a file's or folder's entry ("/" is the root folder).
+   */
+  getEntry(argument: _cairn_v1_GetEntryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetEntryResponse__Output>): grpc.ClientUnaryCall;
+  getEntry(argument: _cairn_v1_GetEntryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetEntryResponse__Output>): grpc.ClientUnaryCall;
+  getEntry(argument: _cairn_v1_GetEntryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetEntryResponse__Output>): grpc.ClientUnaryCall;
+  getEntry(argument: _cairn_v1_GetEntryRequest, callback: grpc.requestCallback<_cairn_v1_GetEntryResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * GetFile returns a version of a file (0 = current) with (a window of) its chunk list.
+   * Errors: CAIRN_NOT_FOUND; CAIRN_FAILED_PRECONDITION for a folder.
    */
   GetFile(argument: _cairn_v1_GetFileRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetFileResponse__Output>): grpc.ClientUnaryCall;
   GetFile(argument: _cairn_v1_GetFileRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetFileResponse__Output>): grpc.ClientUnaryCall;
   GetFile(argument: _cairn_v1_GetFileRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetFileResponse__Output>): grpc.ClientUnaryCall;
   GetFile(argument: _cairn_v1_GetFileRequest, callback: grpc.requestCallback<_cairn_v1_GetFileResponse__Output>): grpc.ClientUnaryCall;
   /**
-   * GetFile returns a version of a path with its chunk list and block addresses.
-   * Errors: NOT_FOUND (CAIRN_NOT_FOUND), INVALID_ARGUMENT (CAIRN_INVALID_PATH).
+   * GetFile returns a version of a file (0 = current) with (a window of) its chunk list.
+   * Errors: CAIRN_NOT_FOUND; CAIRN_FAILED_PRECONDITION for a folder.
    */
   getFile(argument: _cairn_v1_GetFileRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetFileResponse__Output>): grpc.ClientUnaryCall;
   getFile(argument: _cairn_v1_GetFileRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetFileResponse__Output>): grpc.ClientUnaryCall;
   getFile(argument: _cairn_v1_GetFileRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetFileResponse__Output>): grpc.ClientUnaryCall;
   getFile(argument: _cairn_v1_GetFileRequest, callback: grpc.requestCallback<_cairn_v1_GetFileResponse__Output>): grpc.ClientUnaryCall;
   
+  /**
+   * GetUploadSession returns a session's state, notably the offset to resume from.
+   */
+  GetUploadSession(argument: _cairn_v1_GetUploadSessionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  GetUploadSession(argument: _cairn_v1_GetUploadSessionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  GetUploadSession(argument: _cairn_v1_GetUploadSessionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  GetUploadSession(argument: _cairn_v1_GetUploadSessionRequest, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * GetUploadSession returns a session's state, notably the offset to resume from.
+   */
+  getUploadSession(argument: _cairn_v1_GetUploadSessionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  getUploadSession(argument: _cairn_v1_GetUploadSessionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  getUploadSession(argument: _cairn_v1_GetUploadSessionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  getUploadSession(argument: _cairn_v1_GetUploadSessionRequest, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * GrantShare shares a file or folder with a user of the tenant (folders: with everything inside).
+   */
+  GrantShare(argument: _cairn_v1_GrantShareRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GrantShareResponse__Output>): grpc.ClientUnaryCall;
+  GrantShare(argument: _cairn_v1_GrantShareRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GrantShareResponse__Output>): grpc.ClientUnaryCall;
+  GrantShare(argument: _cairn_v1_GrantShareRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GrantShareResponse__Output>): grpc.ClientUnaryCall;
+  GrantShare(argument: _cairn_v1_GrantShareRequest, callback: grpc.requestCallback<_cairn_v1_GrantShareResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * GrantShare shares a file or folder with a user of the tenant (folders: with everything inside).
+   */
+  grantShare(argument: _cairn_v1_GrantShareRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GrantShareResponse__Output>): grpc.ClientUnaryCall;
+  grantShare(argument: _cairn_v1_GrantShareRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GrantShareResponse__Output>): grpc.ClientUnaryCall;
+  grantShare(argument: _cairn_v1_GrantShareRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GrantShareResponse__Output>): grpc.ClientUnaryCall;
+  grantShare(argument: _cairn_v1_GrantShareRequest, callback: grpc.requestCallback<_cairn_v1_GrantShareResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * ListChanges pages through the changes after a cursor, oldest first. A cursor older than the
+   * retention window is CAIRN_CURSOR_EXPIRED (FAILED_PRECONDITION) with metadata.snapshot_cursor.
+   */
+  ListChanges(argument: _cairn_v1_ListChangesRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListChangesResponse__Output>): grpc.ClientUnaryCall;
+  ListChanges(argument: _cairn_v1_ListChangesRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListChangesResponse__Output>): grpc.ClientUnaryCall;
+  ListChanges(argument: _cairn_v1_ListChangesRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListChangesResponse__Output>): grpc.ClientUnaryCall;
+  ListChanges(argument: _cairn_v1_ListChangesRequest, callback: grpc.requestCallback<_cairn_v1_ListChangesResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ListChanges pages through the changes after a cursor, oldest first. A cursor older than the
+   * retention window is CAIRN_CURSOR_EXPIRED (FAILED_PRECONDITION) with metadata.snapshot_cursor.
+   */
+  listChanges(argument: _cairn_v1_ListChangesRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListChangesResponse__Output>): grpc.ClientUnaryCall;
+  listChanges(argument: _cairn_v1_ListChangesRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListChangesResponse__Output>): grpc.ClientUnaryCall;
+  listChanges(argument: _cairn_v1_ListChangesRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListChangesResponse__Output>): grpc.ClientUnaryCall;
+  listChanges(argument: _cairn_v1_ListChangesRequest, callback: grpc.requestCallback<_cairn_v1_ListChangesResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * ListFolder pages through a folder's entries in name order.
+   */
+  ListFolder(argument: _cairn_v1_ListFolderRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListFolderResponse__Output>): grpc.ClientUnaryCall;
+  ListFolder(argument: _cairn_v1_ListFolderRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListFolderResponse__Output>): grpc.ClientUnaryCall;
+  ListFolder(argument: _cairn_v1_ListFolderRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListFolderResponse__Output>): grpc.ClientUnaryCall;
+  ListFolder(argument: _cairn_v1_ListFolderRequest, callback: grpc.requestCallback<_cairn_v1_ListFolderResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ListFolder pages through a folder's entries in name order.
+   */
+  listFolder(argument: _cairn_v1_ListFolderRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListFolderResponse__Output>): grpc.ClientUnaryCall;
+  listFolder(argument: _cairn_v1_ListFolderRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListFolderResponse__Output>): grpc.ClientUnaryCall;
+  listFolder(argument: _cairn_v1_ListFolderRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListFolderResponse__Output>): grpc.ClientUnaryCall;
+  listFolder(argument: _cairn_v1_ListFolderRequest, callback: grpc.requestCallback<_cairn_v1_ListFolderResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * ListLinkShares lists the links of a file or folder (without their tokens).
+   */
+  ListLinkShares(argument: _cairn_v1_ListLinkSharesRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListLinkSharesResponse__Output>): grpc.ClientUnaryCall;
+  ListLinkShares(argument: _cairn_v1_ListLinkSharesRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListLinkSharesResponse__Output>): grpc.ClientUnaryCall;
+  ListLinkShares(argument: _cairn_v1_ListLinkSharesRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListLinkSharesResponse__Output>): grpc.ClientUnaryCall;
+  ListLinkShares(argument: _cairn_v1_ListLinkSharesRequest, callback: grpc.requestCallback<_cairn_v1_ListLinkSharesResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ListLinkShares lists the links of a file or folder (without their tokens).
+   */
+  listLinkShares(argument: _cairn_v1_ListLinkSharesRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListLinkSharesResponse__Output>): grpc.ClientUnaryCall;
+  listLinkShares(argument: _cairn_v1_ListLinkSharesRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListLinkSharesResponse__Output>): grpc.ClientUnaryCall;
+  listLinkShares(argument: _cairn_v1_ListLinkSharesRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListLinkSharesResponse__Output>): grpc.ClientUnaryCall;
+  listLinkShares(argument: _cairn_v1_ListLinkSharesRequest, callback: grpc.requestCallback<_cairn_v1_ListLinkSharesResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * ListShares lists the grants on a path, or what is shared with a user.
+   */
+  ListShares(argument: _cairn_v1_ListSharesRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListSharesResponse__Output>): grpc.ClientUnaryCall;
+  ListShares(argument: _cairn_v1_ListSharesRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListSharesResponse__Output>): grpc.ClientUnaryCall;
+  ListShares(argument: _cairn_v1_ListSharesRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListSharesResponse__Output>): grpc.ClientUnaryCall;
+  ListShares(argument: _cairn_v1_ListSharesRequest, callback: grpc.requestCallback<_cairn_v1_ListSharesResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ListShares lists the grants on a path, or what is shared with a user.
+   */
+  listShares(argument: _cairn_v1_ListSharesRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListSharesResponse__Output>): grpc.ClientUnaryCall;
+  listShares(argument: _cairn_v1_ListSharesRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListSharesResponse__Output>): grpc.ClientUnaryCall;
+  listShares(argument: _cairn_v1_ListSharesRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListSharesResponse__Output>): grpc.ClientUnaryCall;
+  listShares(argument: _cairn_v1_ListSharesRequest, callback: grpc.requestCallback<_cairn_v1_ListSharesResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * ListVersions pages through a file's versions, newest first (tombstones included).
+   */
+  ListVersions(argument: _cairn_v1_ListVersionsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  ListVersions(argument: _cairn_v1_ListVersionsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  ListVersions(argument: _cairn_v1_ListVersionsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  ListVersions(argument: _cairn_v1_ListVersionsRequest, callback: grpc.requestCallback<_cairn_v1_ListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ListVersions pages through a file's versions, newest first (tombstones included).
+   */
+  listVersions(argument: _cairn_v1_ListVersionsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  listVersions(argument: _cairn_v1_ListVersionsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  listVersions(argument: _cairn_v1_ListVersionsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  listVersions(argument: _cairn_v1_ListVersionsRequest, callback: grpc.requestCallback<_cairn_v1_ListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * MoveEntry moves or renames a file or folder; a folder's contents move with it at no extra cost.
+   * Errors: CAIRN_ALREADY_EXISTS when the destination exists; CAIRN_INVALID_ARGUMENT when a folder
+   * would move into itself; CAIRN_CONFLICT on a stale base_version (files).
+   */
+  MoveEntry(argument: _cairn_v1_MoveEntryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MoveEntryResponse__Output>): grpc.ClientUnaryCall;
+  MoveEntry(argument: _cairn_v1_MoveEntryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_MoveEntryResponse__Output>): grpc.ClientUnaryCall;
+  MoveEntry(argument: _cairn_v1_MoveEntryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MoveEntryResponse__Output>): grpc.ClientUnaryCall;
+  MoveEntry(argument: _cairn_v1_MoveEntryRequest, callback: grpc.requestCallback<_cairn_v1_MoveEntryResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * MoveEntry moves or renames a file or folder; a folder's contents move with it at no extra cost.
+   * Errors: CAIRN_ALREADY_EXISTS when the destination exists; CAIRN_INVALID_ARGUMENT when a folder
+   * would move into itself; CAIRN_CONFLICT on a stale base_version (files).
+   */
+  moveEntry(argument: _cairn_v1_MoveEntryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MoveEntryResponse__Output>): grpc.ClientUnaryCall;
+  moveEntry(argument: _cairn_v1_MoveEntryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_MoveEntryResponse__Output>): grpc.ClientUnaryCall;
+  moveEntry(argument: _cairn_v1_MoveEntryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MoveEntryResponse__Output>): grpc.ClientUnaryCall;
+  moveEntry(argument: _cairn_v1_MoveEntryRequest, callback: grpc.requestCallback<_cairn_v1_MoveEntryResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * ResolveLinkShare returns what a link token opens; unknown, revoked or expired: CAIRN_NOT_FOUND.
+   */
+  ResolveLinkShare(argument: _cairn_v1_ResolveLinkShareRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ResolveLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  ResolveLinkShare(argument: _cairn_v1_ResolveLinkShareRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ResolveLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  ResolveLinkShare(argument: _cairn_v1_ResolveLinkShareRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ResolveLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  ResolveLinkShare(argument: _cairn_v1_ResolveLinkShareRequest, callback: grpc.requestCallback<_cairn_v1_ResolveLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ResolveLinkShare returns what a link token opens; unknown, revoked or expired: CAIRN_NOT_FOUND.
+   */
+  resolveLinkShare(argument: _cairn_v1_ResolveLinkShareRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ResolveLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  resolveLinkShare(argument: _cairn_v1_ResolveLinkShareRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ResolveLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  resolveLinkShare(argument: _cairn_v1_ResolveLinkShareRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ResolveLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  resolveLinkShare(argument: _cairn_v1_ResolveLinkShareRequest, callback: grpc.requestCallback<_cairn_v1_ResolveLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * RestoreEntry makes an old version of a file current again (as a new version), or undeletes a
+   * deleted file or folder.
+   */
+  RestoreEntry(argument: _cairn_v1_RestoreEntryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RestoreEntryResponse__Output>): grpc.ClientUnaryCall;
+  RestoreEntry(argument: _cairn_v1_RestoreEntryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RestoreEntryResponse__Output>): grpc.ClientUnaryCall;
+  RestoreEntry(argument: _cairn_v1_RestoreEntryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RestoreEntryResponse__Output>): grpc.ClientUnaryCall;
+  RestoreEntry(argument: _cairn_v1_RestoreEntryRequest, callback: grpc.requestCallback<_cairn_v1_RestoreEntryResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * RestoreEntry makes an old version of a file current again (as a new version), or undeletes a
+   * deleted file or folder.
+   */
+  restoreEntry(argument: _cairn_v1_RestoreEntryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RestoreEntryResponse__Output>): grpc.ClientUnaryCall;
+  restoreEntry(argument: _cairn_v1_RestoreEntryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RestoreEntryResponse__Output>): grpc.ClientUnaryCall;
+  restoreEntry(argument: _cairn_v1_RestoreEntryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RestoreEntryResponse__Output>): grpc.ClientUnaryCall;
+  restoreEntry(argument: _cairn_v1_RestoreEntryRequest, callback: grpc.requestCallback<_cairn_v1_RestoreEntryResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * RevokeLinkShare deletes a link.
+   */
+  RevokeLinkShare(argument: _cairn_v1_RevokeLinkShareRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RevokeLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  RevokeLinkShare(argument: _cairn_v1_RevokeLinkShareRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RevokeLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  RevokeLinkShare(argument: _cairn_v1_RevokeLinkShareRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RevokeLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  RevokeLinkShare(argument: _cairn_v1_RevokeLinkShareRequest, callback: grpc.requestCallback<_cairn_v1_RevokeLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * RevokeLinkShare deletes a link.
+   */
+  revokeLinkShare(argument: _cairn_v1_RevokeLinkShareRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RevokeLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  revokeLinkShare(argument: _cairn_v1_RevokeLinkShareRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RevokeLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  revokeLinkShare(argument: _cairn_v1_RevokeLinkShareRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RevokeLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  revokeLinkShare(argument: _cairn_v1_RevokeLinkShareRequest, callback: grpc.requestCallback<_cairn_v1_RevokeLinkShareResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * RevokeShare removes a user's grant on a file or folder.
+   */
+  RevokeShare(argument: _cairn_v1_RevokeShareRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RevokeShareResponse__Output>): grpc.ClientUnaryCall;
+  RevokeShare(argument: _cairn_v1_RevokeShareRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RevokeShareResponse__Output>): grpc.ClientUnaryCall;
+  RevokeShare(argument: _cairn_v1_RevokeShareRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RevokeShareResponse__Output>): grpc.ClientUnaryCall;
+  RevokeShare(argument: _cairn_v1_RevokeShareRequest, callback: grpc.requestCallback<_cairn_v1_RevokeShareResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * RevokeShare removes a user's grant on a file or folder.
+   */
+  revokeShare(argument: _cairn_v1_RevokeShareRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RevokeShareResponse__Output>): grpc.ClientUnaryCall;
+  revokeShare(argument: _cairn_v1_RevokeShareRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RevokeShareResponse__Output>): grpc.ClientUnaryCall;
+  revokeShare(argument: _cairn_v1_RevokeShareRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RevokeShareResponse__Output>): grpc.ClientUnaryCall;
+  revokeShare(argument: _cairn_v1_RevokeShareRequest, callback: grpc.requestCallback<_cairn_v1_RevokeShareResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * SetVersionMedia records media metadata (JSON) extracted from a version.
+   */
+  SetVersionMedia(argument: _cairn_v1_SetVersionMediaRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetVersionMediaResponse__Output>): grpc.ClientUnaryCall;
+  SetVersionMedia(argument: _cairn_v1_SetVersionMediaRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_SetVersionMediaResponse__Output>): grpc.ClientUnaryCall;
+  SetVersionMedia(argument: _cairn_v1_SetVersionMediaRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetVersionMediaResponse__Output>): grpc.ClientUnaryCall;
+  SetVersionMedia(argument: _cairn_v1_SetVersionMediaRequest, callback: grpc.requestCallback<_cairn_v1_SetVersionMediaResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * SetVersionMedia records media metadata (JSON) extracted from a version.
+   */
+  setVersionMedia(argument: _cairn_v1_SetVersionMediaRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetVersionMediaResponse__Output>): grpc.ClientUnaryCall;
+  setVersionMedia(argument: _cairn_v1_SetVersionMediaRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_SetVersionMediaResponse__Output>): grpc.ClientUnaryCall;
+  setVersionMedia(argument: _cairn_v1_SetVersionMediaRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetVersionMediaResponse__Output>): grpc.ClientUnaryCall;
+  setVersionMedia(argument: _cairn_v1_SetVersionMediaRequest, callback: grpc.requestCallback<_cairn_v1_SetVersionMediaResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * WatchChanges streams the changes after a cursor as they commit, on any replica. The first
+   * message is sent as soon as the watch is established (it may carry no changes).
+   */
+  WatchChanges(argument: _cairn_v1_WatchChangesRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_WatchChangesResponse__Output>;
+  WatchChanges(argument: _cairn_v1_WatchChangesRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_WatchChangesResponse__Output>;
+  /**
+   * WatchChanges streams the changes after a cursor as they commit, on any replica. The first
+   * message is sent as soon as the watch is established (it may carry no changes).
+   */
+  watchChanges(argument: _cairn_v1_WatchChangesRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_WatchChangesResponse__Output>;
+  watchChanges(argument: _cairn_v1_WatchChangesRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_WatchChangesResponse__Output>;
+  
 }
 
 /**
- * Metadata commits and reads file versions and the per-tenant chunk index.
+ * Metadata serves the file tree, versions, the chunk index, upload sessions, the change feed and
+ * shares. Every change is one serializable transaction. Paths are absolute and normalised
+ * (CAIRN_INVALID_PATH otherwise). List calls take page_size (default 100, at most 1000; larger
+ * values are lowered to 1000, negative ones are CAIRN_INVALID_ARGUMENT) and opaque page tokens
+ * bound to the tenant and the request (CAIRN_INVALID_PAGE_TOKEN when tampered with or reused
+ * for another request).
  */
 export interface MetadataHandlers extends grpc.UntypedServiceImplementation {
   /**
-   * CommitFile writes a new version of a path in one serializable transaction:
-   * it records the chunk index entries, adjusts chunk refs and appends a change.
-   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT),
-   * ABORTED (CAIRN_CONFLICT) when base_version is set and not current.
+   * AbortUploadSession ends a session and releases its pins.
+   */
+  AbortUploadSession: grpc.handleUnaryCall<_cairn_v1_AbortUploadSessionRequest__Output, _cairn_v1_AbortUploadSessionResponse>;
+  
+  /**
+   * AppendUploadChunks records chunks stored for a session, at the session's current offset
+   * (else CAIRN_FAILED_PRECONDITION with metadata.offset); they stay pinned until commit or expiry.
+   */
+  AppendUploadChunks: grpc.handleUnaryCall<_cairn_v1_AppendUploadChunksRequest__Output, _cairn_v1_AppendUploadChunksResponse>;
+  
+  /**
+   * CheckAccess returns the strongest permission a user's grants give on a path.
+   */
+  CheckAccess: grpc.handleUnaryCall<_cairn_v1_CheckAccessRequest__Output, _cairn_v1_CheckAccessResponse>;
+  
+  /**
+   * CommitFile writes a new version of a path: from the chunks given, or from an upload session.
+   * Missing parent folders are created. Errors: CAIRN_CONFLICT (ABORTED, metadata.current_version)
+   * when base_version is set and not current; CAIRN_FAILED_PRECONDITION when the path is a folder,
+   * a parent is a file, or a chunk without address is not in the index.
    */
   CommitFile: grpc.handleUnaryCall<_cairn_v1_CommitFileRequest__Output, _cairn_v1_CommitFileResponse>;
   
   /**
-   * GetFile returns a version of a path with its chunk list and block addresses.
-   * Errors: NOT_FOUND (CAIRN_NOT_FOUND), INVALID_ARGUMENT (CAIRN_INVALID_PATH).
+   * CreateFolder creates a folder and its missing parents; an existing folder is returned as is.
+   */
+  CreateFolder: grpc.handleUnaryCall<_cairn_v1_CreateFolderRequest__Output, _cairn_v1_CreateFolderResponse>;
+  
+  /**
+   * CreateLinkShare creates a bearer link to a file or folder; its token is returned only here.
+   */
+  CreateLinkShare: grpc.handleUnaryCall<_cairn_v1_CreateLinkShareRequest__Output, _cairn_v1_CreateLinkShareResponse>;
+  
+  /**
+   * CreateUploadSession starts a resumable upload; any gateway may continue it.
+   */
+  CreateUploadSession: grpc.handleUnaryCall<_cairn_v1_CreateUploadSessionRequest__Output, _cairn_v1_CreateUploadSessionResponse>;
+  
+  /**
+   * DeleteEntry deletes a file or folder, leaving a tombstone restorable within the trash window.
+   */
+  DeleteEntry: grpc.handleUnaryCall<_cairn_v1_DeleteEntryRequest__Output, _cairn_v1_DeleteEntryResponse>;
+  
+  /**
+   * FindChunks says which chunks the tenant already stores (so uploads can skip them).
+   */
+  FindChunks: grpc.handleUnaryCall<_cairn_v1_FindChunksRequest__Output, _cairn_v1_FindChunksResponse>;
+  
+  /**
+   * GetChangeCursor returns a cursor at the tenant's current revision: take it, then list the
+   * tree, then follow changes from it.
+   */
+  GetChangeCursor: grpc.handleUnaryCall<_cairn_v1_GetChangeCursorRequest__Output, _cairn_v1_GetChangeCursorResponse>;
+  
+  /**
+   * GetEntry returns a file's or folder's entry ("/" is the root folder).
+   */
+  GetEntry: grpc.handleUnaryCall<_cairn_v1_GetEntryRequest__Output, _cairn_v1_GetEntryResponse>;
+  
+  /**
+   * GetFile returns a version of a file (0 = current) with (a window of) its chunk list.
+   * Errors: CAIRN_NOT_FOUND; CAIRN_FAILED_PRECONDITION for a folder.
    */
   GetFile: grpc.handleUnaryCall<_cairn_v1_GetFileRequest__Output, _cairn_v1_GetFileResponse>;
+  
+  /**
+   * GetUploadSession returns a session's state, notably the offset to resume from.
+   */
+  GetUploadSession: grpc.handleUnaryCall<_cairn_v1_GetUploadSessionRequest__Output, _cairn_v1_GetUploadSessionResponse>;
+  
+  /**
+   * GrantShare shares a file or folder with a user of the tenant (folders: with everything inside).
+   */
+  GrantShare: grpc.handleUnaryCall<_cairn_v1_GrantShareRequest__Output, _cairn_v1_GrantShareResponse>;
+  
+  /**
+   * ListChanges pages through the changes after a cursor, oldest first. A cursor older than the
+   * retention window is CAIRN_CURSOR_EXPIRED (FAILED_PRECONDITION) with metadata.snapshot_cursor.
+   */
+  ListChanges: grpc.handleUnaryCall<_cairn_v1_ListChangesRequest__Output, _cairn_v1_ListChangesResponse>;
+  
+  /**
+   * ListFolder pages through a folder's entries in name order.
+   */
+  ListFolder: grpc.handleUnaryCall<_cairn_v1_ListFolderRequest__Output, _cairn_v1_ListFolderResponse>;
+  
+  /**
+   * ListLinkShares lists the links of a file or folder (without their tokens).
+   */
+  ListLinkShares: grpc.handleUnaryCall<_cairn_v1_ListLinkSharesRequest__Output, _cairn_v1_ListLinkSharesResponse>;
+  
+  /**
+   * ListShares lists the grants on a path, or what is shared with a user.
+   */
+  ListShares: grpc.handleUnaryCall<_cairn_v1_ListSharesRequest__Output, _cairn_v1_ListSharesResponse>;
+  
+  /**
+   * ListVersions pages through a file's versions, newest first (tombstones included).
+   */
+  ListVersions: grpc.handleUnaryCall<_cairn_v1_ListVersionsRequest__Output, _cairn_v1_ListVersionsResponse>;
+  
+  /**
+   * MoveEntry moves or renames a file or folder; a folder's contents move with it at no extra cost.
+   * Errors: CAIRN_ALREADY_EXISTS when the destination exists; CAIRN_INVALID_ARGUMENT when a folder
+   * would move into itself; CAIRN_CONFLICT on a stale base_version (files).
+   */
+  MoveEntry: grpc.handleUnaryCall<_cairn_v1_MoveEntryRequest__Output, _cairn_v1_MoveEntryResponse>;
+  
+  /**
+   * ResolveLinkShare returns what a link token opens; unknown, revoked or expired: CAIRN_NOT_FOUND.
+   */
+  ResolveLinkShare: grpc.handleUnaryCall<_cairn_v1_ResolveLinkShareRequest__Output, _cairn_v1_ResolveLinkShareResponse>;
+  
+  /**
+   * RestoreEntry makes an old version of a file current again (as a new version), or undeletes a
+   * deleted file or folder.
+   */
+  RestoreEntry: grpc.handleUnaryCall<_cairn_v1_RestoreEntryRequest__Output, _cairn_v1_RestoreEntryResponse>;
+  
+  /**
+   * RevokeLinkShare deletes a link.
+   */
+  RevokeLinkShare: grpc.handleUnaryCall<_cairn_v1_RevokeLinkShareRequest__Output, _cairn_v1_RevokeLinkShareResponse>;
+  
+  /**
+   * RevokeShare removes a user's grant on a file or folder.
+   */
+  RevokeShare: grpc.handleUnaryCall<_cairn_v1_RevokeShareRequest__Output, _cairn_v1_RevokeShareResponse>;
+  
+  /**
+   * SetVersionMedia records media metadata (JSON) extracted from a version.
+   */
+  SetVersionMedia: grpc.handleUnaryCall<_cairn_v1_SetVersionMediaRequest__Output, _cairn_v1_SetVersionMediaResponse>;
+  
+  /**
+   * WatchChanges streams the changes after a cursor as they commit, on any replica. The first
+   * message is sent as soon as the watch is established (it may carry no changes).
+   */
+  WatchChanges: grpc.handleServerStreamingCall<_cairn_v1_WatchChangesRequest__Output, _cairn_v1_WatchChangesResponse>;
   
 }
 
 export interface MetadataDefinition extends grpc.ServiceDefinition {
+  AbortUploadSession: MethodDefinition<_cairn_v1_AbortUploadSessionRequest, _cairn_v1_AbortUploadSessionResponse, _cairn_v1_AbortUploadSessionRequest__Output, _cairn_v1_AbortUploadSessionResponse__Output>
+  AppendUploadChunks: MethodDefinition<_cairn_v1_AppendUploadChunksRequest, _cairn_v1_AppendUploadChunksResponse, _cairn_v1_AppendUploadChunksRequest__Output, _cairn_v1_AppendUploadChunksResponse__Output>
+  CheckAccess: MethodDefinition<_cairn_v1_CheckAccessRequest, _cairn_v1_CheckAccessResponse, _cairn_v1_CheckAccessRequest__Output, _cairn_v1_CheckAccessResponse__Output>
   CommitFile: MethodDefinition<_cairn_v1_CommitFileRequest, _cairn_v1_CommitFileResponse, _cairn_v1_CommitFileRequest__Output, _cairn_v1_CommitFileResponse__Output>
+  CreateFolder: MethodDefinition<_cairn_v1_CreateFolderRequest, _cairn_v1_CreateFolderResponse, _cairn_v1_CreateFolderRequest__Output, _cairn_v1_CreateFolderResponse__Output>
+  CreateLinkShare: MethodDefinition<_cairn_v1_CreateLinkShareRequest, _cairn_v1_CreateLinkShareResponse, _cairn_v1_CreateLinkShareRequest__Output, _cairn_v1_CreateLinkShareResponse__Output>
+  CreateUploadSession: MethodDefinition<_cairn_v1_CreateUploadSessionRequest, _cairn_v1_CreateUploadSessionResponse, _cairn_v1_CreateUploadSessionRequest__Output, _cairn_v1_CreateUploadSessionResponse__Output>
+  DeleteEntry: MethodDefinition<_cairn_v1_DeleteEntryRequest, _cairn_v1_DeleteEntryResponse, _cairn_v1_DeleteEntryRequest__Output, _cairn_v1_DeleteEntryResponse__Output>
+  FindChunks: MethodDefinition<_cairn_v1_FindChunksRequest, _cairn_v1_FindChunksResponse, _cairn_v1_FindChunksRequest__Output, _cairn_v1_FindChunksResponse__Output>
+  GetChangeCursor: MethodDefinition<_cairn_v1_GetChangeCursorRequest, _cairn_v1_GetChangeCursorResponse, _cairn_v1_GetChangeCursorRequest__Output, _cairn_v1_GetChangeCursorResponse__Output>
+  GetEntry: MethodDefinition<_cairn_v1_GetEntryRequest, _cairn_v1_GetEntryResponse, _cairn_v1_GetEntryRequest__Output, _cairn_v1_GetEntryResponse__Output>
   GetFile: MethodDefinition<_cairn_v1_GetFileRequest, _cairn_v1_GetFileResponse, _cairn_v1_GetFileRequest__Output, _cairn_v1_GetFileResponse__Output>
+  GetUploadSession: MethodDefinition<_cairn_v1_GetUploadSessionRequest, _cairn_v1_GetUploadSessionResponse, _cairn_v1_GetUploadSessionRequest__Output, _cairn_v1_GetUploadSessionResponse__Output>
+  GrantShare: MethodDefinition<_cairn_v1_GrantShareRequest, _cairn_v1_GrantShareResponse, _cairn_v1_GrantShareRequest__Output, _cairn_v1_GrantShareResponse__Output>
+  ListChanges: MethodDefinition<_cairn_v1_ListChangesRequest, _cairn_v1_ListChangesResponse, _cairn_v1_ListChangesRequest__Output, _cairn_v1_ListChangesResponse__Output>
+  ListFolder: MethodDefinition<_cairn_v1_ListFolderRequest, _cairn_v1_ListFolderResponse, _cairn_v1_ListFolderRequest__Output, _cairn_v1_ListFolderResponse__Output>
+  ListLinkShares: MethodDefinition<_cairn_v1_ListLinkSharesRequest, _cairn_v1_ListLinkSharesResponse, _cairn_v1_ListLinkSharesRequest__Output, _cairn_v1_ListLinkSharesResponse__Output>
+  ListShares: MethodDefinition<_cairn_v1_ListSharesRequest, _cairn_v1_ListSharesResponse, _cairn_v1_ListSharesRequest__Output, _cairn_v1_ListSharesResponse__Output>
+  ListVersions: MethodDefinition<_cairn_v1_ListVersionsRequest, _cairn_v1_ListVersionsResponse, _cairn_v1_ListVersionsRequest__Output, _cairn_v1_ListVersionsResponse__Output>
+  MoveEntry: MethodDefinition<_cairn_v1_MoveEntryRequest, _cairn_v1_MoveEntryResponse, _cairn_v1_MoveEntryRequest__Output, _cairn_v1_MoveEntryResponse__Output>
+  ResolveLinkShare: MethodDefinition<_cairn_v1_ResolveLinkShareRequest, _cairn_v1_ResolveLinkShareResponse, _cairn_v1_ResolveLinkShareRequest__Output, _cairn_v1_ResolveLinkShareResponse__Output>
+  RestoreEntry: MethodDefinition<_cairn_v1_RestoreEntryRequest, _cairn_v1_RestoreEntryResponse, _cairn_v1_RestoreEntryRequest__Output, _cairn_v1_RestoreEntryResponse__Output>
+  RevokeLinkShare: MethodDefinition<_cairn_v1_RevokeLinkShareRequest, _cairn_v1_RevokeLinkShareResponse, _cairn_v1_RevokeLinkShareRequest__Output, _cairn_v1_RevokeLinkShareResponse__Output>
+  RevokeShare: MethodDefinition<_cairn_v1_RevokeShareRequest, _cairn_v1_RevokeShareResponse, _cairn_v1_RevokeShareRequest__Output, _cairn_v1_RevokeShareResponse__Output>
+  SetVersionMedia: MethodDefinition<_cairn_v1_SetVersionMediaRequest, _cairn_v1_SetVersionMediaResponse, _cairn_v1_SetVersionMediaRequest__Output, _cairn_v1_SetVersionMediaResponse__Output>
+  WatchChanges: MethodDefinition<_cairn_v1_WatchChangesRequest, _cairn_v1_WatchChangesResponse, _cairn_v1_WatchChangesRequest__Output, _cairn_v1_WatchChangesResponse__Output>
 }

@@ -1,0 +1,141 @@
+// Immutable file versions: a small header plus the chunk list in binary pages. Dropping a version
+// (retention, purge) deletes header, pages and index entries and releases its chunk refs, in the
+// caller's transaction, so a version's refs are released exactly once.
+import { createHash } from 'node:crypto';
+import type { KvTx } from '../kv/types.js';
+import { countChunks, release } from './chunks.js';
+import { decodeChunks, encodeChunks, json, pages, parseJson, readJson, type ChunkRecord } from './codec.js';
+import { daysMs, type ModelContext, type RetentionPolicy } from './context.js';
+import { keys, under } from './keys.js';
+
+export interface StoredVersion {
+  v: number;
+  size: number;
+  /** Hex SHA-256 over the concatenated plain chunk hashes. */
+  hash: string;
+  mtime: number;
+  created: number;
+  device: string;
+  rev: number;
+  /** Chunk count and the file offset at which each stored page starts. */
+  n: number;
+  po: number[];
+  /** A tombstone: the file was deleted by this version. */
+  del?: 1;
+  /** The version this one restored. */
+  from?: number;
+  /** Media metadata (JSON text) set at commit or by media workers. */
+  media?: string;
+  /** When a newer version replaced this one. */
+  replaced?: number;
+}
+
+export function contentHash(chunks: readonly ChunkRecord[]): Buffer {
+  const h = createHash('sha256');
+  for (const c of chunks) h.update(c.plainHash);
+  return h.digest();
+}
+
+export function writeVersion(tx: KvTx, tenant: string, nodeId: string, header: Omit<StoredVersion, 'n' | 'po'>, chunks: readonly ChunkRecord[]): StoredVersion {
+  const split = pages(chunks);
+  const stored: StoredVersion = { ...header, n: chunks.length, po: split.map((p) => p[0]!.offset) };
+  split.forEach((page, i) => tx.put(keys.versionPage(tenant, nodeId, header.v, i), encodeChunks(page)));
+  tx.put(keys.version(tenant, nodeId, header.v), json(stored));
+  return stored;
+}
+
+export async function readHeader(tx: Pick<KvTx, 'get'>, tenant: string, nodeId: string, version: number): Promise<StoredVersion | undefined> {
+  return readJson<StoredVersion>(tx, keys.version(tenant, nodeId, version));
+}
+
+/**
+ * The chunks of a version from the one containing byte `fromOffset`, at most `max` of them
+ * (0 = all). Only the pages needed are read.
+ */
+export async function readChunks(tx: Pick<KvTx, 'get'>, tenant: string, nodeId: string, header: StoredVersion, fromOffset = 0, max = 0): Promise<ChunkRecord[]> {
+  if (header.n === 0) return [];
+  let page = 0;
+  let lo = 0;
+  let hi = header.po.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    if (header.po[mid]! <= fromOffset) {
+      page = mid;
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  const out: ChunkRecord[] = [];
+  for (; page < header.po.length; page++) {
+    const raw = await tx.get(keys.versionPage(tenant, nodeId, header.v, page));
+    if (raw === undefined) break;
+    for (const c of decodeChunks(raw)) {
+      if (c.offset + c.size <= fromOffset) continue;
+      out.push(c);
+      if (max > 0 && out.length >= max) return out;
+    }
+  }
+  return out;
+}
+
+/** Records that `version` stopped being current at `at` (what time-based retention counts from). */
+export async function markReplaced(tx: KvTx, tenant: string, nodeId: string, version: number, at: number): Promise<void> {
+  const header = await readHeader(tx, tenant, nodeId, version);
+  if (header === undefined || header.replaced !== undefined) return;
+  header.replaced = at;
+  tx.put(keys.version(tenant, nodeId, version), json(header));
+  tx.put(keys.replaced(tenant, at, nodeId, version), json({ id: nodeId, v: version }));
+}
+
+/** Deletes a version and releases its refs; false when it was already gone. */
+export async function dropVersion(tx: KvTx, ctx: ModelContext, tenant: string, nodeId: string, version: number): Promise<boolean> {
+  const header = await readHeader(tx, tenant, nodeId, version);
+  if (header === undefined) return false;
+  const chunks = await readChunks(tx, tenant, nodeId, header);
+  const counts = new Map<string, number>();
+  for (const [hex, { count }] of countChunks(chunks)) counts.set(hex, count);
+  await release(tx, ctx, tenant, counts, 'ref');
+  for (let i = 0; i < header.po.length; i++) tx.del(keys.versionPage(tenant, nodeId, version, i));
+  tx.del(keys.version(tenant, nodeId, version));
+  if (header.replaced !== undefined) tx.del(keys.replaced(tenant, header.replaced, nodeId, version));
+  return true;
+}
+
+/** Whether the time rule of `policy` still keeps a replaced version. */
+export function keptByTime(header: StoredVersion, policy: RetentionPolicy, now: number): boolean {
+  if (header.replaced === undefined) return true;
+  if (policy.keepDays === undefined) return policy.keepLast === undefined;
+  return header.replaced + daysMs(policy.keepDays) > now;
+}
+
+/** Versions of a node, newest first, starting below `before` (exclusive) when given. */
+export async function listVersionHeaders(tx: Pick<KvTx, 'scan'>, tenant: string, nodeId: string, options: { before?: number | undefined; limit: number }): Promise<StoredVersion[]> {
+  const range = under('v', tenant, nodeId);
+  const rows = await tx.scan({ gt: range.gt, lt: options.before !== undefined ? keys.version(tenant, nodeId, options.before) : range.lt, limit: options.limit, reverse: true });
+  return rows.map(([, v]) => parseJson<StoredVersion>(v));
+}
+
+/** Most versions one commit prunes; a policy change that frees more is worked off by later commits. */
+const PRUNE_PER_COMMIT = 64;
+
+/**
+ * Applies the keep-last rule after a commit: versions beyond the newest `keepLast` are dropped
+ * unless the time rule still keeps them (those go when the retention sweep reaches them).
+ */
+export async function pruneByCount(tx: KvTx, ctx: ModelContext, tenant: string, nodeId: string, head: number, policy: RetentionPolicy): Promise<number> {
+  if (policy.keepLast === undefined) return 0;
+  const range = under('v', tenant, nodeId);
+  const newest = await tx.scan({ ...range, limit: policy.keepLast, reverse: true });
+  const boundary = newest.at(-1);
+  if (newest.length < policy.keepLast || boundary === undefined) return 0;
+  const older = await tx.scan({ gt: range.gt, lt: boundary[0], limit: PRUNE_PER_COMMIT, reverse: true });
+  const now = ctx.now();
+  let dropped = 0;
+  for (const [, raw] of older) {
+    const header = parseJson<StoredVersion>(raw);
+    if (header.v === head || keptByTime(header, policy, now)) continue;
+    if (await dropVersion(tx, ctx, tenant, nodeId, header.v)) dropped++;
+  }
+  return dropped;
+}
