@@ -10,7 +10,7 @@ import { PARTITION_COUNT, type ClusterMap } from '../placement/index.js';
 import type { StoredBlock } from './client.js';
 import type { PartitionDigests } from './digests.js';
 import type { BlockStore } from './engine/index.js';
-import { TokenBucket, backoffMs } from './limits.js';
+import { TokenBucket, backoffMs, pool } from './limits.js';
 import type { MapSource } from './map-source.js';
 import { addrOf, type PeerPool } from './peers.js';
 
@@ -60,6 +60,7 @@ interface PassTotals {
 const DIGEST_BATCH = 512;
 const PAGE = 1024;
 const PUSH_BYTES = 4 * 1024 * 1024;
+const PARALLEL_PARTITIONS = 8;
 
 function hex(b: Buffer): string {
   return b.toString('hex');
@@ -219,83 +220,139 @@ export class AntiEntropy {
         (byPeer.get(id) ?? byPeer.set(id, []).get(id)!).push(p);
       }
     }
-    /** Per partition: addresses no other owner is known to hold (undefined = every owner agrees). */
-    const unconfirmed = new Map<number, Set<string> | 'all'>();
-    const under = new Set<number>();
+    const remote = new Map<string, Map<number, { count: number; digest: Buffer }>>();
     for (const [id, partitions] of byPeer) {
       if (signal.aborted) return;
       const addr = addrOf(map, undefined, id);
-      let remote: Map<number, { count: number; digest: Buffer }> | undefined;
-      if (addr !== undefined && !this.#failedPeers.has(id)) {
+      if (addr === undefined || this.#failedPeers.has(id)) continue;
+      try {
+        remote.set(id, new Map((await this.#o.peers.get(addr).partitionDigests(partitions)).map((d) => [d.partition, d])));
+      } catch (err) {
+        this.#peerFailed(id, err);
+      }
+    }
+    // Partitions are worked on several at a time: each costs a few round trips and an fsync on
+    // the receiver, and concurrent puts share the receiver's group commit.
+    await pool(owned, PARALLEL_PARTITIONS, async (p) => {
+      if (signal.aborted) return;
+      const mine = local.get(p)!;
+      const row = map.partitions[p] ?? [];
+      if (mine.count === 0) return;
+      if (row.length === 1) {
+        // With no other owner (RF = 1) every block held is the only copy.
+        this.#totals.soleCopies += mine.count;
+        return;
+      }
+      await this.#reconcileOwned(map, p, row, mine, remote, signal);
+    });
+
+    // Partitions we do not own: hand what we hold to the owners.
+    const held: number[] = [];
+    // The cached digest says whether we hold anything here without touching the index.
+    for (const p of foreign) if ((await this.#o.digests.summary(p)).count > 0) held.push(p);
+    await pool(held, PARALLEL_PARTITIONS, async (p) => {
+      if (!signal.aborted) await this.#handOff(map, p, signal);
+    });
+  }
+
+  /**
+   * Brings the other owners of an owned partition up to what this node holds. To move each
+   * block once, a node leaves a block to an owner earlier in the partition's preference order
+   * that holds it too (that owner pushes it); a block only this node has is always pushed.
+   */
+  async #reconcileOwned(
+    map: ClusterMap,
+    p: number,
+    row: readonly string[],
+    mine: { count: number; digest: Buffer },
+    remote: Map<string, Map<number, { count: number; digest: Buffer }>>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const self = this.#o.selfId;
+    const matched = new Set<string>();
+    for (const id of row) {
+      const d = remote.get(id)?.get(p);
+      if (d && d.count === mine.count && d.digest.equals(mine.digest)) matched.add(id);
+    }
+    if (matched.size === row.length - 1) return;
+    const listings = new Map<string, Set<string> | undefined>();
+    const listing = async (id: string): Promise<Set<string> | undefined> => {
+      if (listings.has(id)) return listings.get(id);
+      let set: Set<string> | undefined;
+      const addr = addrOf(map, undefined, id);
+      if (addr !== undefined && remote.has(id) && !this.#failedPeers.has(id)) {
         try {
-          remote = new Map((await this.#o.peers.get(addr).partitionDigests(partitions)).map((d) => [d.partition, d]));
+          set = await this.#listRemote(addr, p, signal);
         } catch (err) {
           this.#peerFailed(id, err);
         }
       }
-      for (const p of partitions) {
-        const mine = local.get(p)!;
-        const theirs = remote?.get(p);
-        if (theirs && theirs.count === mine.count && theirs.digest.equals(mine.digest)) {
-          unconfirmed.set(p, new Set());
-          continue;
-        }
-        under.add(p);
-        let lacking: Set<string> | 'all' = 'all';
-        if (addr !== undefined && remote !== undefined) {
-          try {
-            lacking = await this.#reconcile(p, id, addr, signal);
-          } catch (err) {
-            this.#peerFailed(id, err);
+      listings.set(id, set);
+      return set;
+    };
+    const held = await this.#listLocal(p);
+    const myIndex = row.indexOf(self);
+    /** Blocks held here that no other owner is known to hold. */
+    let sole: Set<string> | undefined = matched.size > 0 ? new Set() : undefined;
+    for (const id of row) {
+      if (id === self || matched.has(id) || signal.aborted) continue;
+      const theirs = await listing(id);
+      const lacking = theirs === undefined ? [...held.keys()] : [...held.keys()].filter((k) => !theirs.has(k));
+      sole = sole === undefined ? new Set(lacking) : new Set([...sole].filter((k) => lacking.includes(k)));
+      if (lacking.length === 0) continue;
+      this.#totals.underReplicated++;
+      const addr = addrOf(map, undefined, id);
+      if (theirs === undefined || addr === undefined) continue;
+      const toPush: Buffer[] = [];
+      for (const k of lacking) {
+        let deferred = false;
+        for (const earlier of row.slice(0, myIndex)) {
+          if (earlier === id) continue;
+          if (matched.has(earlier) || (await listing(earlier))?.has(k) === true) {
+            deferred = true;
+            break;
           }
         }
-        const prev = unconfirmed.get(p);
-        if (prev === undefined) unconfirmed.set(p, lacking);
-        else if (prev !== 'all') unconfirmed.set(p, lacking === 'all' ? prev : new Set([...prev].filter((k) => lacking.has(k))));
-        else unconfirmed.set(p, lacking);
+        if (!deferred) toPush.push(held.get(k)!);
+      }
+      if (toPush.length > 0) {
+        this.#o.log.debug({ partition: p, node: id, blocks: toPush.length }, 'pushing blocks a replica lacks');
+        try {
+          await this.#push(addr, toPush, signal);
+        } catch (err) {
+          this.#peerFailed(id, err);
+        }
       }
     }
-    this.#totals.underReplicated += under.size;
-    for (const [p, set] of unconfirmed) this.#totals.soleCopies += set === 'all' ? (local.get(p)?.count ?? 0) : set.size;
-    // With no other owner (RF = 1) every block held is the only copy.
-    for (const p of owned) if ((map.partitions[p] ?? []).length === 1) this.#totals.soleCopies += local.get(p)?.count ?? 0;
-
-    // Partitions we do not own: hand what we hold to the owners.
-    for (const p of foreign) {
-      if (signal.aborted) return;
-      const any = await this.#o.store.listAddresses({ partition: p, limit: 1 });
-      if (any.length === 0) continue;
-      await this.#handOff(map, p, signal);
-    }
+    this.#totals.soleCopies += sole?.size ?? 0;
   }
 
-  /** Pushes to `id` what it lacks of partition p; returns the addresses it lacked. */
-  async #reconcile(p: number, id: string, addr: string, signal: AbortSignal): Promise<Set<string>> {
+  async #listRemote(addr: string, p: number, signal: AbortSignal): Promise<Set<string>> {
     const peer = this.#o.peers.get(addr);
-    const remote = new Set<string>();
+    const out = new Set<string>();
     let cursor = '';
     do {
       const page = await peer.listPartition(p, cursor, PAGE);
-      for (const a of page.addresses) remote.add(hex(a));
+      for (const a of page.addresses) out.add(hex(a));
       cursor = page.cursor;
     } while (cursor !== '' && !signal.aborted);
-    const lacking: Buffer[] = [];
+    return out;
+  }
+
+  async #listLocal(p: number): Promise<Map<string, Buffer>> {
+    const out = new Map<string, Buffer>();
     let after: Buffer | undefined;
     for (;;) {
       const page = await this.#o.store.listAddresses({ partition: p, limit: PAGE, ...(after ? { after } : {}) });
-      for (const a of page) if (!remote.has(hex(a))) lacking.push(a);
+      for (const a of page) out.set(hex(a), a);
       if (page.length < PAGE) break;
       after = page[page.length - 1];
     }
-    if (lacking.length > 0) {
-      this.#o.log.debug({ partition: p, node: id, blocks: lacking.length }, 'pushing blocks a replica lacks');
-      await this.#push(addr, lacking, signal);
-    }
-    return new Set(lacking.map(hex));
+    return out;
   }
 
   /** Reads local blocks and streams them to a peer in ≈ 4 MiB puts, within the byte budget. */
-  async #push(addr: string, addresses: readonly Buffer[], signal: AbortSignal, count = true): Promise<number> {
+  async #push(addr: string, addresses: readonly Buffer[], signal: AbortSignal): Promise<number> {
     let batch: StoredBlock[] = [];
     let size = 0;
     let pushed = 0;
@@ -319,7 +376,7 @@ export class AntiEntropy {
         this.#o.digests.invalidate([address]);
       }
       if (data === undefined) continue;
-      if (count) this.#totals.bytesToMove += data.length;
+      this.#totals.bytesToMove += data.length;
       batch.push({ address, data });
       size += data.length;
       if (size >= PUSH_BYTES) await flush();
@@ -328,7 +385,11 @@ export class AntiEntropy {
     return pushed;
   }
 
-  /** Moves a partition this node does not own to its owners, deleting local copies they all confirm. */
+  /**
+   * Moves a partition this node does not own to its owners and deletes local copies once every
+   * owner confirms one. Blocks some owner already holds are left to the owners' own
+   * anti-entropy (so each block moves once); blocks no owner holds are pushed to all of them.
+   */
   async #handOff(map: ClusterMap, p: number, signal: AbortSignal): Promise<void> {
     const owners = (map.partitions[p] ?? []).filter((id) => id !== this.#o.selfId);
     if (owners.length === 0) return;
@@ -340,35 +401,42 @@ export class AntiEntropy {
       const page = await this.#o.store.listAddresses({ partition: p, limit: PAGE, ...(after ? { after } : {}) });
       if (page.length === 0) break;
       after = page[page.length - 1];
-      const held = new Map<string, number>(page.map((a) => [hex(a), 0]));
+      const presence = new Map<string, boolean[] | undefined>();
       for (const id of owners) {
         const addr = addrOf(map, undefined, id);
         if (addr === undefined || this.#failedPeers.has(id)) {
-          incomplete = true;
+          presence.set(id, undefined);
           continue;
         }
         try {
-          const peer = this.#o.peers.get(addr);
-          const present = await peer.hasBlocks(page);
-          const missing = page.filter((_, i) => present[i] !== true);
-          const before = new Set(page.filter((_, i) => present[i] === true).map(hex));
-          if (missing.length > 0) {
-            await this.#push(addr, missing, signal);
-            // Delete only what the owner confirms it holds now, not what we think we sent.
-            const again = await peer.hasBlocks(missing);
-            missing.forEach((a, i) => {
-              if (again[i] === true) before.add(hex(a));
-            });
-          }
-          for (const k of before) held.set(k, (held.get(k) ?? 0) + 1);
-          for (const a of page) if (!before.has(hex(a))) incomplete = true;
+          presence.set(id, await this.#o.peers.get(addr).hasBlocks(page));
         } catch (err) {
-          incomplete = true;
           this.#peerFailed(id, err);
+          presence.set(id, undefined);
         }
       }
-      const confirmed = page.filter((a) => held.get(hex(a)) === owners.length);
-      this.#totals.soleCopies += page.filter((a) => held.get(hex(a)) === 0).length;
+      const heldBy = page.map((_, i) => owners.filter((id) => presence.get(id)?.[i] === true).length);
+      const orphans = page.filter((_, i) => heldBy[i] === 0);
+      this.#totals.soleCopies += orphans.length;
+      if (orphans.length > 0) {
+        for (const id of owners) {
+          const addr = addrOf(map, undefined, id);
+          const present = presence.get(id);
+          if (addr === undefined || present === undefined) continue;
+          try {
+            await this.#push(addr, orphans, signal);
+            // Count only what the owner confirms it holds now, not what we think we sent.
+            const again = await this.#o.peers.get(addr).hasBlocks(orphans);
+            orphans.forEach((a, k) => {
+              if (again[k] === true) heldBy[page.indexOf(a)]!++;
+            });
+          } catch (err) {
+            this.#peerFailed(id, err);
+          }
+        }
+      }
+      const confirmed = page.filter((_, i) => heldBy[i] === owners.length);
+      if (confirmed.length < page.length) incomplete = true;
       if (confirmed.length > 0 && stable) {
         await this.#o.store.delete(confirmed);
         this.#o.digests.invalidate(confirmed);
@@ -378,11 +446,7 @@ export class AntiEntropy {
       }
       if (page.length < PAGE) break;
     }
-    if (incomplete) {
-      this.#totals.underReplicated++;
-      // Come back soon: a pass with leftovers should not wait a whole interval.
-      if (!stable) this.#kicked = true;
-    }
+    if (incomplete) this.#totals.underReplicated++;
   }
 
   #peerFailed(id: string, err: unknown): void {
