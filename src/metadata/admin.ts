@@ -5,6 +5,7 @@ import { ROLES, signToken, validateTenant, type Permission, type Role } from '..
 import { CairnError } from '../common/errors.js';
 import { principalOf, send, serverStream, unary } from '../common/grpc-server.js';
 import type { Logger } from '../common/log.js';
+import { Gauge, type Registry } from 'prom-client';
 import { wireInt } from '../common/wire.js';
 import type { AdminHandlers } from '../gen/cairn/v1/Admin.js';
 import type { NodeStats__Output } from '../gen/cairn/v1/NodeStats.js';
@@ -68,6 +69,8 @@ export interface AdminServiceOptions {
   /** How often the detector runs (default failoverDelayMs / 10, between 1 s and 30 s). */
   readonly detectIntervalMs?: number | undefined;
   readonly now?: () => number;
+  /** Where to register the queue and cluster gauges (none when absent). */
+  readonly registry?: Registry | undefined;
 }
 
 export interface AdminService {
@@ -97,6 +100,54 @@ function statsFromWire(s: NodeStats__Output | null | undefined): NodeStats {
   };
 }
 
+/** Gauges read from the KV at scrape time, so every metadata replica reports the same figures. */
+function registerGauges(registry: Registry, kv: Kv, now: () => number, held: () => number): void {
+  const registers = [registry];
+  new Gauge({
+    name: 'cairn_jobs',
+    help: 'Jobs in the durable queue by kind and state (ready, delayed, leased, dead).',
+    labelNames: ['kind', 'state'] as const,
+    registers,
+    async collect() {
+      const depth = await queueDepth(kv, { now }).catch(() => undefined);
+      if (depth === undefined) return;
+      this.reset();
+      for (const [kind, d] of Object.entries(depth)) {
+        for (const state of ['ready', 'delayed', 'leased', 'dead'] as const) this.set({ kind, state }, d[state]);
+      }
+    },
+  });
+  new Gauge({
+    name: 'cairn_cluster_epoch',
+    help: 'Epoch of the current cluster map.',
+    registers,
+    async collect() {
+      const map = await getClusterMap(kv).catch(() => undefined);
+      if (map !== undefined) this.set(map.epoch);
+    },
+  });
+  new Gauge({
+    name: 'cairn_cluster_nodes',
+    help: 'Registered block nodes by state.',
+    labelNames: ['state'] as const,
+    registers,
+    async collect() {
+      const nodes = await listNodes(kv).catch(() => undefined);
+      if (nodes === undefined) return;
+      this.reset();
+      for (const state of ['joining', 'up', 'draining', 'down', 'removed']) this.set({ state }, nodes.filter((n) => n.state === state).length);
+    },
+  });
+  new Gauge({
+    name: 'cairn_cluster_held_silent_nodes',
+    help: 'Silent nodes the failure detector left up because replication factor − 1 nodes are already down.',
+    registers,
+    collect() {
+      this.set(held());
+    },
+  });
+}
+
 export function createAdminService(options: AdminServiceOptions): AdminService {
   const { kv, log } = options;
   const now = options.now ?? Date.now;
@@ -111,6 +162,8 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
   let running: Promise<void> | undefined;
   let startedMs = 0;
   let lastHeld = '';
+  let heldCount = 0;
+  if (options.registry !== undefined) registerGauges(options.registry, kv, now, () => heldCount);
 
   const detect = async (): Promise<void> => {
     try {
@@ -119,6 +172,7 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
       const held = result.held.join(',');
       if (held !== '' && held !== lastHeld) log.error({ nodes: result.held }, 'silent nodes left up: replication factor − 1 nodes are already down');
       lastHeld = held;
+      heldCount = result.held.length;
     } catch (err) {
       log.error({ err }, 'failure detector pass failed');
     }

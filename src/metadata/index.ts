@@ -57,7 +57,7 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
   const metadata = metadataHandlers(ctx, { secret: options.authSecret, hub, ...(options.watchPollMs !== undefined ? { watchPollMs: options.watchPollMs } : {}) });
   server.addService(proto.cairn.v1.Metadata.service, metadata.handlers, METADATA_PERMISSIONS);
   const sweeper = new Sweeper(ctx, { intervalMs: options.sweepIntervalMs ?? 60_000, log: log.child({ task: 'sweep' }), registry: options.metrics.registry });
-  const admin = createAdminService({ kv, authSecret: options.authSecret, log: log.child({ service: 'admin' }), ...options.cluster });
+  const admin = createAdminService({ kv, authSecret: options.authSecret, log: log.child({ service: 'admin' }), registry: options.metrics.registry, ...options.cluster });
   server.addService(proto.cairn.v1.Admin.service, admin.handlers, ADMIN_PERMISSIONS);
   let port: number;
   try {

@@ -81,6 +81,9 @@ test.serial('a block node registers, heartbeats, gets and watches the map', asyn
   t.deepEqual(await admin.getDrainStatus('bn-2'), { draining: false, soleCopies: 0, bytesToMove: 0, done: false });
   t.deepEqual(await admin.leaseJobs({ kinds: ['media.thumb'], worker: 'w1', max: 5 }), [], 'nothing queued');
   t.deepEqual(await admin.queueDepth(), {});
+  const metrics = await (await fetch(`${server!.http}/metrics`)).text();
+  t.regex(metrics, new RegExp(`^cairn_cluster_epoch ${map.epoch}$`, 'm'));
+  t.regex(metrics, /^cairn_cluster_nodes\{state="joining"\} [1-9]/m);
 });
 
 test.serial('bad input gets the right status and changes nothing', async (t) => {
