@@ -1,0 +1,444 @@
+// The metadata model's behaviour on any KV backend (factory-driven, like the KV conformance
+// suite): commits and conflicts, the tree and bounded moves, delete/restore, retention and refs,
+// GC's delete queue, upload sessions, the change feed, shares, and bad input changing nothing.
+import { createHash } from 'node:crypto';
+import test, { type ExecutionContext } from 'ava';
+import { isCairnError, type ErrorCode } from '../../src/common/errors.js';
+import type { Kv, KvTx } from '../../src/metadata/kv/index.js';
+import * as m from '../../src/metadata/model/index.js';
+import { enqueueJob, queueDepth } from '../../src/metadata/model/jobs.js';
+import type { KvFactory } from './kv-conformance.js';
+
+const DAY = 24 * 3600 * 1000;
+const T = 'acme';
+
+interface Clock {
+  t: number;
+  now: () => number;
+}
+
+function manualClock(start = 1_700_000_000_000): Clock {
+  const c: Clock = { t: start, now: () => c.t };
+  return c;
+}
+
+const sha = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+/** Chunks named by seeds (content "seed", 1000 bytes each unless sized "seed:n"), contiguous. */
+function chunks(...seeds: string[]): m.ChunkRecord[] {
+  let offset = 0;
+  return seeds.map((seed) => {
+    const [name = seed, n] = seed.split(':');
+    const size = n === undefined ? 1000 : Number(n);
+    const c = { plainHash: sha(name), offset, size, address: sha('sealed:' + name), storedSize: size + 28 };
+    offset += size;
+    return c;
+  });
+}
+
+function commitInput(path: string, seeds: string[], extra: Partial<m.CommitInput> = {}): m.CommitInput {
+  const list = chunks(...seeds);
+  return { tenant: T, path, size: list.reduce((s, c) => s + c.size, 0), mtimeMs: 1, authorDevice: 'laptop', chunks: list, ...extra };
+}
+
+/** A Kv that counts the writes of the last committed transaction (for "bounded work" checks). */
+function countingKv(kv: Kv): Kv & { lastWrites: number } {
+  const out = Object.create(kv) as Kv & { lastWrites: number };
+  out.lastWrites = 0;
+  out.transact = <R>(fn: (tx: KvTx) => Promise<R>) =>
+    kv.transact(async (tx) => {
+      let writes = 0;
+      const counted: KvTx = {
+        get: (k) => tx.get(k),
+        scan: (r) => tx.scan(r),
+        put: (k, v) => {
+          writes++;
+          tx.put(k, v);
+        },
+        del: (k) => {
+          writes++;
+          tx.del(k);
+        },
+        notify: (c, p) => tx.notify(c, p),
+      };
+      const result = await fn(counted);
+      out.lastWrites = writes;
+      return result;
+    });
+  out.get = (k) => kv.get(k);
+  out.scan = (r) => kv.scan(r);
+  return out;
+}
+
+async function snapshot(kv: Kv): Promise<string[]> {
+  return (await kv.scan({})).map(([k, v]) => `${k.toString('hex')}=${v.toString('hex')}`);
+}
+
+async function rejects(t: ExecutionContext, p: Promise<unknown>, code: ErrorCode): Promise<Error> {
+  const err = await t.throwsAsync(p);
+  t.true(isCairnError(err, code), `expected ${code}, got ${String(err)}`);
+  return err;
+}
+
+async function refsOf(ctx: m.ModelContext, ...seeds: string[]): Promise<Array<number | undefined>> {
+  const found = await m.findChunks(ctx, T, seeds.map((s) => sha(s)));
+  return seeds.map((s) => found.find((c) => c.plainHash.equals(sha(s)))?.refs);
+}
+
+export function modelSuite(name: string, factory: KvFactory): void {
+  const open = async (t: ExecutionContext, options: m.ModelOptions = {}): Promise<{ ctx: m.ModelContext; kv: Kv; clock: Clock }> => {
+    t.timeout(120_000);
+    const fixture = await factory();
+    t.teardown(() => fixture.cleanup());
+    const clock = manualClock();
+    return { ctx: m.createContext(fixture.kv, { clock: clock.now, ...options }), kv: fixture.kv, clock };
+  };
+
+  test(`${name}: commits create versions, parents and a readable chunk list`, async (t) => {
+    const { ctx } = await open(t);
+    const v1 = await m.commitFile(ctx, commitInput('/docs/a/report.txt', ['x', 'y', 'z:500']));
+    t.is(v1.version, 1);
+    t.is(v1.size, 2500);
+    t.deepEqual(v1.contentHash, createHash('sha256').update(Buffer.concat([sha('x'), sha('y'), sha('z')])).digest());
+    const v2 = await m.commitFile(ctx, commitInput('/docs/a/report.txt', ['x', 'w'], { baseVersion: 1 }));
+    t.is(v2.version, 2);
+    t.is(v2.nodeId, v1.nodeId, 'a file keeps its id across versions');
+    t.deepEqual((await m.getFile(ctx, T, '/docs/a/report.txt')).chunks.map((c) => c.plainHash), [sha('x'), sha('w')]);
+    const old = await m.getFile(ctx, T, '/docs/a/report.txt', 1);
+    t.is(old.size, 2500);
+    const window = await m.getFile(ctx, T, '/docs/a/report.txt', 1, { fromOffset: 1500, maxChunks: 1 });
+    t.deepEqual(window.chunks.map((c) => c.offset), [1000], 'a window starts at the chunk holding the offset');
+    t.is(window.chunkCount, 3);
+    const folder = await m.statEntry(ctx, T, '/docs/a');
+    t.is(folder.kind, 'dir');
+    const root = await m.listFolder(ctx, T, '/', { limit: 10 });
+    t.deepEqual(root.entries.map((e) => e.path), ['/docs']);
+    const feed = await m.listChanges(ctx, T, 0, 100);
+    t.deepEqual(feed.changes.map((c) => `${c.revision}:${c.type}:${c.path}`), ['1:mkdir:/docs', '2:mkdir:/docs/a', '3:put:/docs/a/report.txt', '4:put:/docs/a/report.txt']);
+  });
+
+  test(`${name}: a large chunk list is stored in pages and read back in windows`, async (t) => {
+    const { ctx } = await open(t);
+    const seeds = Array.from({ length: 2500 }, (_, i) => `c${i}:100`);
+    const v = await m.commitFile(ctx, commitInput('/big.bin', seeds));
+    t.is(v.chunkCount, 2500);
+    const all = await m.getFile(ctx, T, '/big.bin');
+    t.is(all.chunks.length, 2500);
+    t.true(all.chunks.every((c, i) => c.offset === i * 100 && c.plainHash.equals(sha(`c${i}`))));
+    const mid = await m.getFile(ctx, T, '/big.bin', 0, { fromOffset: 150_050, maxChunks: 3 });
+    t.deepEqual(mid.chunks.map((c) => c.offset), [150_000, 150_100, 150_200]);
+  });
+
+  test(`${name}: a stale base version is CAIRN_CONFLICT with the current version, and changes nothing`, async (t) => {
+    const { ctx, kv } = await open(t);
+    await m.commitFile(ctx, commitInput('/f', ['a']));
+    await m.commitFile(ctx, commitInput('/f', ['b']));
+    const before = await snapshot(kv);
+    const err = await rejects(t, m.commitFile(ctx, commitInput('/f', ['c'], { baseVersion: 1 })), 'CAIRN_CONFLICT');
+    t.is((err as { metadata?: Record<string, string> }).metadata?.['current_version'], '2');
+    await rejects(t, m.commitFile(ctx, commitInput('/f', ['c'], { baseVersion: 0 })), 'CAIRN_CONFLICT');
+    t.deepEqual(await snapshot(kv), before);
+    t.is((await m.commitFile(ctx, commitInput('/new', ['c'], { baseVersion: 0 }))).version, 1, 'base 0: must not exist');
+  });
+
+  test(`${name}: concurrent commits on one base: exactly one wins, the rest conflict; revisions stay dense`, async (t) => {
+    const { ctx } = await open(t);
+    await m.commitFile(ctx, commitInput('/race', ['0']));
+    const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => m.commitFile(ctx, commitInput('/race', [`r${i}`], { baseVersion: 1 }))));
+    t.is(results.filter((r) => r.status === 'fulfilled').length, 1);
+    t.true(results.every((r) => r.status === 'fulfilled' || isCairnError(r.reason, 'CAIRN_CONFLICT')));
+    const free = await Promise.all(Array.from({ length: 6 }, (_, i) => m.commitFile(ctx, commitInput(`/many/${i % 2}`, [`m${i}`]))));
+    const feed = await m.listChanges(ctx, T, 0, 1000);
+    t.deepEqual(feed.changes.map((c) => c.revision), feed.changes.map((_, i) => i + 1), 'one event per revision, no gaps');
+    t.deepEqual(new Set(free.map((v) => `${v.path}@${v.version}`)).size, 6);
+  });
+
+  test(`${name}: bad input gets a clear error and changes nothing`, async (t) => {
+    const { ctx, kv } = await open(t);
+    await m.commitFile(ctx, commitInput('/ok', ['a']));
+    await m.makeFolder(ctx, T, '/dir');
+    const before = await snapshot(kv);
+    await rejects(t, m.commitFile(ctx, commitInput('/a/../b', ['a'])), 'CAIRN_INVALID_PATH');
+    await rejects(t, m.commitFile(ctx, commitInput('relative', ['a'])), 'CAIRN_INVALID_PATH');
+    await rejects(t, m.commitFile(ctx, commitInput('/nul\u0000', ['a'])), 'CAIRN_INVALID_PATH');
+    await rejects(t, m.commitFile(ctx, { ...commitInput('/x', ['a']), tenant: 'Bad Tenant' }), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.commitFile(ctx, { ...commitInput('/x', ['a', 'b']), size: 5 }), 'CAIRN_INVALID_ARGUMENT');
+    const gap = chunks('a', 'b');
+    await rejects(t, m.commitFile(ctx, { ...commitInput('/x', ['a', 'b']), chunks: [gap[0]!, { ...gap[1]!, offset: 999 }] }), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.commitFile(ctx, { ...commitInput('/x', ['a']), chunks: [{ ...chunks('a')[0]!, plainHash: Buffer.alloc(5) }] }), 'CAIRN_INVALID_HASH');
+    await rejects(t, m.commitFile(ctx, { ...commitInput('/x', ['a']), chunks: [{ ...chunks('unknown')[0]!, address: Buffer.alloc(0) }] }), 'CAIRN_FAILED_PRECONDITION');
+    await rejects(t, m.commitFile(m.createContext(kv, { maxFileBytes: 10 }), commitInput('/x', ['a'])), 'CAIRN_FILE_TOO_LARGE');
+    await rejects(t, m.commitFile(ctx, commitInput('/dir', ['a'])), 'CAIRN_FAILED_PRECONDITION');
+    await rejects(t, m.commitFile(ctx, commitInput('/ok/inside', ['a'])), 'CAIRN_FAILED_PRECONDITION');
+    await rejects(t, m.getFile(ctx, T, '/ok', 9), 'CAIRN_NOT_FOUND');
+    await rejects(t, m.getFile(ctx, T, '/ok', -1), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.getFile(ctx, T, '/missing'), 'CAIRN_NOT_FOUND');
+    await rejects(t, m.moveEntry(ctx, T, '/missing', '/elsewhere'), 'CAIRN_NOT_FOUND');
+    await rejects(t, m.deleteEntry(ctx, T, '/ok', 7), 'CAIRN_CONFLICT');
+    await rejects(t, m.restoreEntry(ctx, T, '/ok', 5), 'CAIRN_NOT_FOUND');
+    await rejects(t, m.setPolicy(ctx, T, { keepLast: 0 }), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.grantShare(ctx, T, '/ok', 'nobody', 'read'), 'CAIRN_NOT_FOUND');
+    await rejects(t, m.grantShare(ctx, T, '/ok', 'bad user!', 'read'), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.createLink(ctx, T, '/ok', 'read', ctx.now() - 1), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.appendChunks(ctx, T, 'us_nope', 0, []), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.getSession(ctx, T, 'us_' + 'A'.repeat(22)), 'CAIRN_NOT_FOUND');
+    t.deepEqual(await snapshot(kv), before);
+  });
+
+  test(`${name}: moving a folder with many descendants rewrites a bounded number of keys`, async (t) => {
+    const fixture = await open(t);
+    const counting = countingKv(fixture.kv);
+    const ctx = m.createContext(counting, { clock: fixture.clock.now });
+    const files: string[] = [];
+    for (let i = 0; i < 120; i++) files.push(`/projects/alpha/s${i % 4}/d${i % 3}/f${i}.txt`);
+    for (const [i, f] of files.entries()) await m.commitFile(ctx, commitInput(f, [`f${i}`]));
+    await m.commitFile(ctx, commitInput('/archive/existing', ['e']));
+    const moved = await m.moveEntry(ctx, T, '/projects/alpha', '/archive/2024/alpha');
+    t.log(`move wrote ${counting.lastWrites}`);
+    t.true(counting.lastWrites <= 12, `the move wrote ${counting.lastWrites} keys`);
+    t.is(moved.path, '/archive/2024/alpha');
+    for (const [i, f] of files.entries()) {
+      if (i % 17 !== 0) continue;
+      const at = f.replace('/projects/alpha', '/archive/2024/alpha');
+      t.deepEqual((await m.getFile(ctx, T, at)).chunks[0]!.plainHash, sha(`f${i}`));
+      await rejects(t, m.getFile(ctx, T, f), 'CAIRN_NOT_FOUND');
+    }
+    await rejects(t, m.moveEntry(ctx, T, '/archive/2024', '/archive/2024/alpha/inner'), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.moveEntry(ctx, T, '/archive/2024/alpha', '/archive/existing'), 'CAIRN_ALREADY_EXISTS');
+    const renamed = await m.moveEntry(ctx, T, '/archive/existing', '/archive/renamed.txt', 1);
+    t.is(renamed.version, 1);
+    const last = (await m.listChanges(ctx, T, 0, 10_000)).changes.at(-1)!;
+    t.like(last, { type: 'move', path: '/archive/renamed.txt', fromPath: '/archive/existing', kind: 'file' });
+  });
+
+  test(`${name}: folder listing pages in name order, forward and backward, skipping tombstones`, async (t) => {
+    const { ctx } = await open(t);
+    for (let i = 0; i < 25; i++) await m.commitFile(ctx, commitInput(`/list/n${String(i).padStart(2, '0')}`, [`l${i}`]));
+    for (const i of [3, 4, 5, 6]) await m.deleteEntry(ctx, T, `/list/n${String(i).padStart(2, '0')}`);
+    const seen: string[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await m.listFolder(ctx, T, '/list', { after, limit: 5 });
+      seen.push(...page.entries.map((e) => e.path.slice(6)));
+      if (page.resume === undefined) break;
+      after = page.resume;
+    }
+    t.deepEqual(seen, Array.from({ length: 25 }, (_, i) => `n${String(i).padStart(2, '0')}`).filter((n) => !['n03', 'n04', 'n05', 'n06'].includes(n)));
+    const back = await m.listFolder(ctx, T, '/list', { before: 'n10', limit: 4 });
+    t.deepEqual(back.entries.map((e) => e.path.slice(6)), ['n02', 'n07', 'n08', 'n09']);
+    t.not(back.resume, undefined, 'there is more before the page');
+    const withDeleted = await m.listFolder(ctx, T, '/list', { after: 'n02', limit: 2, includeDeleted: true });
+    t.deepEqual(withDeleted.entries.map((e) => [e.path.slice(6), e.deletedMs !== undefined]), [['n03', true], ['n04', true]]);
+  });
+
+  test(`${name}: delete leaves a restorable tombstone; restore brings back files and folders`, async (t) => {
+    const { ctx } = await open(t);
+    await m.commitFile(ctx, commitInput('/d/file', ['one']));
+    await m.commitFile(ctx, commitInput('/d/file', ['two']));
+    const tomb = await m.deleteEntry(ctx, T, '/d/file', 2);
+    t.is(tomb.version, 3);
+    t.not(tomb.deletedMs, undefined);
+    await rejects(t, m.getFile(ctx, T, '/d/file'), 'CAIRN_NOT_FOUND');
+    t.is((await m.getFile(ctx, T, '/d/file', 1)).size, 1000, 'old versions of a deleted file stay readable');
+    t.deepEqual((await m.listVersions(ctx, T, '/d/file', { limit: 10 })).versions.map((v) => [v.version, v.deleted]), [[3, true], [2, false], [1, false]]);
+    await rejects(t, m.statEntry(ctx, T, '/d/file'), 'CAIRN_NOT_FOUND');
+    t.true((await m.statEntry(ctx, T, '/d/file', true)).deletedMs !== undefined);
+    const back = await m.restoreEntry(ctx, T, '/d/file');
+    t.is(back.version, 4);
+    const v4 = await m.getFile(ctx, T, '/d/file');
+    t.deepEqual(v4.chunks.map((c) => c.plainHash), [sha('two')]);
+    t.is(v4.restoredFrom, 2);
+    const v5 = await m.restoreEntry(ctx, T, '/d/file', 1);
+    t.deepEqual((await m.getFile(ctx, T, '/d/file', v5.version)).chunks.map((c) => c.plainHash), [sha('one')]);
+    t.deepEqual(await refsOf(ctx, 'one', 'two'), [2, 2], 'a restore takes refs like a commit');
+
+    await m.commitFile(ctx, commitInput('/d/sub/deep', ['deep']));
+    await m.deleteEntry(ctx, T, '/d');
+    await rejects(t, m.getFile(ctx, T, '/d/sub/deep'), 'CAIRN_NOT_FOUND');
+    t.deepEqual((await m.listFolder(ctx, T, '/', { limit: 10 })).entries, []);
+    await m.restoreEntry(ctx, T, '/d/sub/deep');
+    t.is((await m.getFile(ctx, T, '/d/sub/deep')).version, 1, 'restoring inside a deleted folder undeletes the folders on the way');
+    t.is((await m.getFile(ctx, T, '/d/file')).version, v5.version);
+    await m.deleteEntry(ctx, T, '/d/sub');
+    await m.commitFile(ctx, commitInput('/d/sub', ['now a file']));
+    t.is((await m.statEntry(ctx, T, '/d/sub')).kind, 'file', 'a new entry displaces a tombstone of another kind');
+  });
+
+  test(`${name}: keep-last retention prunes at commit and releases refs exactly once`, async (t) => {
+    const { ctx, kv } = await open(t);
+    await m.setPolicy(ctx, T, { keepLast: 2 });
+    for (let i = 1; i <= 5; i++) await m.commitFile(ctx, commitInput('/r', ['shared', `own${i}`]));
+    t.deepEqual((await m.listVersions(ctx, T, '/r', { limit: 10 })).versions.map((v) => v.version), [5, 4]);
+    t.deepEqual(await refsOf(ctx, 'shared', 'own1', 'own2', 'own3', 'own4', 'own5'), [2, 0, 0, 0, 1, 1]);
+    await rejects(t, m.getFile(ctx, T, '/r', 3), 'CAIRN_NOT_FOUND');
+    // Sweeps and further deletes must not release the pruned versions' refs again.
+    await m.runMaintenance(ctx);
+    t.deepEqual(await refsOf(ctx, 'shared', 'own4', 'own5'), [2, 1, 1]);
+    t.not(await m.nextDeletionDue(ctx), undefined, 'unreferenced chunks wait in the delete queue');
+    await m.deleteEntry(ctx, T, '/r');
+    t.deepEqual(await refsOf(ctx, 'shared', 'own4', 'own5'), [1, 0, 1], 'the tombstone pushed v4 out of the last two');
+    const before = await snapshot(kv);
+    await m.runMaintenance(ctx);
+    t.deepEqual(await snapshot(kv), before, 'nothing is due yet');
+  });
+
+  test(`${name}: keep-days retention and the trash purge run in the sweep`, async (t) => {
+    const { ctx, clock } = await open(t);
+    await m.setPolicy(ctx, T, { keepDays: 2, keepLast: 2, trashDays: 3 });
+    await m.commitFile(ctx, commitInput('/k', ['k1']));
+    await m.commitFile(ctx, commitInput('/k', ['k2']));
+    await m.commitFile(ctx, commitInput('/k', ['k3']));
+    t.deepEqual((await m.listVersions(ctx, T, '/k', { limit: 10 })).versions.map((v) => v.version), [3, 2, 1], 'keep-days keeps v1 for now');
+    clock.t += 1 * DAY;
+    await m.runMaintenance(ctx);
+    t.is((await m.listVersions(ctx, T, '/k', { limit: 10 })).versions.length, 3);
+    clock.t += 1.5 * DAY;
+    const stats = await m.runMaintenance(ctx);
+    t.is(stats.versionsPruned, 1);
+    t.deepEqual((await m.listVersions(ctx, T, '/k', { limit: 10 })).versions.map((v) => v.version), [3, 2], 'keep-last still keeps v2');
+    t.deepEqual(await refsOf(ctx, 'k1', 'k2', 'k3'), [0, 1, 1]);
+
+    for (let i = 0; i < 70; i++) await m.commitFile(ctx, commitInput(`/trash/sub${i % 3}/f${i}`, [`t${i}`, 'k3']));
+    await m.grantShare(ctx, T, '/k', (await m.putUser(ctx, T, 'bob')).user, 'read');
+    await m.deleteEntry(ctx, T, '/trash');
+    await m.deleteEntry(ctx, T, '/k');
+    clock.t += 2 * DAY;
+    t.is((await m.runMaintenance(ctx)).entriesPurged, 0, 'still inside the trash window');
+    clock.t += 2 * DAY;
+    t.is((await m.runMaintenance(ctx)).entriesPurged, 2);
+    await rejects(t, m.restoreEntry(ctx, T, '/trash/sub0/f0'), 'CAIRN_NOT_FOUND');
+    await rejects(t, m.restoreEntry(ctx, T, '/k'), 'CAIRN_NOT_FOUND');
+    t.deepEqual(await refsOf(ctx, 'k2', 'k3', 't0', 't69'), [0, 0, 0, 0], 'purging released every ref');
+    t.deepEqual((await m.listSharedWith(ctx, T, 'bob')).grants, []);
+    t.deepEqual((await m.listFolder(ctx, T, '/', { limit: 10, includeDeleted: true })).entries, []);
+  });
+
+  test(`${name}: zero-ref chunks wait out the grace period, then GC claims and removes them`, async (t) => {
+    const { ctx, clock } = await open(t, { defaultPolicy: { keepLast: 1 } });
+    await m.commitFile(ctx, commitInput('/g', ['gone', 'kept']));
+    await m.commitFile(ctx, commitInput('/g', ['kept', 'later']));
+    t.deepEqual(await refsOf(ctx, 'gone'), [0]);
+    t.deepEqual(await m.claimDeletions(ctx, 10), [], 'nothing is due inside the grace period');
+    clock.t += 11 * 60 * 1000;
+    const claimed = await m.claimDeletions(ctx, 10);
+    t.deepEqual(claimed.map((c) => c.plainHash), [sha('gone')]);
+    t.deepEqual(claimed[0]!.address, sha('sealed:gone'));
+    t.deepEqual(await refsOf(ctx, 'gone'), [undefined], 'a claimed chunk is no longer offered for dedup');
+    await rejects(t, m.commitFile(ctx, commitInput('/again', ['gone'])), 'CAIRN_UNAVAILABLE');
+    t.is(await m.finishDeletions(ctx, claimed), 1);
+    t.is((await m.commitFile(ctx, commitInput('/again', ['gone']))).version, 1, 'after GC the chunk is simply new again');
+
+    await m.commitFile(ctx, commitInput('/g', ['fresh']));
+    t.deepEqual(await refsOf(ctx, 'kept', 'later'), [0, 0]);
+    await m.commitFile(ctx, commitInput('/h', ['kept']));
+    clock.t += 11 * 60 * 1000;
+    t.deepEqual((await m.claimDeletions(ctx, 10)).map((c) => c.plainHash), [sha('later')], 'a chunk referenced again during its grace period is not deleted');
+    clock.t += 11 * 60 * 1000;
+    t.deepEqual((await m.claimDeletions(ctx, 10)).map((c) => c.plainHash), [sha('later')], 'an unfinished claim is handed out again after its lease');
+  });
+
+  test(`${name}: upload sessions resume from their offset, pin chunks, commit once, and expire`, async (t) => {
+    const { ctx, clock } = await open(t);
+    const parts = chunks('s1', 's2', 's3', 's4');
+    const s = await m.createSession(ctx, { tenant: T, path: '/up/file.bin', expectedSize: 4000, mtimeMs: 5, authorDevice: 'phone' });
+    t.regex(s.id, /^us_/);
+    await m.appendChunks(ctx, T, s.id, 0, parts.slice(0, 2));
+    const resumed = await m.getSession(ctx, T, s.id);
+    t.is(resumed.offset, 2000);
+    const err = await rejects(t, m.appendChunks(ctx, T, s.id, 1000, parts.slice(1, 2)), 'CAIRN_FAILED_PRECONDITION');
+    t.is((err as { metadata?: Record<string, string> }).metadata?.['offset'], '2000');
+    await rejects(t, m.commitSession(ctx, T, s.id), 'CAIRN_SIZE_MISMATCH');
+    const pinned = await m.findChunks(ctx, T, [sha('s1')]);
+    t.like(pinned[0], { refs: 0, pins: 1 });
+    await m.appendChunks(ctx, T, s.id, 2000, parts.slice(2));
+    const v = await m.commitSession(ctx, T, s.id);
+    t.is(v.size, 4000);
+    t.deepEqual(v.chunks.map((c) => c.plainHash), parts.map((c) => c.plainHash));
+    t.like((await m.findChunks(ctx, T, [sha('s1')]))[0], { refs: 1, pins: 0 });
+    await rejects(t, m.commitSession(ctx, T, s.id), 'CAIRN_NOT_FOUND');
+
+    const stale = await m.createSession(ctx, { tenant: T, path: '/up/other', mtimeMs: 0, authorDevice: '' });
+    await m.appendChunks(ctx, T, stale.id, 0, chunks('p1', 'p1'));
+    t.like((await m.findChunks(ctx, T, [sha('p1')]))[0], { pins: 1 }, 'a session pins a chunk once');
+    const aborted = await m.createSession(ctx, { tenant: T, path: '/up/aborted', mtimeMs: 0, authorDevice: '' });
+    await m.appendChunks(ctx, T, aborted.id, 0, chunks('p2'));
+    await m.abortSession(ctx, T, aborted.id);
+    t.like((await m.findChunks(ctx, T, [sha('p2')]))[0], { pins: 0 });
+    clock.t += 7 * DAY + 1;
+    await rejects(t, m.getSession(ctx, T, stale.id), 'CAIRN_NOT_FOUND');
+    t.is((await m.runMaintenance(ctx)).sessionsExpired, 1);
+    t.like((await m.findChunks(ctx, T, [sha('p1')]))[0], { pins: 0, refs: 0 });
+    t.not(await m.nextDeletionDue(ctx), undefined);
+
+    await m.commitFile(ctx, commitInput('/up/base', ['b']));
+    await rejects(t, m.createSession(ctx, { tenant: T, path: '/up/base', baseVersion: 0, mtimeMs: 0, authorDevice: '' }), 'CAIRN_CONFLICT');
+    const raced = await m.createSession(ctx, { tenant: T, path: '/up/base', baseVersion: 1, mtimeMs: 0, authorDevice: '' });
+    await m.appendChunks(ctx, T, raced.id, 0, chunks('b2'));
+    await m.commitFile(ctx, commitInput('/up/base', ['b3']));
+    await rejects(t, m.commitSession(ctx, T, raced.id), 'CAIRN_CONFLICT');
+    t.like((await m.findChunks(ctx, T, [sha('b2')]))[0], { pins: 1 }, 'a failed commit keeps the session and its pins');
+  });
+
+  test(`${name}: the change feed is ordered, resumes from a cursor, and expires old cursors`, async (t) => {
+    const { ctx, clock } = await open(t, { changeRetentionMs: DAY });
+    await m.commitFile(ctx, commitInput('/c/1', ['a']));
+    await m.moveEntry(ctx, T, '/c/1', '/c/2');
+    await m.deleteEntry(ctx, T, '/c/2');
+    const all = await m.listChanges(ctx, T, 0, 100);
+    t.deepEqual(all.changes.map((c) => c.type), ['mkdir', 'put', 'move', 'delete']);
+    const part = await m.listChanges(ctx, T, 0, 2);
+    t.is(part.last, 2);
+    t.is(part.current, 4);
+    t.deepEqual((await m.listChanges(ctx, T, part.last, 100)).changes.map((c) => c.revision), [3, 4]);
+    await rejects(t, m.listChanges(ctx, T, 99, 10), 'CAIRN_INVALID_CURSOR');
+    clock.t += 2 * DAY;
+    await m.commitFile(ctx, commitInput('/c/3', ['b']));
+    t.is((await m.runMaintenance(ctx)).changesTrimmed, 4);
+    const err = await rejects(t, m.listChanges(ctx, T, 2, 10), 'CAIRN_CURSOR_EXPIRED');
+    t.is((err as { metadata?: Record<string, string> }).metadata?.['current_revision'], '5');
+    t.deepEqual((await m.listChanges(ctx, T, 4, 10)).changes.map((c) => c.path), ['/c/3'], 'a cursor at the floor misses nothing');
+  });
+
+  test(`${name}: shares are inherited down folders; links expire, follow moves and can be revoked`, async (t) => {
+    const { ctx, clock } = await open(t);
+    await m.putUser(ctx, T, 'bob', 'Bob');
+    await m.commitFile(ctx, commitInput('/team/plan.txt', ['p']));
+    await m.grantShare(ctx, T, '/team', 'bob', 'read', 'alice');
+    t.is(await m.checkAccess(ctx, T, '/team/plan.txt', 'bob'), 'read');
+    await m.grantShare(ctx, T, '/team/plan.txt', 'bob', 'write');
+    t.is(await m.checkAccess(ctx, T, '/team/plan.txt', 'bob'), 'write');
+    t.is(await m.checkAccess(ctx, T, '/team', 'bob'), 'read');
+    t.deepEqual((await m.listSharedWith(ctx, T, 'bob')).grants.map((g) => `${g.path}:${g.permission}`).sort(), ['/team/plan.txt:write', '/team:read']);
+    await m.revokeShare(ctx, T, '/team', 'bob');
+    t.is(await m.checkAccess(ctx, T, '/team', 'bob'), 'none');
+    await rejects(t, m.revokeShare(ctx, T, '/team', 'bob'), 'CAIRN_NOT_FOUND');
+
+    const link = await m.createLink(ctx, T, '/team/plan.txt', 'read', clock.t + 1000);
+    t.regex(link.token, /^cl_/);
+    await m.moveEntry(ctx, T, '/team', '/crew');
+    t.like(await m.resolveLink(ctx, link.token), { tenant: T, path: '/crew/plan.txt', permission: 'read' });
+    t.deepEqual((await m.listLinks(ctx, T, '/crew/plan.txt')).map((l) => l.linkId), [link.linkId]);
+    clock.t += 1001;
+    await rejects(t, m.resolveLink(ctx, link.token), 'CAIRN_NOT_FOUND');
+    const forever = await m.createLink(ctx, T, '/crew', 'write', 0);
+    await m.revokeLink(ctx, T, '/crew', forever.linkId);
+    await rejects(t, m.resolveLink(ctx, forever.token), 'CAIRN_NOT_FOUND');
+    const other = await m.createLink(ctx, T, '/crew', 'read', 0);
+    await m.deleteEntry(ctx, T, '/crew');
+    await rejects(t, m.resolveLink(ctx, other.token), 'CAIRN_NOT_FOUND');
+    await rejects(t, m.resolveLink(ctx, 'cl_' + 'x'.repeat(32)), 'CAIRN_NOT_FOUND');
+    t.deepEqual((await m.listChanges(ctx, T, 0, 100)).changes.filter((c) => c.user === 'bob').map((c) => c.type), ['share', 'share', 'unshare']);
+  });
+
+  test(`${name}: the commit hook enqueues a job in the commit's transaction`, async (t) => {
+    const fixture = await open(t);
+    const hook: m.CommitHook = async (tx, file) => {
+      if (file.path.endsWith('.jpg')) await enqueueJob(tx, { tenant: file.tenant, kind: 'media.thumb', payload: JSON.stringify({ node: file.nodeId, v: file.version }) });
+    };
+    const ctx = m.createContext(fixture.kv, { clock: fixture.clock.now, onCommit: hook });
+    await m.commitFile(ctx, commitInput('/p.jpg', ['img']));
+    await m.commitFile(ctx, commitInput('/notes.txt', ['txt']));
+    await rejects(t, m.commitFile(ctx, commitInput('/p.jpg', ['img2'], { baseVersion: 0 })), 'CAIRN_CONFLICT');
+    t.like((await queueDepth(fixture.kv))['media.thumb'], { ready: 1 }, 'one job: the conflicting commit enqueued nothing');
+  });
+}
