@@ -22,6 +22,8 @@ import { blockNodeHandlers, type NodeStatus } from './service.js';
 export { BlockClient, type BlockClientOptions, type StoredBlock } from './client.js';
 export { ReplicatedBlockClient, type BlockAccess, type ReplicatedBlockClientOptions } from './replication.js';
 export { FileMapSource, StaticMapSource, emptyMap, parseMapFile, singleNodeMap, type FileMapSourceOptions, type MapSource } from './map-source.js';
+export { MetadataMapSource, type ClusterMapFeed, type MetadataMapSourceOptions } from './map-source-metadata.js';
+export { Membership, nodeIdentity, type HeartbeatStats, type MembershipClient } from './membership.js';
 export type { NodeStatus } from './service.js';
 
 export interface BlockNodeOptions {

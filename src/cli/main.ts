@@ -63,6 +63,10 @@ const SERVER_FLAGS: Array<[flag: string, key: string, help: string]> = [
   ['--rebalance-settle-ms <ms>', 'rebalanceSettleMs', 'map stability required before handed-off data is deleted (default 10000)'],
   ['--scrub-interval-ms <ms>', 'scrubIntervalMs', 'pause between background scrubs (default 1 day, 0 = off)'],
   ['--scrub-bytes-per-second <n>', 'scrubBytesPerSecond', 'scrub read budget (default 8 MiB/s)'],
+  ['--advertise-addr <host:port>', 'advertiseAddr', 'address others dial to reach this block node'],
+  ['--zone <zone>', 'zone', "this block node's failure domain"],
+  ['--heartbeat-interval-ms <ms>', 'heartbeatIntervalMs', 'block node heartbeat period (default 5000)'],
+  ['--replication-factor <n>', 'replicationFactor', 'copies of every block in a new cluster (default 3)'],
 ];
 
 async function runServer(flags: Record<string, unknown>): Promise<void> {

@@ -36,6 +36,10 @@ export const serverConfigSchema = z.object({
   rebalanceSettleMs: zInt(0, 86_400_000).default(10_000).describe('How long a map must be stable before a node deletes data it handed to the new owners'),
   scrubIntervalMs: zInt(0, 30 * 86_400_000).default(86_400_000).describe('Pause between background scrubs of a block node (0 = off)'),
   scrubBytesPerSecond: zInt(1, Number.MAX_SAFE_INTEGER).default(8 * 1024 * 1024).describe('Read budget of the background scrub in bytes/s'),
+  advertiseAddr: z.string().min(1).optional().describe('host:port other processes dial to reach this block node (default: --host and the gRPC port)'),
+  zone: z.string().default('').describe('Failure domain of this block node (replicas go to distinct zones when there are enough)'),
+  heartbeatIntervalMs: zInt(100, 3_600_000).default(5_000).describe('How often a block node reports to the metadata service'),
+  replicationFactor: zInt(1, 16).default(3).describe('Copies of every block in a new cluster (role metadata)'),
 });
 
 export type ServerConfig = z.infer<typeof serverConfigSchema>;

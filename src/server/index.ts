@@ -11,9 +11,10 @@ import * as grpcJs from '@grpc/grpc-js';
 import { startHttpServer } from '../common/http.js';
 import type { Logger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
-import { FileMapSource, ReplicatedBlockClient, StaticMapSource, createBlockNode, singleNodeMap, type BlockNodeOptions, type MapSource } from '../blocknode/index.js';
+import { statfs } from 'node:fs/promises';
+import { FileMapSource, Membership, MetadataMapSource, ReplicatedBlockClient, StaticMapSource, createBlockNode, nodeIdentity, singleNodeMap, type BlockNodeOptions, type MapSource } from '../blocknode/index.js';
 import { createGateway } from '../gateway/index.js';
-import { MetadataClient, createMetadataService } from '../metadata/index.js';
+import { AdminClient, MetadataClient, createMetadataService } from '../metadata/index.js';
 import type { ServerConfig } from './config.js';
 
 export { loadServerConfig, serverConfigSchema, type ServerConfig } from './config.js';
@@ -70,17 +71,36 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const gateway = await startGateway(config, common, publicCredentials, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops);
       grpcPort = gateway;
     } else if (config.role === 'blocknode') {
-      const blocknode = await createBlockNode({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, ...storeLimits(config), ...clusterOptions(config, log, clientCredentials(tls), tokens, stops) });
+      const cluster = await clusterOptions(config, dataDir, log, clientCredentials(tls), tokens, stops);
+      const blocknode = await createBlockNode({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, ...storeLimits(config), ...cluster.options });
       stops.push((t) => blocknode.stop(t));
+      if (cluster.admin !== undefined && cluster.options.nodeId !== undefined) {
+        // Registration needs the bound port; the node serves (and owns nothing new) until then.
+        const addr = config.advertiseAddr ?? hostPort(dialHost(config.host), blocknode.port);
+        const disk = await statfs(dataDir);
+        const membership = await Membership.join({
+          client: cluster.admin,
+          dataDir,
+          nodeId: cluster.options.nodeId,
+          addr,
+          zone: config.zone,
+          capacityBytes: config.capacityBytes ?? Number(disk.blocks) * Number(disk.bsize),
+          log,
+        });
+        membership.start(() => {
+          const st = blocknode.status();
+          const s = blocknode.store.stats();
+          return { blocks: s.blocks, bytes: s.bytes, capacityBytes: config.capacityBytes ?? Number(disk.blocks) * Number(disk.bsize), underReplicatedPartitions: st.underReplicatedPartitions, bytesToMove: st.bytesToMove, soleCopies: st.soleCopies, mapEpoch: st.mapEpoch };
+        }, config.heartbeatIntervalMs);
+        stops.push(() => membership.stop());
+      }
       grpcPort = blocknode.port;
     } else if (config.role === 'metadata') {
-      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl });
+      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, cluster: { replicationFactor: config.replicationFactor } });
       stops.push((t) => metadataSvc.stop(t));
       grpcPort = metadataSvc.port;
     } else {
-      if (config.metadataAddr === undefined || (config.blocknodeAddr === undefined && config.clusterMap === undefined)) {
-        throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role gateway needs --metadata-addr and --cluster-map (or --blocknode-addr for a single block node)');
-      }
+      if (config.metadataAddr === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role gateway needs --metadata-addr');
       grpcPort = await startGateway(config, common, publicCredentials, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops);
     }
 
@@ -105,26 +125,48 @@ function storeLimits(config: Readonly<ServerConfig>): { capacityBytes?: number; 
   return { reserveBytes: config.reserveBytes, ...(config.capacityBytes !== undefined ? { capacityBytes: config.capacityBytes } : {}) };
 }
 
-/** Cluster membership and background work of a block node started from a static map file. */
-function clusterOptions(
+/**
+ * Where a block node gets its map and identity: a static map file (--cluster-map, with
+ * --node-id), the metadata service (--metadata-addr: register, heartbeat, watch the map), or
+ * neither (a lone node without anti-entropy).
+ */
+async function clusterOptions(
   config: Readonly<ServerConfig>,
+  dataDir: string,
   log: Logger,
   peerCredentials: grpc.ChannelCredentials,
   tokens: ServiceTokenSource,
   stops: Array<(timeoutMs: number) => Promise<void>>,
-): Partial<BlockNodeOptions> {
+): Promise<{ options: Partial<BlockNodeOptions>; admin: AdminClient | undefined }> {
   const scrub = { intervalMs: config.scrubIntervalMs, bytesPerSecond: config.scrubBytesPerSecond };
-  if (config.clusterMap === undefined) return { scrub };
-  if (config.nodeId === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role blocknode with --cluster-map needs --node-id');
-  const map = new FileMapSource({ path: resolve(config.clusterMap), onError: (err) => log.error({ err }, 'cannot load the cluster map; keeping the previous one') });
+  const token = (): Promise<string> => tokens.token();
+  let map: MapSource;
+  let nodeId: string;
+  let admin: AdminClient | undefined;
+  if (config.clusterMap !== undefined) {
+    if (config.nodeId === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role blocknode with --cluster-map needs --node-id');
+    nodeId = config.nodeId;
+    map = new FileMapSource({ path: resolve(config.clusterMap), onError: (err) => log.error({ err }, 'cannot load the cluster map; keeping the previous one') });
+  } else if (config.metadataAddr !== undefined) {
+    nodeId = nodeIdentity(dataDir, config.nodeId).id;
+    const client = new AdminClient({ address: config.metadataAddr, credentials: peerCredentials, token });
+    admin = client;
+    map = await MetadataMapSource.open({ feed: client, log });
+    stops.push(async () => client.close());
+  } else {
+    return { options: { scrub }, admin: undefined };
+  }
   stops.push(async () => map.close());
   return {
-    nodeId: config.nodeId,
-    map,
-    peerCredentials,
-    token: () => tokens.token(),
-    scrub,
-    antiEntropy: { intervalMs: config.antiEntropyIntervalMs, bytesPerSecond: config.antiEntropyBytesPerSecond, settleMs: config.rebalanceSettleMs },
+    options: {
+      nodeId,
+      map,
+      peerCredentials,
+      token,
+      scrub,
+      antiEntropy: { intervalMs: config.antiEntropyIntervalMs, bytesPerSecond: config.antiEntropyBytesPerSecond, settleMs: config.rebalanceSettleMs },
+    },
+    admin,
   };
 }
 
@@ -140,11 +182,17 @@ async function startGateway(
 ): Promise<number> {
   const token = (): Promise<string> => tokens.token();
   const metadata = new MetadataClient({ address: metadataAddr, credentials: internalCredentials, token });
-  // A cluster map names every block node; without one the gateway writes to a single node.
-  const map: MapSource =
-    config.clusterMap !== undefined
-      ? new FileMapSource({ path: resolve(config.clusterMap), onError: (err) => common.log.error({ err }, 'cannot load the cluster map; keeping the previous one') })
-      : new StaticMapSource(singleNodeMap('blocknode', blocknodeAddr ?? ''));
+  // The block nodes: a static map file, one named node, or the map the metadata service keeps.
+  let admin: AdminClient | undefined;
+  let map: MapSource;
+  if (config.clusterMap !== undefined) {
+    map = new FileMapSource({ path: resolve(config.clusterMap), onError: (err) => common.log.error({ err }, 'cannot load the cluster map; keeping the previous one') });
+  } else if (blocknodeAddr !== undefined) {
+    map = new StaticMapSource(singleNodeMap('blocknode', blocknodeAddr));
+  } else {
+    admin = new AdminClient({ address: metadataAddr, credentials: internalCredentials, token });
+    map = await MetadataMapSource.open({ feed: admin, log: common.log });
+  }
   const blocks = new ReplicatedBlockClient({
     map,
     credentials: internalCredentials,
@@ -157,6 +205,7 @@ async function startGateway(
     metadata.close();
     blocks.close();
     map.close();
+    admin?.close();
   });
   const gateway = await createGateway({ ...common, host: config.host, port: config.grpcPort, credentials, metadata, blocks, maxFileBytes: config.maxFileBytes });
   stops.push((t) => gateway.stop(t));
