@@ -46,6 +46,8 @@ export interface AntiEntropyOptions {
 
 /** Figures of the last completed pass. */
 export interface AntiEntropyReport {
+  /** The map epoch the pass worked against (0: no pass yet). */
+  readonly epoch: number;
   readonly underReplicatedPartitions: number;
   readonly bytesToMove: number;
   readonly soleCopies: number;
@@ -77,7 +79,7 @@ export class AntiEntropy {
   #passes = 0;
   #cursor = 0;
   #cursorEpoch = 0;
-  #report: AntiEntropyReport = { underReplicatedPartitions: 0, bytesToMove: 0, soleCopies: 0 };
+  #report: AntiEntropyReport = { epoch: 0, underReplicatedPartitions: 0, bytesToMove: 0, soleCopies: 0 };
   #totals: PassTotals = { underReplicated: 0, bytesToMove: 0, soleCopies: 0 };
   #mapChangedAt = performance.now();
   #unsubscribe: (() => void) | undefined;
@@ -193,7 +195,7 @@ export class AntiEntropy {
       this.#done = end;
       this.#saveCursor();
     }
-    this.#report = { underReplicatedPartitions: this.#totals.underReplicated, bytesToMove: this.#totals.bytesToMove, soleCopies: this.#totals.soleCopies };
+    this.#report = { epoch: map.epoch, underReplicatedPartitions: this.#totals.underReplicated, bytesToMove: this.#totals.bytesToMove, soleCopies: this.#totals.soleCopies };
     this.#passes++;
     this.#cursor = 0;
     this.#saveCursor();
@@ -417,7 +419,6 @@ export class AntiEntropy {
       }
       const heldBy = page.map((_, i) => owners.filter((id) => presence.get(id)?.[i] === true).length);
       const orphans = page.filter((_, i) => heldBy[i] === 0);
-      this.#totals.soleCopies += orphans.length;
       if (orphans.length > 0) {
         for (const id of owners) {
           const addr = addrOf(map, undefined, id);
@@ -436,6 +437,9 @@ export class AntiEntropy {
         }
       }
       const confirmed = page.filter((_, i) => heldBy[i] === owners.length);
+      // Data we no longer own counts as a sole copy until every owner holds it: removing this
+      // node before then would leave the block below RF (or lose it).
+      this.#totals.soleCopies += page.length - confirmed.length;
       if (confirmed.length < page.length) incomplete = true;
       if (confirmed.length > 0 && stable) {
         await this.#o.store.delete(confirmed);

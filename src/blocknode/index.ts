@@ -118,6 +118,7 @@ export async function createBlockNode(options: BlockNodeOptions): Promise<BlockN
     return {
       nodeId,
       mapEpoch: map?.current().epoch ?? 0,
+      reportEpoch: r?.epoch ?? 0,
       underReplicatedPartitions: r?.underReplicatedPartitions ?? 0,
       bytesToMove: r?.bytesToMove ?? 0,
       soleCopies: r?.soleCopies ?? 0,

@@ -26,6 +26,8 @@ export const MAX_DIGEST_PARTITIONS = PARTITION_COUNT;
 export interface NodeStatus {
   readonly nodeId: string;
   readonly mapEpoch: number;
+  /** The epoch the anti-entropy figures below were computed against (0: none yet). */
+  readonly reportEpoch: number;
   readonly underReplicatedPartitions: number;
   readonly bytesToMove: number;
   readonly soleCopies: number;

@@ -90,7 +90,16 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
         membership.start(() => {
           const st = blocknode.status();
           const s = blocknode.store.stats();
-          return { blocks: s.blocks, bytes: s.bytes, capacityBytes: config.capacityBytes ?? Number(disk.blocks) * Number(disk.bsize), underReplicatedPartitions: st.underReplicatedPartitions, bytesToMove: st.bytesToMove, soleCopies: st.soleCopies, mapEpoch: st.mapEpoch };
+          return {
+            blocks: s.blocks,
+            bytes: s.bytes,
+            capacityBytes: config.capacityBytes ?? Number(disk.blocks) * Number(disk.bsize),
+            underReplicatedPartitions: st.underReplicatedPartitions,
+            bytesToMove: st.bytesToMove,
+            // Before its first anti-entropy pass a node cannot vouch for any block: all of them count.
+            soleCopies: st.reportEpoch === 0 ? s.blocks : st.soleCopies,
+            mapEpoch: st.reportEpoch,
+          };
         }, config.heartbeatIntervalMs);
         stops.push(() => membership.stop());
       }
