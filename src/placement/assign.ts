@@ -314,6 +314,52 @@ export function assign(previous: ClusterMap | null, nodes: MapNode[], replicatio
     }
   }
 
+  // Chains: when zone rules keep every donor replica from going straight to a receiver (the
+  // fill's fallback can leave a node over target only in rows the receiver's zone already
+  // holds), move replicas along a path r ← y1 ← … ← donor: each node takes one slot of the
+  // next, every step in a different partition so each step's validity stands alone.
+  for (let r = 0; r < N; r++) {
+    while (count[r]! < target[r]! && chain(r)) {
+      // each chain moves one replica's worth of load from a donor to r
+    }
+  }
+
+  function chain(r: number): boolean {
+    const seenNode = new Uint8Array(N);
+    const seenPart = new Uint8Array(P);
+    seenNode[r] = 1;
+    const nodeOf: number[] = [r];
+    const slotOf: number[] = [-1];
+    const parentOf: number[] = [-1];
+    for (let e = 0; e < nodeOf.length; e++) {
+      const x = nodeOf[e]!;
+      for (let k = 0; k < P; k++) {
+        const p = permuted(k, seed[x]!);
+        if (seenPart[p]) continue;
+        const base = p * rf;
+        for (let s = 0; s < rf; s++) {
+          const y = slots[base + s]!;
+          if (y < 0 || seenNode[y] || !allowed(base, x, s)) continue;
+          if (!strict && zoneSpreadDrops(base, s, x)) continue;
+          if (count[y]! > target[y]!) {
+            count[y]!--;
+            count[r]!++;
+            place(base + s, x);
+            for (let a = e; parentOf[a]! >= 0; a = parentOf[a]!) place(slotOf[a]!, nodeOf[parentOf[a]!]!);
+            return true;
+          }
+          seenNode[y] = 1;
+          seenPart[p] = 1;
+          nodeOf.push(y);
+          slotOf.push(base + s);
+          parentOf.push(e);
+          break;
+        }
+      }
+    }
+    return false;
+  }
+
   /** With zones < RF, a move must not reduce the number of zones a partition spans. */
   function zoneSpreadDrops(base: number, s: number, r: number): boolean {
     const outgoing = zoneOf[slots[base + s]!]!;

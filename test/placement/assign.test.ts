@@ -316,3 +316,18 @@ test('invalid input throws, naming the option', (t) => {
   t.throws(() => assign(null, [{ ...nodes[0]!, state: 'gone' as NodeState }], 1), { instanceOf: TypeError, message: /nodes\[0\]\.state/ });
   t.throws(() => assign({ epoch: 1, replicationFactor: 1, nodes, partitions: [] }, nodes, 1), { instanceOf: TypeError, message: /previous\.partitions/ });
 });
+
+// Regression: the fill's fallback left node-0 15 replicas over target in rows that already held
+// a zone-1 replica, so node-7 (zone-1) could take none of them directly and stayed 15 under.
+test('draining node-4 of a weighted 6-zone cluster still reaches every target exactly (augmenting chains)', (t) => {
+  const weights = [1, 4, 2, 1, 2, 3, 1, 4, 1];
+  const zones = [0, 1, 2, 3, 4, 5, 0, 1, 2];
+  const nodes = weights.map((w, i) => ({ id: `node-${i}`, addr: `10.0.0.${i}:7000`, zone: `zone-${zones[i]}`, weight: w, state: 'up' as NodeState }));
+  const drained = nodes.map((n) => (n.id === 'node-4' ? { ...n, state: 'draining' as NodeState } : n));
+  const before = assign(null, nodes, 2);
+  const after = assign(before, drained, 2);
+  const ideal = load(assign(null, drained, 2));
+  for (const [node, n] of load(after)) t.is(n, ideal.get(node), node);
+  t.is(diff(before, after).perNode['node-4']?.lost, load(before).get('node-4'));
+  t.is(assign(after, drained, 2).epoch, after.epoch);
+});
