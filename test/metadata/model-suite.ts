@@ -153,6 +153,38 @@ export function modelSuite(name: string, factory: KvFactory): void {
     t.deepEqual(new Set(free.map((v) => `${v.path}@${v.version}`)).size, 6);
   });
 
+  test(`${name}: a busy tenant's concurrent writers all commit (none runs out of conflict retries)`, async (t) => {
+    const fixture = await open(t);
+    // Count transaction attempts: writers of one tenant must queue, not collide and retry.
+    let calls = 0;
+    let attempts = 0;
+    const kv = Object.create(fixture.kv) as Kv;
+    kv.transact = <R>(fn: (tx: KvTx) => Promise<R>) => {
+      calls++;
+      return fixture.kv.transact((tx) => {
+        attempts++;
+        return fn(tx);
+      });
+    };
+    kv.get = (k) => fixture.kv.get(k);
+    kv.scan = (r) => fixture.kv.scan(r);
+    const ctx = m.createContext(kv, { clock: fixture.clock.now });
+    const writers = Array.from({ length: 48 }, async (_, w) => {
+      for (let i = 0; i < 4; i++) await m.commitFile(ctx, commitInput(`/busy/w${w}/f${i}`, [`b${w}-${i}`]));
+    });
+    // Failing operations batched with others change nothing and keep their own error.
+    const bad = Array.from({ length: 8 }, () => m.commitFile(ctx, commitInput('/busy', ['x'], { baseVersion: 5 })));
+    const results = await Promise.allSettled([...writers, ...bad]);
+    t.deepEqual(results.slice(0, 48).filter((r) => r.status === 'rejected'), []);
+    t.true(results.slice(48).every((r) => r.status === 'rejected' && (isCairnError(r.reason, 'CAIRN_CONFLICT') || isCairnError(r.reason, 'CAIRN_FAILED_PRECONDITION'))));
+    const feed = await m.listChanges(ctx, T, 0, 1000);
+    t.is(feed.changes.filter((c) => c.type === 'put').length, 48 * 4);
+    t.deepEqual(feed.changes.map((c) => c.revision), feed.changes.map((_, i) => i + 1));
+    t.is((await m.listFolder(ctx, T, '/busy', { limit: 1000 })).entries.length, 48);
+    t.is(attempts, calls, `${attempts - calls} transaction retries`);
+    t.true(calls < 48 * 4, 'concurrent writes were batched');
+  });
+
   test(`${name}: bad input gets a clear error and changes nothing`, async (t) => {
     const { ctx, kv } = await open(t);
     await m.commitFile(ctx, commitInput('/ok', ['a']));

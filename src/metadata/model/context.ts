@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { CairnError } from '../../common/errors.js';
 import type { Kv, KvTx } from '../kv/types.js';
+import { WriteLanes } from './lanes.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -68,6 +69,11 @@ const optionsSchema = z.object({
 
 export interface ModelContext {
   readonly kv: Kv;
+  /**
+   * Runs a write of `tenant`'s data: like kv.transact, but the tenant's writes in this process are
+   * queued and batched instead of conflicting with each other on the tenant's revision.
+   */
+  readonly write: <T>(tenant: string, fn: (tx: KvTx) => Promise<T>) => Promise<T>;
   readonly now: () => number;
   readonly maxFileBytes: number;
   readonly sessionTtlMs: number;
@@ -96,8 +102,10 @@ export function createContext(kv: Kv, options: ModelOptions = {}): ModelContext 
   }
   const o = parsed.data;
   const policy = o.defaultPolicy ?? DEFAULTS.policy;
+  const lanes = new WriteLanes(kv);
   return Object.freeze({
     kv,
+    write: <T>(tenant: string, fn: (tx: KvTx) => Promise<T>) => lanes.run(tenant, fn),
     now: o.clock ?? Date.now,
     maxFileBytes: o.maxFileBytes ?? DEFAULTS.maxFileBytes,
     sessionTtlMs: o.sessionTtlMs ?? DEFAULTS.sessionTtlMs,

@@ -209,7 +209,7 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
 
 export async function commitFile(ctx: ModelContext, input: CommitInput): Promise<VersionRecord> {
   const { path } = validateCommit(input, ctx.maxFileBytes);
-  return ctx.kv.transact((tx) => commitInTx(tx, ctx, input.tenant, path, input, input.chunks));
+  return ctx.write(input.tenant, (tx) => commitInTx(tx, ctx, input.tenant, path, input, input.chunks));
 }
 
 export interface ChunkWindow {
@@ -258,7 +258,7 @@ function rootEntry(tenant: string): EntryRecord {
 export async function makeFolder(ctx: ModelContext, tenant: string, rawPath: string): Promise<EntryRecord> {
   validateTenant(tenant);
   const path = normalizePath(rawPath);
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(tenant, async (tx) => {
     await ensureFolder(tx, ctx, tenant, path);
     const found = await mustLookup(tx, tenant, path);
     return toEntryRecord(tenant, path, found.node);
@@ -273,7 +273,7 @@ export async function deleteEntry(ctx: ModelContext, tenant: string, rawPath: st
   validateTenant(tenant);
   const path = normalizePath(rawPath);
   if (baseVersion !== undefined) checkCount(baseVersion, 'base_version');
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(tenant, async (tx) => {
     const { node, parent, name } = await mustLookup(tx, tenant, path);
     const now = ctx.now();
     const next: NodeRecord = { ...node, deletedMs: now, modifiedMs: now };
@@ -328,7 +328,7 @@ export async function restoreEntry(ctx: ModelContext, tenant: string, rawPath: s
   validateTenant(tenant);
   const path = normalizePath(rawPath);
   checkCount(version, 'version');
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(tenant, async (tx) => {
     const found = await lookup(tx, tenant, path, 'any');
     if (found === undefined) throw notFound(`no file or folder at ${path}`);
     await undeleteAncestors(tx, ctx, tenant, path);
@@ -367,7 +367,7 @@ export async function moveEntry(ctx: ModelContext, tenant: string, rawFrom: stri
   const to = normalizePath(rawTo);
   if (baseVersion !== undefined) checkCount(baseVersion, 'base_version');
   if (from === to) throw invalid('to', 'source and destination are the same path');
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(tenant, async (tx) => {
     const src = await mustLookup(tx, tenant, from);
     if (src.node.kind === 'dir' && to.startsWith(from + '/')) throw invalid('to', `cannot move ${from} into itself`);
     if (src.node.kind === 'file' && baseVersion !== undefined && baseVersion !== src.node.head) throw conflict(from, src.node.head, baseVersion);
@@ -431,7 +431,7 @@ export async function setVersionMedia(ctx: ModelContext, tenant: string, rawPath
   const path = normalizePath(rawPath);
   checkCount(version, 'version', { min: 1 });
   checkMedia(media);
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(tenant, async (tx) => {
     const found = await mustLookup(tx, tenant, path, 'last');
     const header = await readHeader(tx, tenant, found.node.id, version);
     if (header === undefined || header.del === 1) throw notFound(`${path} has no version ${version}`);

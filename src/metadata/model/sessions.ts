@@ -91,7 +91,7 @@ export async function createSession(ctx: ModelContext, input: CreateSessionInput
       throw invalid('media', 'media metadata must be JSON text');
     }
   }
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(input.tenant, async (tx) => {
     // Fail early on a stale base version (it is checked again at commit).
     if (input.baseVersion !== undefined) {
       const found = await lookup(tx, input.tenant, path);
@@ -127,7 +127,7 @@ export async function appendChunks(ctx: ModelContext, tenant: string, id: string
   checkCount(offset, 'offset');
   if (chunks.length > 65_536) throw invalid('chunks', 'at most 65536 chunks per append');
   const end = validateChunks(chunks, offset);
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(tenant, async (tx) => {
     const s = await load(tx, ctx, tenant, id);
     if (offset !== s.offset) throw new CairnError('CAIRN_FAILED_PRECONDITION', `session ${id} is at offset ${s.offset}, not ${offset}`, { metadata: { offset: String(s.offset) } });
     if (end > ctx.maxFileBytes) throw new CairnError('CAIRN_FILE_TOO_LARGE', `file exceeds the limit of ${ctx.maxFileBytes} bytes`);
@@ -187,7 +187,7 @@ async function drop(tx: KvTx, ctx: ModelContext, tenant: string, id: string, s: 
 export async function commitSession(ctx: ModelContext, tenant: string, id: string): Promise<VersionRecord> {
   validateTenant(tenant);
   checkId(id);
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(tenant, async (tx) => {
     const s = await load(tx, ctx, tenant, id);
     if (s.size !== undefined && s.offset !== s.size) throw new CairnError('CAIRN_SIZE_MISMATCH', `session ${id} announced ${s.size} bytes and received ${s.offset}`, { metadata: { offset: String(s.offset) } });
     const chunks = await sessionChunks(tx, tenant, id);
@@ -201,7 +201,7 @@ export async function commitSession(ctx: ModelContext, tenant: string, id: strin
 export async function abortSession(ctx: ModelContext, tenant: string, id: string): Promise<void> {
   validateTenant(tenant);
   checkId(id);
-  await ctx.kv.transact(async (tx) => {
+  await ctx.write(tenant, async (tx) => {
     await drop(tx, ctx, tenant, id, await load(tx, ctx, tenant, id));
   });
 }

@@ -74,7 +74,7 @@ export async function grantShare(ctx: ModelContext, tenant: string, rawPath: str
   const path = normalizePath(rawPath);
   validateUser(user);
   const perm = checkPermission(permission);
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(tenant, async (tx) => {
     const { node } = await mustLookup(tx, tenant, path);
     await mustGetUser(tx, tenant, user);
     const existing = await readJson<StoredGrant>(tx, keys.grant(tenant, node.id, user));
@@ -90,7 +90,7 @@ export async function revokeShare(ctx: ModelContext, tenant: string, rawPath: st
   validateTenant(tenant);
   const path = normalizePath(rawPath);
   validateUser(user);
-  await ctx.kv.transact(async (tx) => {
+  await ctx.write(tenant, async (tx) => {
     const { node } = await mustLookup(tx, tenant, path);
     if ((await tx.get(keys.grant(tenant, node.id, user))) === undefined) throw notFound(`${path} is not shared with ${user}`);
     tx.del(keys.grant(tenant, node.id, user));
@@ -172,7 +172,7 @@ export async function createLink(ctx: ModelContext, tenant: string, rawPath: str
   const perm = checkPermission(permission);
   checkCount(expiresMs, 'expires_ms');
   if (expiresMs !== 0 && expiresMs <= ctx.now()) throw invalid('expires_ms', 'expires_ms must be in the future (or 0 for a link that does not expire)');
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(tenant, async (tx) => {
     const { node } = await mustLookup(tx, tenant, path);
     const token = 'cl_' + randomBytes(24).toString('base64url');
     const hash = tokenHash(token);
@@ -216,7 +216,7 @@ export async function revokeLink(ctx: ModelContext, tenant: string, rawPath: str
   validateTenant(tenant);
   const path = normalizePath(rawPath);
   if (typeof linkId !== 'string' || !LINK_ID.test(linkId)) throw invalid('link_id', 'link_id must be 16 hex digits');
-  await ctx.kv.transact(async (tx) => {
+  await ctx.write(tenant, async (tx) => {
     const { node } = await mustLookup(tx, tenant, path);
     const ref = await readJson<{ h: string }>(tx, keys.linkOfNode(tenant, node.id, linkId));
     if (ref === undefined) throw notFound(`${path} has no link ${linkId}`);

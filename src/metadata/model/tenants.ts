@@ -39,7 +39,7 @@ export async function setPolicy(ctx: ModelContext, tenant: string, policy: Reten
     throw invalid(`policy.${issue?.path.join('.') ?? ''}`, `policy.${issue?.path.join('.') ?? ''}: ${issue?.message ?? 'invalid'}`);
   }
   const clean: RetentionPolicy = Object.fromEntries(Object.entries(parsed.data).filter(([, v]) => v !== undefined));
-  await ctx.kv.transact(async (tx) => {
+  await ctx.write(tenant, async (tx) => {
     const record = (await readJson<TenantRecord>(tx, keys.tenant(tenant))) ?? {};
     record.policy = clean;
     tx.put(keys.tenant(tenant), json(record));
@@ -58,7 +58,7 @@ export async function putUser(ctx: ModelContext, tenant: string, user: string, d
   validateTenant(tenant);
   validateUser(user);
   if (typeof displayName !== 'string' || displayName.length > 256) throw invalid('display_name', 'display_name must be at most 256 characters');
-  return ctx.kv.transact(async (tx) => {
+  return ctx.write(tenant, async (tx) => {
     const existing = await readJson<{ name: string; created: number }>(tx, keys.user(tenant, user));
     const record = { name: displayName, created: existing?.created ?? ctx.now() };
     tx.put(keys.user(tenant, user), json(record));
@@ -91,7 +91,7 @@ export async function listUsers(ctx: ModelContext, tenant: string, after = '', l
 /** Removes a user and every grant made to them. */
 export async function deleteUser(ctx: ModelContext, tenant: string, user: string): Promise<void> {
   validateTenant(tenant);
-  await ctx.kv.transact(async (tx) => {
+  await ctx.write(tenant, async (tx) => {
     await mustGetUser(tx, tenant, user);
     const range = under('G', tenant, user);
     const prefix = range.gt.length;

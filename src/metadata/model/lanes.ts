@@ -1,0 +1,160 @@
+// Per-tenant write lanes. Every change of a tenant bumps the tenant's revision, so concurrent
+// writers of one tenant always conflict; under optimistic retries a busy tenant would burn its
+// retries. Instead, a tenant's writes queue in this process and run in batches: each batch is one
+// KV transaction (one durable write), each operation in a child transaction whose writes join the
+// batch only if it succeeds, so one operation's error never affects the others.
+import { MAX_KEY_BYTES } from '../kv/index.js';
+import type { Kv, KvEntry, KvRange, KvTx } from '../kv/types.js';
+
+/** Most operations one batch (one transaction) carries. */
+const MAX_BATCH = 64;
+
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+interface Op {
+  readonly fn: (tx: KvTx) => Promise<unknown>;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+interface Write {
+  readonly key: Buffer;
+  readonly value: Buffer | undefined;
+}
+
+function inRange(key: Buffer, r: KvRange): boolean {
+  if (r.gt !== undefined && Buffer.compare(key, r.gt) <= 0) return false;
+  if (r.gte !== undefined && Buffer.compare(key, r.gte) < 0) return false;
+  if (r.lt !== undefined && Buffer.compare(key, r.lt) >= 0) return false;
+  if (r.lte !== undefined && Buffer.compare(key, r.lte) > 0) return false;
+  return true;
+}
+
+/** A transaction inside a batch: reads see the batch so far plus its own writes, which it buffers. */
+class ChildTx implements KvTx {
+  readonly #parent: KvTx;
+  readonly #writes = new Map<string, Write>();
+  readonly #notes: Array<[string, string]> = [];
+
+  constructor(parent: KvTx) {
+    this.#parent = parent;
+  }
+
+  async get(key: Buffer): Promise<Buffer | undefined> {
+    const w = this.#writes.get(key.toString('hex'));
+    if (w !== undefined) return w.value === undefined ? undefined : Buffer.from(w.value);
+    return this.#parent.get(key);
+  }
+
+  async scan(range: KvRange): Promise<KvEntry[]> {
+    const dir = range.reverse === true ? -1 : 1;
+    const own = [...this.#writes.values()].filter((w) => inRange(w.key, range)).sort((a, b) => dir * Buffer.compare(a.key, b.key));
+    // Each own write can hide at most one stored entry: read that many more.
+    const stored = await this.#parent.scan(range.limit === undefined ? range : { ...range, limit: range.limit + own.length });
+    const limit = range.limit ?? Infinity;
+    const out: KvEntry[] = [];
+    let i = 0;
+    let j = 0;
+    while (out.length < limit && (i < stored.length || j < own.length)) {
+      const s = stored[i];
+      const w = own[j];
+      const c = s === undefined ? 1 : w === undefined ? -1 : dir * Buffer.compare(s[0], w.key);
+      if (c < 0 && s !== undefined) {
+        out.push(s);
+        i++;
+      } else if (w !== undefined) {
+        if (c === 0) i++;
+        j++;
+        if (w.value !== undefined) out.push([Buffer.from(w.key), Buffer.from(w.value)]);
+      }
+    }
+    return out;
+  }
+
+  put(key: Buffer, value: Buffer): void {
+    // Checked here so that merging into the batch cannot fail halfway.
+    if (!Buffer.isBuffer(key) || key.length === 0 || key.length > MAX_KEY_BYTES) throw new RangeError(`key must be 1..${MAX_KEY_BYTES} bytes`);
+    if (!Buffer.isBuffer(value)) throw new TypeError('value must be a Buffer');
+    this.#writes.set(key.toString('hex'), { key: Buffer.from(key), value: Buffer.from(value) });
+  }
+
+  del(key: Buffer): void {
+    if (!Buffer.isBuffer(key) || key.length === 0 || key.length > MAX_KEY_BYTES) throw new RangeError(`key must be 1..${MAX_KEY_BYTES} bytes`);
+    this.#writes.set(key.toString('hex'), { key: Buffer.from(key), value: undefined });
+  }
+
+  notify(channel: string, payload: string): void {
+    this.#notes.push([channel, payload]);
+  }
+
+  mergeInto(parent: KvTx): void {
+    for (const w of this.#writes.values()) {
+      if (w.value === undefined) parent.del(w.key);
+      else parent.put(w.key, w.value);
+    }
+    for (const [channel, payload] of this.#notes) parent.notify(channel, payload);
+  }
+}
+
+export class WriteLanes {
+  readonly #kv: Kv;
+  readonly #queues = new Map<string, Op[]>();
+
+  constructor(kv: Kv) {
+    this.#kv = kv;
+  }
+
+  /** Runs `fn` as one serializable unit of `lane`'s writes; like Kv.transact, it may run several times. */
+  run<T>(lane: string, fn: (tx: KvTx) => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const op: Op = { fn, resolve: resolve as (value: unknown) => void, reject };
+      const queue = this.#queues.get(lane);
+      if (queue !== undefined) {
+        queue.push(op);
+        return;
+      }
+      this.#queues.set(lane, [op]);
+      void this.#drain(lane);
+    });
+  }
+
+  async #drain(lane: string): Promise<void> {
+    const queue = this.#queues.get(lane)!;
+    while (queue.length > 0) {
+      const batch = queue.slice(0, MAX_BATCH);
+      if (batch.length === 1) {
+        // Alone: no child transaction needed; errors abort the transaction as usual.
+        const op = batch[0]!;
+        await this.#kv.transact(op.fn).then(op.resolve, op.reject);
+        queue.shift();
+        continue;
+      }
+      let outcomes: Outcome[] = [];
+      try {
+        await this.#kv.transact(async (tx) => {
+          // Re-run from scratch on a KV retry: only the committed attempt's outcomes count.
+          outcomes = [];
+          for (const op of batch) {
+            const child = new ChildTx(tx);
+            try {
+              const value = await op.fn(child);
+              child.mergeInto(tx);
+              outcomes.push({ ok: true, value });
+            } catch (error) {
+              outcomes.push({ ok: false, error });
+            }
+          }
+        });
+        batch.forEach((op, i) => {
+          const o = outcomes[i]!;
+          if (o.ok) op.resolve(o.value);
+          else op.reject(o.error);
+        });
+      } catch (error) {
+        for (const op of batch) op.reject(error);
+      }
+      queue.splice(0, batch.length);
+    }
+    this.#queues.delete(lane);
+  }
+}
