@@ -63,6 +63,7 @@ const DIGEST_BATCH = 512;
 const PAGE = 1024;
 const PUSH_BYTES = 4 * 1024 * 1024;
 const PARALLEL_PARTITIONS = 8;
+const PUSH_QUEUE_BLOCKS = 512;
 
 function hex(b: Buffer): string {
   return b.toString('hex');
@@ -85,6 +86,8 @@ export class AntiEntropy {
   #unsubscribe: (() => void) | undefined;
   /** Peers that failed this pass are skipped until the next one. */
   readonly #failedPeers = new Set<string>();
+  /** Blocks waiting to be pushed, per peer id. */
+  readonly #pushQueue = new Map<string, { addr: string; addresses: Buffer[] }>();
   /** Partitions progressed in the current pass (for metrics). */
   #done = 0;
 
@@ -181,6 +184,7 @@ export class AntiEntropy {
       this.#failedPeers.clear();
       this.#done = 0;
     }
+    const started = performance.now();
     await this.#o.repairQuarantined?.().catch((err: unknown) => this.#o.log.warn({ err }, 'quarantine repair failed'));
     while (this.#cursor < PARTITION_COUNT) {
       if (signal.aborted) return this.#report;
@@ -190,7 +194,9 @@ export class AntiEntropy {
         return this.pass(signal);
       }
       const end = Math.min(PARTITION_COUNT, this.#cursor + DIGEST_BATCH);
+      const batchStarted = performance.now();
       await this.#batch(map, this.#cursor, end, signal);
+      this.#o.log.debug({ from: this.#cursor, to: end, ms: Math.round(performance.now() - batchStarted) }, 'anti-entropy batch done');
       this.#cursor = end;
       this.#done = end;
       this.#saveCursor();
@@ -199,7 +205,7 @@ export class AntiEntropy {
     this.#passes++;
     this.#cursor = 0;
     this.#saveCursor();
-    this.#o.log.debug({ ...this.#report, passes: this.#passes }, 'anti-entropy pass done');
+    this.#o.log.debug({ ...this.#report, passes: this.#passes, ms: Math.round(performance.now() - started) }, 'anti-entropy pass done');
     return this.#report;
   }
 
@@ -247,6 +253,7 @@ export class AntiEntropy {
       }
       await this.#reconcileOwned(map, p, row, mine, remote, signal);
     });
+    await this.#flushPushes(signal);
 
     // Partitions we do not own: hand what we hold to the owners.
     const held: number[] = [];
@@ -280,6 +287,11 @@ export class AntiEntropy {
     const listings = new Map<string, Set<string> | undefined>();
     const listing = async (id: string): Promise<Set<string> | undefined> => {
       if (listings.has(id)) return listings.get(id);
+      // An owner that holds nothing here needs no listing (a joining node, typically).
+      if (remote.get(id)?.get(p)?.count === 0) {
+        listings.set(id, new Set());
+        return listings.get(id);
+      }
       let set: Set<string> | undefined;
       const addr = addrOf(map, undefined, id);
       if (addr !== undefined && remote.has(id) && !this.#failedPeers.has(id)) {
@@ -317,14 +329,7 @@ export class AntiEntropy {
         }
         if (!deferred) toPush.push(held.get(k)!);
       }
-      if (toPush.length > 0) {
-        this.#o.log.debug({ partition: p, node: id, blocks: toPush.length }, 'pushing blocks a replica lacks');
-        try {
-          await this.#push(addr, toPush, signal);
-        } catch (err) {
-          this.#peerFailed(id, err);
-        }
-      }
+      if (toPush.length > 0) await this.#enqueuePush(id, addr, toPush, signal);
     }
     this.#totals.soleCopies += sole?.size ?? 0;
   }
@@ -351,6 +356,36 @@ export class AntiEntropy {
       after = page[page.length - 1];
     }
     return out;
+  }
+
+  /**
+   * Queues blocks for a peer; pushes go out in large batches across partitions (one fsync on the
+   * receiver per batch instead of one per partition).
+   */
+  async #enqueuePush(id: string, addr: string, addresses: readonly Buffer[], signal: AbortSignal): Promise<void> {
+    let q = this.#pushQueue.get(id);
+    if (!q) this.#pushQueue.set(id, (q = { addr, addresses: [] }));
+    q.addresses.push(...addresses);
+    if (q.addresses.length >= PUSH_QUEUE_BLOCKS) await this.#flushPeer(id, signal);
+  }
+
+  async #flushPeer(id: string, signal: AbortSignal): Promise<void> {
+    const q = this.#pushQueue.get(id);
+    if (!q || q.addresses.length === 0) return;
+    const list = q.addresses;
+    q.addresses = [];
+    if (this.#failedPeers.has(id)) return;
+    this.#o.log.debug({ node: id, blocks: list.length }, 'pushing blocks a replica lacks');
+    try {
+      await this.#push(q.addr, list, signal);
+    } catch (err) {
+      this.#peerFailed(id, err);
+    }
+  }
+
+  async #flushPushes(signal: AbortSignal): Promise<void> {
+    await Promise.all([...this.#pushQueue.keys()].map((id) => this.#flushPeer(id, signal)));
+    this.#pushQueue.clear();
   }
 
   /** Reads local blocks and streams them to a peer in ≈ 4 MiB puts, within the byte budget. */
