@@ -31,6 +31,8 @@ export const METADATA_PERMISSIONS = {
 } as const satisfies Record<keyof MetadataHandlers, 'service'>;
 
 const MAX_FIND_CHUNKS = 10_000;
+/** Grants on one path come in one page (a path shared with more users than this is cut off). */
+const MAX_GRANTS_PER_PATH = 10_000;
 const CHANGE_TYPES: Record<model.ChangeType, WireChange['type']> = {
   put: 'CHANGE_TYPE_PUT', delete: 'CHANGE_TYPE_DELETE', mkdir: 'CHANGE_TYPE_CREATE_FOLDER', move: 'CHANGE_TYPE_MOVE',
   restore: 'CHANGE_TYPE_RESTORE', share: 'CHANGE_TYPE_SHARE', unshare: 'CHANGE_TYPE_UNSHARE',
@@ -365,7 +367,7 @@ export function metadataHandlers(ctx: ModelContext, options: MetadataHandlerOpti
       if ((req.path === '') === (req.user === '')) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'give exactly one of path and user');
       if (req.path !== '') {
         if (req.page_token !== '') throw new CairnError('CAIRN_INVALID_PAGE_TOKEN', 'grants on a path come in one page');
-        return { grants: (await model.listGrants(ctx, req.tenant, req.path, MAX_FIND_CHUNKS)).map(toWireGrant), next_page_token: '' };
+        return { grants: (await model.listGrants(ctx, req.tenant, req.path, MAX_GRANTS_PER_PATH)).map(toWireGrant), next_page_token: '' };
       }
       const scope = ['ListShares', req.tenant, req.user];
       let after = '';

@@ -8,6 +8,7 @@ import test, { type ExecutionContext } from 'ava';
 import { credentials } from '@grpc/grpc-js';
 import { signToken } from '../../src/common/auth.js';
 import { isCairnError } from '../../src/common/errors.js';
+import type { ChangeEvent__Output } from '../../src/gen/cairn/v1/ChangeEvent.js';
 import { MetadataClient } from '../../src/metadata/index.js';
 import { startServer, tempDir, type ServerProcess } from '../helpers/cluster.js';
 import { startPostgres, type PostgresServer } from '../helpers/postgres.js';
@@ -84,7 +85,7 @@ async function crashLoop(t: ExecutionContext, extraArgs: string[]): Promise<void
 
 /** Every acknowledged version is present; every visible version is whole (chunks, refs, feed). */
 async function verify(t: ExecutionContext, client: MetadataClient, acked: readonly number[]): Promise<void> {
-  const feed = [];
+  const feed: ChangeEvent__Output[] = [];
   for (let cursor = '', more = true; more;) {
     const page = await client.listChanges({ tenant: 'crash', cursor, page_size: 1000 });
     feed.push(...page.changes);

@@ -7,7 +7,7 @@ import { normalizePath } from '../../common/paths.js';
 import type { KvTx } from '../kv/types.js';
 import { appendChange, type NodeKind } from './changes.js';
 import { acquire } from './chunks.js';
-import type { ChunkRecord } from './codec.js';
+import { json, type ChunkRecord } from './codec.js';
 import { checkCount, invalid, notFound, type ModelContext } from './context.js';
 import { keys } from './keys.js';
 import { policyOf } from './tenants.js';
@@ -116,7 +116,7 @@ export function normalizeFolderPath(path: string): string {
   return path === '/' || path === '' ? '/' : normalizePath(path);
 }
 
-function checkMedia(media: string | undefined): void {
+export function checkMedia(media: string | undefined): void {
   if (media === undefined || media === '') return;
   if (Buffer.byteLength(media) > MAX_MEDIA_BYTES) throw invalid('media', `media metadata is limited to ${MAX_MEDIA_BYTES} bytes`);
   try {
@@ -157,7 +157,7 @@ export function validateChunks(chunks: readonly ChunkRecord[], offset: number, f
   return at;
 }
 
-function conflict(path: string, current: number, base: number): CairnError {
+export function conflict(path: string, current: number, base: number): CairnError {
   return new CairnError('CAIRN_CONFLICT', `${path} is at version ${current}, not ${base}`, { metadata: { current_version: String(current) } });
 }
 
@@ -437,7 +437,7 @@ export async function setVersionMedia(ctx: ModelContext, tenant: string, rawPath
     if (header === undefined || header.del === 1) throw notFound(`${path} has no version ${version}`);
     if (media === '') delete header.media;
     else header.media = media;
-    tx.put(keys.version(tenant, found.node.id, version), Buffer.from(JSON.stringify(header)));
+    tx.put(keys.version(tenant, found.node.id, version), json(header));
     return toVersionRecord(tenant, path, found.node.id, header, []);
   });
 }

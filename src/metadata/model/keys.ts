@@ -81,10 +81,5 @@ export const keys = {
   linkOfNode: (tenant: string, id: string, linkId: string) => tuple('K', tenant, id, linkId),
 };
 
-/** Where every key of a tag lives (for scans across tenants). */
-export function tagRange(tag: string): { gt: Buffer; lt: Buffer } {
-  return under(tag);
-}
-
 /** The single notification channel of change-feed commits; the payload names tenant and revision. */
 export const CHANGE_CHANNEL = 'cairn_changes';

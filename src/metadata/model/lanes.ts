@@ -3,7 +3,7 @@
 // retries. Instead, a tenant's writes queue in this process and run in batches: each batch is one
 // KV transaction (one durable write), each operation in a child transaction whose writes join the
 // batch only if it succeeds, so one operation's error never affects the others.
-import { MAX_KEY_BYTES } from '../kv/index.js';
+import { checkKey, checkValue, mergeScan, normalizeRange, writesInRange, type Write } from '../kv/internal.js';
 import type { Kv, KvEntry, KvRange, KvTx } from '../kv/types.js';
 
 /** Most operations one batch (one transaction) carries. */
@@ -15,19 +15,6 @@ interface Op {
   readonly fn: (tx: KvTx) => Promise<unknown>;
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: unknown) => void;
-}
-
-interface Write {
-  readonly key: Buffer;
-  readonly value: Buffer | undefined;
-}
-
-function inRange(key: Buffer, r: KvRange): boolean {
-  if (r.gt !== undefined && Buffer.compare(key, r.gt) <= 0) return false;
-  if (r.gte !== undefined && Buffer.compare(key, r.gte) < 0) return false;
-  if (r.lt !== undefined && Buffer.compare(key, r.lt) >= 0) return false;
-  if (r.lte !== undefined && Buffer.compare(key, r.lte) > 0) return false;
-  return true;
 }
 
 /** A transaction inside a batch: reads see the batch so far plus its own writes, which it buffers. */
@@ -47,39 +34,22 @@ class ChildTx implements KvTx {
   }
 
   async scan(range: KvRange): Promise<KvEntry[]> {
-    const dir = range.reverse === true ? -1 : 1;
-    const own = [...this.#writes.values()].filter((w) => inRange(w.key, range)).sort((a, b) => dir * Buffer.compare(a.key, b.key));
+    const r = normalizeRange(range);
+    const own = writesInRange(this.#writes.values(), r);
     // Each own write can hide at most one stored entry: read that many more.
     const stored = await this.#parent.scan(range.limit === undefined ? range : { ...range, limit: range.limit + own.length });
-    const limit = range.limit ?? Infinity;
-    const out: KvEntry[] = [];
-    let i = 0;
-    let j = 0;
-    while (out.length < limit && (i < stored.length || j < own.length)) {
-      const s = stored[i];
-      const w = own[j];
-      const c = s === undefined ? 1 : w === undefined ? -1 : dir * Buffer.compare(s[0], w.key);
-      if (c < 0 && s !== undefined) {
-        out.push(s);
-        i++;
-      } else if (w !== undefined) {
-        if (c === 0) i++;
-        j++;
-        if (w.value !== undefined) out.push([Buffer.from(w.key), Buffer.from(w.value)]);
-      }
-    }
-    return out;
+    return mergeScan(stored, own, r);
   }
 
   put(key: Buffer, value: Buffer): void {
     // Checked here so that merging into the batch cannot fail halfway.
-    if (!Buffer.isBuffer(key) || key.length === 0 || key.length > MAX_KEY_BYTES) throw new RangeError(`key must be 1..${MAX_KEY_BYTES} bytes`);
-    if (!Buffer.isBuffer(value)) throw new TypeError('value must be a Buffer');
+    checkKey(key);
+    checkValue(value);
     this.#writes.set(key.toString('hex'), { key: Buffer.from(key), value: Buffer.from(value) });
   }
 
   del(key: Buffer): void {
-    if (!Buffer.isBuffer(key) || key.length === 0 || key.length > MAX_KEY_BYTES) throw new RangeError(`key must be 1..${MAX_KEY_BYTES} bytes`);
+    checkKey(key);
     this.#writes.set(key.toString('hex'), { key: Buffer.from(key), value: undefined });
   }
 

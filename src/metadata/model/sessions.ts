@@ -9,7 +9,7 @@ import type { KvTx } from '../kv/types.js';
 import { acquire, release } from './chunks.js';
 import { CHUNKS_PER_PAGE, decodeChunks, encodeChunks, json, parseJson, readJson, type ChunkRecord } from './codec.js';
 import { checkCount, invalid, type ModelContext } from './context.js';
-import { commitInTx, validateChunks, type VersionRecord } from './files.js';
+import { checkMedia, commitInTx, conflict, validateChunks, type VersionRecord } from './files.js';
 import { keys, tuple, u64, under } from './keys.js';
 import { lookup } from './tree.js';
 
@@ -84,19 +84,13 @@ export async function createSession(ctx: ModelContext, input: CreateSessionInput
   }
   checkCount(input.mtimeMs, 'mtime_ms', { min: -Number.MAX_SAFE_INTEGER });
   if (typeof input.authorDevice !== 'string' || input.authorDevice.length > 256) throw invalid('author_device', 'author_device must be at most 256 characters');
-  if (input.media !== undefined && input.media !== '') {
-    try {
-      JSON.parse(input.media);
-    } catch {
-      throw invalid('media', 'media metadata must be JSON text');
-    }
-  }
+  checkMedia(input.media);
   return ctx.write(input.tenant, async (tx) => {
     // Fail early on a stale base version (it is checked again at commit).
     if (input.baseVersion !== undefined) {
       const found = await lookup(tx, input.tenant, path);
       const current = found?.node.kind === 'file' ? found.node.head : 0;
-      if (current !== input.baseVersion) throw new CairnError('CAIRN_CONFLICT', `${path} is at version ${current}, not ${input.baseVersion}`, { metadata: { current_version: String(current) } });
+      if (current !== input.baseVersion) throw conflict(path, current, input.baseVersion);
     }
     const id = 'us_' + randomBytes(16).toString('base64url');
     const now = ctx.now();

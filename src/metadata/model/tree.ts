@@ -159,19 +159,6 @@ export async function pathOf(tx: Pick<KvTx, 'get'>, tenant: string, id: string):
   return '/' + names.reverse().join('/');
 }
 
-/** Whether `ancestor` is `id` or one of its ancestors. */
-export async function isSelfOrAncestor(tx: Pick<KvTx, 'get'>, tenant: string, ancestor: string, id: string): Promise<boolean> {
-  let at = id;
-  for (let depth = 0; depth <= 2048; depth++) {
-    if (at === ancestor) return true;
-    if (at === ROOT_ID) return false;
-    const loc = await locate(tx, tenant, at);
-    if (loc === undefined) return false;
-    at = loc.p;
-  }
-  throw new CairnError('CAIRN_INTERNAL', `node ${id} has no path to the root`);
-}
-
 export interface ChildPage {
   readonly entries: Array<{ name: string; node: NodeRecord }>;
   /** Name to continue after (forward) or before (backward); undefined at the end. */
