@@ -322,8 +322,8 @@ test('invalid input throws, naming the option', (t) => {
 test('draining node-4 of a weighted 6-zone cluster still reaches every target exactly (augmenting chains)', (t) => {
   const weights = [1, 4, 2, 1, 2, 3, 1, 4, 1];
   const zones = [0, 1, 2, 3, 4, 5, 0, 1, 2];
-  const nodes = weights.map((w, i) => ({ id: `node-${i}`, addr: `10.0.0.${i}:7000`, zone: `zone-${zones[i]}`, weight: w, state: 'up' }));
-  const drained = nodes.map((n) => (n.id === 'node-4' ? { ...n, state: 'draining' } : n));
+  const nodes: MapNode[] = weights.map((w, i): MapNode => ({ id: `node-${i}`, addr: `10.0.0.${i}:7000`, zone: `zone-${zones[i]}`, weight: w, state: 'up' }));
+  const drained: MapNode[] = nodes.map((n): MapNode => (n.id === 'node-4' ? { ...n, state: 'draining' } : n));
   const before = assign(null, nodes, 2);
   const after = assign(before, drained, 2);
   const ideal = load(assign(null, drained, 2));
