@@ -7,6 +7,7 @@ import { ROLES as TOKEN_ROLES, loadOrCreateSecret, signToken, type Role } from '
 import { CairnClient, resolveClientSettings, type FileInfo } from '../client/index.js';
 import { EXIT, describeError, exitCodeFor } from './exit.js';
 import { createProgress } from './progress.js';
+import { registerAdmin } from './admin.js';
 
 interface GlobalOptions {
   endpoint?: string;
@@ -215,6 +216,8 @@ export function buildProgram(): Command {
       const secret = loadOrCreateSecret(secretPath);
       process.stdout.write((await signToken(secret, { tenant: opts.tenant, role: opts.role, ttlSeconds: opts.ttlDays * 86400 })) + '\n');
     });
+
+  registerAdmin(program);
 
   return program;
 }

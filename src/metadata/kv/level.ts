@@ -23,7 +23,7 @@ import {
   type NormalRange,
   type Write,
 } from './internal.js';
-import type { Kv, KvEntry, KvListener, KvRange, KvTx, TransactOptions } from './types.js';
+import type { Kv, KvEntry, KvListener, KvRange, KvReader, KvTx, TransactOptions } from './types.js';
 
 export interface LevelKvOptions {
   /** Directory holding the LevelDB files (created if missing). */
@@ -78,6 +78,8 @@ class LevelTx implements KvTx {
     /** Accepted but not yet durable commits visible to this transaction, oldest first. */
     readonly overlay: readonly CommitRecord[],
     readonly startSeq: number,
+    /** False for snapshot views: they never validate, so recording their reads would only cost memory. */
+    private readonly tracked = true,
   ) {}
 
   private checkOpen(method: string): void {
@@ -90,7 +92,7 @@ class LevelTx implements KvTx {
     const id = keyHex(key);
     const own = this.writes.get(id);
     if (own !== undefined) return own.value === undefined ? undefined : Buffer.from(own.value);
-    this.points.add(id);
+    if (this.tracked) this.points.add(id);
     for (let i = this.overlay.length - 1; i >= 0; i--) {
       const w = this.overlay[i]?.writes.get(id);
       if (w !== undefined) return w.value === undefined ? undefined : Buffer.from(w.value);
@@ -118,7 +120,7 @@ class LevelTx implements KvTx {
       if (r.reverse) lower = { key: last[0], inclusive: true };
       else upperBound = { key: last[0], inclusive: true };
     }
-    this.ranges.push({ lower, upper: upperBound });
+    if (this.tracked) this.ranges.push({ lower, upper: upperBound });
     return entries;
   }
 
@@ -235,6 +237,29 @@ class LevelKv implements Kv {
         this.checkUsable(false);
       }
     } finally {
+      this.running--;
+      if (this.running === 0) this.wakeIdle();
+    }
+  }
+
+  async snapshot<T>(fn: (view: KvReader) => Promise<T>): Promise<T> {
+    checkFn(fn);
+    this.checkUsable(true);
+    this.running++;
+    // Not registered as a running transaction: a view never validates, so a long export must not
+    // hold back pruning of the commit log. Snapshot + overlay taken in one synchronous step, as in begin().
+    const tx = new LevelTx(this.db, this.db.snapshot(), this.pending.slice(), this.acceptedSeq, false);
+    try {
+      const view: KvReader = { get: (key) => tx.get(key), scan: (range) => tx.scan(range) };
+      const result = await fn(view);
+      // The view may include accepted commits whose batch is still being written.
+      await tx.overlay.at(-1)?.done;
+      return result;
+    } finally {
+      tx.finished = true;
+      const closing = tx.snapshot.close().catch(() => undefined);
+      this.snapshotCloses.add(closing);
+      void closing.then(() => this.snapshotCloses.delete(closing));
       this.running--;
       if (this.running === 0) this.wakeIdle();
     }

@@ -21,7 +21,7 @@ import {
   type NormalRange,
   type Write,
 } from './internal.js';
-import type { Kv, KvEntry, KvListener, KvRange, KvTx, TransactOptions } from './types.js';
+import type { Kv, KvEntry, KvListener, KvRange, KvReader, KvTx, TransactOptions } from './types.js';
 
 export interface PostgresKvOptions {
   /** postgres://user:password@host:port/database */
@@ -482,6 +482,62 @@ class PostgresKv implements Kv {
       client.release();
     } catch (error) {
       client.release(error instanceof Error ? error : true);
+    }
+  }
+
+  async snapshot<T>(fn: (view: KvReader) => Promise<T>): Promise<T> {
+    checkFn(fn);
+    this.checkOpen();
+    this.running++;
+    try {
+      let client: pg.PoolClient;
+      try {
+        client = await this.pool.connect();
+      } catch (error) {
+        throw mapError(error);
+      }
+      let broken: unknown;
+      let open = false;
+      const onError = (error: Error): void => {
+        broken = error;
+      };
+      client.on('error', onError);
+      const query: RowQuery = async (text, values) => {
+        try {
+          return await client.query({ text, values });
+        } catch (error) {
+          if (isConnectionFailure(error)) broken ??= error;
+          throw mapError(error);
+        }
+      };
+      try {
+        // REPEATABLE READ is one snapshot for the whole transaction and, unlike SERIALIZABLE,
+        // takes no predicate locks: a long export neither fails nor makes writers conflict.
+        await query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', []);
+        open = true;
+        const view: KvReader = {
+          get: async (key) => {
+            checkKey(key);
+            const result = await query<{ v: Buffer }>('SELECT v FROM kv WHERE k = $1', [key]);
+            return result.rows[0]?.v;
+          },
+          scan: async (range) => readStored(query, normalizeRange(range), []),
+        };
+        const result = await fn(view);
+        open = false;
+        await query('COMMIT', []);
+        return result;
+      } finally {
+        await this.releaseClient(client, broken, open);
+        client.off('error', onError);
+      }
+    } finally {
+      this.running--;
+      if (this.running === 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const wake of waiters) wake();
+      }
     }
   }
 

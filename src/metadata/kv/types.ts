@@ -45,5 +45,12 @@ export interface Kv extends KvReader {
   transact<T>(fn: (tx: KvTx) => Promise<T>, options?: TransactOptions): Promise<T>;
   /** Subscribe to notifications (from this process or, for shared backends, any replica). */
   subscribe(channel: string, listener: KvListener): () => void;
+  /**
+   * Runs `fn` against one consistent read-only view of the whole store as of one point in time,
+   * while transactions go on (exports, backups). It never conflicts, retries or blocks writers,
+   * so `fn` may have side effects (such as writing a file). Resolves only once everything the
+   * view showed is durable.
+   */
+  snapshot<T>(fn: (view: KvReader) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
