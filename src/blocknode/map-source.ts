@@ -1,7 +1,7 @@
 // Where block nodes and gateways get the cluster map from: a MapSource gives the current map,
 // the previous one (to find data during a transition) and change notifications. Static maps
 // come from a JSON file (dev, tests), polled for changes; the metadata Admin API is the other source.
-import { readFileSync, statSync, unwatchFile, watchFile } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { z } from 'zod';
 import { NODE_STATES, PARTITION_COUNT, assign, type ClusterMap, type MapNode } from '../placement/index.js';
 
@@ -126,6 +126,9 @@ export interface FileMapSourceOptions {
 export class FileMapSource extends StaticMapSource {
   readonly #path: string;
   readonly #onError: (err: unknown) => void;
+  readonly #timer: NodeJS.Timeout;
+  /** inode, size and mtime of the file last read: a rename over it changes the inode. */
+  #seen = '';
 
   constructor(options: FileMapSourceOptions) {
     super(emptyMap());
@@ -133,13 +136,18 @@ export class FileMapSource extends StaticMapSource {
     this.#onError = options.onError ?? (() => undefined);
     // A bad file at start-up is a configuration error: fail loudly. Later bad writes are reported and skipped.
     this.#load(true);
-    watchFile(this.#path, { interval: options.pollMs ?? 1000, persistent: false }, () => this.#load(false));
+    // Plain polling rather than fs.watchFile, which was seen to miss a file created by rename.
+    this.#timer = setInterval(() => this.#load(false), options.pollMs ?? 1000);
+    this.#timer.unref();
   }
 
   #load(strict: boolean): void {
     let text: string;
     try {
-      statSync(this.#path);
+      const st = statSync(this.#path);
+      const seen = `${st.ino}:${st.size}:${st.mtimeMs}`;
+      if (seen === this.#seen) return;
+      this.#seen = seen;
       text = readFileSync(this.#path, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
@@ -157,7 +165,7 @@ export class FileMapSource extends StaticMapSource {
   }
 
   override close(): void {
-    unwatchFile(this.#path);
+    clearInterval(this.#timer);
     super.close();
   }
 }

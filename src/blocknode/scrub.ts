@@ -35,6 +35,7 @@ export class Scrubber {
   readonly #o: ScrubberOptions;
   readonly #abort = new AbortController();
   #chain: Promise<unknown> = Promise.resolve();
+  #repairChain: Promise<unknown> = Promise.resolve();
   #loop: Promise<void> | undefined;
   #errors = 0;
 
@@ -87,16 +88,25 @@ export class Scrubber {
       });
       this.#o.digests.invalidate(corrupt);
       if (corrupt.length > 0) this.#o.log.warn({ corrupt: corrupt.length, checked }, 'scrub found corrupt blocks');
-      const { repaired, unrepaired } = await this.repairQuarantined(merged);
-      return { checked, corrupt, repaired, unrepaired };
+      const { unrepaired } = await this.repairQuarantined(merged);
+      // Anti-entropy may have restored some of them already: count what is intact now.
+      const present = corrupt.length === 0 ? [] : await this.#o.store.has(corrupt);
+      return { checked, corrupt, repaired: present.filter(Boolean).length, unrepaired };
     };
     const p = this.#chain.then(run, run);
     this.#chain = p.catch(() => undefined);
     return p;
   }
 
-  /** Fetches an intact copy of every quarantined block from another replica and stores it. */
-  async repairQuarantined(signal?: AbortSignal): Promise<{ repaired: number; unrepaired: number }> {
+  /** Fetches an intact copy of every quarantined block from another replica and stores it; calls never overlap. */
+  repairQuarantined(signal?: AbortSignal): Promise<{ repaired: number; unrepaired: number }> {
+    const run = (): Promise<{ repaired: number; unrepaired: number }> => this.#repair(signal);
+    const p = this.#repairChain.then(run, run);
+    this.#repairChain = p.catch(() => undefined);
+    return p;
+  }
+
+  async #repair(signal?: AbortSignal): Promise<{ repaired: number; unrepaired: number }> {
     const { store, map: source, selfId, peers, log } = this.#o;
     const addresses = await store.quarantined();
     let repaired = 0;

@@ -18,13 +18,13 @@ async function load(cluster: TestCluster, count: number): Promise<Block[]> {
   return blocks;
 }
 
-test('adding a node moves close to the ideal data and keeps every block readable', async (t) => {
+test.serial('adding a node moves close to the ideal data and keeps every block readable', async (t) => {
   t.timeout(120_000);
   const cluster = new TestCluster(t);
   for (const id of ['n1', 'n2', 'n3', 'n4']) await cluster.startNode(id);
   const before = cluster.publish(3);
   await cluster.waitForEpoch();
-  const blocks = await load(cluster, 1500);
+  const blocks = await load(cluster, 800);
   const client = cluster.replicated(2);
 
   await cluster.startNode('n5');
@@ -65,13 +65,13 @@ test('adding a node moves close to the ideal data and keeps every block readable
   t.true(share <= 1.1 / 5, `assignment moved ${share} of replicas`);
 });
 
-test('draining a node keeps every block at RF and empties it before removal', async (t) => {
+test.serial('draining a node keeps every block at RF and empties it before removal', async (t) => {
   t.timeout(120_000);
   const cluster = new TestCluster(t);
   for (const id of ['n1', 'n2', 'n3', 'n4']) await cluster.startNode(id);
   cluster.publish(3);
   await cluster.waitForEpoch();
-  const blocks = await load(cluster, 1000);
+  const blocks = await load(cluster, 600);
   const client = cluster.replicated(2);
 
   const drained = cluster.publish(3, { n4: 'draining' });
