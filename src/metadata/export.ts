@@ -191,10 +191,18 @@ function positive(value: number | undefined, fallback: number, name: string): nu
   return v;
 }
 
-async function readMarker(kv: Kv): Promise<Marker | undefined> {
+async function readMarker(kv: Kv, force: boolean): Promise<Marker | undefined> {
   const raw = await kv.get(IMPORT_MARKER_KEY);
   if (raw === undefined) return undefined;
-  const parsed = markerSchema.safeParse(JSON.parse(raw.toString('utf8')));
+  let json: unknown;
+  try {
+    json = JSON.parse(raw.toString('utf8'));
+  } catch {
+    json = undefined;
+  }
+  const parsed = markerSchema.safeParse(json);
+  // With force the damaged marker is simply overwritten by the new import's.
+  if (!parsed.success && force) return undefined;
   if (!parsed.success) throw new CairnError('CAIRN_DATA_LOSS', 'the import progress marker in the target is damaged; re-run with --force');
   return parsed.data;
 }
@@ -218,7 +226,7 @@ export async function importStore(kv: Kv, file: string, options: ImportOptions =
   // still caught (the marker then keeps a re-run from mixing two files).
   const { header, checksum } = options.verified ?? (await verifyExport(file, (bytes) => options.onProgress?.('verify', bytes, fileSize)));
 
-  let marker = await readMarker(kv);
+  let marker = await readMarker(kv, options.force === true);
   const resumed = marker !== undefined && marker.checksum === checksum && options.force !== true;
   if (marker !== undefined && !resumed && options.force !== true) {
     throw new CairnError('CAIRN_FAILED_PRECONDITION', `an import of another export (sha256 ${marker.checksum.slice(0, 16)}…) into this store is unfinished: re-run that import, or pass --force to replace it`);
