@@ -11,7 +11,7 @@ import { TestCluster, waitFor } from './harness.js';
 test('a gateway with --cluster-map writes every chunk to its three owners and reads it back', async (t) => {
   t.timeout(90_000);
   const cluster = new TestCluster(t);
-  for (const id of ['n1', 'n2', 'n3']) await cluster.startNode(id);
+  await Promise.all(['n1', 'n2', 'n3'].map((id) => cluster.startNode(id)));
   cluster.publish(3);
   await cluster.waitForEpoch();
   const shared = ['--auth-secret-file', cluster.secretPath];

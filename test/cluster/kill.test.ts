@@ -7,7 +7,7 @@ import { TestCluster, makeBlocks, unreadable, waitFor, type Block } from './harn
 test('kill -9 during writes loses no acknowledged block and anti-entropy restores RF', async (t) => {
   t.timeout(90_000);
   const cluster = new TestCluster(t);
-  for (const id of ['n1', 'n2', 'n3', 'n4']) await cluster.startNode(id);
+  await Promise.all(['n1', 'n2', 'n3', 'n4'].map((id) => cluster.startNode(id)));
   cluster.publish(3);
   await cluster.waitForEpoch();
   const client = cluster.replicated(2);

@@ -24,12 +24,14 @@ test('a metadata-managed cluster stores a file at RF and drains a node without l
   const nodeArgs = [...shared, '--metadata-addr', metadata.grpc, '--heartbeat-interval-ms', '300', '--anti-entropy-interval-ms', '300', '--rebalance-settle-ms', '1500', '--scrub-interval-ms', '0', '--reserve-bytes', '0'];
   const ids = ['b1', 'b2', 'b3', 'b4'];
   const nodes = new Map<string, BlockClient>();
-  for (const id of ids) {
-    const s = await startServer(t, [...nodeArgs, '--node-id', id], { role: 'blocknode', dataDir: join(root, id) });
-    const c = new BlockClient({ address: s.grpc, credentials: credentials.createInsecure(), token });
-    t.teardown(() => c.close());
-    nodes.set(id, c);
-  }
+  await Promise.all(
+    ids.map(async (id) => {
+      const s = await startServer(t, [...nodeArgs, '--node-id', id], { role: 'blocknode', dataDir: join(root, id) });
+      const c = new BlockClient({ address: s.grpc, credentials: credentials.createInsecure(), token });
+      t.teardown(() => c.close());
+      nodes.set(id, c);
+    }),
+  );
   const admin = new AdminClient({ address: metadata.grpc, credentials: credentials.createInsecure(), token });
   t.teardown(() => admin.close());
   let epoch = 0;

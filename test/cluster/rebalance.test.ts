@@ -21,7 +21,7 @@ async function load(cluster: TestCluster, count: number): Promise<Block[]> {
 test.serial('adding a node moves close to the ideal data and keeps every block readable', async (t) => {
   t.timeout(120_000);
   const cluster = new TestCluster(t);
-  for (const id of ['n1', 'n2', 'n3', 'n4']) await cluster.startNode(id);
+  await Promise.all(['n1', 'n2', 'n3', 'n4'].map((id) => cluster.startNode(id)));
   const before = cluster.publish(3);
   await cluster.waitForEpoch();
   const blocks = await load(cluster, 800);
@@ -68,7 +68,7 @@ test.serial('adding a node moves close to the ideal data and keeps every block r
 test.serial('draining a node keeps every block at RF and empties it before removal', async (t) => {
   t.timeout(120_000);
   const cluster = new TestCluster(t);
-  for (const id of ['n1', 'n2', 'n3', 'n4']) await cluster.startNode(id);
+  await Promise.all(['n1', 'n2', 'n3', 'n4'].map((id) => cluster.startNode(id)));
   cluster.publish(3);
   await cluster.waitForEpoch();
   const blocks = await load(cluster, 600);

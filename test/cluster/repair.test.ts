@@ -39,7 +39,7 @@ async function metric(http: string, name: string): Promise<number> {
 test('a flipped byte is served correctly, repaired on read, and found and repaired by scrub', async (t) => {
   t.timeout(90_000);
   const cluster = new TestCluster(t);
-  for (const id of ['n1', 'n2', 'n3']) await cluster.startNode(id);
+  await Promise.all(['n1', 'n2', 'n3'].map((id) => cluster.startNode(id)));
   const map = cluster.publish(3);
   await cluster.waitForEpoch();
   const client = cluster.replicated(3);
@@ -78,7 +78,7 @@ test('a node with a small disk fills up, puts go elsewhere and nothing acknowled
   const cluster = new TestCluster(t);
   const cap = 1024 * 1024;
   await cluster.startNode('n1', ['--capacity-bytes', String(cap)]);
-  for (const id of ['n2', 'n3', 'n4']) await cluster.startNode(id);
+  await Promise.all(['n2', 'n3', 'n4'].map((id) => cluster.startNode(id)));
   cluster.publish(3);
   await cluster.waitForEpoch();
   const client = cluster.replicated(2);
