@@ -44,22 +44,23 @@ export function registerAdmin(program: Command): void {
     .command('export')
     .description('write a consistent snapshot of the whole metadata store to a file')
     .argument('<file>', 'export file to write (replaced atomically)')
-    .option('--data-dir <dir>', 'server data directory of an embedded (LevelDB) store; the server must be stopped')
+    .option('--data-dir <dir>', 'server data directory of an embedded (LevelDB) store (may be serving)')
     .option('--postgres-url <url>', 'PostgreSQL store (may be serving)')
     .action(async (file: string, flags: StoreFlags) => {
       const target = targetOf(flags);
       const g = program.opts<GlobalFlags>();
-      const { exportStore, openMetadataStore } = await import('../metadata/index.js');
-      const kv = await openMetadataStore(target, true);
+      const { exportStore, openExportSource } = await import('../metadata/index.js');
+      const source = await openExportSource(target);
+      if (source.copied && g.quiet !== true) process.stderr.write('cairn: the store is in use by a running server: exporting a consistent copy of it\n');
       const progress = createProgress('export', g.quiet !== true && g.json !== true);
       try {
-        const summary = await exportStore(kv, resolve(file), { backend: target.backend, onProgress: (_entries, bytes) => progress.update(bytes, undefined) });
+        const summary = await exportStore(source.kv, resolve(file), { backend: target.backend, onProgress: (_entries, bytes) => progress.update(bytes, undefined) });
         progress.stop();
         if (g.json === true) process.stdout.write(JSON.stringify({ file: summary.file, entries: summary.entries, bytes: summary.bytes, sha256: summary.checksum, backend: target.backend }) + '\n');
         else if (g.quiet !== true) process.stdout.write(`exported ${summary.entries} entries (${summary.bytes} bytes, sha256 ${summary.checksum}) to ${summary.file}\n`);
       } finally {
         progress.stop();
-        await kv.close();
+        await source.close();
       }
     });
 

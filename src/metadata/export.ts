@@ -2,11 +2,13 @@
 // snapshot streamed to a checksummed file, and a verified, resumable load in batches of transactions.
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rename, rm, stat, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
 import { openKv, type Kv, type KvEntry } from './kv/index.js';
+import { copyLiveLevelDb, isLocked } from './export-level-copy.js';
 import {
   HEADER_BYTES,
   encodeEnd,
@@ -57,6 +59,50 @@ export async function openMetadataStore(target: MetadataStoreTarget, mustExist: 
   } catch (error) {
     // LevelDB admits one process: the usual cause is a server still running on this data dir.
     throw new CairnError('CAIRN_UNAVAILABLE', `cannot open the metadata store in ${dir}: is a server running on it? Stop it first (LevelDB admits one process)`, { cause: error });
+  }
+}
+
+export interface ExportSource {
+  readonly kv: Kv;
+  /** True when the LevelDB store was in use and `kv` is a crash-consistent copy of it. */
+  readonly copied: boolean;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a store to export. A LevelDB store held by a running server is copied first (see
+ * copyLiveLevelDb) into a temporary directory that close() removes.
+ */
+export async function openExportSource(target: MetadataStoreTarget): Promise<ExportSource> {
+  if (target.backend === 'postgres') {
+    const kv = await openMetadataStore(target, true);
+    return { kv, copied: false, close: () => kv.close() };
+  }
+  const dir = join(target.dataDir, 'metadata');
+  if (!existsSync(join(dir, 'CURRENT'))) {
+    throw new CairnError('CAIRN_NOT_FOUND', `no metadata store in ${target.dataDir} (expected LevelDB files in ${dir})`);
+  }
+  try {
+    const kv = await openKv({ backend: 'level', dir });
+    return { kv, copied: false, close: () => kv.close() };
+  } catch (error) {
+    if (!isLocked(error)) throw new CairnError('CAIRN_UNAVAILABLE', `cannot open the metadata store in ${dir}`, { cause: error });
+  }
+  const temp = await mkdtemp(join(tmpdir(), 'cairn-export-'));
+  try {
+    await copyLiveLevelDb(dir, join(temp, 'metadata'));
+    const kv = await openKv({ backend: 'level', dir: join(temp, 'metadata') });
+    return {
+      kv,
+      copied: true,
+      async close() {
+        await kv.close();
+        await rm(temp, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    await rm(temp, { recursive: true, force: true });
+    throw error;
   }
 }
 
