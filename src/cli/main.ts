@@ -68,6 +68,7 @@ const SERVER_FLAGS: Array<[flag: string, key: string, help: string]> = [
   ['--zone <zone>', 'zone', "this block node's failure domain"],
   ['--heartbeat-interval-ms <ms>', 'heartbeatIntervalMs', 'block node heartbeat period (default 5000)'],
   ['--replication-factor <n>', 'replicationFactor', 'copies of every block in a new cluster (default 3)'],
+  ['--failover-delay-ms <ms>', 'failoverDelayMs', 'silence before a block node is marked down (default 300000)'],
 ];
 
 async function runServer(flags: Record<string, unknown>): Promise<void> {

@@ -40,6 +40,7 @@ export const serverConfigSchema = z.object({
   zone: z.string().default('').describe('Failure domain of this block node (replicas go to distinct zones when there are enough)'),
   heartbeatIntervalMs: zInt(100, 3_600_000).default(5_000).describe('How often a block node reports to the metadata service'),
   replicationFactor: zInt(1, 16).default(3).describe('Copies of every block in a new cluster (role metadata)'),
+  failoverDelayMs: zInt(1_000, 86_400_000).default(300_000).describe('How long a block node may stay silent before the metadata service marks it down (role metadata)'),
 });
 
 export type ServerConfig = z.infer<typeof serverConfigSchema>;

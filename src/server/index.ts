@@ -105,7 +105,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       }
       grpcPort = blocknode.port;
     } else if (config.role === 'metadata') {
-      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, cluster: { replicationFactor: config.replicationFactor } });
+      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, cluster: { replicationFactor: config.replicationFactor, failoverDelayMs: config.failoverDelayMs } });
       stops.push((t) => metadataSvc.stop(t));
       grpcPort = metadataSvc.port;
     } else {
