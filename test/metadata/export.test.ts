@@ -12,7 +12,12 @@ import { IMPORT_MARKER_KEY, exportStore, importStore } from '../../src/metadata/
 import * as m from '../../src/metadata/model/index.js';
 import { enqueueJob, getJob } from '../../src/metadata/model/jobs.js';
 import { getClusterMap, listNodes, registerNode } from '../../src/metadata/model/cluster.js';
+import { credentials, ServerCredentials } from '@grpc/grpc-js';
+import { signToken } from '../../src/common/auth.js';
+import { createLogger } from '../../src/common/log.js';
+import { createMetrics } from '../../src/common/metrics.js';
 import { CairnClient } from '../../src/client/index.js';
+import { createMetadataService, MetadataClient, type MetadataService } from '../../src/metadata/index.js';
 import { CLI, ROOT, runCli, startServer, tempDir } from '../helpers/cluster.js';
 import { startPostgres, type PostgresServer } from '../helpers/postgres.js';
 
@@ -394,4 +399,52 @@ test('the store of a running embedded server exports as a consistent copy while 
   const root = await m.listFolder(ctx, 'default', '/', { limit: 1000 });
   t.is(root.entries.length + during.entries.length, revision);
   t.true(uploaded > 0);
+});
+
+test('a change cursor issued by the LevelDB service is accepted by a PostgreSQL service after migration', async (t) => {
+  t.timeout(120_000);
+  const secret = Buffer.alloc(32, 9);
+  const token = await signToken(secret, { tenant: 'system', role: 'service' });
+  const serve = async (options: { dataDir: string; postgresUrl?: string }): Promise<{ svc: MetadataService; client: MetadataClient }> => {
+    const svc = await createMetadataService({
+      ...options, host: '127.0.0.1', port: 0, credentials: ServerCredentials.createInsecure(), authSecret: secret,
+      log: createLogger({ level: 'silent', name: t.title }), metrics: createMetrics({ processMetrics: false }),
+    });
+    const client = new MetadataClient({ address: `127.0.0.1:${svc.port}`, credentials: credentials.createInsecure(), token: () => token });
+    return { svc, client };
+  };
+  const chunks = (seed: string): Array<{ plain_hash: Buffer; offset: number; size: number; address: Buffer; stored_size: number }> => [
+    { plain_hash: sha(seed), offset: 0, size: 100, address: sha('sealed:' + seed), stored_size: 100 },
+  ];
+  const dataDir = tempDir(t);
+  const a = await serve({ dataDir });
+  let aStopped = false;
+  t.teardown(async () => {
+    if (aStopped) return;
+    a.client.close();
+    await a.svc.stop(5000);
+  });
+  await a.client.commitFile({ tenant: T, path: '/one', size: 100, mtime_ms: 1, author_device: 'd', chunks: chunks('one') });
+  const { cursor } = await a.client.getChangeCursor({ tenant: T });
+  aStopped = true;
+  a.client.close();
+  await a.svc.stop(5000);
+
+  const file = join(tempDir(t), 'migrate.cairnexport');
+  const exported = await runCli(['admin', 'export', file, '--data-dir', dataDir]);
+  t.is(exported.code, 0, exported.stderr);
+  const target = await postgresKv(t);
+  const imported = await runCli(['admin', 'import', file, '--postgres-url', target.url]);
+  t.is(imported.code, 0, imported.stderr);
+
+  const b = await serve({ dataDir: tempDir(t), postgresUrl: target.url });
+  t.teardown(async () => {
+    b.client.close();
+    await b.svc.stop(5000);
+  });
+  t.deepEqual((await b.client.listChanges({ tenant: T, cursor })).changes, []);
+  await b.client.commitFile({ tenant: T, path: '/two', size: 100, mtime_ms: 1, author_device: 'd', chunks: chunks('two') });
+  const page = await b.client.listChanges({ tenant: T, cursor });
+  t.deepEqual(page.changes.map((c) => c.path), ['/two']);
+  t.is(Number(page.changes[0]?.revision), 2);
 });
