@@ -1,28 +1,17 @@
 // Segment compaction: live records move while readers and writers keep going, space is
 // reclaimed, and the result survives reopen and a full index rebuild (tombstones included).
-import test, { type ExecutionContext } from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import test from 'ava';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BlockStore } from '../../src/blocknode/engine/index.js';
+import { block, tempDir as engineTempDir } from './engine-helpers.js';
 
-function block(size: number): { address: Buffer; data: Buffer } {
-  const data = randomBytes(size);
-  return { address: createHash('sha256').update(data).digest(), data };
-}
 
-async function tempDir(t: ExecutionContext): Promise<string> {
-  const slug = t.title.replace(/[^a-z0-9]+/gi, '-').slice(0, 40);
-  const dir = await mkdtemp(join(tmpdir(), `cairn-compaction-${slug}-`));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 const options = { segmentBytes: 256 * 1024, inlineBytes: 1024 };
 
 test('compaction under concurrent reads and writes loses nothing and reclaims space', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-compaction');
   const store = await BlockStore.open({ dir, ...options });
   t.teardown(() => store.close());
   const blocks = Array.from({ length: 240 }, (_, i) => block(i % 10 === 0 ? 600 : 4000 + ((i * 7919) % 16000)));
@@ -87,7 +76,7 @@ test('compaction under concurrent reads and writes loses nothing and reclaims sp
 });
 
 test('compaction leaves healthy segments alone unless forced, and force empties dead space', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-compaction');
   const store = await BlockStore.open({ dir, ...options, compactDeadRatio: 0.9 });
   t.teardown(() => store.close());
   const blocks = Array.from({ length: 100 }, () => block(5000));
@@ -103,7 +92,7 @@ test('compaction leaves healthy segments alone unless forced, and force empties 
 });
 
 test('tombstones outlive compaction while the record they kill still exists elsewhere', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-compaction');
   const store = await BlockStore.open({ dir, ...options, compactDeadRatio: 0.5 });
   const old = Array.from({ length: 40 }, () => block(5000)); // fills the first segments, mostly live
   await store.put(old);
@@ -126,7 +115,7 @@ test('tombstones outlive compaction while the record they kill still exists else
 });
 
 test('a compacted segment that survives a crash before its unlink changes nothing on reopen', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-compaction');
   const store = await BlockStore.open({ dir, ...options });
   t.teardown(() => store.close());
   const b = block(5000);

@@ -1,30 +1,15 @@
 // Block store recovery: torn tails, replay past the index's high-water mark, index loss and
 // corruption rebuilt from segments, and bit rot caught by reads and scrub and quarantined.
 import test, { type ExecutionContext } from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
-import { appendFile, mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { appendFile, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BlockStore, type BlockStoreOptions } from '../../src/blocknode/engine/index.js';
+import { BlockStore } from '../../src/blocknode/engine/index.js';
+import { block, openStore, tempDir as engineTempDir } from './engine-helpers.js';
 import { isCairnError } from '../../src/common/errors.js';
 
-function block(size: number): { address: Buffer; data: Buffer } {
-  const data = randomBytes(size);
-  return { address: createHash('sha256').update(data).digest(), data };
-}
 
-async function tempDir(t: ExecutionContext): Promise<string> {
-  const slug = t.title.replace(/[^a-z0-9]+/gi, '-').slice(0, 40);
-  const dir = await mkdtemp(join(tmpdir(), `cairn-recovery-${slug}-`));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
-async function openStore(t: ExecutionContext, dir: string, options: Partial<BlockStoreOptions> = {}): Promise<BlockStore> {
-  const store = await BlockStore.open({ dir, ...options });
-  t.teardown(() => store.close());
-  return store;
-}
 
 async function segmentPaths(dir: string): Promise<string[]> {
   return (await readdir(join(dir, 'segments'))).sort().map((n) => join(dir, 'segments', n));
@@ -32,7 +17,7 @@ async function segmentPaths(dir: string): Promise<string[]> {
 
 /** The raw record bytes of a block, written by a throwaway store. */
 async function recordOf(t: ExecutionContext, b: { address: Buffer; data: Buffer }): Promise<Buffer> {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-recovery');
   const side = await BlockStore.open({ dir });
   await side.put([b]);
   await side.close();
@@ -52,7 +37,7 @@ async function flipByteOf(dir: string, data: Buffer, delta = 7): Promise<void> {
 }
 
 test('garbage appended after the last record is truncated on open', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-recovery');
   const a = block(3000);
   const first = await BlockStore.open({ dir });
   await first.put([a]);
@@ -67,7 +52,7 @@ test('garbage appended after the last record is truncated on open', async (t) =>
 });
 
 test('a record torn mid-header or mid-payload past the indexed tail is cut off; a whole one is replayed', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-recovery');
   const a = block(3000);
   const b = block(70_000);
   const first = await BlockStore.open({ dir });
@@ -94,7 +79,7 @@ test('a record torn mid-header or mid-payload past the indexed tail is cut off; 
 });
 
 test('a segment truncated below the indexed high-water mark forces a rebuild that drops the lost block', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-recovery');
   const a = block(3000);
   const b = block(9000);
   const first = await BlockStore.open({ dir });
@@ -113,7 +98,7 @@ test('a segment truncated below the indexed high-water mark forces a rebuild tha
 });
 
 test('a deleted index directory is rebuilt from segments; deleted blocks stay deleted', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-recovery');
   const options = { segmentBytes: 64 * 1024, inlineBytes: 2048 };
   const blocks = Array.from({ length: 60 }, (_, i) => block(i % 3 === 0 ? 500 : 4000 + i * 100));
   const first = await BlockStore.open({ dir, ...options });
@@ -138,7 +123,7 @@ test('a deleted index directory is rebuilt from segments; deleted blocks stay de
 });
 
 test('an unreadable index is discarded and rebuilt', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-recovery');
   const blocks = Array.from({ length: 20 }, () => block(5000));
   const first = await BlockStore.open({ dir });
   await first.put(blocks);
@@ -154,7 +139,7 @@ test('an unreadable index is discarded and rebuilt', async (t) => {
 });
 
 test('a flipped byte makes get throw CAIRN_CORRUPT_BLOCK and quarantines the block; scrub finds the rest', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-recovery');
   const store = await openStore(t, dir, { inlineBytes: 1024 });
   const blocks = [block(10_000), block(20_000), block(30_000), block(500), block(100_000)];
   await store.put(blocks);
@@ -191,7 +176,7 @@ test('a flipped byte makes get throw CAIRN_CORRUPT_BLOCK and quarantines the blo
 });
 
 test('a corrupt record stays out of a rebuilt index', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-recovery');
   const good = block(8000);
   const bad = block(8000);
   const last = block(8000);
@@ -208,7 +193,7 @@ test('a corrupt record stays out of a rebuilt index', async (t) => {
 });
 
 test('scrub stops early when aborted', async (t) => {
-  const store = await openStore(t, await tempDir(t));
+  const store = await openStore(t, await engineTempDir(t, 'cairn-recovery'));
   await store.put(Array.from({ length: 30 }, () => block(10_000)));
   const controller = new AbortController();
   const scrubbing = store.scrub({ maxBytesPerSecond: 50_000, signal: controller.signal });
@@ -219,7 +204,7 @@ test('scrub stops early when aborted', async (t) => {
 });
 
 test('close does not wait out a rate-limited scrub', async (t) => {
-  const store = await BlockStore.open({ dir: await tempDir(t) });
+  const store = await BlockStore.open({ dir: await engineTempDir(t, 'cairn-recovery') });
   await store.put(Array.from({ length: 5 }, () => block(100_000)));
   const scrubbing = store.scrub({ maxBytesPerSecond: 1000 }); // would take minutes
   await new Promise((r) => setTimeout(r, 100));

@@ -1,30 +1,15 @@
 // Block store behaviour seen through its public API: writes, reads, dedup, limits, listing, accounting.
 // Every store gets its own temp dir named after the test and is closed on teardown.
-import test, { type ExecutionContext } from 'ava';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BlockStore, type BlockStoreOptions } from '../../src/blocknode/engine/index.js';
+import { BlockStore } from '../../src/blocknode/engine/index.js';
+import { block, openStore, tempDir as engineTempDir } from './engine-helpers.js';
 import { isCairnError } from '../../src/common/errors.js';
 
-function block(size: number): { address: Buffer; data: Buffer } {
-  const data = randomBytes(size);
-  return { address: createHash('sha256').update(data).digest(), data };
-}
 
-async function tempDir(t: ExecutionContext): Promise<string> {
-  const slug = t.title.replace(/[^a-z0-9]+/gi, '-').slice(0, 40);
-  const dir = await mkdtemp(join(tmpdir(), `cairn-engine-${slug}-`));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
-async function openStore(t: ExecutionContext, dir: string, options: Partial<BlockStoreOptions> = {}): Promise<BlockStore> {
-  const store = await BlockStore.open({ dir, ...options });
-  t.teardown(() => store.close());
-  return store;
-}
 
 async function segmentBytes(dir: string): Promise<number> {
   let total = 0;
@@ -33,7 +18,7 @@ async function segmentBytes(dir: string): Promise<number> {
 }
 
 test('put, get, has and delete round-trip', async (t) => {
-  const store = await openStore(t, await tempDir(t));
+  const store = await openStore(t, await engineTempDir(t, 'cairn-engine'));
   const a = block(10_000);
   const b = block(100);
   const missing = block(10);
@@ -49,7 +34,7 @@ test('put, get, has and delete round-trip', async (t) => {
 });
 
 test('a hash mismatch rejects the whole batch and writes nothing', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-engine');
   const store = await openStore(t, dir);
   const good = block(5000);
   const bad = { address: block(10).address, data: randomBytes(5000) };
@@ -62,7 +47,7 @@ test('a hash mismatch rejects the whole batch and writes nothing', async (t) => 
 });
 
 test('oversize blocks are refused before anything is written', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-engine');
   const store = await openStore(t, dir, { maxBlockBytes: 1024 });
   const small = block(1024);
   const big = block(1025);
@@ -74,7 +59,7 @@ test('oversize blocks are refused before anything is written', async (t) => {
 });
 
 test('duplicate puts are stored once', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-engine');
   const store = await openStore(t, dir);
   const a = block(8000);
   t.deepEqual(await store.put([a, a, a]), { stored: 1, bytes: 8000 });
@@ -90,7 +75,7 @@ test('duplicate puts are stored once', async (t) => {
 });
 
 test('inline blocks are served from the index, larger ones from segments', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-engine');
   const store = await openStore(t, dir, { inlineBytes: 1024 });
   const small = block(1000);
   const large = block(5000);
@@ -111,7 +96,7 @@ test('inline blocks are served from the index, larger ones from segments', async
 });
 
 test('blocks persist across reopen', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-engine');
   const blocks = Array.from({ length: 50 }, (_, i) => block(100 + i * 997));
   const first = await BlockStore.open({ dir, segmentBytes: 64 * 1024 });
   await first.put(blocks.slice(0, 30));
@@ -133,7 +118,7 @@ test('blocks persist across reopen', async (t) => {
 });
 
 test('listAddresses pages through a partition and the whole keyspace in address order', async (t) => {
-  const store = await openStore(t, await tempDir(t));
+  const store = await openStore(t, await engineTempDir(t, 'cairn-engine'));
   const blocks = Array.from({ length: 400 }, () => block(64));
   await store.put(blocks);
   const sorted = blocks.map((b) => b.address).sort((x, y) => Buffer.compare(x, y));
@@ -162,7 +147,7 @@ test('listAddresses pages through a partition and the whole keyspace in address 
 });
 
 test('stats account for live, dead and on-disk bytes', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-engine');
   const store = await openStore(t, dir, { segmentBytes: 100_000 });
   t.like(store.stats(), { blocks: 0, bytes: 0, deadBytes: 0, segments: 1, diskBytes: 0, capacityBytes: null });
   const blocks = Array.from({ length: 10 }, () => block(30_000));
@@ -184,7 +169,7 @@ test('stats account for live, dead and on-disk bytes', async (t) => {
 });
 
 test('capacity and reserve refuse a put with CAIRN_DISK_FULL and write nothing', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-engine');
   const store = await openStore(t, dir, { capacityBytes: 10_000 });
   t.is(store.stats().capacityBytes, 10_000);
   const first = block(5000);
@@ -198,14 +183,14 @@ test('capacity and reserve refuse a put with CAIRN_DISK_FULL and write nothing',
   t.is(await segmentBytes(dir), used);
   t.deepEqual(await store.put([a]), { stored: 1, bytes: 2500 });
 
-  const reserved = await openStore(t, await tempDir(t), { reserveBytes: Number.MAX_SAFE_INTEGER });
+  const reserved = await openStore(t, await engineTempDir(t, 'cairn-engine'), { reserveBytes: Number.MAX_SAFE_INTEGER });
   const err2 = await t.throwsAsync(reserved.put([block(10)]));
   t.true(isCairnError(err2, 'CAIRN_DISK_FULL'));
   t.is(reserved.stats().diskBytes, 0);
 });
 
 test('programmer mistakes throw TypeError or RangeError naming the argument', async (t) => {
-  const store = await openStore(t, await tempDir(t));
+  const store = await openStore(t, await engineTempDir(t, 'cairn-engine'));
   const bad = store as unknown as { get(a: unknown): Promise<unknown>; put(b: unknown): Promise<unknown> };
   await t.throwsAsync(bad.get('abc'), { instanceOf: TypeError, message: /address/ });
   await t.throwsAsync(store.get(Buffer.alloc(31)), { instanceOf: RangeError, message: /address/ });
@@ -218,7 +203,7 @@ test('programmer mistakes throw TypeError or RangeError naming the argument', as
 });
 
 test('closed stores refuse work with CAIRN_SHUTTING_DOWN', async (t) => {
-  const store = await BlockStore.open({ dir: await tempDir(t) });
+  const store = await BlockStore.open({ dir: await engineTempDir(t, 'cairn-engine') });
   await store.close();
   await store.close();
   const err = await t.throwsAsync(store.get(Buffer.alloc(32)));
@@ -226,7 +211,7 @@ test('closed stores refuse work with CAIRN_SHUTTING_DOWN', async (t) => {
 });
 
 test('a second open of the same directory fails and leaves the first store working', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-engine');
   const store = await openStore(t, dir);
   const a = block(5000);
   await store.put([a]);
@@ -238,7 +223,7 @@ test('a second open of the same directory fails and leaves the first store worki
 });
 
 test('empty blocks and blocks larger than a segment round-trip through reopen and rebuild', async (t) => {
-  const dir = await tempDir(t);
+  const dir = await engineTempDir(t, 'cairn-engine');
   const options = { segmentBytes: 8192, inlineBytes: 0 };
   const empty = block(0);
   const huge = block(50_000);
