@@ -10,11 +10,11 @@ import { normalizePath } from '../common/paths.js';
 import { wireInt } from '../common/wire.js';
 import type { ChunkRef } from '../gen/cairn/v1/ChunkRef.js';
 import type { FileInfo } from '../gen/cairn/v1/FileInfo.js';
-import type { FilesHandlers } from '../gen/cairn/v1/Files.js';
 import type { FileVersion__Output } from '../gen/cairn/v1/FileVersion.js';
 import type { UploadFileRequest__Output } from '../gen/cairn/v1/UploadFileRequest.js';
 import type { UploadFileResponse } from '../gen/cairn/v1/UploadFileResponse.js';
 import type { BlockAccess } from '../blocknode/index.js';
+import type { FilesDataHandlers } from './tree.js';
 import type { MetadataClient } from '../metadata/index.js';
 
 export const MAX_DATA_MESSAGE_BYTES = 1024 * 1024;
@@ -180,7 +180,8 @@ async function fetchBatch(blocks: BlockAccess, addresses: Buffer[], signal: Abor
   return out;
 }
 
-export function filesHandlers(options: FilesServiceOptions): FilesHandlers {
+/** The data half of Files; the tree half (List, Move, …) is `treeHandlers` in tree.ts. */
+export function filesHandlers(options: FilesServiceOptions): FilesDataHandlers {
   return {
     UploadFile: clientStream((call, ctx) => upload(call, ctx, options)),
 

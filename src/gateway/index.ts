@@ -9,6 +9,7 @@ import { loadProto } from '../common/proto.js';
 import type { BlockAccess } from '../blocknode/index.js';
 import type { MetadataClient } from '../metadata/index.js';
 import { filesHandlers } from './files.js';
+import { TREE_PERMISSIONS, treeHandlers } from './tree.js';
 
 export interface GatewayOptions {
   readonly host: string;
@@ -34,8 +35,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const server = new CairnGrpcServer({ name: 'gateway', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
   server.addService(
     proto.cairn.v1.Files.service,
-    filesHandlers({ metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, ...(options.chunker ? { chunker: options.chunker } : {}) }),
-    { UploadFile: 'write', ReadFile: 'read', Stat: 'read' },
+    {
+      ...filesHandlers({ metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, ...(options.chunker ? { chunker: options.chunker } : {}) }),
+      ...treeHandlers({ metadata: options.metadata }),
+    },
+    { UploadFile: 'write', ReadFile: 'read', Stat: 'read', ...TREE_PERMISSIONS },
   );
   const port = await server.listen(options.host, options.port, options.credentials);
   return {

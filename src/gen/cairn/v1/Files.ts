@@ -3,12 +3,32 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { CopyRequest as _cairn_v1_CopyRequest, CopyRequest__Output as _cairn_v1_CopyRequest__Output } from '../../cairn/v1/CopyRequest.js';
+import type { CopyResponse as _cairn_v1_CopyResponse, CopyResponse__Output as _cairn_v1_CopyResponse__Output } from '../../cairn/v1/CopyResponse.js';
+import type { DeleteRequest as _cairn_v1_DeleteRequest, DeleteRequest__Output as _cairn_v1_DeleteRequest__Output } from '../../cairn/v1/DeleteRequest.js';
+import type { DeleteResponse as _cairn_v1_DeleteResponse, DeleteResponse__Output as _cairn_v1_DeleteResponse__Output } from '../../cairn/v1/DeleteResponse.js';
+import type { FilesListChangesRequest as _cairn_v1_FilesListChangesRequest, FilesListChangesRequest__Output as _cairn_v1_FilesListChangesRequest__Output } from '../../cairn/v1/FilesListChangesRequest.js';
+import type { FilesListChangesResponse as _cairn_v1_FilesListChangesResponse, FilesListChangesResponse__Output as _cairn_v1_FilesListChangesResponse__Output } from '../../cairn/v1/FilesListChangesResponse.js';
+import type { FilesListVersionsRequest as _cairn_v1_FilesListVersionsRequest, FilesListVersionsRequest__Output as _cairn_v1_FilesListVersionsRequest__Output } from '../../cairn/v1/FilesListVersionsRequest.js';
+import type { FilesListVersionsResponse as _cairn_v1_FilesListVersionsResponse, FilesListVersionsResponse__Output as _cairn_v1_FilesListVersionsResponse__Output } from '../../cairn/v1/FilesListVersionsResponse.js';
+import type { FilesWatchChangesRequest as _cairn_v1_FilesWatchChangesRequest, FilesWatchChangesRequest__Output as _cairn_v1_FilesWatchChangesRequest__Output } from '../../cairn/v1/FilesWatchChangesRequest.js';
+import type { FilesWatchChangesResponse as _cairn_v1_FilesWatchChangesResponse, FilesWatchChangesResponse__Output as _cairn_v1_FilesWatchChangesResponse__Output } from '../../cairn/v1/FilesWatchChangesResponse.js';
+import type { ListRequest as _cairn_v1_ListRequest, ListRequest__Output as _cairn_v1_ListRequest__Output } from '../../cairn/v1/ListRequest.js';
+import type { ListResponse as _cairn_v1_ListResponse, ListResponse__Output as _cairn_v1_ListResponse__Output } from '../../cairn/v1/ListResponse.js';
+import type { MkdirRequest as _cairn_v1_MkdirRequest, MkdirRequest__Output as _cairn_v1_MkdirRequest__Output } from '../../cairn/v1/MkdirRequest.js';
+import type { MkdirResponse as _cairn_v1_MkdirResponse, MkdirResponse__Output as _cairn_v1_MkdirResponse__Output } from '../../cairn/v1/MkdirResponse.js';
+import type { MoveRequest as _cairn_v1_MoveRequest, MoveRequest__Output as _cairn_v1_MoveRequest__Output } from '../../cairn/v1/MoveRequest.js';
+import type { MoveResponse as _cairn_v1_MoveResponse, MoveResponse__Output as _cairn_v1_MoveResponse__Output } from '../../cairn/v1/MoveResponse.js';
 import type { ReadFileRequest as _cairn_v1_ReadFileRequest, ReadFileRequest__Output as _cairn_v1_ReadFileRequest__Output } from '../../cairn/v1/ReadFileRequest.js';
 import type { ReadFileResponse as _cairn_v1_ReadFileResponse, ReadFileResponse__Output as _cairn_v1_ReadFileResponse__Output } from '../../cairn/v1/ReadFileResponse.js';
+import type { RestoreVersionRequest as _cairn_v1_RestoreVersionRequest, RestoreVersionRequest__Output as _cairn_v1_RestoreVersionRequest__Output } from '../../cairn/v1/RestoreVersionRequest.js';
+import type { RestoreVersionResponse as _cairn_v1_RestoreVersionResponse, RestoreVersionResponse__Output as _cairn_v1_RestoreVersionResponse__Output } from '../../cairn/v1/RestoreVersionResponse.js';
 import type { StatRequest as _cairn_v1_StatRequest, StatRequest__Output as _cairn_v1_StatRequest__Output } from '../../cairn/v1/StatRequest.js';
 import type { StatResponse as _cairn_v1_StatResponse, StatResponse__Output as _cairn_v1_StatResponse__Output } from '../../cairn/v1/StatResponse.js';
 import type { UploadFileRequest as _cairn_v1_UploadFileRequest, UploadFileRequest__Output as _cairn_v1_UploadFileRequest__Output } from '../../cairn/v1/UploadFileRequest.js';
 import type { UploadFileResponse as _cairn_v1_UploadFileResponse, UploadFileResponse__Output as _cairn_v1_UploadFileResponse__Output } from '../../cairn/v1/UploadFileResponse.js';
+import type { UsageRequest as _cairn_v1_UsageRequest, UsageRequest__Output as _cairn_v1_UsageRequest__Output } from '../../cairn/v1/UsageRequest.js';
+import type { UsageResponse as _cairn_v1_UsageResponse, UsageResponse__Output as _cairn_v1_UsageResponse__Output } from '../../cairn/v1/UsageResponse.js';
 
 /**
  * Files stores, reads and describes a tenant's files.
@@ -17,6 +37,145 @@ import type { UploadFileResponse as _cairn_v1_UploadFileResponse, UploadFileResp
  * stable CAIRN_* code (see docs/errors.md) and whose domain is "cairn.dev".
  */
 export interface FilesClient extends grpc.Client {
+  /**
+   * Copy writes a version of a file to another path as a new version sharing the same chunks (no
+   * data is copied). Files only: a folder is FAILED_PRECONDITION.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (CAIRN_INVALID_PATH), ABORTED (CAIRN_CONFLICT when
+   * base_version is set and not the destination's current version).
+   */
+  Copy(argument: _cairn_v1_CopyRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CopyResponse__Output>): grpc.ClientUnaryCall;
+  Copy(argument: _cairn_v1_CopyRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CopyResponse__Output>): grpc.ClientUnaryCall;
+  Copy(argument: _cairn_v1_CopyRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CopyResponse__Output>): grpc.ClientUnaryCall;
+  Copy(argument: _cairn_v1_CopyRequest, callback: grpc.requestCallback<_cairn_v1_CopyResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Copy writes a version of a file to another path as a new version sharing the same chunks (no
+   * data is copied). Files only: a folder is FAILED_PRECONDITION.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (CAIRN_INVALID_PATH), ABORTED (CAIRN_CONFLICT when
+   * base_version is set and not the destination's current version).
+   */
+  copy(argument: _cairn_v1_CopyRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CopyResponse__Output>): grpc.ClientUnaryCall;
+  copy(argument: _cairn_v1_CopyRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CopyResponse__Output>): grpc.ClientUnaryCall;
+  copy(argument: _cairn_v1_CopyRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CopyResponse__Output>): grpc.ClientUnaryCall;
+  copy(argument: _cairn_v1_CopyRequest, callback: grpc.requestCallback<_cairn_v1_CopyResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Delete deletes a file or folder (a folder with everything inside). The entry stays restorable
+   * within the trash window. Errors: NOT_FOUND, ABORTED (CAIRN_CONFLICT on a stale base_version),
+   * INVALID_ARGUMENT (CAIRN_INVALID_PATH; "/" cannot be deleted).
+   */
+  Delete(argument: _cairn_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  Delete(argument: _cairn_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  Delete(argument: _cairn_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  Delete(argument: _cairn_v1_DeleteRequest, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Delete deletes a file or folder (a folder with everything inside). The entry stays restorable
+   * within the trash window. Errors: NOT_FOUND, ABORTED (CAIRN_CONFLICT on a stale base_version),
+   * INVALID_ARGUMENT (CAIRN_INVALID_PATH; "/" cannot be deleted).
+   */
+  delete(argument: _cairn_v1_DeleteRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  delete(argument: _cairn_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  delete(argument: _cairn_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  delete(argument: _cairn_v1_DeleteRequest, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * List pages through a folder's entries in name order ("/" is the root).
+   * page_size: default 100, larger values are lowered to 1000, negative is INVALID_ARGUMENT.
+   * Give at most one of page_token, previous_last and previous_first.
+   * Errors: NOT_FOUND (no such folder), INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT,
+   * CAIRN_INVALID_PAGE_TOKEN when a token is tampered with or reused for another request),
+   * FAILED_PRECONDITION (the path is a file).
+   */
+  List(argument: _cairn_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListResponse__Output>): grpc.ClientUnaryCall;
+  List(argument: _cairn_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListResponse__Output>): grpc.ClientUnaryCall;
+  List(argument: _cairn_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListResponse__Output>): grpc.ClientUnaryCall;
+  List(argument: _cairn_v1_ListRequest, callback: grpc.requestCallback<_cairn_v1_ListResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * List pages through a folder's entries in name order ("/" is the root).
+   * page_size: default 100, larger values are lowered to 1000, negative is INVALID_ARGUMENT.
+   * Give at most one of page_token, previous_last and previous_first.
+   * Errors: NOT_FOUND (no such folder), INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT,
+   * CAIRN_INVALID_PAGE_TOKEN when a token is tampered with or reused for another request),
+   * FAILED_PRECONDITION (the path is a file).
+   */
+  list(argument: _cairn_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListResponse__Output>): grpc.ClientUnaryCall;
+  list(argument: _cairn_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListResponse__Output>): grpc.ClientUnaryCall;
+  list(argument: _cairn_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListResponse__Output>): grpc.ClientUnaryCall;
+  list(argument: _cairn_v1_ListRequest, callback: grpc.requestCallback<_cairn_v1_ListResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * ListChanges pages through the tenant's changes after a cursor, oldest first (an empty cursor
+   * starts at the beginning of the retained feed). page_size as for List.
+   * Errors: FAILED_PRECONDITION (CAIRN_CURSOR_EXPIRED, with ErrorInfo metadata.snapshot_cursor: list
+   * the tree again and continue from it), INVALID_ARGUMENT (CAIRN_INVALID_CURSOR).
+   */
+  ListChanges(argument: _cairn_v1_FilesListChangesRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesListChangesResponse__Output>): grpc.ClientUnaryCall;
+  ListChanges(argument: _cairn_v1_FilesListChangesRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FilesListChangesResponse__Output>): grpc.ClientUnaryCall;
+  ListChanges(argument: _cairn_v1_FilesListChangesRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesListChangesResponse__Output>): grpc.ClientUnaryCall;
+  ListChanges(argument: _cairn_v1_FilesListChangesRequest, callback: grpc.requestCallback<_cairn_v1_FilesListChangesResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ListChanges pages through the tenant's changes after a cursor, oldest first (an empty cursor
+   * starts at the beginning of the retained feed). page_size as for List.
+   * Errors: FAILED_PRECONDITION (CAIRN_CURSOR_EXPIRED, with ErrorInfo metadata.snapshot_cursor: list
+   * the tree again and continue from it), INVALID_ARGUMENT (CAIRN_INVALID_CURSOR).
+   */
+  listChanges(argument: _cairn_v1_FilesListChangesRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesListChangesResponse__Output>): grpc.ClientUnaryCall;
+  listChanges(argument: _cairn_v1_FilesListChangesRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FilesListChangesResponse__Output>): grpc.ClientUnaryCall;
+  listChanges(argument: _cairn_v1_FilesListChangesRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesListChangesResponse__Output>): grpc.ClientUnaryCall;
+  listChanges(argument: _cairn_v1_FilesListChangesRequest, callback: grpc.requestCallback<_cairn_v1_FilesListChangesResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * ListVersions pages through a file's versions, newest first (tombstones included).
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (path, page_size, page token as for List).
+   */
+  ListVersions(argument: _cairn_v1_FilesListVersionsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  ListVersions(argument: _cairn_v1_FilesListVersionsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FilesListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  ListVersions(argument: _cairn_v1_FilesListVersionsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  ListVersions(argument: _cairn_v1_FilesListVersionsRequest, callback: grpc.requestCallback<_cairn_v1_FilesListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ListVersions pages through a file's versions, newest first (tombstones included).
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (path, page_size, page token as for List).
+   */
+  listVersions(argument: _cairn_v1_FilesListVersionsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  listVersions(argument: _cairn_v1_FilesListVersionsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FilesListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  listVersions(argument: _cairn_v1_FilesListVersionsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  listVersions(argument: _cairn_v1_FilesListVersionsRequest, callback: grpc.requestCallback<_cairn_v1_FilesListVersionsResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Mkdir creates a folder and its missing parents; an existing folder is returned as is.
+   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH), FAILED_PRECONDITION (a file is in the way).
+   */
+  Mkdir(argument: _cairn_v1_MkdirRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MkdirResponse__Output>): grpc.ClientUnaryCall;
+  Mkdir(argument: _cairn_v1_MkdirRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_MkdirResponse__Output>): grpc.ClientUnaryCall;
+  Mkdir(argument: _cairn_v1_MkdirRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MkdirResponse__Output>): grpc.ClientUnaryCall;
+  Mkdir(argument: _cairn_v1_MkdirRequest, callback: grpc.requestCallback<_cairn_v1_MkdirResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Mkdir creates a folder and its missing parents; an existing folder is returned as is.
+   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH), FAILED_PRECONDITION (a file is in the way).
+   */
+  mkdir(argument: _cairn_v1_MkdirRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MkdirResponse__Output>): grpc.ClientUnaryCall;
+  mkdir(argument: _cairn_v1_MkdirRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_MkdirResponse__Output>): grpc.ClientUnaryCall;
+  mkdir(argument: _cairn_v1_MkdirRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MkdirResponse__Output>): grpc.ClientUnaryCall;
+  mkdir(argument: _cairn_v1_MkdirRequest, callback: grpc.requestCallback<_cairn_v1_MkdirResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Move moves or renames a file or folder; a folder's contents move with it.
+   * Errors: NOT_FOUND, ALREADY_EXISTS (destination exists), INVALID_ARGUMENT (CAIRN_INVALID_PATH, a
+   * folder into itself), ABORTED (CAIRN_CONFLICT on a stale base_version).
+   */
+  Move(argument: _cairn_v1_MoveRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MoveResponse__Output>): grpc.ClientUnaryCall;
+  Move(argument: _cairn_v1_MoveRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_MoveResponse__Output>): grpc.ClientUnaryCall;
+  Move(argument: _cairn_v1_MoveRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MoveResponse__Output>): grpc.ClientUnaryCall;
+  Move(argument: _cairn_v1_MoveRequest, callback: grpc.requestCallback<_cairn_v1_MoveResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Move moves or renames a file or folder; a folder's contents move with it.
+   * Errors: NOT_FOUND, ALREADY_EXISTS (destination exists), INVALID_ARGUMENT (CAIRN_INVALID_PATH, a
+   * folder into itself), ABORTED (CAIRN_CONFLICT on a stale base_version).
+   */
+  move(argument: _cairn_v1_MoveRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MoveResponse__Output>): grpc.ClientUnaryCall;
+  move(argument: _cairn_v1_MoveRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_MoveResponse__Output>): grpc.ClientUnaryCall;
+  move(argument: _cairn_v1_MoveRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MoveResponse__Output>): grpc.ClientUnaryCall;
+  move(argument: _cairn_v1_MoveRequest, callback: grpc.requestCallback<_cairn_v1_MoveResponse__Output>): grpc.ClientUnaryCall;
+  
   /**
    * ReadFile streams a file's bytes, optionally a range. The first message carries
    * the file's description; data follows in order.
@@ -33,6 +192,25 @@ export interface FilesClient extends grpc.Client {
    */
   readFile(argument: _cairn_v1_ReadFileRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_ReadFileResponse__Output>;
   readFile(argument: _cairn_v1_ReadFileRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_ReadFileResponse__Output>;
+  
+  /**
+   * RestoreVersion makes an old version of a file current again, as a new version with the same
+   * content, or undeletes a deleted file or folder (version 0).
+   * Errors: NOT_FOUND (no such path or version), INVALID_ARGUMENT (CAIRN_INVALID_PATH).
+   */
+  RestoreVersion(argument: _cairn_v1_RestoreVersionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
+  RestoreVersion(argument: _cairn_v1_RestoreVersionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
+  RestoreVersion(argument: _cairn_v1_RestoreVersionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
+  RestoreVersion(argument: _cairn_v1_RestoreVersionRequest, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * RestoreVersion makes an old version of a file current again, as a new version with the same
+   * content, or undeletes a deleted file or folder (version 0).
+   * Errors: NOT_FOUND (no such path or version), INVALID_ARGUMENT (CAIRN_INVALID_PATH).
+   */
+  restoreVersion(argument: _cairn_v1_RestoreVersionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
+  restoreVersion(argument: _cairn_v1_RestoreVersionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
+  restoreVersion(argument: _cairn_v1_RestoreVersionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
+  restoreVersion(argument: _cairn_v1_RestoreVersionRequest, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * Stat describes the current (or a given) version of a file.
@@ -74,6 +252,42 @@ export interface FilesClient extends grpc.Client {
   uploadFile(options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_UploadFileResponse__Output>): grpc.ClientWritableStream<_cairn_v1_UploadFileRequest>;
   uploadFile(callback: grpc.requestCallback<_cairn_v1_UploadFileResponse__Output>): grpc.ClientWritableStream<_cairn_v1_UploadFileRequest>;
   
+  /**
+   * Usage counts the files, folders and bytes (current versions) under a folder, by walking it.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (CAIRN_INVALID_PATH), FAILED_PRECONDITION (a file),
+   * OUT_OF_RANGE (CAIRN_OUT_OF_RANGE when the folder holds more than 1,000,000 entries).
+   */
+  Usage(argument: _cairn_v1_UsageRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_UsageResponse__Output>): grpc.ClientUnaryCall;
+  Usage(argument: _cairn_v1_UsageRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_UsageResponse__Output>): grpc.ClientUnaryCall;
+  Usage(argument: _cairn_v1_UsageRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_UsageResponse__Output>): grpc.ClientUnaryCall;
+  Usage(argument: _cairn_v1_UsageRequest, callback: grpc.requestCallback<_cairn_v1_UsageResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Usage counts the files, folders and bytes (current versions) under a folder, by walking it.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (CAIRN_INVALID_PATH), FAILED_PRECONDITION (a file),
+   * OUT_OF_RANGE (CAIRN_OUT_OF_RANGE when the folder holds more than 1,000,000 entries).
+   */
+  usage(argument: _cairn_v1_UsageRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_UsageResponse__Output>): grpc.ClientUnaryCall;
+  usage(argument: _cairn_v1_UsageRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_UsageResponse__Output>): grpc.ClientUnaryCall;
+  usage(argument: _cairn_v1_UsageRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_UsageResponse__Output>): grpc.ClientUnaryCall;
+  usage(argument: _cairn_v1_UsageRequest, callback: grpc.requestCallback<_cairn_v1_UsageResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * WatchChanges streams the tenant's changes after a cursor as they commit (an empty cursor starts
+   * now). The first message is sent as soon as the watch is established and may carry no
+   * changes; every message carries the cursor to reconnect from, so a reconnect misses nothing.
+   * Errors as for ListChanges.
+   */
+  WatchChanges(argument: _cairn_v1_FilesWatchChangesRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_FilesWatchChangesResponse__Output>;
+  WatchChanges(argument: _cairn_v1_FilesWatchChangesRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_FilesWatchChangesResponse__Output>;
+  /**
+   * WatchChanges streams the tenant's changes after a cursor as they commit (an empty cursor starts
+   * now). The first message is sent as soon as the watch is established and may carry no
+   * changes; every message carries the cursor to reconnect from, so a reconnect misses nothing.
+   * Errors as for ListChanges.
+   */
+  watchChanges(argument: _cairn_v1_FilesWatchChangesRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_FilesWatchChangesResponse__Output>;
+  watchChanges(argument: _cairn_v1_FilesWatchChangesRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_FilesWatchChangesResponse__Output>;
+  
 }
 
 /**
@@ -84,12 +298,71 @@ export interface FilesClient extends grpc.Client {
  */
 export interface FilesHandlers extends grpc.UntypedServiceImplementation {
   /**
+   * Copy writes a version of a file to another path as a new version sharing the same chunks (no
+   * data is copied). Files only: a folder is FAILED_PRECONDITION.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (CAIRN_INVALID_PATH), ABORTED (CAIRN_CONFLICT when
+   * base_version is set and not the destination's current version).
+   */
+  Copy: grpc.handleUnaryCall<_cairn_v1_CopyRequest__Output, _cairn_v1_CopyResponse>;
+  
+  /**
+   * Delete deletes a file or folder (a folder with everything inside). The entry stays restorable
+   * within the trash window. Errors: NOT_FOUND, ABORTED (CAIRN_CONFLICT on a stale base_version),
+   * INVALID_ARGUMENT (CAIRN_INVALID_PATH; "/" cannot be deleted).
+   */
+  Delete: grpc.handleUnaryCall<_cairn_v1_DeleteRequest__Output, _cairn_v1_DeleteResponse>;
+  
+  /**
+   * List pages through a folder's entries in name order ("/" is the root).
+   * page_size: default 100, larger values are lowered to 1000, negative is INVALID_ARGUMENT.
+   * Give at most one of page_token, previous_last and previous_first.
+   * Errors: NOT_FOUND (no such folder), INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT,
+   * CAIRN_INVALID_PAGE_TOKEN when a token is tampered with or reused for another request),
+   * FAILED_PRECONDITION (the path is a file).
+   */
+  List: grpc.handleUnaryCall<_cairn_v1_ListRequest__Output, _cairn_v1_ListResponse>;
+  
+  /**
+   * ListChanges pages through the tenant's changes after a cursor, oldest first (an empty cursor
+   * starts at the beginning of the retained feed). page_size as for List.
+   * Errors: FAILED_PRECONDITION (CAIRN_CURSOR_EXPIRED, with ErrorInfo metadata.snapshot_cursor: list
+   * the tree again and continue from it), INVALID_ARGUMENT (CAIRN_INVALID_CURSOR).
+   */
+  ListChanges: grpc.handleUnaryCall<_cairn_v1_FilesListChangesRequest__Output, _cairn_v1_FilesListChangesResponse>;
+  
+  /**
+   * ListVersions pages through a file's versions, newest first (tombstones included).
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (path, page_size, page token as for List).
+   */
+  ListVersions: grpc.handleUnaryCall<_cairn_v1_FilesListVersionsRequest__Output, _cairn_v1_FilesListVersionsResponse>;
+  
+  /**
+   * Mkdir creates a folder and its missing parents; an existing folder is returned as is.
+   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH), FAILED_PRECONDITION (a file is in the way).
+   */
+  Mkdir: grpc.handleUnaryCall<_cairn_v1_MkdirRequest__Output, _cairn_v1_MkdirResponse>;
+  
+  /**
+   * Move moves or renames a file or folder; a folder's contents move with it.
+   * Errors: NOT_FOUND, ALREADY_EXISTS (destination exists), INVALID_ARGUMENT (CAIRN_INVALID_PATH, a
+   * folder into itself), ABORTED (CAIRN_CONFLICT on a stale base_version).
+   */
+  Move: grpc.handleUnaryCall<_cairn_v1_MoveRequest__Output, _cairn_v1_MoveResponse>;
+  
+  /**
    * ReadFile streams a file's bytes, optionally a range. The first message carries
    * the file's description; data follows in order.
    * Errors: NOT_FOUND (CAIRN_NOT_FOUND), INVALID_ARGUMENT (CAIRN_INVALID_PATH),
    * OUT_OF_RANGE (CAIRN_OUT_OF_RANGE when offset > size), DATA_LOSS (CAIRN_DATA_LOSS).
    */
   ReadFile: grpc.handleServerStreamingCall<_cairn_v1_ReadFileRequest__Output, _cairn_v1_ReadFileResponse>;
+  
+  /**
+   * RestoreVersion makes an old version of a file current again, as a new version with the same
+   * content, or undeletes a deleted file or folder (version 0).
+   * Errors: NOT_FOUND (no such path or version), INVALID_ARGUMENT (CAIRN_INVALID_PATH).
+   */
+  RestoreVersion: grpc.handleUnaryCall<_cairn_v1_RestoreVersionRequest__Output, _cairn_v1_RestoreVersionResponse>;
   
   /**
    * Stat describes the current (or a given) version of a file.
@@ -106,10 +379,35 @@ export interface FilesHandlers extends grpc.UntypedServiceImplementation {
    */
   UploadFile: grpc.handleClientStreamingCall<_cairn_v1_UploadFileRequest__Output, _cairn_v1_UploadFileResponse>;
   
+  /**
+   * Usage counts the files, folders and bytes (current versions) under a folder, by walking it.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (CAIRN_INVALID_PATH), FAILED_PRECONDITION (a file),
+   * OUT_OF_RANGE (CAIRN_OUT_OF_RANGE when the folder holds more than 1,000,000 entries).
+   */
+  Usage: grpc.handleUnaryCall<_cairn_v1_UsageRequest__Output, _cairn_v1_UsageResponse>;
+  
+  /**
+   * WatchChanges streams the tenant's changes after a cursor as they commit (an empty cursor starts
+   * now). The first message is sent as soon as the watch is established and may carry no
+   * changes; every message carries the cursor to reconnect from, so a reconnect misses nothing.
+   * Errors as for ListChanges.
+   */
+  WatchChanges: grpc.handleServerStreamingCall<_cairn_v1_FilesWatchChangesRequest__Output, _cairn_v1_FilesWatchChangesResponse>;
+  
 }
 
 export interface FilesDefinition extends grpc.ServiceDefinition {
+  Copy: MethodDefinition<_cairn_v1_CopyRequest, _cairn_v1_CopyResponse, _cairn_v1_CopyRequest__Output, _cairn_v1_CopyResponse__Output>
+  Delete: MethodDefinition<_cairn_v1_DeleteRequest, _cairn_v1_DeleteResponse, _cairn_v1_DeleteRequest__Output, _cairn_v1_DeleteResponse__Output>
+  List: MethodDefinition<_cairn_v1_ListRequest, _cairn_v1_ListResponse, _cairn_v1_ListRequest__Output, _cairn_v1_ListResponse__Output>
+  ListChanges: MethodDefinition<_cairn_v1_FilesListChangesRequest, _cairn_v1_FilesListChangesResponse, _cairn_v1_FilesListChangesRequest__Output, _cairn_v1_FilesListChangesResponse__Output>
+  ListVersions: MethodDefinition<_cairn_v1_FilesListVersionsRequest, _cairn_v1_FilesListVersionsResponse, _cairn_v1_FilesListVersionsRequest__Output, _cairn_v1_FilesListVersionsResponse__Output>
+  Mkdir: MethodDefinition<_cairn_v1_MkdirRequest, _cairn_v1_MkdirResponse, _cairn_v1_MkdirRequest__Output, _cairn_v1_MkdirResponse__Output>
+  Move: MethodDefinition<_cairn_v1_MoveRequest, _cairn_v1_MoveResponse, _cairn_v1_MoveRequest__Output, _cairn_v1_MoveResponse__Output>
   ReadFile: MethodDefinition<_cairn_v1_ReadFileRequest, _cairn_v1_ReadFileResponse, _cairn_v1_ReadFileRequest__Output, _cairn_v1_ReadFileResponse__Output>
+  RestoreVersion: MethodDefinition<_cairn_v1_RestoreVersionRequest, _cairn_v1_RestoreVersionResponse, _cairn_v1_RestoreVersionRequest__Output, _cairn_v1_RestoreVersionResponse__Output>
   Stat: MethodDefinition<_cairn_v1_StatRequest, _cairn_v1_StatResponse, _cairn_v1_StatRequest__Output, _cairn_v1_StatResponse__Output>
   UploadFile: MethodDefinition<_cairn_v1_UploadFileRequest, _cairn_v1_UploadFileResponse, _cairn_v1_UploadFileRequest__Output, _cairn_v1_UploadFileResponse__Output>
+  Usage: MethodDefinition<_cairn_v1_UsageRequest, _cairn_v1_UsageResponse, _cairn_v1_UsageRequest__Output, _cairn_v1_UsageResponse__Output>
+  WatchChanges: MethodDefinition<_cairn_v1_FilesWatchChangesRequest, _cairn_v1_FilesWatchChangesResponse, _cairn_v1_FilesWatchChangesRequest__Output, _cairn_v1_FilesWatchChangesResponse__Output>
 }
