@@ -49,6 +49,7 @@ const SERVER_FLAGS: Array<[flag: string, key: string, help: string]> = [
   ['--tls-ca <file>', 'tlsCa', 'CA bundle: require client certificates (mTLS)'],
   ['--allow-plaintext', 'allowPlaintext', 'allow plaintext on non-loopback addresses'],
   ['--auth-secret-file <file>', 'authSecretFile', 'token signing secret (default <data-dir>/auth.key)'],
+  ['--master-key-file <file>', 'masterKeyFile', 'master key for encryption at rest (default <data-dir>/master.key; CAIRN_MASTER_KEY overrides)'],
   ['--metadata-addr <host:port>', 'metadataAddr', 'metadata service address (role gateway)'],
   ['--blocknode-addr <host:port>', 'blocknodeAddr', 'block node address (role gateway)'],
   ['--postgres-url <url>', 'postgresUrl', 'PostgreSQL URL for metadata (default LevelDB)'],

@@ -1,6 +1,6 @@
-// The public Files service: UploadFile chunks a byte stream (FastCDC), stores each chunk as a
-// block and commits the version in metadata; ReadFile streams a byte range back, fetching
-// blocks ahead of the client and verifying every block against its address.
+// The public Files service: UploadFile chunks a byte stream (FastCDC), seals each chunk the
+// tenant does not have yet into a block and commits the version in metadata; ReadFile streams a
+// byte range back, fetching blocks ahead of the client, verifying and unsealing every block.
 import { createHash } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { Chunker, type ChunkerOptions } from '../chunking/index.js';
@@ -16,6 +16,8 @@ import type { UploadFileResponse } from '../gen/cairn/v1/UploadFileResponse.js';
 import type { BlockAccess } from '../blocknode/index.js';
 import type { FilesDataHandlers } from './tree.js';
 import type { MetadataClient } from '../metadata/index.js';
+import type { TenantKeys } from './keys.js';
+import { seal, unseal } from './seal.js';
 
 export const MAX_DATA_MESSAGE_BYTES = 1024 * 1024;
 /** Bytes of blocks sent to block nodes per PutBlocks call. */
@@ -25,11 +27,15 @@ const MAX_INFLIGHT_FLUSHES = 3;
 /** Blocks requested per GetBlocks call, and batches fetched ahead of the one being sent. */
 const READ_BATCH = 32;
 const READ_AHEAD = 2;
+/** Chunks looked up in the tenant's chunk index (FindChunks) per call during UploadFile. */
+const DEDUP_BATCH_CHUNKS = 1024;
+const DEDUP_BATCH_BYTES = 8 * 1024 * 1024;
 
 export interface FilesServiceOptions {
   readonly metadata: MetadataClient;
   readonly blocks: BlockAccess;
   readonly maxFileBytes: number;
+  readonly keys: TenantKeys;
   readonly chunker?: ChunkerOptions;
 }
 
@@ -50,7 +56,82 @@ export function toFileInfo(v: FileVersion__Output): FileInfo {
   };
 }
 
-class BlockUploader {
+/**
+ * Per-tenant dedup for one upload: chunks are looked up in the tenant's own chunk index in
+ * batches; known ones are committed by plain hash alone (metadata resolves their address, and
+ * refuses them if GC took them meanwhile), new ones are sealed and sent to the block nodes.
+ * Only this tenant's index is consulted, so nothing reveals what other tenants store.
+ */
+export class ChunkDedup {
+  readonly #options: Pick<FilesServiceOptions, 'metadata'>;
+  readonly #tenant: string;
+  readonly #key: Buffer;
+  readonly #uploader: BlockUploader;
+  readonly #requestId: string | undefined;
+  /** Plain hash (hex) → how this upload stores it: sealed block, or INDEXED (already in the index). */
+  readonly #resolved = new Map<string, { address: Buffer; storedSize: number }>();
+  #batch: Array<{ ref: ChunkRef; data: Buffer }> = [];
+  #batchBytes = 0;
+  /** Bytes of chunks sealed and sent, and of chunks skipped because the tenant had them. */
+  sealedBytes = 0;
+  dedupedBytes = 0;
+
+  constructor(options: Pick<FilesServiceOptions, 'metadata'>, tenant: string, key: Buffer, uploader: BlockUploader, requestId: string | undefined) {
+    this.#options = options;
+    this.#tenant = tenant;
+    this.#key = key;
+    this.#uploader = uploader;
+    this.#requestId = requestId;
+  }
+
+  /** Queues a chunk; `ref.address` and `ref.stored_size` are filled in by the time finish() resolves. */
+  async add(ref: ChunkRef, data: Buffer): Promise<void> {
+    this.#batch.push({ ref, data });
+    this.#batchBytes += data.length;
+    if (this.#batch.length >= DEDUP_BATCH_CHUNKS || this.#batchBytes >= DEDUP_BATCH_BYTES) await this.#flush();
+  }
+
+  async finish(): Promise<void> {
+    await this.#flush();
+  }
+
+  async #flush(): Promise<void> {
+    const batch = this.#batch;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    const unknown = new Map<string, Buffer>();
+    for (const { ref } of batch) {
+      const hash = ref.plain_hash as Buffer;
+      const hex = hash.toString('hex');
+      if (!this.#resolved.has(hex)) unknown.set(hex, hash);
+    }
+    if (unknown.size > 0) {
+      const found = await this.#options.metadata.findChunks({ tenant: this.#tenant, plain_hashes: [...unknown.values()] }, this.#requestId);
+      for (const c of found.chunks) this.#resolved.set(c.plain_hash.toString('hex'), INDEXED);
+    }
+    for (const { ref, data } of batch) {
+      const hash = ref.plain_hash as Buffer;
+      const hex = hash.toString('hex');
+      let stored = this.#resolved.get(hex);
+      if (stored === undefined) {
+        const sealed = seal(this.#key, hash, data);
+        stored = { address: sealed.address, storedSize: sealed.sealed.length };
+        this.#resolved.set(hex, stored);
+        this.sealedBytes += data.length;
+        await this.#uploader.add(sealed.address, sealed.sealed);
+      } else if (stored === INDEXED) {
+        this.dedupedBytes += data.length;
+      }
+      ref.address = stored.address;
+      ref.stored_size = stored.storedSize;
+    }
+  }
+}
+
+/** An empty address in a commit means "the chunk the tenant's index has under this plain hash". */
+const INDEXED = Object.freeze({ address: Buffer.alloc(0), storedSize: 0 });
+
+export class BlockUploader {
   readonly #blocks: BlockAccess;
   readonly #seen = new Set<string>();
   #pending: Array<{ address: Buffer; data: Buffer }> = [];
@@ -116,17 +197,17 @@ async function upload(call: grpc.ServerReadableStream<UploadFileRequest__Output,
     throw new CairnError('CAIRN_FILE_TOO_LARGE', `file of ${expectedSize} bytes exceeds the limit of ${options.maxFileBytes} bytes`);
   }
 
+  const tenantKey = await options.keys.get(principal.tenant);
   const chunker = new Chunker(options.chunker);
   const uploader = new BlockUploader(options.blocks);
+  const dedup = new ChunkDedup(options, principal.tenant, tenantKey, uploader, ctx.requestId);
   const chunks: ChunkRef[] = [];
   let offset = 0;
   const addChunk = async (chunk: Buffer): Promise<void> => {
-    const plainHash = sha256(chunk);
-    // Blocks are stored as plain chunks for now, so the block address is the plain hash;
-    // sealing (compress + encrypt) changes the stored bytes and thus the address.
-    chunks.push({ plain_hash: plainHash, offset, size: chunk.length, address: plainHash, stored_size: chunk.length });
+    const ref: ChunkRef = { plain_hash: sha256(chunk), offset, size: chunk.length };
+    chunks.push(ref);
     offset += chunk.length;
-    await uploader.add(plainHash, chunk);
+    await dedup.add(ref, chunk);
   };
 
   let received = 0;
@@ -143,6 +224,7 @@ async function upload(call: grpc.ServerReadableStream<UploadFileRequest__Output,
   if (ctx.signal.aborted) throw new CairnError('CAIRN_CANCELLED', 'upload cancelled');
   if (expectedSize !== undefined && received !== expectedSize) throw new CairnError('CAIRN_SIZE_MISMATCH', `announced ${expectedSize} bytes, received ${received}`);
   for (const chunk of chunker.finish()) await addChunk(chunk);
+  await dedup.finish();
   await uploader.finish();
 
   const version = await options.metadata.commitFile({
@@ -191,6 +273,7 @@ export function filesHandlers(options: FilesServiceOptions): FilesDataHandlers {
       const offset = wireInt(req.offset, 'offset');
       const limit = wireInt(req.limit, 'limit');
       const version = await options.metadata.getFile({ tenant: principal.tenant, path, version: wireInt(req.version, 'version') }, ctx.requestId);
+      const tenantKey = await options.keys.get(principal.tenant);
       const size = Number(version.size);
       if (offset > size) throw new CairnError('CAIRN_OUT_OF_RANGE', `offset ${offset} is past the end of ${path} (${size} bytes)`);
       const end = limit === 0 ? size : Math.min(size, offset + limit);
@@ -217,8 +300,10 @@ export function filesHandlers(options: FilesServiceOptions): FilesDataHandlers {
         start(i + READ_AHEAD);
         const got = await fetches[i]!;
         for (const c of batches[i]!) {
-          const data = got.get(c.address.toString('hex'));
-          if (data === undefined) throw new CairnError('CAIRN_DATA_LOSS', `block ${c.address.toString('hex')} of ${path} is unavailable or corrupt on every replica`);
+          const block = got.get(c.address.toString('hex'));
+          if (block === undefined) throw new CairnError('CAIRN_DATA_LOSS', `block ${c.address.toString('hex')} of ${path} is unavailable or corrupt on every replica`);
+          // unseal verifies the plain hash too: a block from another tenant or chunk cannot pass.
+          const data = unseal(tenantKey, c.plain_hash, block);
           const chunkStart = Number(c.offset);
           const from = Math.max(offset, chunkStart) - chunkStart;
           const to = Math.min(end, chunkStart + data.length) - chunkStart;

@@ -9,6 +9,9 @@ import { loadProto } from '../common/proto.js';
 import type { BlockAccess } from '../blocknode/index.js';
 import type { MetadataClient } from '../metadata/index.js';
 import { filesHandlers } from './files.js';
+import type { TenantKeys } from './keys.js';
+
+export { TenantKeys, loadMasterKey, type TenantKeyStore } from './keys.js';
 import { TREE_PERMISSIONS, treeHandlers } from './tree.js';
 
 export interface GatewayOptions {
@@ -21,6 +24,8 @@ export interface GatewayOptions {
   readonly metadata: MetadataClient;
   readonly blocks: BlockAccess;
   readonly maxFileBytes: number;
+  /** Unwrapped tenant data keys (encryption at rest). */
+  readonly keys: TenantKeys;
   readonly chunker?: ChunkerOptions;
 }
 
@@ -36,7 +41,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   server.addService(
     proto.cairn.v1.Files.service,
     {
-      ...filesHandlers({ metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, ...(options.chunker ? { chunker: options.chunker } : {}) }),
+      ...filesHandlers({ metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, keys: options.keys, ...(options.chunker ? { chunker: options.chunker } : {}) }),
       ...treeHandlers({ metadata: options.metadata }),
     },
     { UploadFile: 'write', ReadFile: 'read', Stat: 'read', ...TREE_PERMISSIONS },

@@ -20,6 +20,8 @@ import type { GetClusterMapRequest as _cairn_v1_GetClusterMapRequest, GetCluster
 import type { GetClusterMapResponse as _cairn_v1_GetClusterMapResponse, GetClusterMapResponse__Output as _cairn_v1_GetClusterMapResponse__Output } from './cairn/v1/GetClusterMapResponse.js';
 import type { GetDrainStatusRequest as _cairn_v1_GetDrainStatusRequest, GetDrainStatusRequest__Output as _cairn_v1_GetDrainStatusRequest__Output } from './cairn/v1/GetDrainStatusRequest.js';
 import type { GetDrainStatusResponse as _cairn_v1_GetDrainStatusResponse, GetDrainStatusResponse__Output as _cairn_v1_GetDrainStatusResponse__Output } from './cairn/v1/GetDrainStatusResponse.js';
+import type { GetOrCreateTenantKeyRequest as _cairn_v1_GetOrCreateTenantKeyRequest, GetOrCreateTenantKeyRequest__Output as _cairn_v1_GetOrCreateTenantKeyRequest__Output } from './cairn/v1/GetOrCreateTenantKeyRequest.js';
+import type { GetOrCreateTenantKeyResponse as _cairn_v1_GetOrCreateTenantKeyResponse, GetOrCreateTenantKeyResponse__Output as _cairn_v1_GetOrCreateTenantKeyResponse__Output } from './cairn/v1/GetOrCreateTenantKeyResponse.js';
 import type { GetQueueDepthRequest as _cairn_v1_GetQueueDepthRequest, GetQueueDepthRequest__Output as _cairn_v1_GetQueueDepthRequest__Output } from './cairn/v1/GetQueueDepthRequest.js';
 import type { GetQueueDepthResponse as _cairn_v1_GetQueueDepthResponse, GetQueueDepthResponse__Output as _cairn_v1_GetQueueDepthResponse__Output } from './cairn/v1/GetQueueDepthResponse.js';
 import type { HeartbeatRequest as _cairn_v1_HeartbeatRequest, HeartbeatRequest__Output as _cairn_v1_HeartbeatRequest__Output } from './cairn/v1/HeartbeatRequest.js';
@@ -78,6 +80,8 @@ export interface ProtoGrpcType {
       GetClusterMapResponse: MessageTypeDefinition<_cairn_v1_GetClusterMapResponse, _cairn_v1_GetClusterMapResponse__Output>
       GetDrainStatusRequest: MessageTypeDefinition<_cairn_v1_GetDrainStatusRequest, _cairn_v1_GetDrainStatusRequest__Output>
       GetDrainStatusResponse: MessageTypeDefinition<_cairn_v1_GetDrainStatusResponse, _cairn_v1_GetDrainStatusResponse__Output>
+      GetOrCreateTenantKeyRequest: MessageTypeDefinition<_cairn_v1_GetOrCreateTenantKeyRequest, _cairn_v1_GetOrCreateTenantKeyRequest__Output>
+      GetOrCreateTenantKeyResponse: MessageTypeDefinition<_cairn_v1_GetOrCreateTenantKeyResponse, _cairn_v1_GetOrCreateTenantKeyResponse__Output>
       GetQueueDepthRequest: MessageTypeDefinition<_cairn_v1_GetQueueDepthRequest, _cairn_v1_GetQueueDepthRequest__Output>
       GetQueueDepthResponse: MessageTypeDefinition<_cairn_v1_GetQueueDepthResponse, _cairn_v1_GetQueueDepthResponse__Output>
       HeartbeatRequest: MessageTypeDefinition<_cairn_v1_HeartbeatRequest, _cairn_v1_HeartbeatRequest__Output>

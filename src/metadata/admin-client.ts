@@ -9,6 +9,7 @@ import type { ClusterMap, NodeState } from '../placement/index.js';
 import type { AdminClient as GenClient } from '../gen/cairn/v1/Admin.js';
 import type { CreateTenantResponse__Output } from '../gen/cairn/v1/CreateTenantResponse.js';
 import type { CreateTokenResponse__Output } from '../gen/cairn/v1/CreateTokenResponse.js';
+import type { GetOrCreateTenantKeyResponse__Output } from '../gen/cairn/v1/GetOrCreateTenantKeyResponse.js';
 import type { DrainNodeResponse__Output } from '../gen/cairn/v1/DrainNodeResponse.js';
 import type { FailJobResponse__Output } from '../gen/cairn/v1/FailJobResponse.js';
 import type { GetClusterMapResponse__Output } from '../gen/cairn/v1/GetClusterMapResponse.js';
@@ -90,7 +91,7 @@ export interface RegisterNodeInput {
 type Method =
   | 'GetClusterMap' | 'RegisterNode' | 'Heartbeat' | 'DrainNode' | 'RemoveNode' | 'MarkNodeUp' | 'GetDrainStatus' | 'ListNodes'
   | 'LeaseJobs' | 'CompleteJob' | 'FailJob' | 'ListDeadLetters' | 'RetryDeadLetter' | 'GetQueueDepth'
-  | 'CreateTenant' | 'ListTenants' | 'CreateToken';
+  | 'CreateTenant' | 'ListTenants' | 'CreateToken' | 'GetOrCreateTenantKey';
 
 function node(n: NodeInfo__Output | null): AdminNode {
   if (n === null || n.node === null || n.drain === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no node');
@@ -319,6 +320,12 @@ export class AdminClient {
   async createToken(input: { tenant: string; role: 'reader' | 'user' | 'admin'; subject?: string; ttlSeconds?: number }): Promise<{ token: string; expiresMs: number }> {
     const res = await this.#unary<CreateTokenResponse__Output>('CreateToken', { tenant: input.tenant, role: input.role, subject: input.subject ?? '', ttl_seconds: input.ttlSeconds ?? 0 });
     return { token: res.token, expiresMs: Number(res.expires_ms) };
+  }
+
+  /** The tenant's wrapped data key; `candidate` (wrapped) becomes it if the tenant has none yet. */
+  async getOrCreateTenantKey(tenant: string, candidate: Uint8Array): Promise<{ wrapped: Buffer; created: boolean }> {
+    const res = await this.#unary<GetOrCreateTenantKeyResponse__Output>('GetOrCreateTenantKey', { tenant, candidate_wrapped_key: Buffer.from(candidate) });
+    return { wrapped: res.wrapped_key, created: res.created };
   }
 
   close(): void {

@@ -11,6 +11,7 @@ import type { AdminHandlers } from '../gen/cairn/v1/Admin.js';
 import type { NodeStats__Output } from '../gen/cairn/v1/NodeStats.js';
 import type { Kv } from './kv/types.js';
 import { createTenant, getTenant, listTenants } from './admin-tenants.js';
+import { getOrCreateTenantKey } from './admin-tenant-keys.js';
 import { jobToWire, mapToWire, nodeToWire, stateToWire } from './admin-wire.js';
 import {
   DEFAULT_FAILOVER_DELAY_MS,
@@ -55,6 +56,7 @@ export const ADMIN_PERMISSIONS = Object.freeze({
   CreateTenant: 'admin',
   ListTenants: 'admin',
   CreateToken: 'admin',
+  GetOrCreateTenantKey: 'service',
 } satisfies Record<string, Permission>);
 
 export interface AdminServiceOptions {
@@ -304,6 +306,11 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
       const token = await signToken(options.authSecret, { tenant: req.tenant, role, ttlSeconds: ttl, ...(req.subject !== '' ? { subject: req.subject } : {}) });
       ctx.log.info({ tenant: req.tenant, role, by: principal.subject }, 'token minted');
       return { token, expires_ms: String(expiresMs) };
+    }),
+    GetOrCreateTenantKey: unary(async (req, ctx) => {
+      const { wrapped, created } = await getOrCreateTenantKey(kv, req.tenant, req.candidate_wrapped_key);
+      if (created) ctx.log.info({ tenant: req.tenant }, 'tenant data key created');
+      return { wrapped_key: wrapped, created };
     }),
   };
 

@@ -21,6 +21,7 @@ export const serverConfigSchema = z.object({
   tlsCa: z.string().min(1).optional().describe('PEM CA bundle: require client certificates (mTLS); also trusted by internal clients'),
   allowPlaintext: zBool.default(false).describe('Allow plaintext on non-loopback addresses'),
   authSecretFile: z.string().min(1).optional().describe('Token signing secret (default <dataDir>/auth.key, created on first start)'),
+  masterKeyFile: z.string().min(1).optional().describe('Master key wrapping tenant data keys (default <dataDir>/master.key, created on first start; CAIRN_MASTER_KEY overrides)'),
   metadataAddr: z.string().min(1).optional().describe('host:port of the metadata service (role gateway)'),
   blocknodeAddr: z.string().min(1).optional().describe('host:port of the block node (role gateway)'),
   postgresUrl: z.string().min(1).optional().describe('PostgreSQL URL for the metadata store (default: LevelDB in dataDir)'),

@@ -13,7 +13,7 @@ import type { Logger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
 import { statfs } from 'node:fs/promises';
 import { FileMapSource, Membership, MetadataMapSource, ReplicatedBlockClient, StaticMapSource, createBlockNode, nodeIdentity, singleNodeMap, type BlockNodeOptions, type MapSource } from '../blocknode/index.js';
-import { createGateway } from '../gateway/index.js';
+import { TenantKeys, createGateway, loadMasterKey } from '../gateway/index.js';
 import { AdminClient, MetadataClient, createMetadataService } from '../metadata/index.js';
 import type { ServerConfig } from './config.js';
 
@@ -202,6 +202,9 @@ async function startGateway(
     admin = new AdminClient({ address: metadataAddr, credentials: internalCredentials, token });
     map = await MetadataMapSource.open({ feed: admin, log: common.log });
   }
+  // Tenant data keys live (wrapped) in the metadata service's Admin API.
+  const keyAdmin = admin ?? new AdminClient({ address: metadataAddr, credentials: internalCredentials, token });
+  const keys = new TenantKeys(loadMasterKey(resolve(config.masterKeyFile ?? join(resolve(config.dataDir), 'master.key'))), keyAdmin);
   const blocks = new ReplicatedBlockClient({
     map,
     credentials: internalCredentials,
@@ -215,8 +218,9 @@ async function startGateway(
     blocks.close();
     map.close();
     admin?.close();
+    if (keyAdmin !== admin) keyAdmin.close();
   });
-  const gateway = await createGateway({ ...common, host: config.host, port: config.grpcPort, credentials, metadata, blocks, maxFileBytes: config.maxFileBytes });
+  const gateway = await createGateway({ ...common, host: config.host, port: config.grpcPort, credentials, metadata, blocks, keys, maxFileBytes: config.maxFileBytes });
   stops.push((t) => gateway.stop(t));
   return gateway.port;
 }

@@ -17,6 +17,8 @@ import type { GetClusterMapRequest as _cairn_v1_GetClusterMapRequest, GetCluster
 import type { GetClusterMapResponse as _cairn_v1_GetClusterMapResponse, GetClusterMapResponse__Output as _cairn_v1_GetClusterMapResponse__Output } from '../../cairn/v1/GetClusterMapResponse.js';
 import type { GetDrainStatusRequest as _cairn_v1_GetDrainStatusRequest, GetDrainStatusRequest__Output as _cairn_v1_GetDrainStatusRequest__Output } from '../../cairn/v1/GetDrainStatusRequest.js';
 import type { GetDrainStatusResponse as _cairn_v1_GetDrainStatusResponse, GetDrainStatusResponse__Output as _cairn_v1_GetDrainStatusResponse__Output } from '../../cairn/v1/GetDrainStatusResponse.js';
+import type { GetOrCreateTenantKeyRequest as _cairn_v1_GetOrCreateTenantKeyRequest, GetOrCreateTenantKeyRequest__Output as _cairn_v1_GetOrCreateTenantKeyRequest__Output } from '../../cairn/v1/GetOrCreateTenantKeyRequest.js';
+import type { GetOrCreateTenantKeyResponse as _cairn_v1_GetOrCreateTenantKeyResponse, GetOrCreateTenantKeyResponse__Output as _cairn_v1_GetOrCreateTenantKeyResponse__Output } from '../../cairn/v1/GetOrCreateTenantKeyResponse.js';
 import type { GetQueueDepthRequest as _cairn_v1_GetQueueDepthRequest, GetQueueDepthRequest__Output as _cairn_v1_GetQueueDepthRequest__Output } from '../../cairn/v1/GetQueueDepthRequest.js';
 import type { GetQueueDepthResponse as _cairn_v1_GetQueueDepthResponse, GetQueueDepthResponse__Output as _cairn_v1_GetQueueDepthResponse__Output } from '../../cairn/v1/GetQueueDepthResponse.js';
 import type { HeartbeatRequest as _cairn_v1_HeartbeatRequest, HeartbeatRequest__Output as _cairn_v1_HeartbeatRequest__Output } from '../../cairn/v1/HeartbeatRequest.js';
@@ -163,6 +165,29 @@ export interface AdminClient extends grpc.Client {
   getDrainStatus(argument: _cairn_v1_GetDrainStatusRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetDrainStatusResponse__Output>): grpc.ClientUnaryCall;
   getDrainStatus(argument: _cairn_v1_GetDrainStatusRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetDrainStatusResponse__Output>): grpc.ClientUnaryCall;
   getDrainStatus(argument: _cairn_v1_GetDrainStatusRequest, callback: grpc.requestCallback<_cairn_v1_GetDrainStatusResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * GetOrCreateTenantKey returns the tenant's data key, wrapped by the gateways' master key. The
+   * first call for a tenant stores the caller's candidate (in one transaction, so concurrent
+   * gateways agree on one key); later calls return the stored key and ignore the candidate.
+   * The metadata service never sees an unwrapped key. Service tokens only.
+   * Errors: INVALID_ARGUMENT (bad tenant name, candidate not 60 bytes).
+   */
+  GetOrCreateTenantKey(argument: _cairn_v1_GetOrCreateTenantKeyRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetOrCreateTenantKeyResponse__Output>): grpc.ClientUnaryCall;
+  GetOrCreateTenantKey(argument: _cairn_v1_GetOrCreateTenantKeyRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetOrCreateTenantKeyResponse__Output>): grpc.ClientUnaryCall;
+  GetOrCreateTenantKey(argument: _cairn_v1_GetOrCreateTenantKeyRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetOrCreateTenantKeyResponse__Output>): grpc.ClientUnaryCall;
+  GetOrCreateTenantKey(argument: _cairn_v1_GetOrCreateTenantKeyRequest, callback: grpc.requestCallback<_cairn_v1_GetOrCreateTenantKeyResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * GetOrCreateTenantKey returns the tenant's data key, wrapped by the gateways' master key. The
+   * first call for a tenant stores the caller's candidate (in one transaction, so concurrent
+   * gateways agree on one key); later calls return the stored key and ignore the candidate.
+   * The metadata service never sees an unwrapped key. Service tokens only.
+   * Errors: INVALID_ARGUMENT (bad tenant name, candidate not 60 bytes).
+   */
+  getOrCreateTenantKey(argument: _cairn_v1_GetOrCreateTenantKeyRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetOrCreateTenantKeyResponse__Output>): grpc.ClientUnaryCall;
+  getOrCreateTenantKey(argument: _cairn_v1_GetOrCreateTenantKeyRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetOrCreateTenantKeyResponse__Output>): grpc.ClientUnaryCall;
+  getOrCreateTenantKey(argument: _cairn_v1_GetOrCreateTenantKeyRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetOrCreateTenantKeyResponse__Output>): grpc.ClientUnaryCall;
+  getOrCreateTenantKey(argument: _cairn_v1_GetOrCreateTenantKeyRequest, callback: grpc.requestCallback<_cairn_v1_GetOrCreateTenantKeyResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * GetQueueDepth reports the queue depth per job kind.
@@ -391,6 +416,15 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   GetDrainStatus: grpc.handleUnaryCall<_cairn_v1_GetDrainStatusRequest__Output, _cairn_v1_GetDrainStatusResponse>;
   
   /**
+   * GetOrCreateTenantKey returns the tenant's data key, wrapped by the gateways' master key. The
+   * first call for a tenant stores the caller's candidate (in one transaction, so concurrent
+   * gateways agree on one key); later calls return the stored key and ignore the candidate.
+   * The metadata service never sees an unwrapped key. Service tokens only.
+   * Errors: INVALID_ARGUMENT (bad tenant name, candidate not 60 bytes).
+   */
+  GetOrCreateTenantKey: grpc.handleUnaryCall<_cairn_v1_GetOrCreateTenantKeyRequest__Output, _cairn_v1_GetOrCreateTenantKeyResponse>;
+  
+  /**
    * GetQueueDepth reports the queue depth per job kind.
    */
   GetQueueDepth: grpc.handleUnaryCall<_cairn_v1_GetQueueDepthRequest__Output, _cairn_v1_GetQueueDepthResponse>;
@@ -463,6 +497,7 @@ export interface AdminDefinition extends grpc.ServiceDefinition {
   FailJob: MethodDefinition<_cairn_v1_FailJobRequest, _cairn_v1_FailJobResponse, _cairn_v1_FailJobRequest__Output, _cairn_v1_FailJobResponse__Output>
   GetClusterMap: MethodDefinition<_cairn_v1_GetClusterMapRequest, _cairn_v1_GetClusterMapResponse, _cairn_v1_GetClusterMapRequest__Output, _cairn_v1_GetClusterMapResponse__Output>
   GetDrainStatus: MethodDefinition<_cairn_v1_GetDrainStatusRequest, _cairn_v1_GetDrainStatusResponse, _cairn_v1_GetDrainStatusRequest__Output, _cairn_v1_GetDrainStatusResponse__Output>
+  GetOrCreateTenantKey: MethodDefinition<_cairn_v1_GetOrCreateTenantKeyRequest, _cairn_v1_GetOrCreateTenantKeyResponse, _cairn_v1_GetOrCreateTenantKeyRequest__Output, _cairn_v1_GetOrCreateTenantKeyResponse__Output>
   GetQueueDepth: MethodDefinition<_cairn_v1_GetQueueDepthRequest, _cairn_v1_GetQueueDepthResponse, _cairn_v1_GetQueueDepthRequest__Output, _cairn_v1_GetQueueDepthResponse__Output>
   Heartbeat: MethodDefinition<_cairn_v1_HeartbeatRequest, _cairn_v1_HeartbeatResponse, _cairn_v1_HeartbeatRequest__Output, _cairn_v1_HeartbeatResponse__Output>
   LeaseJobs: MethodDefinition<_cairn_v1_LeaseJobsRequest, _cairn_v1_LeaseJobsResponse, _cairn_v1_LeaseJobsRequest__Output, _cairn_v1_LeaseJobsResponse__Output>
