@@ -1,0 +1,116 @@
+// Reconcile properties over random observed states (fast-check, bounded runs): never more than
+// RF − 1 nodes down, never a shrink before the drain is done, one drain at a time, idempotent.
+import test from 'ava';
+import fc from 'fast-check';
+import { reconcile, type Observed, type ObservedNode, type ObservedPod } from '../../src/operator/index.js';
+import { NEW_IMAGE, OLD_IMAGE, applyActions, cluster, node, pod, worldStep } from './sim.js';
+
+const STATES = ['joining', 'up', 'draining', 'down', 'removed'] as const;
+
+const arbWorld = fc.record({
+  rf: fc.integer({ min: 1, max: 4 }),
+  want: fc.integer({ min: 1, max: 7 }),
+  current: fc.integer({ min: 1, max: 7 }),
+  extraPods: fc.integer({ min: 0, max: 1 }),
+  pods: fc.array(fc.record({ present: fc.boolean(), ready: fc.boolean(), since: fc.integer({ min: 0, max: 1_000_000 }), newImage: fc.boolean() }), { minLength: 8, maxLength: 8 }),
+  nodes: fc.array(fc.record({ registered: fc.boolean(), state: fc.constantFrom(...STATES), done: fc.boolean(), sole: fc.constantFrom(0, 0, 5), under: fc.constantFrom(0, 0, 3) }), { minLength: 8, maxLength: 8 }),
+  reachable: fc.boolean(),
+  partition: fc.integer({ min: 0, max: 8 }),
+  delay: fc.constantFrom(0, 60, 600),
+  newSpecImage: fc.boolean(),
+});
+
+type World = typeof arbWorld extends fc.Arbitrary<infer T> ? T : never;
+
+function build(w: World) {
+  const c = cluster({ replicationFactor: w.rf, writeQuorum: Math.min(2, w.rf), failoverDelaySeconds: w.delay, blocknodes: { replicas: Math.max(w.want, w.rf), storage: { size: '1Gi' } }, image: { repository: 'ghcr.io/cairn/cairn', tag: w.newSpecImage ? '0.2.0' : '0.1.0' } });
+  const blockPods: ObservedPod[] = [];
+  const nodes: ObservedNode[] = [];
+  for (let i = 0; i < w.current + w.extraPods; i++) {
+    const p = w.pods[i]!;
+    if (p.present) blockPods.push(pod(c, i, { ready: p.ready, image: p.newImage ? NEW_IMAGE : OLD_IMAGE, ...(p.ready ? {} : { notReadySinceMs: p.since }) }));
+    const n = w.nodes[i]!;
+    // The metadata service reports a drain done only for a node that was draining (kept if it went down).
+    const done = n.done && (n.state === 'draining' || n.state === 'down');
+    if (n.registered) nodes.push(node(c, i, { state: n.state, drainDone: done, soleCopies: done ? 0 : n.sole, underReplicatedPartitions: n.under }));
+  }
+  const o: Observed = {
+    nowMs: 1_000_000,
+    objects: new Map(),
+    secrets: new Set(),
+    blockPods,
+    missingSinceMs: new Map(Array.from({ length: w.current }, (_, i) => [`demo-blocknode-${i}`, w.pods[i]!.since])),
+    blockStatefulSet: { replicas: w.current, partition: Math.min(w.partition, w.current) },
+    metadata: w.reachable ? { reachable: true, nodes } : { reachable: false },
+  };
+  return { c, o };
+}
+
+const down = (o: Observed) => (o.metadata.reachable ? o.metadata.nodes.filter((n) => n.state === 'down').length : 0);
+const PARAMS = { numRuns: 400, seed: 20261122 };
+
+test('never more than RF − 1 nodes down because of the operator', (t) => {
+  fc.assert(fc.property(arbWorld, (w) => {
+    const { c, o } = build(w);
+    const after = applyActions(c, o, reconcile(c, o));
+    return down(after) <= Math.max(c.spec.replicationFactor - 1, down(o));
+  }), PARAMS);
+  t.pass();
+});
+
+test('the StatefulSet never shrinks before every node above the new size is drained, one live node at a time', (t) => {
+  fc.assert(fc.property(arbWorld, (w) => {
+    const { c, o } = build(w);
+    const after = applyActions(c, o, reconcile(c, o));
+    const before = o.blockStatefulSet?.replicas ?? 0;
+    const now = after.blockStatefulSet?.replicas ?? 0;
+    if (now >= before) return true;
+    if (!o.metadata.reachable || now < c.spec.replicationFactor) return false;
+    // Every ordinal cut off held nothing (never registered, removed) or finished its drain; at
+    // most one of them was a live node.
+    let live = 0;
+    for (let i = now; i < before; i++) {
+      const n = o.metadata.nodes.find((x) => x.id === `demo-blocknode-${i}`);
+      if (n === undefined || n.state === 'removed') continue;
+      if (!(n.drainDone && n.soleCopies === 0 && (n.state === 'draining' || n.state === 'down'))) return false;
+      live++;
+    }
+    return live <= 1;
+  }), PARAMS);
+  t.pass();
+});
+
+test('at most one drain at a time', (t) => {
+  fc.assert(fc.property(arbWorld, (w) => {
+    const { c, o } = build(w);
+    const drains = reconcile(c, o).filter((a) => a.kind === 'drain');
+    const draining = o.metadata.reachable ? o.metadata.nodes.filter((n) => n.state === 'draining').length : 0;
+    return drains.length === 0 || (drains.length === 1 && draining === 0);
+  }), PARAMS);
+  t.pass();
+});
+
+test('idempotent: reconciling the state the actions left yields no actions', (t) => {
+  fc.assert(fc.property(arbWorld, (w) => {
+    const { c, o } = build(w);
+    const after = applyActions(c, o, reconcile(c, o));
+    const again = reconcile(c, after);
+    if (again.length > 0) throw new Error(`second pass acted: ${JSON.stringify(again.map((a) => (a.kind === 'apply' ? `${a.kind} ${a.object.kind}/${a.object.metadata.name}` : a.kind === 'status' ? a.status.conditions : a)))}`);
+    return true;
+  }), PARAMS);
+  t.pass();
+});
+
+test('converges: with pods following the StatefulSet, any size and image is reached without losing a node', (t) => {
+  fc.assert(fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 3, max: 6 }), fc.integer({ min: 3, max: 6 }), (rf, from, to) => {
+    const c0 = cluster({ replicationFactor: rf, blocknodes: { replicas: from, storage: { size: '1Gi' } }, image: { repository: 'ghcr.io/cairn/cairn', tag: '0.1.0' } });
+    let o: Observed = { nowMs: 0, objects: new Map(), secrets: new Set(), blockPods: [], metadata: { reachable: true, nodes: [] } };
+    for (let i = 0; i < 30; i++) o = worldStep(c0, applyActions(c0, o, reconcile(c0, o)), OLD_IMAGE);
+    const c1 = cluster({ replicationFactor: rf, blocknodes: { replicas: to, storage: { size: '1Gi' } } }, 2);
+    for (let i = 0; i < 40; i++) o = worldStep(c1, applyActions(c1, o, reconcile(c1, o)), OLD_IMAGE);
+    if (reconcile(c1, o).length > 0) return false;
+    const up = o.metadata.reachable ? o.metadata.nodes.filter((n) => n.state === 'up').length : 0;
+    return o.blockPods.length === to && up === to && o.blockPods.every((p) => p.image === NEW_IMAGE) && o.status?.conditions.find((x) => x.type === 'Ready')?.status === 'True';
+  }), { numRuns: 60, seed: 20261122 });
+  t.pass();
+});

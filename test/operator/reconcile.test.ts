@@ -1,0 +1,162 @@
+// Reconcile table tests: objects from scratch, scale up and admission, drain-gated scale-down,
+// failover within RF − 1, upgrades one safe node at a time, status; rendered objects validate.
+import test from 'ava';
+import { reconcile, type Action, type KubeObject, type Observed } from '../../src/operator/index.js';
+import { validateKubeObject } from '../chart/validate.js';
+import { OLD_IMAGE, applyActions, cluster, node, pod, steady, worldStep } from './sim.js';
+
+const applied = (as: readonly Action[], kind: string, name: string): KubeObject | undefined =>
+  as.flatMap((a) => (a.kind === 'apply' && a.object.kind === kind && a.object.metadata.name === name ? [a.object] : []))[0];
+const stsReplicas = (o: KubeObject | undefined) => (o?.['spec'] as { replicas: number } | undefined)?.replicas;
+const stsPartition = (o: KubeObject | undefined) => (o?.['spec'] as { updateStrategy: { rollingUpdate: { partition: number } } } | undefined)?.updateStrategy.rollingUpdate.partition;
+const admin = (as: readonly Action[]) => as.filter((a) => a.kind !== 'apply' && a.kind !== 'status' && a.kind !== 'ensureSecret');
+const condition = (as: readonly Action[], type: string) => as.flatMap((a) => (a.kind === 'status' ? a.status.conditions.filter((c) => c.type === type) : []))[0];
+
+/** Settle: apply reconcile's actions once, so the next pass sees what the operator wrote. */
+function settled(c: ReturnType<typeof cluster>, o: Observed): Observed {
+  return applyActions(c, o, reconcile(c, o));
+}
+
+test('a new cluster gets its secret, every object and a status; all validate against the Kubernetes schemas', async (t) => {
+  const c = cluster();
+  const o: Observed = { nowMs: 0, objects: new Map(), secrets: new Set(), blockPods: [], metadata: { reachable: false } };
+  const actions = reconcile(c, o);
+  t.deepEqual(actions[0], { kind: 'ensureSecret', name: 'demo-auth', key: 'auth.key', bytes: 32 });
+  const objects = actions.flatMap((a) => (a.kind === 'apply' ? [a.object] : []));
+  t.deepEqual(objects.map((x) => `${x.kind}/${x.metadata.name}`).sort(), [
+    'ConfigMap/demo-config', 'Deployment/demo-gateway', 'PodDisruptionBudget/demo-blocknode', 'PodDisruptionBudget/demo-gateway',
+    'Service/demo-blocknode', 'Service/demo-gateway', 'Service/demo-metadata', 'StatefulSet/demo-blocknode', 'StatefulSet/demo-metadata',
+  ]);
+  for (const x of objects) await t.notThrowsAsync(validateKubeObject(x), `${x.kind}/${x.metadata.name}`);
+  t.is(stsReplicas(applied(actions, 'StatefulSet', 'demo-blocknode')), 3);
+  t.is(condition(actions, 'Ready')?.status, 'Unknown');
+});
+
+test('postgres metadata runs as a Deployment reading its URL from the Secret; media gets a Deployment', async (t) => {
+  const c = cluster({ metadata: { backend: 'postgres', replicas: 3, postgres: { secretRef: { name: 'pg', key: 'url' } } }, media: { replicas: 2 }, tls: { secretName: 'demo-tls' } });
+  const actions = reconcile(c, steady(c, 3));
+  const md = applied(actions, 'Deployment', 'demo-metadata');
+  t.truthy(md);
+  t.regex(JSON.stringify(md), /"secretKeyRef":\{"name":"pg","key":"url"\}/);
+  t.regex(JSON.stringify(md), /CAIRN_TLS_CERT/);
+  t.truthy(applied(actions, 'Deployment', 'demo-media'));
+  for (const a of actions) if (a.kind === 'apply') await t.notThrowsAsync(validateKubeObject(a.object), a.object.metadata.name);
+});
+
+test('a settled cluster yields no actions', (t) => {
+  const c = cluster();
+  const o = settled(c, steady(c, 3));
+  t.deepEqual(reconcile(c, o), []);
+  t.is(condition(reconcile(c, steady(c, 3)), 'Ready')?.status, 'True');
+});
+
+test('scale-up grows the StatefulSet at once and admits a pod once Ready and registered', (t) => {
+  const c3 = cluster();
+  const c5 = cluster({ blocknodes: { replicas: 5, storage: { size: '10Gi' } } }, 2);
+  let o = settled(c3, steady(c3, 3));
+  let actions = reconcile(c5, o);
+  t.is(stsReplicas(applied(actions, 'StatefulSet', 'demo-blocknode')), 5);
+  t.is(condition(actions, 'Progressing')?.status, 'True');
+  o = applyActions(c5, o, actions);
+  // Pod 3 Ready and registered, pod 4 registered but not Ready yet.
+  o = { ...o, blockPods: [...o.blockPods, pod(c5, 3), pod(c5, 4, { ready: false, notReadySinceMs: o.nowMs })], metadata: { reachable: true, nodes: [...(o.metadata.reachable ? o.metadata.nodes : []), node(c5, 3, { state: 'joining' }), node(c5, 4, { state: 'joining' })] } };
+  actions = reconcile(c5, o);
+  t.deepEqual(admin(actions), [{ kind: 'admit', nodeId: 'demo-blocknode-3' }]);
+});
+
+test('scale-down below the replication factor is refused with ScaleDownBlocked', (t) => {
+  const c = cluster({ blocknodes: { replicas: 2, storage: { size: '10Gi' } } });
+  const o = steady(c, 3);
+  const actions = reconcile(c, o);
+  t.is(stsReplicas(applied(actions, 'StatefulSet', 'demo-blocknode')), 3);
+  t.deepEqual(admin(actions), []);
+  t.like(condition(actions, 'ScaleDownBlocked'), { status: 'True', reason: 'BelowReplicationFactor' });
+});
+
+test('scale-down drains the highest ordinal, holds while it has sole copies, then shrinks and removes it', (t) => {
+  const c = cluster({ blocknodes: { replicas: 3, storage: { size: '10Gi' } } });
+  let o = steady(c, 4);
+  let actions = reconcile(c, o);
+  t.deepEqual(admin(actions), [{ kind: 'drain', nodeId: 'demo-blocknode-3' }]);
+  t.is(stsReplicas(applied(actions, 'StatefulSet', 'demo-blocknode')), 4);
+  o = applyActions(c, o, actions);
+  t.deepEqual(reconcile(c, o), []);
+  // Still sole copies: hold.
+  const withDrain = (done: boolean, sole: number): Observed => ({ ...o, metadata: { reachable: true, nodes: (o.metadata.reachable ? o.metadata.nodes : []).map((n) => (n.id === 'demo-blocknode-3' ? { ...n, drainDone: done, soleCopies: sole } : n)) } });
+  t.is(stsReplicas(applied(reconcile(c, withDrain(false, 12)), 'StatefulSet', 'demo-blocknode')), undefined);
+  // Unknown metadata: hold.
+  const unreachable: Observed = { ...o, metadata: { reachable: false } };
+  t.deepEqual(admin(reconcile(c, unreachable)), []);
+  t.is(stsReplicas(applied(reconcile(c, unreachable), 'StatefulSet', 'demo-blocknode')), undefined);
+  // Done: shrink and remove, together.
+  actions = reconcile(c, withDrain(true, 0));
+  t.is(stsReplicas(applied(actions, 'StatefulSet', 'demo-blocknode')), 3);
+  t.deepEqual(admin(actions), [{ kind: 'remove', nodeId: 'demo-blocknode-3' }]);
+});
+
+test('scale-down 5 → 3 drains one node at a time and waits for the removed pod to go', (t) => {
+  const c = cluster();
+  const c5 = cluster({ blocknodes: { replicas: 5, storage: { size: '10Gi' } } });
+  let o = settled(c5, steady(c5, 5));
+  const drained: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    const actions = reconcile(c, o);
+    for (const a of actions) if (a.kind === 'drain') drained.push(a.nodeId);
+    const draining = o.metadata.reachable ? o.metadata.nodes.filter((n) => n.state === 'draining').length : 0;
+    t.true(draining <= 1);
+    o = worldStep(c, applyActions(c, o, actions), OLD_IMAGE);
+  }
+  t.deepEqual(drained, ['demo-blocknode-4', 'demo-blocknode-3']);
+  t.is(o.blockStatefulSet?.replicas, 3);
+  t.is(o.blockPods.length, 3);
+  t.deepEqual(reconcile(c, o), []);
+});
+
+test('failover marks a pod NotReady longer than failoverDelay down, never more than RF − 1 in all', (t) => {
+  const c = cluster({ replicationFactor: 2, failoverDelaySeconds: 60, blocknodes: { replicas: 4, storage: { size: '10Gi' } } });
+  const base = steady(c, 4, 1_000_000);
+  const o: Observed = { ...base, blockPods: [pod(c, 0, { ready: false, notReadySinceMs: 900_000 }), pod(c, 1, { ready: false, notReadySinceMs: 900_000 }), pod(c, 2, { ready: false, notReadySinceMs: 990_000 }), pod(c, 3)] };
+  const actions = reconcile(c, o);
+  t.deepEqual(admin(actions), [{ kind: 'markDown', nodeId: 'demo-blocknode-0' }]);
+  t.like(condition(actions, 'Degraded'), { status: 'True', reason: 'NodesDown' });
+  // The PDB allows no voluntary disruption while a node is down.
+  t.is((applied(actions, 'PodDisruptionBudget', 'demo-blocknode')?.['spec'] as { maxUnavailable: number }).maxUnavailable, 0);
+  t.deepEqual(admin(reconcile(c, applyActions(c, o, actions))), []);
+  // A missing pod counts from when it vanished.
+  const missing: Observed = { ...base, blockPods: base.blockPods.filter((p) => p.ordinal !== 3), missingSinceMs: new Map([['demo-blocknode-3', 100]]) };
+  t.deepEqual(admin(reconcile(c, missing)), [{ kind: 'markDown', nodeId: 'demo-blocknode-3' }]);
+});
+
+test('an upgrade rolls one block node at a time, from the top, only while every block has its copies', (t) => {
+  const c = cluster();
+  let o: Observed = settled(c, { ...steady(c, 3), blockPods: [0, 1, 2].map((i) => pod(c, i, { image: OLD_IMAGE })) });
+  t.is(o.blockStatefulSet?.partition, 2);
+  t.like(o.status?.conditions.find((x) => x.type === 'Upgrading'), { status: 'True', reason: 'Rolling' });
+  // Under-replicated somewhere: hold at the current partition.
+  const unhealthy: Observed = { ...o, blockPods: [pod(c, 0, { image: OLD_IMAGE }), pod(c, 1, { image: OLD_IMAGE }), pod(c, 2)], metadata: { reachable: true, nodes: [node(c, 0, { underReplicatedPartitions: 4 }), node(c, 1), node(c, 2)] } };
+  t.is(stsPartition(applied(reconcile(c, unhealthy), 'StatefulSet', 'demo-blocknode')), undefined);
+  t.like(condition(reconcile(c, unhealthy), 'Upgrading'), { reason: 'WaitingForReplicas' });
+  const partitions: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const actions = reconcile(c, o);
+    const p = stsPartition(applied(actions, 'StatefulSet', 'demo-blocknode'));
+    if (p !== undefined) partitions.push(p);
+    o = worldStep(c, applyActions(c, o, actions), OLD_IMAGE);
+  }
+  t.deepEqual(partitions, [1, 0]);
+  t.true(o.blockPods.every((p) => p.image === 'ghcr.io/cairn/cairn:0.2.0'));
+  t.like(o.status?.conditions.find((x) => x.type === 'Upgrading'), { status: 'False' });
+});
+
+test('a paused upgrade keeps the partition', (t) => {
+  const c = cluster({ upgrade: { paused: true } });
+  const o: Observed = { ...steady(c, 3), blockPods: [0, 1, 2].map((i) => pod(c, i, { image: OLD_IMAGE })) };
+  const actions = reconcile(c, o);
+  t.is(stsPartition(applied(actions, 'StatefulSet', 'demo-blocknode')), 3);
+  t.like(condition(actions, 'Upgrading'), { status: 'True', reason: 'Paused' });
+});
+
+test('a cluster being deleted gets no actions (owner references collect its objects)', (t) => {
+  const c = cluster();
+  t.deepEqual(reconcile({ ...c, metadata: { ...c.metadata, deletionTimestamp: '2026-01-01T00:00:00Z' } }, steady(c, 3)), []);
+});
