@@ -8,6 +8,7 @@ import { CairnClient, resolveClientSettings, type FileInfo } from '../client/ind
 import { EXIT, describeError, exitCodeFor } from './exit.js';
 import { createProgress } from './progress.js';
 import { registerAdmin } from './admin.js';
+import { registerFilesCommands } from './files-commands.js';
 
 interface GlobalOptions {
   endpoint?: string;
@@ -219,6 +220,7 @@ export function buildProgram(): Command {
       process.stdout.write((await signToken(secret, { tenant: opts.tenant, role: opts.role, ttlSeconds: opts.ttlDays * 86400 })) + '\n');
     });
 
+  registerFilesCommands(program, () => client(program));
   registerAdmin(program);
 
   return program;

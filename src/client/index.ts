@@ -17,9 +17,11 @@ import type { ReadFileResponse__Output } from '../gen/cairn/v1/ReadFileResponse.
 import type { StatResponse__Output } from '../gen/cairn/v1/StatResponse.js';
 import type { UploadFileResponse__Output } from '../gen/cairn/v1/UploadFileResponse.js';
 import type { ClientSettings } from './config.js';
+import { TreeClient } from './tree.js';
 
 export { resolveClientSettings, userConfigPath, type ClientSettings } from './config.js';
 export { CairnError, isCairnError, type ErrorCode } from '../common/errors.js';
+export type { Change, ChangeBatch, ChangesPage, ChangeType, ListOptions, ListPage, TreeEntry, Usage, VersionEntry, VersionsPage, WatchOptions } from './tree.js';
 
 /** A file version as the SDK returns it (sizes and times as numbers). */
 export interface FileInfo {
@@ -67,16 +69,22 @@ function toInfo(f: FileInfo__Output | null | undefined): FileInfo {
   };
 }
 
-export class CairnClient {
+function connect(settings: Pick<ClientSettings, 'endpoint' | 'tlsCa' | 'tlsCert' | 'tlsKey'>, channelOptions: grpc.ChannelOptions): FilesClient {
+  const Ctor = loadProto().proto.cairn.v1.Files;
+  return new Ctor(settings.endpoint, clientCredentials({ ca: settings.tlsCa, cert: settings.tlsCert, key: settings.tlsKey }), { ...CHANNEL_OPTIONS, ...channelOptions });
+}
+
+/** The SDK client: file data calls here, tree calls (list, versions, move, watch, …) from TreeClient. */
+export class CairnClient extends TreeClient {
   readonly endpoint: string;
   readonly #client: FilesClient;
   readonly #token: string;
 
   constructor(settings: Pick<ClientSettings, 'endpoint' | 'token' | 'tlsCa' | 'tlsCert' | 'tlsKey'>, channelOptions: grpc.ChannelOptions = {}) {
+    super(connect(settings, channelOptions), settings.token);
     this.endpoint = settings.endpoint;
     this.#token = settings.token;
-    const Ctor = loadProto().proto.cairn.v1.Files;
-    this.#client = new Ctor(settings.endpoint, clientCredentials({ ca: settings.tlsCa, cert: settings.tlsCert, key: settings.tlsKey }), { ...CHANNEL_OPTIONS, ...channelOptions });
+    this.#client = this.files;
   }
 
   /** Uploads a local file to `remotePath`. */
