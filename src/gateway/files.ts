@@ -263,7 +263,8 @@ async function fetchBatch(blocks: BlockAccess, addresses: Buffer[], signal: Abor
 }
 
 /** The data half of Files; the tree half (List, Move, …) is `treeHandlers` in tree.ts. */
-export function filesHandlers(options: FilesServiceOptions): FilesDataHandlers {
+/** UploadFile, ReadFile and Stat; the chunk-level RPCs are in chunks.ts. */
+export function filesHandlers(options: FilesServiceOptions): Omit<FilesDataHandlers, 'FindMissingChunks' | 'UploadChunks' | 'CommitFile'> {
   return {
     UploadFile: clientStream((call, ctx) => upload(call, ctx, options)),
 

@@ -8,6 +8,7 @@ import type { Metrics } from '../common/metrics.js';
 import { loadProto } from '../common/proto.js';
 import type { BlockAccess } from '../blocknode/index.js';
 import type { MetadataClient } from '../metadata/index.js';
+import { CHUNK_PERMISSIONS, chunkHandlers } from './chunks.js';
 import { filesHandlers } from './files.js';
 import type { TenantKeys } from './keys.js';
 
@@ -38,13 +39,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const log = options.log.child({ component: 'gateway' });
   const { definition, proto } = loadProto();
   const server = new CairnGrpcServer({ name: 'gateway', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
+  const filesOptions = { metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, keys: options.keys, ...(options.chunker ? { chunker: options.chunker } : {}) };
   server.addService(
     proto.cairn.v1.Files.service,
     {
-      ...filesHandlers({ metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, keys: options.keys, ...(options.chunker ? { chunker: options.chunker } : {}) }),
+      ...filesHandlers(filesOptions),
+      ...chunkHandlers(filesOptions),
       ...treeHandlers({ metadata: options.metadata }),
     },
-    { UploadFile: 'write', ReadFile: 'read', Stat: 'read', ...TREE_PERMISSIONS },
+    { UploadFile: 'write', ReadFile: 'read', Stat: 'read', ...CHUNK_PERMISSIONS, ...TREE_PERMISSIONS },
   );
   const port = await server.listen(options.host, options.port, options.credentials);
   return {

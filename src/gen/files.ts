@@ -2,6 +2,8 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
 
+import type { ChunkData as _cairn_v1_ChunkData, ChunkData__Output as _cairn_v1_ChunkData__Output } from './cairn/v1/ChunkData.js';
+import type { CommitChunk as _cairn_v1_CommitChunk, CommitChunk__Output as _cairn_v1_CommitChunk__Output } from './cairn/v1/CommitChunk.js';
 import type { CopyRequest as _cairn_v1_CopyRequest, CopyRequest__Output as _cairn_v1_CopyRequest__Output } from './cairn/v1/CopyRequest.js';
 import type { CopyResponse as _cairn_v1_CopyResponse, CopyResponse__Output as _cairn_v1_CopyResponse__Output } from './cairn/v1/CopyResponse.js';
 import type { DeleteRequest as _cairn_v1_DeleteRequest, DeleteRequest__Output as _cairn_v1_DeleteRequest__Output } from './cairn/v1/DeleteRequest.js';
@@ -9,12 +11,16 @@ import type { DeleteResponse as _cairn_v1_DeleteResponse, DeleteResponse__Output
 import type { FileChange as _cairn_v1_FileChange, FileChange__Output as _cairn_v1_FileChange__Output } from './cairn/v1/FileChange.js';
 import type { FileInfo as _cairn_v1_FileInfo, FileInfo__Output as _cairn_v1_FileInfo__Output } from './cairn/v1/FileInfo.js';
 import type { FilesClient as _cairn_v1_FilesClient, FilesDefinition as _cairn_v1_FilesDefinition } from './cairn/v1/Files.js';
+import type { FilesCommitFileRequest as _cairn_v1_FilesCommitFileRequest, FilesCommitFileRequest__Output as _cairn_v1_FilesCommitFileRequest__Output } from './cairn/v1/FilesCommitFileRequest.js';
+import type { FilesCommitFileResponse as _cairn_v1_FilesCommitFileResponse, FilesCommitFileResponse__Output as _cairn_v1_FilesCommitFileResponse__Output } from './cairn/v1/FilesCommitFileResponse.js';
 import type { FilesListChangesRequest as _cairn_v1_FilesListChangesRequest, FilesListChangesRequest__Output as _cairn_v1_FilesListChangesRequest__Output } from './cairn/v1/FilesListChangesRequest.js';
 import type { FilesListChangesResponse as _cairn_v1_FilesListChangesResponse, FilesListChangesResponse__Output as _cairn_v1_FilesListChangesResponse__Output } from './cairn/v1/FilesListChangesResponse.js';
 import type { FilesListVersionsRequest as _cairn_v1_FilesListVersionsRequest, FilesListVersionsRequest__Output as _cairn_v1_FilesListVersionsRequest__Output } from './cairn/v1/FilesListVersionsRequest.js';
 import type { FilesListVersionsResponse as _cairn_v1_FilesListVersionsResponse, FilesListVersionsResponse__Output as _cairn_v1_FilesListVersionsResponse__Output } from './cairn/v1/FilesListVersionsResponse.js';
 import type { FilesWatchChangesRequest as _cairn_v1_FilesWatchChangesRequest, FilesWatchChangesRequest__Output as _cairn_v1_FilesWatchChangesRequest__Output } from './cairn/v1/FilesWatchChangesRequest.js';
 import type { FilesWatchChangesResponse as _cairn_v1_FilesWatchChangesResponse, FilesWatchChangesResponse__Output as _cairn_v1_FilesWatchChangesResponse__Output } from './cairn/v1/FilesWatchChangesResponse.js';
+import type { FindMissingChunksRequest as _cairn_v1_FindMissingChunksRequest, FindMissingChunksRequest__Output as _cairn_v1_FindMissingChunksRequest__Output } from './cairn/v1/FindMissingChunksRequest.js';
+import type { FindMissingChunksResponse as _cairn_v1_FindMissingChunksResponse, FindMissingChunksResponse__Output as _cairn_v1_FindMissingChunksResponse__Output } from './cairn/v1/FindMissingChunksResponse.js';
 import type { ListRequest as _cairn_v1_ListRequest, ListRequest__Output as _cairn_v1_ListRequest__Output } from './cairn/v1/ListRequest.js';
 import type { ListResponse as _cairn_v1_ListResponse, ListResponse__Output as _cairn_v1_ListResponse__Output } from './cairn/v1/ListResponse.js';
 import type { MkdirRequest as _cairn_v1_MkdirRequest, MkdirRequest__Output as _cairn_v1_MkdirRequest__Output } from './cairn/v1/MkdirRequest.js';
@@ -28,6 +34,8 @@ import type { RestoreVersionResponse as _cairn_v1_RestoreVersionResponse, Restor
 import type { StatRequest as _cairn_v1_StatRequest, StatRequest__Output as _cairn_v1_StatRequest__Output } from './cairn/v1/StatRequest.js';
 import type { StatResponse as _cairn_v1_StatResponse, StatResponse__Output as _cairn_v1_StatResponse__Output } from './cairn/v1/StatResponse.js';
 import type { TreeEntry as _cairn_v1_TreeEntry, TreeEntry__Output as _cairn_v1_TreeEntry__Output } from './cairn/v1/TreeEntry.js';
+import type { UploadChunksRequest as _cairn_v1_UploadChunksRequest, UploadChunksRequest__Output as _cairn_v1_UploadChunksRequest__Output } from './cairn/v1/UploadChunksRequest.js';
+import type { UploadChunksResponse as _cairn_v1_UploadChunksResponse, UploadChunksResponse__Output as _cairn_v1_UploadChunksResponse__Output } from './cairn/v1/UploadChunksResponse.js';
 import type { UploadFileRequest as _cairn_v1_UploadFileRequest, UploadFileRequest__Output as _cairn_v1_UploadFileRequest__Output } from './cairn/v1/UploadFileRequest.js';
 import type { UploadFileResponse as _cairn_v1_UploadFileResponse, UploadFileResponse__Output as _cairn_v1_UploadFileResponse__Output } from './cairn/v1/UploadFileResponse.js';
 import type { UploadHeader as _cairn_v1_UploadHeader, UploadHeader__Output as _cairn_v1_UploadHeader__Output } from './cairn/v1/UploadHeader.js';
@@ -42,6 +50,8 @@ type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> 
 export interface ProtoGrpcType {
   cairn: {
     v1: {
+      ChunkData: MessageTypeDefinition<_cairn_v1_ChunkData, _cairn_v1_ChunkData__Output>
+      CommitChunk: MessageTypeDefinition<_cairn_v1_CommitChunk, _cairn_v1_CommitChunk__Output>
       CopyRequest: MessageTypeDefinition<_cairn_v1_CopyRequest, _cairn_v1_CopyRequest__Output>
       CopyResponse: MessageTypeDefinition<_cairn_v1_CopyResponse, _cairn_v1_CopyResponse__Output>
       DeleteRequest: MessageTypeDefinition<_cairn_v1_DeleteRequest, _cairn_v1_DeleteRequest__Output>
@@ -56,12 +66,16 @@ export interface ProtoGrpcType {
        * stable CAIRN_* code (see docs/errors.md) and whose domain is "cairn.dev".
        */
       Files: SubtypeConstructor<typeof grpc.Client, _cairn_v1_FilesClient> & { service: _cairn_v1_FilesDefinition }
+      FilesCommitFileRequest: MessageTypeDefinition<_cairn_v1_FilesCommitFileRequest, _cairn_v1_FilesCommitFileRequest__Output>
+      FilesCommitFileResponse: MessageTypeDefinition<_cairn_v1_FilesCommitFileResponse, _cairn_v1_FilesCommitFileResponse__Output>
       FilesListChangesRequest: MessageTypeDefinition<_cairn_v1_FilesListChangesRequest, _cairn_v1_FilesListChangesRequest__Output>
       FilesListChangesResponse: MessageTypeDefinition<_cairn_v1_FilesListChangesResponse, _cairn_v1_FilesListChangesResponse__Output>
       FilesListVersionsRequest: MessageTypeDefinition<_cairn_v1_FilesListVersionsRequest, _cairn_v1_FilesListVersionsRequest__Output>
       FilesListVersionsResponse: MessageTypeDefinition<_cairn_v1_FilesListVersionsResponse, _cairn_v1_FilesListVersionsResponse__Output>
       FilesWatchChangesRequest: MessageTypeDefinition<_cairn_v1_FilesWatchChangesRequest, _cairn_v1_FilesWatchChangesRequest__Output>
       FilesWatchChangesResponse: MessageTypeDefinition<_cairn_v1_FilesWatchChangesResponse, _cairn_v1_FilesWatchChangesResponse__Output>
+      FindMissingChunksRequest: MessageTypeDefinition<_cairn_v1_FindMissingChunksRequest, _cairn_v1_FindMissingChunksRequest__Output>
+      FindMissingChunksResponse: MessageTypeDefinition<_cairn_v1_FindMissingChunksResponse, _cairn_v1_FindMissingChunksResponse__Output>
       ListRequest: MessageTypeDefinition<_cairn_v1_ListRequest, _cairn_v1_ListRequest__Output>
       ListResponse: MessageTypeDefinition<_cairn_v1_ListResponse, _cairn_v1_ListResponse__Output>
       MkdirRequest: MessageTypeDefinition<_cairn_v1_MkdirRequest, _cairn_v1_MkdirRequest__Output>
@@ -75,6 +89,8 @@ export interface ProtoGrpcType {
       StatRequest: MessageTypeDefinition<_cairn_v1_StatRequest, _cairn_v1_StatRequest__Output>
       StatResponse: MessageTypeDefinition<_cairn_v1_StatResponse, _cairn_v1_StatResponse__Output>
       TreeEntry: MessageTypeDefinition<_cairn_v1_TreeEntry, _cairn_v1_TreeEntry__Output>
+      UploadChunksRequest: MessageTypeDefinition<_cairn_v1_UploadChunksRequest, _cairn_v1_UploadChunksRequest__Output>
+      UploadChunksResponse: MessageTypeDefinition<_cairn_v1_UploadChunksResponse, _cairn_v1_UploadChunksResponse__Output>
       UploadFileRequest: MessageTypeDefinition<_cairn_v1_UploadFileRequest, _cairn_v1_UploadFileRequest__Output>
       UploadFileResponse: MessageTypeDefinition<_cairn_v1_UploadFileResponse, _cairn_v1_UploadFileResponse__Output>
       UploadHeader: MessageTypeDefinition<_cairn_v1_UploadHeader, _cairn_v1_UploadHeader__Output>

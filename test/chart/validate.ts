@@ -20,6 +20,7 @@ export async function validateKubeObject(obj: { apiVersion?: unknown; kind?: unk
 
 /** An ajv validator for the CRD's openAPIV3Schema (x-kubernetes-* keywords are allowed and ignored). */
 export function crdValidator(openAPIV3Schema: object): ValidateFunction {
-  const ajv = new Ajv({ strict: false, allErrors: true });
+  // Kubernetes checks date-time; ajv knows no formats without ajv-formats, so name the one we use.
+  const ajv = new Ajv({ strict: false, allErrors: true, formats: { 'date-time': /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/ } });
   return ajv.compile(openAPIV3Schema);
 }

