@@ -4,7 +4,7 @@ import { openLevelKv } from './level.js';
 import { openPostgresKv } from './postgres.js';
 import type { Kv } from './types.js';
 
-export type { Kv, KvEntry, KvListener, KvRange, KvReader, KvTx, TransactOptions } from './types.js';
+export type { ConflictGranularity, Kv, KvEntry, KvListener, KvRange, KvReader, KvTx, TransactOptions } from './types.js';
 export { openLevelKv, type LevelKvOptions } from './level.js';
 export { openPostgresKv, type PostgresKvOptions } from './postgres.js';
 /** Limits every backend enforces: key length, and NOTIFY payload size (PostgreSQL's). */

@@ -322,6 +322,9 @@ type Attempt<T> =
   | { readonly kind: 'conflict' | 'disconnected'; readonly cause: unknown };
 
 class PostgresKv implements Kv {
+  // SIREAD locks on kv_pkey are per leaf page: a read of one tenant's key locks the page that
+  // also holds other tenants' keys, so their inserts and non-HOT updates conflict with it.
+  readonly conflictGranularity = 'page' as const;
   private running = 0;
   private idleWaiters: Array<() => void> = [];
   private closing: Promise<void> | undefined;

@@ -35,7 +35,17 @@ export interface TransactOptions {
 
 export type KvListener = (payload: string) => void;
 
+/**
+ * How precisely a backend detects conflicts between transactions. 'key': only transactions that
+ * touch the same keys or ranges conflict (LevelDB's validation). 'page': conflicts are tracked per
+ * storage page, so transactions on unrelated keys that share a page — neighbouring tenants' keys —
+ * conflict too (PostgreSQL SERIALIZABLE locks B-tree leaf pages, never single index keys).
+ */
+export type ConflictGranularity = 'key' | 'page';
+
 export interface Kv extends KvReader {
+  /** Undefined means 'key'. Callers use it to decide how much to serialize writers themselves. */
+  readonly conflictGranularity?: ConflictGranularity;
   /**
    * Runs `fn` in a serializable transaction and commits durably (synced) before resolving.
    * On a serialization conflict the whole function is re-run (so it must have no side effects

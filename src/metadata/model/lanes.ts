@@ -2,7 +2,8 @@
 // writers of one tenant always conflict; under optimistic retries a busy tenant would burn its
 // retries. Instead, a tenant's writes queue in this process and run in batches: each batch is one
 // KV transaction (one durable write), each operation in a child transaction whose writes join the
-// batch only if it succeeds, so one operation's error never affects the others.
+// batch only if it succeeds, so one operation's error never affects the others. On a KV that
+// detects conflicts per page (PostgreSQL), createContext gives every tenant the same lane.
 import { checkKey, checkValue, mergeScan, normalizeRange, writesInRange, type Write } from '../kv/internal.js';
 import type { Kv, KvEntry, KvRange, KvTx } from '../kv/types.js';
 
