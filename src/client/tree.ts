@@ -180,6 +180,20 @@ function toChange(c: FileChange__Output): Change {
   };
 }
 
+/** Waits `ms`; resolves true when `signal` aborted instead. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
+  if (signal?.aborted === true) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve(signal?.aborted === true);
+    }
+  });
+}
+
 type UnaryFn<Req, Res> = (req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => unknown;
 
 /** The tree calls of CairnClient (its base class), over the Files client the subclass creates. */
@@ -265,10 +279,34 @@ export class TreeClient {
   /**
    * Streams change batches until `signal` aborts (then returns quietly). The first batch arrives
    * once the watch is established and may be empty; keep the last cursor to resume without gaps.
+   * Retryable failures (a gateway restarting, the network) reconnect from the last cursor with
+   * backoff and jitter unless `reconnect` is false; other errors (an expired cursor) are thrown.
    */
-  async *watch(options: WatchOptions = {}): AsyncGenerator<ChangeBatch> {
+  async *watch(options: WatchOptions & { reconnect?: boolean } = {}): AsyncGenerator<ChangeBatch> {
+    let cursor = options.cursor ?? '';
+    let failures = 0;
+    for (;;) {
+      try {
+        for await (const batch of this.#watchOnce(cursor, options)) {
+          failures = 0;
+          cursor = batch.cursor;
+          yield batch;
+        }
+        return;
+      } catch (err) {
+        if (options.signal?.aborted === true) return;
+        const e = err instanceof CairnError ? err : fromServiceError(err);
+        if (options.reconnect === false || !e.retryable) throw e;
+      }
+      failures++;
+      const cap = Math.min(10_000, 100 * 2 ** Math.min(failures, 10));
+      if (await sleep(cap / 2 + Math.random() * (cap / 2), options.signal)) return;
+    }
+  }
+
+  async *#watchOnce(cursor: string, options: WatchOptions): AsyncGenerator<ChangeBatch> {
     const md = await callMetadata(() => this.token);
-    const call = this.files.WatchChanges({ cursor: options.cursor ?? '', path: options.path ?? '' }, md);
+    const call = this.files.WatchChanges({ cursor, path: options.path ?? '' }, md);
     const onAbort = (): void => call.cancel();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
