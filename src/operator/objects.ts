@@ -7,6 +7,7 @@ export type Component = 'blocknode' | 'metadata' | 'gateway' | 'media';
 export const names = (c: CairnCluster) => ({
   config: `${c.metadata.name}-config`,
   auth: `${c.metadata.name}-auth`,
+  master: `${c.metadata.name}-master`,
   blocknode: `${c.metadata.name}-blocknode`,
   metadata: `${c.metadata.name}-metadata`,
   gateway: `${c.metadata.name}-gateway`,
@@ -52,7 +53,7 @@ function tlsEnv(c: CairnCluster): { env: Record<string, unknown>[]; volumes: Rec
       { name: 'CAIRN_TLS_KEY', value: '/etc/cairn/tls/tls.key' },
       { name: 'CAIRN_TLS_CA', value: '/etc/cairn/tls/ca.crt' },
     ],
-    volumes: [{ name: 'tls', secret: { secretName: c.spec.tls.secretName } }],
+    volumes: [{ name: 'tls', secret: { secretName: c.spec.tls.secretName, defaultMode: 0o440 } }],
     mounts: [{ name: 'tls', mountPath: '/etc/cairn/tls', readOnly: true }],
   };
 }
@@ -93,7 +94,8 @@ function podSpec(c: CairnCluster, role: Component, extraEnv: Record<string, unkn
     automountServiceAccountToken: false,
     containers: [container(c, role, extraEnv, r, extraMounts)],
     volumes: [
-      { name: 'auth', secret: { secretName: names(c).auth } },
+      // 0440: readable by the pod's group (fsGroup 10001), not by the world.
+      { name: 'auth', secret: { secretName: names(c).auth, defaultMode: 0o440 } },
       { name: 'tmp', emptyDir: {} },
       ...tlsEnv(c).volumes,
       ...extraVolumes,
@@ -204,7 +206,10 @@ export function metadataWorkload(c: CairnCluster): KubeObject {
 
 export function statelessDeployment(c: CairnCluster, role: 'gateway' | 'media', replicas: number, r: ResourcesSpec | undefined): KubeObject {
   const sel = selector(c, role);
-  const env = [configEnv, { name: 'CAIRN_METADATA_ADDR', value: metadataAddr(c) }];
+  // Every gateway of a cluster must seal with the same master key: one Secret, never a per-pod file.
+  const env = [configEnv, { name: 'CAIRN_METADATA_ADDR', value: metadataAddr(c) }, { name: 'CAIRN_MASTER_KEY_FILE', value: '/etc/cairn/master/master.key' }];
+  const mounts = [{ name: 'data', mountPath: '/var/lib/cairn' }, configMount, { name: 'master', mountPath: '/etc/cairn/master', readOnly: true }];
+  const volumes = [{ name: 'data', emptyDir: {} }, configVolume(c), { name: 'master', secret: { secretName: names(c).master, defaultMode: 0o440 } }];
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -213,7 +218,7 @@ export function statelessDeployment(c: CairnCluster, role: 'gateway' | 'media', 
       replicas,
       selector: { matchLabels: sel },
       strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
-      template: { metadata: { labels: sel }, spec: podSpec(c, role, env, r, [{ name: 'data', mountPath: '/var/lib/cairn' }, configMount], [{ name: 'data', emptyDir: {} }, configVolume(c)]) },
+      template: { metadata: { labels: sel }, spec: podSpec(c, role, env, r, mounts, volumes) },
     },
   };
 }

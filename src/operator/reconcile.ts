@@ -212,7 +212,9 @@ export function reconcile(c: CairnCluster, o: Observed): Action[] {
   const nodes = o.metadata.reachable ? o.metadata.nodes : undefined;
   const actions: Action[] = [];
 
-  if (!o.secrets.has(names(c).auth)) actions.push({ kind: 'ensureSecret', name: names(c).auth, key: 'auth.key', bytes: 32 });
+  // The token signing secret (every process) and the master key (gateways): shared, made once.
+  if (!o.secrets.has(names(c).auth)) actions.push({ kind: 'ensureSecret', name: names(c).auth, key: 'auth.key', bytes: 32, encoding: 'base64url' });
+  if (!o.secrets.has(names(c).master)) actions.push({ kind: 'ensureSecret', name: names(c).master, key: 'master.key', bytes: 32, encoding: 'base64url' });
 
   const failing = nodes === undefined ? new Set<string>() : failingNodes(c, o, nodes);
   const failover = nodes === undefined ? [] : decideFailover(c, nodes, failing);

@@ -159,8 +159,11 @@ export interface Observed {
 export type Action =
   /** Server-side apply with FIELD_MANAGER. */
   | { readonly kind: 'apply'; readonly object: KubeObject }
-  /** Create the Secret with `key` holding `bytes` random bytes unless it exists (the adapter draws them). */
-  | { readonly kind: 'ensureSecret'; readonly name: string; readonly key: string; readonly bytes: number }
+  /**
+   * Create the Secret unless it exists, `key` holding `bytes` random bytes (the adapter draws them)
+   * as base64url text — the format of auth.key and master.key files.
+   */
+  | { readonly kind: 'ensureSecret'; readonly name: string; readonly key: string; readonly bytes: number; readonly encoding: 'base64url' }
   /** Admin MarkNodeUp: a Ready, registered joining node enters placement. */
   | { readonly kind: 'admit'; readonly nodeId: string }
   /** Admin DrainNode. */

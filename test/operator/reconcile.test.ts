@@ -21,7 +21,11 @@ test('a new cluster gets its secret, every object and a status; all validate aga
   const c = cluster();
   const o: Observed = { nowMs: 0, objects: new Map(), secrets: new Set(), blockPods: [], metadata: { reachable: false } };
   const actions = reconcile(c, o);
-  t.deepEqual(actions[0], { kind: 'ensureSecret', name: 'demo-auth', key: 'auth.key', bytes: 32 });
+  t.deepEqual(actions.slice(0, 2), [
+    { kind: 'ensureSecret', name: 'demo-auth', key: 'auth.key', bytes: 32, encoding: 'base64url' },
+    { kind: 'ensureSecret', name: 'demo-master', key: 'master.key', bytes: 32, encoding: 'base64url' },
+  ]);
+  t.regex(JSON.stringify(applied(actions, 'Deployment', 'demo-gateway')), /"CAIRN_MASTER_KEY_FILE"/);
   const objects = actions.flatMap((a) => (a.kind === 'apply' ? [a.object] : []));
   t.deepEqual(objects.map((x) => `${x.kind}/${x.metadata.name}`).sort(), [
     'ConfigMap/demo-config', 'Deployment/demo-gateway', 'PodDisruptionBudget/demo-blocknode', 'PodDisruptionBudget/demo-gateway',

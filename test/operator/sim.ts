@@ -36,7 +36,7 @@ export function steady(c: CairnCluster, n: number, nowMs = 1_000_000): Observed 
   const base: Observed = {
     nowMs,
     objects: new Map(),
-    secrets: new Set(['demo-auth']),
+    secrets: new Set(['demo-auth', 'demo-master']),
     blockPods: Array.from({ length: n }, (_, i) => pod(c, i)),
     blockStatefulSet: { replicas: n, partition: 0 },
     metadata: { reachable: true, nodes: Array.from({ length: n }, (_, i) => node(c, i)) },
