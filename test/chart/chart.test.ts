@@ -99,7 +99,8 @@ for (const [name, file] of Object.entries(VALUES)) {
     for (const o of objects) {
       const id = `${o.kind}/${o.metadata.name}`;
       if (o.apiVersion === 'cairn.dev/v1alpha1') t.deepEqual(admit(schema, o), [], id);
-      else if (o.apiVersion === 'monitoring.coreos.com/v1') t.truthy(o['spec'], id);
+      // Prometheus Operator and cert-manager kinds have no built-in schema: check their shape.
+      else if (o.apiVersion === 'monitoring.coreos.com/v1' || o.apiVersion === 'cert-manager.io/v1') t.truthy(o['spec'], id);
       else await t.notThrowsAsync(validateKubeObject(o), id);
     }
   });
@@ -135,6 +136,18 @@ test('the CRD accepts the operator test fixtures and rejects invalid specs', (t)
   for (const [why, spec] of bad) t.not(admit(schema, { ...good, spec: { ...good.spec, ...spec } }).length, 0, why);
   const { image: _image, ...noImage } = good.spec;
   t.not(admit(schema, { ...good, spec: noImage }).length, 0, 'missing image');
+});
+
+test('a cert-manager Certificate covers every listener and the default cluster uses its Secret', (t) => {
+  const objects = render(VALUES.full);
+  const cert = objects.find((o) => o.kind === 'Certificate');
+  const spec = cert?.['spec'] as { secretName: string; dnsNames: string[]; usages: string[] };
+  t.is(spec.secretName, 'store-tls');
+  for (const dns of ['store-gateway.cairn-system.svc', 'store-metadata.cairn-system.svc', '*.store-blocknode.cairn-system.svc', 'files.example.com']) t.true(spec.dnsNames.includes(dns), dns);
+  t.true(spec.usages.includes('client auth'));
+  const cluster = objects.find((o) => o.kind === 'CairnCluster');
+  t.deepEqual((cluster?.['spec'] as { tls: unknown }).tls, { secretName: 'store-tls' });
+  t.false(render(VALUES.minimal).some((o) => o.kind === 'Certificate'));
 });
 
 test('values.schema.json rejects invalid values', (t) => {
