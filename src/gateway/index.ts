@@ -40,12 +40,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const { definition, proto } = loadProto();
   const server = new CairnGrpcServer({ name: 'gateway', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
   const filesOptions = { metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, keys: options.keys, ...(options.chunker ? { chunker: options.chunker } : {}) };
+  const closing = new AbortController();
   server.addService(
     proto.cairn.v1.Files.service,
     {
       ...filesHandlers(filesOptions),
       ...chunkHandlers(filesOptions),
-      ...treeHandlers({ metadata: options.metadata }),
+      ...treeHandlers({ metadata: options.metadata, closing: closing.signal }),
     },
     { UploadFile: 'write', ReadFile: 'read', Stat: 'read', ...CHUNK_PERMISSIONS, ...TREE_PERMISSIONS },
   );
@@ -53,6 +54,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   return {
     port,
     async stop(timeoutMs?: number) {
+      closing.abort();
       await server.shutdown(timeoutMs);
     },
   };

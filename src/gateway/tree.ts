@@ -34,6 +34,8 @@ export type FilesDataHandlers = { [K in keyof FilesHandlers as string extends K 
 
 export interface TreeServiceOptions {
   readonly metadata: MetadataClient;
+  /** Aborted when the gateway stops: open watches end with CAIRN_SHUTTING_DOWN instead of holding the shutdown. */
+  readonly closing?: AbortSignal;
 }
 
 const MAX_PAGE_SIZE = 1000;
@@ -220,10 +222,14 @@ export function treeHandlers(options: TreeServiceOptions): Pick<FilesHandlers, T
       const cursor = req.cursor !== '' ? req.cursor : (await metadata.getChangeCursor({ tenant }, ctx.requestId)).cursor;
       // The metadata client resumes a broken watch from the last cursor, so a gateway ↔ metadata
       // hiccup costs the caller nothing; non-retryable errors (an expired cursor) end the call.
-      for await (const msg of metadata.watchChanges({ tenant, cursor }, ctx.signal)) {
+      const signal = options.closing === undefined ? ctx.signal : AbortSignal.any([ctx.signal, options.closing]);
+      for await (const msg of metadata.watchChanges({ tenant, cursor }, signal)) {
         const changes = msg.changes.filter((c) => under(c.path, prefix) || (c.from_path !== '' && under(c.from_path, prefix))).map(toChange);
         await send(call, { changes, cursor: msg.cursor }, ctx.signal);
       }
+      // Watches never end by themselves; a stopping gateway ends them with a retryable error so
+      // clients reconnect (to another gateway) from their last cursor.
+      if (options.closing?.aborted === true && !ctx.signal.aborted) throw new CairnError('CAIRN_SHUTTING_DOWN', 'the gateway is shutting down; reconnect from the last cursor');
     }),
 
     Usage: unary(async (req, ctx) => usage(options, ctx, folderPath(req.path))),
