@@ -164,3 +164,15 @@ test('a cluster being deleted gets no actions (owner references collect its obje
   const c = cluster();
   t.deepEqual(reconcile({ ...c, metadata: { ...c.metadata, deletionTimestamp: '2026-01-01T00:00:00Z' } }, steady(c, 3)), []);
 });
+
+test('block nodes spread over the topology key, avoid sharing a host and stay in the listed zones', async (t) => {
+  const c = cluster({ blocknodes: { replicas: 3, storage: { size: '10Gi', storageClassName: 'fast' }, zones: ['a', 'b'], topologyKey: 'example.com/rack' }, volumeReclaimPolicy: 'Delete' });
+  const sts = applied(reconcile(c, steady(c, 3)), 'StatefulSet', 'demo-blocknode');
+  await t.notThrowsAsync(validateKubeObject(sts!));
+  const spec = sts?.['spec'] as { persistentVolumeClaimRetentionPolicy: unknown; volumeClaimTemplates: { spec: { storageClassName: string } }[]; template: { spec: { affinity: { nodeAffinity: unknown; podAntiAffinity: unknown }; topologySpreadConstraints: { topologyKey: string }[] } } };
+  t.is(spec.template.spec.topologySpreadConstraints[0]?.topologyKey, 'example.com/rack');
+  t.regex(JSON.stringify(spec.template.spec.affinity.nodeAffinity), /"key":"example.com\/rack","operator":"In","values":\["a","b"\]/);
+  t.regex(JSON.stringify(spec.template.spec.affinity.podAntiAffinity), /kubernetes.io\/hostname/);
+  t.is(spec.volumeClaimTemplates[0]?.spec.storageClassName, 'fast');
+  t.deepEqual(spec.persistentVolumeClaimRetentionPolicy, { whenDeleted: 'Delete', whenScaled: 'Delete' });
+});
