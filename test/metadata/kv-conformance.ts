@@ -418,6 +418,44 @@ export function kvConformance(name: string, factory: KvFactory): void {
     t.is(str(await kv.get(b('counter'))), String(n));
   });
 
+  test(`${name}: onAccepted runs once per commit, before transact resolves; what begins in it reads the commit`, async (t) => {
+    const kv = await open(t);
+    await put(kv, { counter: '0' });
+    const order: string[] = [];
+    let next: Promise<void> | undefined;
+    let attempts = 0;
+    const first = kv.transact(
+      async (tx) => {
+        attempts++;
+        const v = Number(str(await tx.get(b('counter'))));
+        tx.put(b('counter'), b(String(v + 1)));
+      },
+      {
+        onAccepted: () => {
+          order.push('accepted');
+          // Chained like a write lane: the next increment starts before the first is acknowledged.
+          next = kv.transact(async (tx) => {
+            const v = Number(str(await tx.get(b('counter'))));
+            tx.put(b('counter'), b(String(v + 1)));
+          }, { maxRetries: 0 });
+        },
+      },
+    );
+    await first;
+    order.push('resolved');
+    await next;
+    t.deepEqual(order, ['accepted', 'resolved']);
+    t.is(attempts, 1);
+    t.is(str(await kv.get(b('counter'))), '2', 'the chained transaction read the first one and did not conflict with it');
+    // Not called when the transaction fails.
+    let called = false;
+    await t.throwsAsync(kv.transact(async () => {
+      throw new Error('boom');
+    }, { onAccepted: () => { called = true; } }));
+    t.false(called);
+    await t.throwsAsync(kv.transact(async () => undefined, { onAccepted: 1 as unknown as () => void }), { instanceOf: TypeError, message: /onAccepted/ });
+  });
+
   test(`${name}: no write skew — doctors on call`, async (t) => {
     const kv = await open(t);
     const rounds = 15;

@@ -53,6 +53,19 @@ export function maxRetriesOf(options: TransactOptions | undefined): number {
   return value;
 }
 
+export function onAcceptedOf(options: TransactOptions | undefined): () => void {
+  const hook = options?.onAccepted;
+  if (hook === undefined) return () => undefined;
+  if (typeof hook !== 'function') throw new TypeError('options.onAccepted must be a function');
+  return () => {
+    try {
+      hook();
+    } catch (error) {
+      process.emitWarning(error instanceof Error ? error : new Error(String(error)), 'CairnKvListenerWarning');
+    }
+  };
+}
+
 export function checkFn(fn: unknown): void {
   if (typeof fn !== 'function') throw new TypeError('fn must be a function');
 }

@@ -16,6 +16,7 @@ import {
   keyHex,
   maxRetriesOf,
   mergeScan,
+  onAcceptedOf,
   normalizeRange,
   sleep,
   writesInRange,
@@ -215,6 +216,7 @@ class LevelKv implements Kv {
   async transact<T>(fn: (tx: KvTx) => Promise<T>, options?: TransactOptions): Promise<T> {
     checkFn(fn);
     const maxRetries = maxRetriesOf(options);
+    const accepted = onAcceptedOf(options);
     this.checkUsable(true);
     this.running++;
     try {
@@ -229,6 +231,8 @@ class LevelKv implements Kv {
         }
         const committed = this.commit(tx);
         if (committed !== undefined) {
+          // Accepted: transactions that begin from now on read it through the pending overlay.
+          accepted();
           await committed;
           return result;
         }

@@ -15,6 +15,7 @@ import {
   keyHex,
   maxRetriesOf,
   mergeScan,
+  onAcceptedOf,
   normalizeRange,
   sleep,
   writesInRange,
@@ -364,6 +365,7 @@ class PostgresKv implements Kv {
   async transact<T>(fn: (tx: KvTx) => Promise<T>, options?: TransactOptions): Promise<T> {
     checkFn(fn);
     const maxRetries = maxRetriesOf(options);
+    const accepted = onAcceptedOf(options);
     this.checkOpen();
     this.running++;
     try {
@@ -371,7 +373,11 @@ class PostgresKv implements Kv {
       let reconnects = 0;
       for (;;) {
         const outcome = await this.attempt(fn);
-        if (outcome.kind === 'committed') return outcome.result;
+        if (outcome.kind === 'committed') {
+          // COMMIT returned: visible and durable at once.
+          accepted();
+          return outcome.result;
+        }
         if (outcome.kind === 'disconnected') {
           if (reconnects >= RECONNECT_RETRIES) throw mapError(outcome.cause);
           await sleep(backoffMs(reconnects++, 50, 500));

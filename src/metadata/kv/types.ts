@@ -31,6 +31,13 @@ export interface KvTx extends KvReader {
 export interface TransactOptions {
   /** Attempts after the first on serialization conflicts (default 16). */
   readonly maxRetries?: number;
+  /**
+   * Called once, when the commit is decided and visible to every transaction that begins
+   * afterwards, possibly before it is durable (transact resolves only once it is). Lets a caller
+   * that serializes its writers start the next transaction while this one is being synced. Not
+   * called when transact rejects; an exception it throws is reported as a warning.
+   */
+  readonly onAccepted?: () => void;
 }
 
 export type KvListener = (payload: string) => void;

@@ -9,6 +9,8 @@ import type { Kv, KvEntry, KvRange, KvTx } from '../kv/types.js';
 
 /** Most operations one batch (one transaction) carries. */
 const MAX_BATCH = 64;
+/** Most batches of one lane accepted but not yet durable. */
+const MAX_IN_FLIGHT = 4;
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
@@ -91,41 +93,55 @@ export class WriteLanes {
 
   async #drain(lane: string): Promise<void> {
     const queue = this.#queues.get(lane)!;
+    const inFlight = new Set<Promise<void>>();
     while (queue.length > 0) {
-      const batch = queue.slice(0, MAX_BATCH);
-      if (batch.length === 1) {
-        // Alone: no child transaction needed; errors abort the transaction as usual.
-        const op = batch[0]!;
-        await this.#kv.transact(op.fn).then(op.resolve, op.reject);
-        queue.shift();
-        continue;
-      }
-      let outcomes: Outcome[] = [];
-      try {
-        await this.#kv.transact(async (tx) => {
-          // Re-run from scratch on a KV retry: only the committed attempt's outcomes count.
-          outcomes = [];
-          for (const op of batch) {
-            const child = new ChildTx(tx);
-            try {
-              const value = await op.fn(child);
-              child.mergeInto(tx);
-              outcomes.push({ ok: true, value });
-            } catch (error) {
-              outcomes.push({ ok: false, error });
-            }
-          }
-        });
-        batch.forEach((op, i) => {
-          const o = outcomes[i]!;
-          if (o.ok) op.resolve(o.value);
-          else op.reject(o.error);
-        });
-      } catch (error) {
-        for (const op of batch) op.reject(error);
-      }
-      queue.splice(0, batch.length);
+      if (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight);
+      const batch = queue.splice(0, MAX_BATCH);
+      let accept!: () => void;
+      const accepted = new Promise<void>((resolve) => {
+        accept = resolve;
+      });
+      const done = this.#run(batch, accept);
+      inFlight.add(done);
+      void done.then(() => inFlight.delete(done));
+      // The next batch may begin once this one is visible to new transactions: it then reads this
+      // batch's writes, and the KV syncs the two together (LevelDB) instead of one after the other.
+      await Promise.race([accepted, done]);
     }
     this.#queues.delete(lane);
+  }
+
+  /** Runs one batch as one transaction and settles its operations; never rejects. */
+  async #run(batch: readonly Op[], onAccepted: () => void): Promise<void> {
+    if (batch.length === 1) {
+      // Alone: no child transaction needed; errors abort the transaction as usual.
+      const op = batch[0]!;
+      await this.#kv.transact(op.fn, { onAccepted }).then(op.resolve, op.reject);
+      return;
+    }
+    let outcomes: Outcome[] = [];
+    try {
+      await this.#kv.transact(async (tx) => {
+        // Re-run from scratch on a KV retry: only the committed attempt's outcomes count.
+        outcomes = [];
+        for (const op of batch) {
+          const child = new ChildTx(tx);
+          try {
+            const value = await op.fn(child);
+            child.mergeInto(tx);
+            outcomes.push({ ok: true, value });
+          } catch (error) {
+            outcomes.push({ ok: false, error });
+          }
+        }
+      }, { onAccepted });
+      batch.forEach((op, i) => {
+        const o = outcomes[i]!;
+        if (o.ok) op.resolve(o.value);
+        else op.reject(o.error);
+      });
+    } catch (error) {
+      for (const op of batch) op.reject(error);
+    }
   }
 }
