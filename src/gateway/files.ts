@@ -236,7 +236,7 @@ async function upload(call: grpc.ServerReadableStream<UploadFileRequest__Output,
     author_device: principal.subject,
     chunks,
   }, ctx.requestId);
-  ctx.log.info({ path, version: version.version, bytes: received, chunks: chunks.length }, 'file committed');
+  ctx.log.info({ path, version: version.version, bytes: received, chunks: chunks.length, sealedBytes: dedup.sealedBytes, dedupedBytes: dedup.dedupedBytes }, 'file committed');
   return { file: toFileInfo(version) };
 }
 
