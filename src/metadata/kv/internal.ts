@@ -196,3 +196,39 @@ export function deliver(listeners: ReadonlySet<(payload: string) => void> | unde
     }
   }
 }
+
+/**
+ * The part of a transaction both backends share: writes and notifications are buffered here and
+ * applied by the backend at commit; a finished transaction refuses further use.
+ */
+export abstract class BufferedTx {
+  readonly writes = new Map<string, Write>();
+  readonly notifications: Array<readonly [string, string]> = [];
+  finished = false;
+
+  protected checkOpen(method: string): void {
+    if (this.finished) throw new TypeError(`tx.${method}() called after the transaction finished`);
+  }
+
+  put(key: Buffer, value: Buffer): void {
+    this.checkOpen('put');
+    checkKey(key);
+    checkValue(value);
+    const copy = Buffer.from(key);
+    this.writes.set(keyHex(copy), { key: copy, value: Buffer.from(value) });
+  }
+
+  del(key: Buffer): void {
+    this.checkOpen('del');
+    checkKey(key);
+    const copy = Buffer.from(key);
+    this.writes.set(keyHex(copy), { key: copy, value: undefined });
+  }
+
+  notify(channel: string, payload: string): void {
+    this.checkOpen('notify');
+    checkChannel(channel);
+    checkPayload(payload);
+    this.notifications.push([channel, payload]);
+  }
+}

@@ -7,8 +7,6 @@ import {
   checkFn,
   checkKey,
   checkListener,
-  checkPayload,
-  checkValue,
   backoffMs,
   dedupeNotifications,
   deliver,
@@ -23,6 +21,7 @@ import {
   type Bound,
   type NormalRange,
   type Write,
+  BufferedTx,
 } from './internal.js';
 import type { Kv, KvEntry, KvListener, KvRange, KvReader, KvTx, TransactOptions } from './types.js';
 
@@ -66,12 +65,9 @@ function closedError(): CairnError {
   return new CairnError('CAIRN_SHUTTING_DOWN', 'metadata KV is closed');
 }
 
-class LevelTx implements KvTx {
-  readonly writes = new Map<string, Write>();
-  readonly notifications: Array<readonly [string, string]> = [];
+class LevelTx extends BufferedTx implements KvTx {
   readonly points = new Set<string>();
   readonly ranges: ReadRange[] = [];
-  finished = false;
 
   constructor(
     private readonly db: Db,
@@ -81,10 +77,8 @@ class LevelTx implements KvTx {
     readonly startSeq: number,
     /** False for snapshot views: they never validate, so recording their reads would only cost memory. */
     private readonly tracked = true,
-  ) {}
-
-  private checkOpen(method: string): void {
-    if (this.finished) throw new TypeError(`tx.${method}() called after the transaction finished`);
+  ) {
+    super();
   }
 
   async get(key: Buffer): Promise<Buffer | undefined> {
@@ -126,28 +120,6 @@ class LevelTx implements KvTx {
     }
     if (this.tracked) this.ranges.push({ lower, upper: upperBound });
     return entries;
-  }
-
-  put(key: Buffer, value: Buffer): void {
-    this.checkOpen('put');
-    checkKey(key);
-    checkValue(value);
-    const copy = Buffer.from(key);
-    this.writes.set(keyHex(copy), { key: copy, value: Buffer.from(value) });
-  }
-
-  del(key: Buffer): void {
-    this.checkOpen('del');
-    checkKey(key);
-    const copy = Buffer.from(key);
-    this.writes.set(keyHex(copy), { key: copy, value: undefined });
-  }
-
-  notify(channel: string, payload: string): void {
-    this.checkOpen('notify');
-    checkChannel(channel);
-    checkPayload(payload);
-    this.notifications.push([channel, payload]);
   }
 
   /** Whether any of `writes` touches something this transaction read. */

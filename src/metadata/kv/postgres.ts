@@ -8,8 +8,6 @@ import {
   checkFn,
   checkKey,
   checkListener,
-  checkPayload,
-  checkValue,
   dedupeNotifications,
   deliver,
   keyHex,
@@ -21,6 +19,7 @@ import {
   writesInRange,
   type NormalRange,
   type Write,
+  BufferedTx,
 } from './internal.js';
 import type { Kv, KvEntry, KvListener, KvRange, KvReader, KvTx, TransactOptions } from './types.js';
 
@@ -101,19 +100,14 @@ async function readStored(query: RowQuery, r: NormalRange, upper: readonly Write
   return upper.length === 0 && !Number.isFinite(r.limit) ? stored : mergeScan(stored, upper, r);
 }
 
-class PostgresTx implements KvTx {
-  readonly writes = new Map<string, Write>();
-  readonly notifications: Array<readonly [string, string]> = [];
-  finished = false;
+class PostgresTx extends BufferedTx implements KvTx {
   /** Set once PostgreSQL reported a serialization failure: the attempt is doomed, whatever fn does. */
   conflicted = false;
   /** Set once the connection failed: nothing can have committed, so the attempt may be re-run. */
   disconnected: unknown;
 
-  constructor(private readonly client: pg.PoolClient) {}
-
-  private checkOpen(method: string): void {
-    if (this.finished) throw new TypeError(`tx.${method}() called after the transaction finished`);
+  constructor(private readonly client: pg.PoolClient) {
+    super();
   }
 
   private async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
@@ -140,28 +134,6 @@ class PostgresTx implements KvTx {
     const r = normalizeRange(range);
     const upper = writesInRange(this.writes.values(), r);
     return readStored((text, values) => this.query(text, values), r, upper);
-  }
-
-  put(key: Buffer, value: Buffer): void {
-    this.checkOpen('put');
-    checkKey(key);
-    checkValue(value);
-    const copy = Buffer.from(key);
-    this.writes.set(keyHex(copy), { key: copy, value: Buffer.from(value) });
-  }
-
-  del(key: Buffer): void {
-    this.checkOpen('del');
-    checkKey(key);
-    const copy = Buffer.from(key);
-    this.writes.set(keyHex(copy), { key: copy, value: undefined });
-  }
-
-  notify(channel: string, payload: string): void {
-    this.checkOpen('notify');
-    checkChannel(channel);
-    checkPayload(payload);
-    this.notifications.push([channel, payload]);
   }
 
   /** Applies buffered writes and queues notifications; both take effect at COMMIT. */
