@@ -11,29 +11,19 @@ import { CHANNEL_OPTIONS, callMetadata, deadlineIn, unaryCall } from '../common/
 import { clientCredentials } from '../common/grpc-server.js';
 import { loadProto } from '../common/proto.js';
 import { fromServiceError } from '../common/status.js';
-import type { FileInfo__Output } from '../gen/cairn/v1/FileInfo.js';
 import type { FilesClient } from '../gen/cairn/v1/Files.js';
 import type { ReadFileResponse__Output } from '../gen/cairn/v1/ReadFileResponse.js';
 import type { StatResponse__Output } from '../gen/cairn/v1/StatResponse.js';
 import type { UploadFileResponse__Output } from '../gen/cairn/v1/UploadFileResponse.js';
 import type { ClientSettings } from './config.js';
+import { toInfo, type FileInfo } from './info.js';
 import { TreeClient } from './tree.js';
 
 export { resolveClientSettings, userConfigPath, type ClientSettings } from './config.js';
 export { CairnError, isCairnError, type ErrorCode } from '../common/errors.js';
 export type { Change, ChangeBatch, ChangesPage, ChangeType, ListOptions, ListPage, TreeEntry, Usage, VersionEntry, VersionsPage, WatchOptions } from './tree.js';
 
-/** A file version as the SDK returns it (sizes and times as numbers). */
-export interface FileInfo {
-  readonly path: string;
-  readonly version: number;
-  readonly size: number;
-  readonly contentHash: string;
-  readonly mtimeMs: number;
-  readonly createdMs: number;
-  readonly chunkCount: number;
-  readonly revision: number;
-}
+export type { FileInfo } from './info.js';
 
 export type ProgressFn = (doneBytes: number, totalBytes: number | undefined) => void;
 
@@ -54,20 +44,6 @@ export interface GetOptions {
 }
 
 const MESSAGE_BYTES = 1024 * 1024;
-
-function toInfo(f: FileInfo__Output | null | undefined): FileInfo {
-  if (!f) throw new CairnError('CAIRN_INTERNAL', 'server sent no file description');
-  return {
-    path: f.path,
-    version: Number(f.version),
-    size: Number(f.size),
-    contentHash: f.content_hash,
-    mtimeMs: Number(f.mtime_ms),
-    createdMs: Number(f.created_ms),
-    chunkCount: f.chunk_count,
-    revision: Number(f.revision),
-  };
-}
 
 function connect(settings: Pick<ClientSettings, 'endpoint' | 'tlsCa' | 'tlsCert' | 'tlsKey'>, channelOptions: grpc.ChannelOptions): FilesClient {
   const Ctor = loadProto().proto.cairn.v1.Files;

@@ -6,6 +6,7 @@ import { callMetadata, deadlineIn, unaryCall } from '../common/grpc-client.js';
 import { fromServiceError } from '../common/status.js';
 import type { FileChange__Output } from '../gen/cairn/v1/FileChange.js';
 import type { FileInfo__Output } from '../gen/cairn/v1/FileInfo.js';
+import { toInfo, type FileInfo } from './info.js';
 import type { FilesClient } from '../gen/cairn/v1/Files.js';
 import type { FilesWatchChangesResponse__Output } from '../gen/cairn/v1/FilesWatchChangesResponse.js';
 import type { TreeEntry__Output } from '../gen/cairn/v1/TreeEntry.js';
@@ -62,15 +63,7 @@ export interface ListPage {
 }
 
 /** One version in a file's history. */
-export interface VersionEntry {
-  readonly path: string;
-  readonly version: number;
-  readonly size: number;
-  readonly contentHash: string;
-  readonly mtimeMs: number;
-  readonly createdMs: number;
-  readonly chunkCount: number;
-  readonly revision: number;
+export interface VersionEntry extends FileInfo {
   /** A tombstone: this version deleted the file. */
   readonly deleted: boolean;
   /** The version this one restored (0: none). */
@@ -141,19 +134,7 @@ function toEntry(e: TreeEntry__Output | null | undefined): TreeEntry {
 }
 
 function toVersion(f: FileInfo__Output | null | undefined, deleted: boolean, restoredFrom: string): VersionEntry {
-  if (!f) throw new CairnError('CAIRN_INTERNAL', 'server sent no file description');
-  return {
-    path: f.path,
-    version: Number(f.version),
-    size: Number(f.size),
-    contentHash: f.content_hash,
-    mtimeMs: Number(f.mtime_ms),
-    createdMs: Number(f.created_ms),
-    chunkCount: f.chunk_count,
-    revision: Number(f.revision),
-    deleted,
-    restoredFrom: Number(restoredFrom),
-  };
+  return { ...toInfo(f), deleted, restoredFrom: Number(restoredFrom) };
 }
 
 const CHANGE_TYPES: Record<string, ChangeType> = {
