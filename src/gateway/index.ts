@@ -3,6 +3,8 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { ChunkerOptions } from '../chunking/index.js';
 import { CairnGrpcServer } from '../common/grpc-server.js';
+import type { Permission } from '../common/auth.js';
+import type { RouteHandler } from '../common/http.js';
 import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { loadProto } from '../common/proto.js';
@@ -28,10 +30,30 @@ export interface GatewayOptions {
   /** Unwrapped tenant data keys (encryption at rest). */
   readonly keys: TenantKeys;
   readonly chunker?: ChunkerOptions;
+  /**
+   * Further services and HTTP routes served by this gateway (e.g. media thumbnails), added by the
+   * composition root so that rooms stay independent of one another.
+   */
+  readonly extensions?: readonly GatewayExtension[];
+}
+
+/** A service (with per-method permissions) and/or HTTP routes to serve beside the Files API. */
+export interface GatewayExtension {
+  readonly service?: {
+    readonly definition: grpc.ServiceDefinition;
+    readonly implementation: grpc.UntypedServiceImplementation;
+    readonly permissions: Readonly<Record<string, Permission>>;
+  };
+  /** Returns true when it handled the request. */
+  readonly http?: RouteHandler;
+  /** Called once when the gateway stops. */
+  readonly close?: () => Promise<void>;
 }
 
 export interface Gateway {
   readonly port: number;
+  /** HTTP routes of this gateway and its extensions, for the process's HTTP server. */
+  readonly http: RouteHandler;
   stop(timeoutMs?: number): Promise<void>;
 }
 
@@ -50,12 +72,22 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
     { UploadFile: 'write', ReadFile: 'read', Stat: 'read', ...CHUNK_PERMISSIONS, ...TREE_PERMISSIONS },
   );
+  const extensions = options.extensions ?? [];
+  for (const ext of extensions) {
+    if (ext.service !== undefined) server.addService(ext.service.definition, ext.service.implementation, ext.service.permissions as never);
+  }
+  const routes = extensions.flatMap((ext) => (ext.http !== undefined ? [ext.http] : []));
   const port = await server.listen(options.host, options.port, options.credentials);
   return {
     port,
+    async http(req, res) {
+      for (const route of routes) if (await route(req, res)) return true;
+      return false;
+    },
     async stop(timeoutMs?: number) {
       closing.abort();
       await server.shutdown(timeoutMs);
+      for (const ext of extensions) await ext.close?.();
     },
   };
 }

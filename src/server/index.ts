@@ -8,12 +8,12 @@ import { loadOrCreateSecret, ServiceTokenSource, signToken, verifyToken, writeFi
 import { CairnError } from '../common/errors.js';
 import { clientCredentials, serverCredentials, type TlsFiles } from '../common/grpc-server.js';
 import * as grpcJs from '@grpc/grpc-js';
-import { startHttpServer } from '../common/http.js';
+import { startHttpServer, type RouteHandler } from '../common/http.js';
 import type { Logger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
 import { statfs } from 'node:fs/promises';
 import { FileMapSource, Membership, MetadataMapSource, ReplicatedBlockClient, StaticMapSource, createBlockNode, nodeIdentity, singleNodeMap, type BlockNodeOptions, type MapSource } from '../blocknode/index.js';
-import { TenantKeys, createGateway, loadMasterKey } from '../gateway/index.js';
+import { TenantKeys, createGateway, loadMasterKey, type GatewayExtension } from '../gateway/index.js';
 import { AdminClient, MetadataClient, createMetadataService } from '../metadata/index.js';
 import type { ServerConfig } from './config.js';
 
@@ -51,6 +51,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
   const stops: Array<(timeoutMs: number) => Promise<void>> = [];
   let ready = false;
   let grpcPort: number;
+  let routes: RouteHandler | undefined;
 
   const stopAll = async (): Promise<void> => {
     ready = false;
@@ -68,8 +69,9 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl });
       stops.push((t) => metadataSvc.stop(t));
       const insecure = grpcJs.credentials.createInsecure();
-      const gateway = await startGateway(config, common, publicCredentials, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops);
-      grpcPort = gateway;
+      const gateway = await startGateway(config, common, publicCredentials, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops, []);
+      grpcPort = gateway.port;
+      routes = gateway.http;
     } else if (config.role === 'blocknode') {
       const cluster = await clusterOptions(config, dataDir, log, clientCredentials(tls), tokens, stops);
       const blocknode = await createBlockNode({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, ...storeLimits(config), ...cluster.options });
@@ -110,10 +112,12 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       grpcPort = metadataSvc.port;
     } else {
       if (config.metadataAddr === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role gateway needs --metadata-addr');
-      grpcPort = await startGateway(config, common, publicCredentials, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops);
+      const gateway = await startGateway(config, common, publicCredentials, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops, []);
+      grpcPort = gateway.port;
+      routes = gateway.http;
     }
 
-    const http = await startHttpServer(config.host, config.httpPort, { registry: metrics.registry, log, ready: () => ready, tls, allowPlaintext: config.allowPlaintext });
+    const http = await startHttpServer(config.host, config.httpPort, { registry: metrics.registry, log, ready: () => ready, tls, allowPlaintext: config.allowPlaintext, ...(routes !== undefined ? { routes } : {}) });
     stops.unshift(() => http.close());
 
     const grpcEndpoint = hostPort(dialHost(config.host), grpcPort);
@@ -188,7 +192,8 @@ async function startGateway(
   internalCredentials: grpc.ChannelCredentials,
   tokens: ServiceTokenSource,
   stops: Array<(timeoutMs: number) => Promise<void>>,
-): Promise<number> {
+  extensions: readonly GatewayExtension[],
+): Promise<{ port: number; http: RouteHandler }> {
   const token = (): Promise<string> => tokens.token();
   const metadata = new MetadataClient({ address: metadataAddr, credentials: internalCredentials, token });
   // The block nodes: a static map file, one named node, or the map the metadata service keeps.
@@ -220,9 +225,9 @@ async function startGateway(
     admin?.close();
     if (keyAdmin !== admin) keyAdmin.close();
   });
-  const gateway = await createGateway({ ...common, host: config.host, port: config.grpcPort, credentials, metadata, blocks, keys, maxFileBytes: config.maxFileBytes });
+  const gateway = await createGateway({ ...common, host: config.host, port: config.grpcPort, credentials, metadata, blocks, keys, maxFileBytes: config.maxFileBytes, extensions });
   stops.push((t) => gateway.stop(t));
-  return gateway.port;
+  return { port: gateway.port, http: gateway.http };
 }
 
 /**
