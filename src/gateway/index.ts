@@ -74,7 +74,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   );
   const extensions = options.extensions ?? [];
   for (const ext of extensions) {
-    if (ext.service !== undefined) server.addService(ext.service.definition, ext.service.implementation, ext.service.permissions as never);
+    if (ext.service !== undefined) server.addService(ext.service.definition, ext.service.implementation, ext.service.permissions);
   }
   const routes = extensions.flatMap((ext) => (ext.http !== undefined ? [ext.http] : []));
   const port = await server.listen(options.host, options.port, options.credentials);
