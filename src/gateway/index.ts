@@ -46,6 +46,12 @@ export interface GatewayExtension {
   };
   /** Returns true when it handled the request. */
   readonly http?: RouteHandler;
+  /**
+   * Classifies a file from its first plain bytes (≤ 4 KiB) at commit time, e.g. "image/jpeg";
+   * a result is passed to the metadata commit (media_kind) so a media job is enqueued in the same
+   * transaction. Sniffs magic bytes, never names.
+   */
+  readonly sniff?: (head: Uint8Array) => string | undefined;
   /** Called once when the gateway stops. */
   readonly close?: () => Promise<void>;
 }
@@ -61,7 +67,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const log = options.log.child({ component: 'gateway' });
   const { definition, proto } = loadProto();
   const server = new CairnGrpcServer({ name: 'gateway', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
-  const filesOptions = { metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, keys: options.keys, ...(options.chunker ? { chunker: options.chunker } : {}) };
+  const filesOptions = { metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, keys: options.keys, ...(options.chunker ? { chunker: options.chunker } : {}), ...(sniffer !== undefined ? { sniffMedia: sniffer } : {}) };
+  const sniffer = options.extensions?.find((ext) => ext.sniff !== undefined)?.sniff;
   const closing = new AbortController();
   server.addService(
     proto.cairn.v1.Files.service,
