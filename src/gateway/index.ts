@@ -67,8 +67,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const log = options.log.child({ component: 'gateway' });
   const { definition, proto } = loadProto();
   const server = new CairnGrpcServer({ name: 'gateway', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
-  const filesOptions = { metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, keys: options.keys, ...(options.chunker ? { chunker: options.chunker } : {}), ...(sniffer !== undefined ? { sniffMedia: sniffer } : {}) };
   const sniffer = options.extensions?.find((ext) => ext.sniff !== undefined)?.sniff;
+  const filesOptions = { metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, keys: options.keys, ...(options.chunker ? { chunker: options.chunker } : {}), ...(sniffer !== undefined ? { sniffMedia: sniffer } : {}) };
   const closing = new AbortController();
   server.addService(
     proto.cairn.v1.Files.service,
