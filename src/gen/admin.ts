@@ -35,6 +35,8 @@ import type { ListNodesRequest as _cairn_v1_ListNodesRequest, ListNodesRequest__
 import type { ListNodesResponse as _cairn_v1_ListNodesResponse, ListNodesResponse__Output as _cairn_v1_ListNodesResponse__Output } from './cairn/v1/ListNodesResponse.js';
 import type { ListTenantsRequest as _cairn_v1_ListTenantsRequest, ListTenantsRequest__Output as _cairn_v1_ListTenantsRequest__Output } from './cairn/v1/ListTenantsRequest.js';
 import type { ListTenantsResponse as _cairn_v1_ListTenantsResponse, ListTenantsResponse__Output as _cairn_v1_ListTenantsResponse__Output } from './cairn/v1/ListTenantsResponse.js';
+import type { MarkNodeDownRequest as _cairn_v1_MarkNodeDownRequest, MarkNodeDownRequest__Output as _cairn_v1_MarkNodeDownRequest__Output } from './cairn/v1/MarkNodeDownRequest.js';
+import type { MarkNodeDownResponse as _cairn_v1_MarkNodeDownResponse, MarkNodeDownResponse__Output as _cairn_v1_MarkNodeDownResponse__Output } from './cairn/v1/MarkNodeDownResponse.js';
 import type { MarkNodeUpRequest as _cairn_v1_MarkNodeUpRequest, MarkNodeUpRequest__Output as _cairn_v1_MarkNodeUpRequest__Output } from './cairn/v1/MarkNodeUpRequest.js';
 import type { MarkNodeUpResponse as _cairn_v1_MarkNodeUpResponse, MarkNodeUpResponse__Output as _cairn_v1_MarkNodeUpResponse__Output } from './cairn/v1/MarkNodeUpResponse.js';
 import type { NodeInfo as _cairn_v1_NodeInfo, NodeInfo__Output as _cairn_v1_NodeInfo__Output } from './cairn/v1/NodeInfo.js';
@@ -95,6 +97,8 @@ export interface ProtoGrpcType {
       ListNodesResponse: MessageTypeDefinition<_cairn_v1_ListNodesResponse, _cairn_v1_ListNodesResponse__Output>
       ListTenantsRequest: MessageTypeDefinition<_cairn_v1_ListTenantsRequest, _cairn_v1_ListTenantsRequest__Output>
       ListTenantsResponse: MessageTypeDefinition<_cairn_v1_ListTenantsResponse, _cairn_v1_ListTenantsResponse__Output>
+      MarkNodeDownRequest: MessageTypeDefinition<_cairn_v1_MarkNodeDownRequest, _cairn_v1_MarkNodeDownRequest__Output>
+      MarkNodeDownResponse: MessageTypeDefinition<_cairn_v1_MarkNodeDownResponse, _cairn_v1_MarkNodeDownResponse__Output>
       MarkNodeUpRequest: MessageTypeDefinition<_cairn_v1_MarkNodeUpRequest, _cairn_v1_MarkNodeUpRequest__Output>
       MarkNodeUpResponse: MessageTypeDefinition<_cairn_v1_MarkNodeUpResponse, _cairn_v1_MarkNodeUpResponse__Output>
       NodeInfo: MessageTypeDefinition<_cairn_v1_NodeInfo, _cairn_v1_NodeInfo__Output>

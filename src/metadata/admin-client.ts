@@ -89,7 +89,7 @@ export interface RegisterNodeInput {
 }
 
 type Method =
-  | 'GetClusterMap' | 'RegisterNode' | 'Heartbeat' | 'DrainNode' | 'RemoveNode' | 'MarkNodeUp' | 'GetDrainStatus' | 'ListNodes'
+  | 'GetClusterMap' | 'RegisterNode' | 'Heartbeat' | 'DrainNode' | 'RemoveNode' | 'MarkNodeUp' | 'MarkNodeDown' | 'GetDrainStatus' | 'ListNodes'
   | 'LeaseJobs' | 'CompleteJob' | 'FailJob' | 'ListDeadLetters' | 'RetryDeadLetter' | 'GetQueueDepth'
   | 'CreateTenant' | 'ListTenants' | 'CreateToken' | 'GetOrCreateTenantKey';
 
@@ -249,7 +249,7 @@ export class AdminClient {
     return { epoch: Number(res.epoch), state: stateFromWire(res.state) };
   }
 
-  async #nodeChange(method: 'DrainNode' | 'RemoveNode' | 'MarkNodeUp', nodeId: string): Promise<{ node: AdminNode; epoch: number }> {
+  async #nodeChange(method: 'DrainNode' | 'RemoveNode' | 'MarkNodeUp' | 'MarkNodeDown', nodeId: string): Promise<{ node: AdminNode; epoch: number }> {
     const res = await this.#unary<DrainNodeResponse__Output>(method, { node_id: nodeId });
     return { node: node(res.node), epoch: Number(res.epoch) };
   }
@@ -264,6 +264,11 @@ export class AdminClient {
 
   markNodeUp(nodeId: string): Promise<{ node: AdminNode; epoch: number }> {
     return this.#nodeChange('MarkNodeUp', nodeId);
+  }
+
+  /** Marks a node down (idempotent); refused when RF−1 nodes are already down. */
+  markNodeDown(nodeId: string): Promise<{ node: AdminNode; epoch: number }> {
+    return this.#nodeChange('MarkNodeDown', nodeId);
   }
 
   async getDrainStatus(nodeId: string): Promise<DrainStatus> {

@@ -22,6 +22,7 @@ import {
   getDrainStatus,
   heartbeat,
   listNodes,
+  markNodeDown,
   markNodeUp,
   registerNode,
   removeNode,
@@ -45,6 +46,7 @@ export const ADMIN_PERMISSIONS = Object.freeze({
   DrainNode: 'service',
   RemoveNode: 'service',
   MarkNodeUp: 'service',
+  MarkNodeDown: 'service',
   GetDrainStatus: 'service',
   ListNodes: 'service',
   LeaseJobs: 'service',
@@ -232,6 +234,11 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
     }),
     MarkNodeUp: unary(async (req) => {
       const { node, map } = await markNodeUp(kv, req.node_id, cluster);
+      return { node: nodeToWire(node), epoch: String(map.epoch) };
+    }),
+    MarkNodeDown: unary(async (req, ctx) => {
+      const { node, map } = await markNodeDown(kv, req.node_id, cluster);
+      ctx.log.warn({ node: node.id, epoch: map.epoch, by: principalOf(ctx).subject }, 'node marked down by hand');
       return { node: nodeToWire(node), epoch: String(map.epoch) };
     }),
     GetDrainStatus: unary(async (req) => {

@@ -86,6 +86,32 @@ test.serial('a block node registers, heartbeats, gets and watches the map', asyn
   t.regex(metrics, /^cairn_cluster_nodes\{state="joining"\} [1-9]/m);
 });
 
+test.serial('MarkNodeDown marks a node down in a new epoch, is idempotent and respects the RF−1 cap', async (t) => {
+  t.timeout(60_000);
+  const admin = await client(t, 'system', 'service');
+  for (let i = 3; i < 5; i++) await admin.registerNode({ id: `bn-${i}`, addr: `127.0.0.1:${7500 + i}`, zone: `z${i}`, capacityBytes: 2 ** 40 });
+  const before = (await admin.getClusterMap()).map.epoch;
+  const down = await admin.markNodeDown('bn-3');
+  t.is(down.node.id, 'bn-3');
+  t.is(down.node.state, 'down');
+  t.is(down.epoch, before + 1);
+  const { map } = await admin.getClusterMap();
+  t.is(map.epoch, down.epoch);
+  t.false(map.partitions.some((row) => row.includes('bn-3')), 'its replicas are placed elsewhere');
+  const again = await admin.markNodeDown('bn-3');
+  t.is(again.epoch, down.epoch, 'idempotent');
+  t.is((await admin.markNodeDown('bn-4')).node.state, 'down', 'RF 3 tolerates two down');
+  t.is(await code(admin.markNodeDown('bn-0')), 'CAIRN_FAILED_PRECONDITION', 'a third would exceed RF−1');
+  t.is(await code(admin.markNodeDown('no-such-node')), 'CAIRN_NOT_FOUND');
+  t.is((await admin.getClusterMap()).map.epoch, down.epoch + 1, 'refusals made no epoch');
+  t.is((await admin.listNodes()).find((n) => n.id === 'bn-0')?.state, 'joining');
+  // Bring them back so later tests see the cluster as it was.
+  t.is((await admin.markNodeUp('bn-3')).node.state, 'up');
+  t.is((await admin.markNodeUp('bn-4')).node.state, 'up');
+  const root = await client(t, 'system', 'admin');
+  t.is(await code(root.markNodeDown('bn-0')), 'CAIRN_PERMISSION_DENIED', 'a service token is needed');
+});
+
 test.serial('bad input gets the right status and changes nothing', async (t) => {
   t.timeout(60_000);
   const admin = await client(t, 'system', 'service');

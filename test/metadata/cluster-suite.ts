@@ -12,6 +12,7 @@ import {
   getDrainStatus,
   getNode,
   heartbeat,
+  markNodeDown,
   markNodeUp,
   registerNode,
   removeNode,
@@ -156,6 +157,43 @@ export function clusterSuite(name: string, factory: KvFactory): void {
     const back = await heartbeat(kv, 'b4', incs.get('b4')!, idle, opts);
     t.is(back.node.state, 'up');
     t.is(back.epoch, epoch + 2);
+  });
+
+  test(`${name}: markNodeDown places a node's replicas elsewhere, is idempotent, and never exceeds RF−1 down`, async (t) => {
+    const kv = await open(t);
+    const clock = manualClock();
+    const opts = { replicationFactor: 3, now: clock.now };
+    const incs = await cluster(kv, 5, opts);
+    const code = async (p: Promise<unknown>): Promise<string | undefined> => {
+      const err = await t.throwsAsync(p);
+      return isCairnError(err) ? err.code : String(err);
+    };
+    await drainNode(kv, 'b4', opts);
+    const first = await markNodeDown(kv, 'b1', opts);
+    t.is(first.node.state, 'down');
+    t.is(first.map.epoch, 7);
+    t.false(owners(first.map).has('b1'), 'a down node owns nothing');
+    t.true(first.map.partitions.every((row) => row.length === 3 && new Set(row).size === 3), 'still RF replicas per partition');
+    const again = await markNodeDown(kv, 'b1', opts);
+    t.is(again.node.state, 'down');
+    t.is(again.map.epoch, 7, 'idempotent: no new epoch');
+    const drainingDown = await markNodeDown(kv, 'b4', opts);
+    t.is(drainingDown.node.state, 'down');
+    t.true(drainingDown.node.drain !== undefined, 'a draining node keeps its drain when it goes down');
+    const before = await snapshot(kv);
+    t.is(await code(markNodeDown(kv, 'b2', opts)), 'CAIRN_FAILED_PRECONDITION', 'RF−1 = 2 nodes are already down');
+    t.is(await code(markNodeDown(kv, 'nope', opts)), 'CAIRN_NOT_FOUND');
+    t.is(await code(markNodeDown(kv, 'Bad Id', opts)), 'CAIRN_INVALID_ARGUMENT');
+    t.deepEqual(await snapshot(kv), before, 'refused calls change nothing');
+    // The detector counts hand-marked nodes too: nothing more goes down.
+    clock.t += 120_000;
+    const detected = await detectFailures(kv, clock.t, { ...opts, failoverDelayMs: 60_000 });
+    t.deepEqual(detected.markDown, []);
+    t.is(detected.held.length, 3);
+    // A down node that heartbeats with its incarnation is back (the drain resumes for b4).
+    t.is((await heartbeat(kv, 'b1', incs.get('b1')!, idle, opts)).node.state, 'up');
+    t.is((await heartbeat(kv, 'b4', incs.get('b4')!, idle, opts)).node.state, 'draining');
+    t.is((await markNodeDown(kv, 'b2', opts)).node.state, 'down', 'room again once a node is back');
   });
 
   test(`${name}: silence while the detector was not running is not held against nodes`, async (t) => {

@@ -431,6 +431,35 @@ export async function markNodeUp(kv: Kv, nodeId: string, options: ClusterOptions
   });
 }
 
+/**
+ * Marks a node down by hand (the operator, after its pod stayed NotReady for failoverDelay):
+ * its replicas are placed elsewhere in a new epoch. Idempotent for a node already down. Like the
+ * failure detector it never lets more than RF−1 nodes be down at once (beyond that data would be
+ * unreachable rather than under-replicated); a draining node keeps its drain, as with the detector.
+ */
+export async function markNodeDown(kv: Kv, nodeId: string, options: ClusterOptions = {}): Promise<NodeChange> {
+  validateNodeId(nodeId);
+  const now = (options.now ?? Date.now)();
+  return kv.transact(async (tx) => {
+    const node = await requireNode(tx, nodeId);
+    if (node.state === 'down') {
+      const current = await readStoredMap(tx);
+      return { node: toNode(node), map: current === undefined ? emptyMap() : fromStoredMap(current) };
+    }
+    if (node.state === 'removed') throw illegal(node, 'mark down');
+    const config = await readConfig(tx, options);
+    const down = (await readNodes(tx)).filter((n) => n.state === 'down').map((n) => n.id);
+    if (down.length >= config.rf - 1) {
+      throw new CairnError('CAIRN_FAILED_PRECONDITION', `cannot mark node ${nodeId} down: ${down.length} node(s) already down (${down.join(', ') || 'none'}) and replication factor ${config.rf} tolerates at most ${Math.max(0, config.rf - 1)}`, {
+        metadata: { node_id: nodeId, down: String(down.length), replication_factor: String(config.rf) },
+      });
+    }
+    const next: StoredNode = { ...node, state: 'down' };
+    const { map } = await commitNodes(tx, [next], options, now);
+    return { node: toNode(next), map };
+  });
+}
+
 export interface DetectOptions extends ClusterOptions {
   readonly failoverDelayMs: number;
   /** When the caller started watching (see decideFailures). */

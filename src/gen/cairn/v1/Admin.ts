@@ -31,6 +31,8 @@ import type { ListNodesRequest as _cairn_v1_ListNodesRequest, ListNodesRequest__
 import type { ListNodesResponse as _cairn_v1_ListNodesResponse, ListNodesResponse__Output as _cairn_v1_ListNodesResponse__Output } from '../../cairn/v1/ListNodesResponse.js';
 import type { ListTenantsRequest as _cairn_v1_ListTenantsRequest, ListTenantsRequest__Output as _cairn_v1_ListTenantsRequest__Output } from '../../cairn/v1/ListTenantsRequest.js';
 import type { ListTenantsResponse as _cairn_v1_ListTenantsResponse, ListTenantsResponse__Output as _cairn_v1_ListTenantsResponse__Output } from '../../cairn/v1/ListTenantsResponse.js';
+import type { MarkNodeDownRequest as _cairn_v1_MarkNodeDownRequest, MarkNodeDownRequest__Output as _cairn_v1_MarkNodeDownRequest__Output } from '../../cairn/v1/MarkNodeDownRequest.js';
+import type { MarkNodeDownResponse as _cairn_v1_MarkNodeDownResponse, MarkNodeDownResponse__Output as _cairn_v1_MarkNodeDownResponse__Output } from '../../cairn/v1/MarkNodeDownResponse.js';
 import type { MarkNodeUpRequest as _cairn_v1_MarkNodeUpRequest, MarkNodeUpRequest__Output as _cairn_v1_MarkNodeUpRequest__Output } from '../../cairn/v1/MarkNodeUpRequest.js';
 import type { MarkNodeUpResponse as _cairn_v1_MarkNodeUpResponse, MarkNodeUpResponse__Output as _cairn_v1_MarkNodeUpResponse__Output } from '../../cairn/v1/MarkNodeUpResponse.js';
 import type { RegisterNodeRequest as _cairn_v1_RegisterNodeRequest, RegisterNodeRequest__Output as _cairn_v1_RegisterNodeRequest__Output } from '../../cairn/v1/RegisterNodeRequest.js';
@@ -282,6 +284,27 @@ export interface AdminClient extends grpc.Client {
   listTenants(argument: _cairn_v1_ListTenantsRequest, callback: grpc.requestCallback<_cairn_v1_ListTenantsResponse__Output>): grpc.ClientUnaryCall;
   
   /**
+   * MarkNodeDown marks a node down by hand (the operator, once its pod stayed NotReady for the
+   * failover delay): its replicas are placed elsewhere in a new epoch. Idempotent for a node
+   * already down. Never more than replication factor − 1 nodes are down at once.
+   * Errors: NOT_FOUND, FAILED_PRECONDITION (removed; RF − 1 nodes already down).
+   */
+  MarkNodeDown(argument: _cairn_v1_MarkNodeDownRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MarkNodeDownResponse__Output>): grpc.ClientUnaryCall;
+  MarkNodeDown(argument: _cairn_v1_MarkNodeDownRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_MarkNodeDownResponse__Output>): grpc.ClientUnaryCall;
+  MarkNodeDown(argument: _cairn_v1_MarkNodeDownRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MarkNodeDownResponse__Output>): grpc.ClientUnaryCall;
+  MarkNodeDown(argument: _cairn_v1_MarkNodeDownRequest, callback: grpc.requestCallback<_cairn_v1_MarkNodeDownResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * MarkNodeDown marks a node down by hand (the operator, once its pod stayed NotReady for the
+   * failover delay): its replicas are placed elsewhere in a new epoch. Idempotent for a node
+   * already down. Never more than replication factor − 1 nodes are down at once.
+   * Errors: NOT_FOUND, FAILED_PRECONDITION (removed; RF − 1 nodes already down).
+   */
+  markNodeDown(argument: _cairn_v1_MarkNodeDownRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MarkNodeDownResponse__Output>): grpc.ClientUnaryCall;
+  markNodeDown(argument: _cairn_v1_MarkNodeDownRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_MarkNodeDownResponse__Output>): grpc.ClientUnaryCall;
+  markNodeDown(argument: _cairn_v1_MarkNodeDownRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_MarkNodeDownResponse__Output>): grpc.ClientUnaryCall;
+  markNodeDown(argument: _cairn_v1_MarkNodeDownRequest, callback: grpc.requestCallback<_cairn_v1_MarkNodeDownResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
    * MarkNodeUp moves a joining, draining (cancels the drain) or down node to up.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (removed).
    */
@@ -456,6 +479,14 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   ListTenants: grpc.handleUnaryCall<_cairn_v1_ListTenantsRequest__Output, _cairn_v1_ListTenantsResponse>;
   
   /**
+   * MarkNodeDown marks a node down by hand (the operator, once its pod stayed NotReady for the
+   * failover delay): its replicas are placed elsewhere in a new epoch. Idempotent for a node
+   * already down. Never more than replication factor − 1 nodes are down at once.
+   * Errors: NOT_FOUND, FAILED_PRECONDITION (removed; RF − 1 nodes already down).
+   */
+  MarkNodeDown: grpc.handleUnaryCall<_cairn_v1_MarkNodeDownRequest__Output, _cairn_v1_MarkNodeDownResponse>;
+  
+  /**
    * MarkNodeUp moves a joining, draining (cancels the drain) or down node to up.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (removed).
    */
@@ -504,6 +535,7 @@ export interface AdminDefinition extends grpc.ServiceDefinition {
   ListDeadLetters: MethodDefinition<_cairn_v1_ListDeadLettersRequest, _cairn_v1_ListDeadLettersResponse, _cairn_v1_ListDeadLettersRequest__Output, _cairn_v1_ListDeadLettersResponse__Output>
   ListNodes: MethodDefinition<_cairn_v1_ListNodesRequest, _cairn_v1_ListNodesResponse, _cairn_v1_ListNodesRequest__Output, _cairn_v1_ListNodesResponse__Output>
   ListTenants: MethodDefinition<_cairn_v1_ListTenantsRequest, _cairn_v1_ListTenantsResponse, _cairn_v1_ListTenantsRequest__Output, _cairn_v1_ListTenantsResponse__Output>
+  MarkNodeDown: MethodDefinition<_cairn_v1_MarkNodeDownRequest, _cairn_v1_MarkNodeDownResponse, _cairn_v1_MarkNodeDownRequest__Output, _cairn_v1_MarkNodeDownResponse__Output>
   MarkNodeUp: MethodDefinition<_cairn_v1_MarkNodeUpRequest, _cairn_v1_MarkNodeUpResponse, _cairn_v1_MarkNodeUpRequest__Output, _cairn_v1_MarkNodeUpResponse__Output>
   RegisterNode: MethodDefinition<_cairn_v1_RegisterNodeRequest, _cairn_v1_RegisterNodeResponse, _cairn_v1_RegisterNodeRequest__Output, _cairn_v1_RegisterNodeResponse__Output>
   RemoveNode: MethodDefinition<_cairn_v1_RemoveNodeRequest, _cairn_v1_RemoveNodeResponse, _cairn_v1_RemoveNodeRequest__Output, _cairn_v1_RemoveNodeResponse__Output>
