@@ -15,6 +15,7 @@ import { filesHandlers } from './files.js';
 import type { TenantKeys } from './keys.js';
 
 export { TenantKeys, loadMasterKey, type TenantKeyStore } from './keys.js';
+export { seal, unseal } from './seal.js';
 import { TREE_PERMISSIONS, treeHandlers } from './tree.js';
 
 export interface GatewayOptions {
