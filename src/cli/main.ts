@@ -9,6 +9,7 @@ import { EXIT, describeError, exitCodeFor } from './exit.js';
 import { createProgress } from './progress.js';
 import { registerAdmin } from './admin.js';
 import { registerFilesCommands } from './files-commands.js';
+import { registerDev } from './dev-cluster.js';
 
 interface GlobalOptions {
   endpoint?: string;
@@ -222,6 +223,7 @@ export function buildProgram(): Command {
 
   registerFilesCommands(program, () => client(program));
   registerAdmin(program);
+  registerDev(program);
 
   return program;
 }
