@@ -26,6 +26,7 @@ export const PROTO_FILES = Object.freeze([
   'cairn/v1/metadata.proto',
   'cairn/v1/admin.proto',
   'cairn/v1/media.proto',
+  'cairn/v1/sharing.proto',
   'google/rpc/status.proto',
   'google/rpc/error_details.proto',
 ]);
