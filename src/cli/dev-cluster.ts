@@ -36,6 +36,16 @@ export interface DevClusterOptions {
   readonly onOutput?: (name: string, line: string) => void;
   /** Called when a process exits without being asked to. */
   readonly onExit?: (name: string, code: number | null, signal: NodeJS.Signals | null) => void;
+  /**
+   * Listen address of every process (default 127.0.0.1). A non-loopback address adds
+   * --allow-plaintext: the dev cluster is for one machine's private addresses.
+   */
+  readonly host?: string;
+  /**
+   * Per-process overrides, e.g. run one block node inside a network namespace: `prefix` is
+   * prepended to the command (`ip netns exec <ns>`), `host` replaces the listen address.
+   */
+  readonly placement?: (name: string) => { readonly prefix?: readonly string[]; readonly host?: string } | undefined;
   /** The command that runs `cairn` (default: this process's node, flags and script). */
   readonly entry?: { readonly execPath: string; readonly args: readonly string[] };
 }
@@ -193,7 +203,11 @@ export class DevCluster {
     mkdirSync(dataDir, { recursive: true });
     const entry = this.options.entry ?? { execPath: process.execPath, args: [...process.execArgv, process.argv[1] ?? 'cairn'] };
     const withPorts = args.includes('--grpc-port') ? args : [...args, '--grpc-port', '0', '--http-port', '0'];
-    const proc = spawn(entry.execPath, [...entry.args, 'server', '--role', role, '--data-dir', dataDir, ...withPorts], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    const place = this.options.placement?.(name);
+    const host = place?.host ?? this.options.host ?? '127.0.0.1';
+    const hostArgs = host === '127.0.0.1' ? [] : ['--host', host, ...(host === '::1' || host.startsWith('127.') ? [] : ['--allow-plaintext'])];
+    const command = [...(place?.prefix ?? []), entry.execPath, ...entry.args, 'server', '--role', role, '--data-dir', dataDir, ...hostArgs, ...withPorts];
+    const proc = spawn(command[0]!, command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
     const exited = new Promise<number | null>((resolveExit) => proc.once('exit', (code) => resolveExit(code)));
     const p: DevProcess = { name, role, dataDir, args: withPorts, proc, grpc: '', http: '', exited, expectedExit: false };
     const previous = this.processes.get(name);
