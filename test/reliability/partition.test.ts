@@ -63,12 +63,15 @@ test('partition one block node with a network namespace during writes, then heal
   const writers = Promise.all([0, 1].map((w) => ledger.writeUntil(client, `/p${w}`, stop.signal, 300_000)));
   await sleep(WRITE_MS);
   t.true(ip('link', 'set', hostIf, 'down').ok, 'partitioned');
+  const atPartition = ledger.acked.size;
   await sleep(WRITE_MS * 2);
+  const duringPartition = ledger.acked.size - atPartition;
   t.true(ip('link', 'set', hostIf, 'up').ok, 'healed');
   await sleep(WRITE_MS);
   stop.abort();
   await writers;
-  t.log(`acknowledged ${ledger.acked.size} uploads, ${ledger.failures} failed`);
+  t.log(`acknowledged ${ledger.acked.size} uploads (${duringPartition} while partitioned), ${ledger.failures} failed`);
+  t.true(duringPartition > 0, 'the two reachable nodes keep the write quorum during the partition');
   t.true(ledger.acked.size > 5);
   t.deepEqual(await ledger.verify(client), [], 'every acknowledged file reads back intact');
   await waitFor('the partitioned node to catch up (every node holds every block)', async () => {
