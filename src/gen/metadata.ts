@@ -46,6 +46,7 @@ import type { ListSharesRequest as _cairn_v1_ListSharesRequest, ListSharesReques
 import type { ListSharesResponse as _cairn_v1_ListSharesResponse, ListSharesResponse__Output as _cairn_v1_ListSharesResponse__Output } from './cairn/v1/ListSharesResponse.js';
 import type { ListVersionsRequest as _cairn_v1_ListVersionsRequest, ListVersionsRequest__Output as _cairn_v1_ListVersionsRequest__Output } from './cairn/v1/ListVersionsRequest.js';
 import type { ListVersionsResponse as _cairn_v1_ListVersionsResponse, ListVersionsResponse__Output as _cairn_v1_ListVersionsResponse__Output } from './cairn/v1/ListVersionsResponse.js';
+import type { MediaDerivative as _cairn_v1_MediaDerivative, MediaDerivative__Output as _cairn_v1_MediaDerivative__Output } from './cairn/v1/MediaDerivative.js';
 import type { MetadataClient as _cairn_v1_MetadataClient, MetadataDefinition as _cairn_v1_MetadataDefinition } from './cairn/v1/Metadata.js';
 import type { MoveEntryRequest as _cairn_v1_MoveEntryRequest, MoveEntryRequest__Output as _cairn_v1_MoveEntryRequest__Output } from './cairn/v1/MoveEntryRequest.js';
 import type { MoveEntryResponse as _cairn_v1_MoveEntryResponse, MoveEntryResponse__Output as _cairn_v1_MoveEntryResponse__Output } from './cairn/v1/MoveEntryResponse.js';
@@ -117,6 +118,7 @@ export interface ProtoGrpcType {
       ListSharesResponse: MessageTypeDefinition<_cairn_v1_ListSharesResponse, _cairn_v1_ListSharesResponse__Output>
       ListVersionsRequest: MessageTypeDefinition<_cairn_v1_ListVersionsRequest, _cairn_v1_ListVersionsRequest__Output>
       ListVersionsResponse: MessageTypeDefinition<_cairn_v1_ListVersionsResponse, _cairn_v1_ListVersionsResponse__Output>
+      MediaDerivative: MessageTypeDefinition<_cairn_v1_MediaDerivative, _cairn_v1_MediaDerivative__Output>
       /**
        * Metadata serves the file tree, versions, the chunk index, upload sessions, the change feed and
        * shares. Every change is one serializable transaction. Paths are absolute and normalised

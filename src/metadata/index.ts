@@ -17,6 +17,7 @@ import { ADMIN_PERMISSIONS, createAdminService } from './admin.js';
 export { MetadataClient, type MetadataClientOptions } from './client.js';
 export { AdminClient, type AdminClientOptions, type AdminNode, type AdminJob, type AdminLease, type AdminTenant, type RegisterNodeInput, type DrainStatus, type NodeStats, type QueueDepth } from './admin-client.js';
 export { enqueueJob, type EnqueueInput, type JobRecord } from './model/jobs.js';
+export { MEDIA_JOB_KIND, type MediaDerivative, type MediaJobPayload } from './model/files.js';
 export { exportStore, importStore, openExportSource, openMetadataStore, verifyExport, type ExportSummary, type ImportSummary, type MetadataStoreTarget } from './export.js';
 
 export interface MetadataServiceOptions {

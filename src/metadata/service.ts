@@ -39,6 +39,10 @@ const CHANGE_TYPES: Record<model.ChangeType, WireChange['type']> = {
 };
 const PERMISSIONS: Record<model.Access, SharePermission__Output> = { none: 'SHARE_PERMISSION_UNSPECIFIED', read: 'SHARE_PERMISSION_READ', write: 'SHARE_PERMISSION_WRITE' };
 
+function toWireChunk(c: ChunkRecord): ChunkRef {
+  return { plain_hash: c.plainHash, offset: c.offset, size: c.size, address: c.address, stored_size: c.storedSize };
+}
+
 export function toWireVersion(v: VersionRecord): FileVersion {
   return {
     tenant: v.tenant,
@@ -50,12 +54,13 @@ export function toWireVersion(v: VersionRecord): FileVersion {
     created_ms: v.createdMs,
     author_device: v.authorDevice,
     revision: v.revision,
-    chunks: v.chunks.map((c): ChunkRef => ({ plain_hash: c.plainHash, offset: c.offset, size: c.size, address: c.address, stored_size: c.storedSize })),
+    chunks: v.chunks.map(toWireChunk),
     node_id: v.nodeId,
     deleted: v.deleted,
     restored_from: v.restoredFrom,
     media_json: v.media,
     chunk_count: v.chunkCount,
+    derivatives: v.derivatives.map((d) => ({ name: d.name, chunks: d.chunks.map(toWireChunk), size: d.size, width: d.width, height: d.height, format: d.format })),
   };
 }
 
@@ -115,8 +120,8 @@ function toWireLink(l: model.LinkRecord): LinkShare {
   return { tenant: l.tenant, link_id: l.linkId, path: l.path, node_id: l.nodeId, permission: PERMISSIONS[l.permission], created_by: l.createdBy, created_ms: l.createdMs, expires_ms: l.expiresMs };
 }
 
-function fromWireChunks(chunks: readonly ChunkRef__Output[]): ChunkRecord[] {
-  return chunks.map((c, i) => ({ plainHash: c.plain_hash, offset: wireInt(c.offset, `chunks[${i}].offset`), size: c.size, address: c.address, storedSize: c.stored_size }));
+function fromWireChunks(chunks: readonly ChunkRef__Output[], field = 'chunks'): ChunkRecord[] {
+  return chunks.map((c, i) => ({ plainHash: c.plain_hash, offset: wireInt(c.offset, `${field}[${i}].offset`), size: c.size, address: c.address, storedSize: c.stored_size }));
 }
 
 function permissionOf(p: SharePermission__Output): model.SharePermission {
@@ -186,7 +191,7 @@ export function metadataHandlers(ctx: ModelContext, options: MetadataHandlerOpti
         if (req.chunks.length > 0 || req.base_version !== undefined) {
           throw new CairnError('CAIRN_INVALID_ARGUMENT', 'a session commit takes its chunks and base_version from the session');
         }
-        return { file: toWireVersion(await model.commitSession(ctx, req.tenant, req.session_id)) };
+        return { file: toWireVersion(await model.commitSession(ctx, req.tenant, req.session_id, { mediaKind: req.media_kind })) };
       }
       const record = await model.commitFile(ctx, {
         tenant: req.tenant,
@@ -197,12 +202,17 @@ export function metadataHandlers(ctx: ModelContext, options: MetadataHandlerOpti
         authorDevice: req.author_device,
         chunks: fromWireChunks(req.chunks),
         media: req.media_json,
+        mediaKind: req.media_kind,
       });
       return { file: toWireVersion(record) };
     }),
 
     GetFile: unary(async (req) => {
-      const record = await model.getFile(ctx, req.tenant, req.path, wireInt(req.version, 'version'), { fromOffset: wireInt(req.chunk_offset, 'chunk_offset'), maxChunks: req.max_chunks });
+      const window = { fromOffset: wireInt(req.chunk_offset, 'chunk_offset'), maxChunks: req.max_chunks };
+      if (req.file_id !== '' && req.path !== '') throw new CairnError('CAIRN_INVALID_ARGUMENT', 'give a path or a file_id, not both');
+      const record = req.file_id !== ''
+        ? await model.getFileById(ctx, req.tenant, req.file_id, wireInt(req.version, 'version'), window)
+        : await model.getFile(ctx, req.tenant, req.path, wireInt(req.version, 'version'), window);
       return { file: toWireVersion(record) };
     }),
 
@@ -261,7 +271,19 @@ export function metadataHandlers(ctx: ModelContext, options: MetadataHandlerOpti
 
     RestoreEntry: unary(async (req) => ({ entry: toWireEntry(await model.restoreEntry(ctx, req.tenant, req.path, wireInt(req.version, 'version'), req.author_device)) })),
 
-    SetVersionMedia: unary(async (req) => ({ file: toWireVersion(await model.setVersionMedia(ctx, req.tenant, req.path, wireInt(req.version, 'version'), req.media_json)) })),
+    SetVersionMedia: unary(async (req) => {
+      if (req.file_id !== '' && req.path !== '') throw new CairnError('CAIRN_INVALID_ARGUMENT', 'give a path or a file_id, not both');
+      const derivatives = req.derivatives.map((d, i) => ({
+        name: d.name,
+        chunks: fromWireChunks(d.chunks, `derivatives[${i}].chunks`),
+        size: wireInt(d.size, `derivatives[${i}].size`),
+        width: d.width,
+        height: d.height,
+        format: d.format,
+      }));
+      const target = req.file_id !== '' ? { fileId: req.file_id } : req.path;
+      return { file: toWireVersion(await model.setVersionMedia(ctx, req.tenant, target, wireInt(req.version, 'version'), req.media_json, derivatives)) };
+    }),
 
     FindChunks: unary(async (req) => {
       validateTenant(req.tenant);

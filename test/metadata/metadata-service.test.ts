@@ -253,3 +253,32 @@ test('upload sessions over the wire; bad requests get the right status and chang
   const link = await client.createLinkShare({ tenant: 'acme', path: '/s/big.bin', permission: 'SHARE_PERMISSION_READ' });
   t.like((await client.resolveLinkShare({ token: link.token })).link, { tenant: 'acme', path: '/s/big.bin', permission: 'SHARE_PERMISSION_READ' });
 });
+
+test('media over the wire: media_kind enqueues a job with the commit; workers read by file_id and record derivatives', async (t) => {
+  const { client, svc, ctx } = await start(t);
+  const v = await client.commitFile({ tenant: 'acme', path: '/p.jpg', size: 100, mtime_ms: 1, author_device: 'd', chunks: chunkRefs('img'), media_kind: 'image/jpeg' });
+  const before = await snapshot(svc.kv);
+  await fails(t, client.commitFile({ tenant: 'acme', path: '/q.jpg', size: 100, mtime_ms: 1, author_device: 'd', chunks: chunkRefs('img'), media_kind: 'bad kind' }), 'CAIRN_INVALID_ARGUMENT');
+  t.deepEqual(await snapshot(svc.kv), before);
+  const { leaseJobs } = await import('../../src/metadata/model/jobs.js');
+  const [job] = await leaseJobs(svc.kv, { kinds: ['media'], worker: 'w', max: 5, leaseMs: 60_000 }, { now: ctx.now });
+  const payload = JSON.parse(job!.job.payload) as m.MediaJobPayload;
+  t.deepEqual(payload, { tenant: 'acme', path: '/p.jpg', file_id: v.node_id, version: 1, size: 100, media_kind: 'image/jpeg' });
+  await client.moveEntry({ tenant: 'acme', from_path: '/p.jpg', to_path: '/moved.jpg' });
+  const read = await client.getFile({ tenant: 'acme', file_id: payload.file_id, version: payload.version });
+  t.is(read.path, '/moved.jpg');
+  t.deepEqual(read.chunks.map((c) => c.plain_hash), [sha('img')]);
+  await fails(t, client.getFile({ tenant: 'acme', path: '/moved.jpg', file_id: payload.file_id, version: 1 }), 'CAIRN_INVALID_ARGUMENT');
+  const [thumb] = chunkRefs('thumb');
+  const set = await client.setVersionMedia({
+    tenant: 'acme', file_id: payload.file_id, version: 1, media_json: '{"width":800}',
+    derivatives: [{ name: 'thumb-128', chunks: [thumb!], size: 100, width: 128, height: 96, format: 'webp' }],
+  });
+  t.is(set.file?.derivatives[0]?.name, 'thumb-128');
+  const again = await client.getFile({ tenant: 'acme', path: '/moved.jpg' });
+  t.is(again.media_json, '{"width":800}');
+  t.like(again.derivatives[0], { name: 'thumb-128', size: '100', width: 128, height: 96, format: 'webp' });
+  t.deepEqual(again.derivatives[0]?.chunks[0]?.address, sha('sealed:thumb'));
+  const found = await client.findChunks({ tenant: 'acme', plain_hashes: [sha('thumb')] });
+  t.is(found.chunks[0]?.refs, '1', 'the derivative holds a ref, so GC keeps it');
+});

@@ -6,7 +6,7 @@ import test, { type ExecutionContext } from 'ava';
 import { isCairnError, type ErrorCode } from '../../src/common/errors.js';
 import type { Kv, KvTx } from '../../src/metadata/kv/index.js';
 import * as m from '../../src/metadata/model/index.js';
-import { enqueueJob, queueDepth } from '../../src/metadata/model/jobs.js';
+import { enqueueJob, leaseJobs, queueDepth } from '../../src/metadata/model/jobs.js';
 import type { KvFactory } from './kv-conformance.js';
 
 const DAY = 24 * 3600 * 1000;
@@ -502,5 +502,61 @@ export function modelSuite(name: string, factory: KvFactory): void {
     await m.commitFile(ctx, commitInput('/notes.txt', ['txt']));
     await rejects(t, m.commitFile(ctx, commitInput('/p.jpg', ['img2'], { baseVersion: 0 })), 'CAIRN_CONFLICT');
     t.like((await queueDepth(fixture.kv))['media.thumb'], { ready: 1 }, 'one job: the conflicting commit enqueued nothing');
+  });
+
+  test(`${name}: a commit with a media kind enqueues one "media" job in its transaction; workers read the version by file id`, async (t) => {
+    const { ctx, kv } = await open(t);
+    const v1 = await m.commitFile(ctx, commitInput('/photos/a.jpg', ['img1'], { mediaKind: 'image/jpeg' }));
+    await m.commitFile(ctx, commitInput('/notes.txt', ['txt']));
+    await rejects(t, m.commitFile(ctx, commitInput('/photos/a.jpg', ['img2'], { baseVersion: 0, mediaKind: 'image/jpeg' })), 'CAIRN_CONFLICT');
+    const before = await snapshot(kv);
+    await rejects(t, m.commitFile(ctx, commitInput('/photos/b.jpg', ['img3'], { mediaKind: 'image jpeg' })), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.commitFile(ctx, commitInput('/photos/b.jpg', ['img3'], { mediaKind: 'x'.repeat(129) })), 'CAIRN_INVALID_ARGUMENT');
+    t.deepEqual(await snapshot(kv), before, 'a bad media kind changes nothing');
+    t.like((await queueDepth(kv))[m.MEDIA_JOB_KIND], { ready: 1 }, 'no job without its commit, none for the conflict');
+    const session = await m.createSession(ctx, { tenant: T, path: '/photos/c.png', mtimeMs: 1, authorDevice: 'phone' });
+    await m.appendChunks(ctx, T, session.id, 0, chunks('png'));
+    await m.commitSession(ctx, T, session.id, { mediaKind: 'image/png' });
+    await m.moveEntry(ctx, T, '/photos/a.jpg', '/archive/a.jpg');
+    const leased = await leaseJobs(kv, { kinds: [m.MEDIA_JOB_KIND], worker: 'w', max: 10, leaseMs: 60_000 }, { now: ctx.now });
+    const payloads = leased.map((l) => JSON.parse(l.job.payload) as m.MediaJobPayload);
+    t.deepEqual(payloads.map((p) => [p.path, p.media_kind, p.version]), [['/photos/a.jpg', 'image/jpeg', 1], ['/photos/c.png', 'image/png', 1]]);
+    t.deepEqual(payloads[0], { tenant: T, path: '/photos/a.jpg', file_id: v1.nodeId, version: 1, size: 1000, media_kind: 'image/jpeg' });
+    const read = await m.getFileById(ctx, T, payloads[0]!.file_id, payloads[0]!.version);
+    t.is(read.path, '/archive/a.jpg', 'read by id after a move');
+    t.deepEqual(read.chunks.map((c) => c.plainHash), [sha('img1')]);
+    await rejects(t, m.getFileById(ctx, T, 'not-an-id', 1), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.getFileById(ctx, T, v1.nodeId, 7), 'CAIRN_NOT_FOUND');
+  });
+
+  test(`${name}: media derivatives hold chunk refs; replacing, pruning and restoring adjust them exactly once`, async (t) => {
+    const { ctx, kv } = await open(t);
+    await m.setPolicy(ctx, T, { keepLast: 2 });
+    const v1 = await m.commitFile(ctx, commitInput('/p.jpg', ['orig']));
+    const thumb = (seed: string, name = 'thumb-256'): m.MediaDerivative => ({ name, chunks: chunks(`${seed}:300`), size: 300, width: 256, height: 192, format: 'webp' });
+    const set = await m.setVersionMedia(ctx, T, { fileId: v1.nodeId }, 1, '{"width":4000}', [thumb('t1'), thumb('p1', 'poster')]);
+    t.deepEqual(set.derivatives.map((d) => d.name), ['poster', 'thumb-256'], 'in name order');
+    t.is(set.media, '{"width":4000}');
+    t.deepEqual(await refsOf(ctx, 't1', 'p1'), [1, 1]);
+    const read = await m.getFile(ctx, T, '/p.jpg');
+    t.deepEqual(read.derivatives.find((d) => d.name === 'thumb-256')?.chunks.map((c) => c.address), [sha('sealed:t1')]);
+    t.like(read.derivatives[1], { width: 256, height: 192, format: 'webp', size: 300 });
+    // Replace: t1 released, t2 taken; p1 kept by both never passes zero.
+    await m.setVersionMedia(ctx, T, '/p.jpg', 1, '', [thumb('t2'), thumb('p1', 'poster')]);
+    t.deepEqual(await refsOf(ctx, 't1', 't2', 'p1'), [0, 1, 1]);
+    const before = await snapshot(kv);
+    await rejects(t, m.setVersionMedia(ctx, T, '/p.jpg', 1, '', [thumb('a'), thumb('b')]), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.setVersionMedia(ctx, T, '/p.jpg', 1, '', [{ ...thumb('a'), size: 5 }]), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.setVersionMedia(ctx, T, '/p.jpg', 1, '', [{ ...thumb('a'), name: 'Bad Name' }]), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.setVersionMedia(ctx, T, { fileId: '0123456789abcdef' }, 1, '', []), 'CAIRN_NOT_FOUND');
+    t.deepEqual(await snapshot(kv), before, 'refused updates change nothing');
+    // A restore carries the derivatives over with refs of its own.
+    await m.commitFile(ctx, commitInput('/p.jpg', ['orig2']));
+    await m.restoreEntry(ctx, T, '/p.jpg', 1);
+    t.deepEqual((await m.getFile(ctx, T, '/p.jpg')).derivatives.map((d) => d.name), ['poster', 'thumb-256']);
+    t.deepEqual(await refsOf(ctx, 't2', 'p1'), [1, 1], 'v1 was pruned (keep last 2) as v3 restored it: its refs went, v3 took its own');
+    await m.commitFile(ctx, commitInput('/p.jpg', ['orig3']));
+    await m.commitFile(ctx, commitInput('/p.jpg', ['orig4']));
+    t.deepEqual(await refsOf(ctx, 't2', 'p1'), [0, 0], 'pruning the version released its derivatives');
   });
 }

@@ -6,21 +6,51 @@ import { CairnError } from '../../common/errors.js';
 import { normalizePath } from '../../common/paths.js';
 import type { KvTx } from '../kv/types.js';
 import { appendChange, type NodeKind } from './changes.js';
-import { acquire } from './chunks.js';
-import { json, type ChunkRecord } from './codec.js';
+import { acquire, countChunks, release } from './chunks.js';
+import { decodeChunks, encodeChunks, json, type ChunkRecord } from './codec.js';
 import { checkCount, invalid, notFound, type ModelContext } from './context.js';
 import { keys } from './keys.js';
+import { enqueueJob } from './jobs.js';
 import { policyOf } from './tenants.js';
 import {
-  detach, ensureFolder, getEntry, lookup, mustLookup, newNodeId, parentPathOf, putEntry, ROOT_ID, segmentsOf,
+  detach, ensureFolder, getEntry, locate, lookup, mustLookup, newNodeId, pathOf, parentPathOf, putEntry, ROOT_ID, segmentsOf,
   listChildren, joinPath, type NodeRecord,
 } from './tree.js';
-import { contentHash, listVersionHeaders, markReplaced, pruneByCount, readChunks, readHeader, writeVersion, type StoredVersion } from './versions.js';
+import { contentHash, listVersionHeaders, markReplaced, pruneByCount, readChunks, readHeader, writeVersion, type StoredDerivative, type StoredVersion } from './versions.js';
 
 export type { ChunkRecord } from './codec.js';
 
 const MAX_CHUNK_BYTES = 64 * 1024 * 1024;
 const MAX_MEDIA_BYTES = 64 * 1024;
+const MAX_DERIVATIVES = 32;
+const MAX_DERIVATIVE_CHUNKS = 256;
+const MEDIA_KIND_RE = /^[\x21-\x7e]{1,128}$/;
+const DERIVATIVE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const FILE_ID_RE = /^[0-9a-f]{16}$/;
+
+/** Kind of the job a commit with a media kind enqueues (in the commit's transaction). */
+export const MEDIA_JOB_KIND = 'media';
+
+/** Payload (JSON) of a "media" job: which version to process, and what the gateway sniffed. */
+export interface MediaJobPayload {
+  readonly tenant: string;
+  /** The path at commit time (the file may move: read it by file_id). */
+  readonly path: string;
+  readonly file_id: string;
+  readonly version: number;
+  readonly size: number;
+  readonly media_kind: string;
+}
+
+/** A rendition derived from a version (a thumbnail, a poster frame), stored as tenant chunks. */
+export interface MediaDerivative {
+  readonly name: string;
+  readonly chunks: readonly ChunkRecord[];
+  readonly size: number;
+  readonly width: number;
+  readonly height: number;
+  readonly format: string;
+}
 
 export interface VersionRecord {
   readonly tenant: string;
@@ -38,6 +68,8 @@ export interface VersionRecord {
   readonly restoredFrom: number;
   /** Media metadata as JSON text ('' when none). */
   readonly media: string;
+  /** What media workers derived from the version, in name order. */
+  readonly derivatives: readonly MediaDerivative[];
   readonly chunkCount: number;
   /** The chunks asked for (all of them unless the read was ranged or capped). */
   readonly chunks: readonly ChunkRecord[];
@@ -72,6 +104,12 @@ export interface CommitInput {
   readonly chunks: readonly ChunkRecord[];
   /** Media metadata as JSON text. */
   readonly media?: string | undefined;
+  /** Enqueue a "media" job with this kind (e.g. "image/jpeg") in the commit's transaction. */
+  readonly mediaKind?: string | undefined;
+}
+
+function fromStoredDerivatives(stored: readonly StoredDerivative[] | undefined): MediaDerivative[] {
+  return (stored ?? []).map((d) => ({ name: d.n, chunks: decodeChunks(Buffer.from(d.c, 'base64')), size: d.s, width: d.w, height: d.h, format: d.f }));
 }
 
 export function toVersionRecord(tenant: string, path: string, nodeId: string, s: StoredVersion, chunks: readonly ChunkRecord[]): VersionRecord {
@@ -89,6 +127,7 @@ export function toVersionRecord(tenant: string, path: string, nodeId: string, s:
     deleted: s.del === 1,
     restoredFrom: s.from ?? 0,
     media: s.media ?? '',
+    derivatives: fromStoredDerivatives(s.der),
     chunkCount: s.n,
     chunks,
   };
@@ -126,6 +165,32 @@ export function checkMedia(media: string | undefined): void {
   }
 }
 
+export function checkMediaKind(kind: string | undefined): void {
+  if (kind === undefined || kind === '') return;
+  if (typeof kind !== 'string' || !MEDIA_KIND_RE.test(kind)) throw invalid('media_kind', 'media_kind must be 1-128 printable ASCII characters without spaces');
+}
+
+/** Checks derivatives before any transaction runs. */
+export function checkDerivatives(derivatives: readonly MediaDerivative[]): void {
+  if (derivatives.length > MAX_DERIVATIVES) throw invalid('derivatives', `at most ${MAX_DERIVATIVES} derivatives per version`);
+  const names = new Set<string>();
+  derivatives.forEach((d, i) => {
+    const f = `derivatives[${i}]`;
+    if (typeof d.name !== 'string' || !DERIVATIVE_NAME_RE.test(d.name)) throw invalid(`${f}.name`, `${f}.name must be 1-64 of a-z, 0-9, ".", "_" and "-"`);
+    if (names.has(d.name)) throw invalid(`${f}.name`, `derivative ${d.name} is named twice`);
+    names.add(d.name);
+    if (d.chunks.length === 0 || d.chunks.length > MAX_DERIVATIVE_CHUNKS) throw invalid(`${f}.chunks`, `${f} must have 1..${MAX_DERIVATIVE_CHUNKS} chunks`);
+    const end = validateChunks(d.chunks, 0, `${f}.chunks`);
+    if (!Number.isSafeInteger(d.size) || end !== d.size) throw invalid(`${f}.size`, `${f}: chunk sizes add up to ${end}, not size ${d.size}`);
+    for (const k of ['width', 'height'] as const) if (!Number.isInteger(d[k]) || d[k] < 0 || d[k] > 1_000_000) throw invalid(`${f}.${k}`, `${f}.${k} must be in 0..1000000`);
+    if (typeof d.format !== 'string' || !/^[a-z0-9.+-]{1,32}$/.test(d.format)) throw invalid(`${f}.format`, `${f}.format must be 1-32 of a-z, 0-9, ".", "+" and "-"`);
+  });
+}
+
+export function checkFileId(id: string, field = 'file_id'): void {
+  if (typeof id !== 'string' || !FILE_ID_RE.test(id)) throw invalid(field, `${field} must be 16 hex digits`);
+}
+
 /** Checks a commit's shape before any transaction runs, so bad input changes nothing. */
 export function validateCommit(input: CommitInput, maxFileBytes: number): { path: string } {
   validateTenant(input.tenant);
@@ -136,6 +201,7 @@ export function validateCommit(input: CommitInput, maxFileBytes: number): { path
   checkCount(input.mtimeMs, 'mtime_ms', { min: -Number.MAX_SAFE_INTEGER });
   if (typeof input.authorDevice !== 'string' || input.authorDevice.length > 256) throw invalid('author_device', 'author_device must be at most 256 characters');
   checkMedia(input.media);
+  checkMediaKind(input.mediaKind);
   validateChunks(input.chunks, 0);
   const end = input.chunks.reduce((sum, c) => sum + c.size, 0);
   if (end !== input.size) throw invalid('size', `chunk sizes add up to ${end}, not size ${input.size}`);
@@ -167,7 +233,19 @@ export interface CommitMeta {
   readonly mtimeMs: number;
   readonly authorDevice: string;
   readonly media?: string | undefined;
+  readonly mediaKind?: string | undefined;
   readonly restoredFrom?: number | undefined;
+  /** Derivatives carried over (a restore): their chunks take refs for the new version too. */
+  readonly derivatives?: readonly StoredDerivative[] | undefined;
+}
+
+async function takeDerivatives(tx: KvTx, ctx: ModelContext, tenant: string, derivatives: readonly StoredDerivative[]): Promise<StoredDerivative[]> {
+  const out: StoredDerivative[] = [];
+  for (const d of derivatives) {
+    const resolved = await acquire(tx, ctx, tenant, decodeChunks(Buffer.from(d.c, 'base64')), 'ref');
+    out.push({ ...d, c: encodeChunks(resolved).toString('base64') });
+  }
+  return out;
 }
 
 /** The body of every commit (plain, from a session, a restore), inside the caller's transaction. */
@@ -183,6 +261,7 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
   const current = node !== undefined && node.deletedMs === undefined ? node.head : 0;
   if (meta.baseVersion !== undefined && meta.baseVersion !== current) throw conflict(path, current, meta.baseVersion);
   const resolved = await acquire(tx, ctx, tenant, chunks, 'ref');
+  const der = meta.derivatives !== undefined && meta.derivatives.length > 0 ? await takeDerivatives(tx, ctx, tenant, meta.derivatives) : undefined;
   const now = ctx.now();
   const isNew = node === undefined;
   const base: NodeRecord = node ?? { id: newNodeId(), kind: 'file', createdMs: now, modifiedMs: now, head: 0, last: 0, size: 0, hash: '', mtimeMs: now, rev: 0 };
@@ -198,12 +277,17 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
     v, size: meta.size, hash, mtime, created: now, device: meta.authorDevice, rev,
     ...(meta.restoredFrom !== undefined ? { from: meta.restoredFrom } : {}),
     ...(meta.media !== undefined && meta.media !== '' ? { media: meta.media } : {}),
+    ...(der !== undefined ? { der } : {}),
   }, resolved);
   const next: NodeRecord = { ...base, head: v, last: v, size: meta.size, hash, mtimeMs: mtime, modifiedMs: now, rev };
   delete next.deletedMs;
   putEntry(tx, tenant, parentId, name, next, !isNew);
   await pruneByCount(tx, ctx, tenant, next.id, v, await policyOf(tx, ctx, tenant));
   if (ctx.onCommit !== undefined) await ctx.onCommit(tx, { tenant, path, nodeId: next.id, version: v, size: meta.size, revision: rev });
+  if (meta.mediaKind !== undefined && meta.mediaKind !== '') {
+    const payload: MediaJobPayload = { tenant, path, file_id: next.id, version: v, size: meta.size, media_kind: meta.mediaKind };
+    await enqueueJob(tx, { tenant, kind: MEDIA_JOB_KIND, payload: JSON.stringify(payload), dedupeKey: `${next.id}/${v}` }, { now: ctx.now });
+  }
   return toVersionRecord(tenant, path, next.id, stored, resolved);
 }
 
@@ -352,7 +436,7 @@ export async function restoreEntry(ctx: ModelContext, tenant: string, rawPath: s
     if (target === undefined || target.del === 1) throw notFound(version === 0 ? `${path} has no version to restore` : `${path} has no version ${version}`);
     if (node.deletedMs === undefined && target.v === node.head) return toEntryRecord(tenant, path, node);
     const chunks = await readChunks(tx, tenant, node.id, target);
-    await commitInTx(tx, ctx, tenant, path, { size: target.size, mtimeMs: target.mtime, authorDevice, restoredFrom: target.v, ...(target.media !== undefined ? { media: target.media } : {}) }, chunks);
+    await commitInTx(tx, ctx, tenant, path, { size: target.size, mtimeMs: target.mtime, authorDevice, restoredFrom: target.v, ...(target.media !== undefined ? { media: target.media } : {}), derivatives: target.der }, chunks);
     return toEntryRecord(tenant, path, (await mustLookup(tx, tenant, path)).node);
   });
 }
@@ -425,19 +509,64 @@ export async function listVersions(ctx: ModelContext, tenant: string, rawPath: s
   });
 }
 
-/** Sets the media metadata of a version (what media workers extracted); no change event. */
-export async function setVersionMedia(ctx: ModelContext, tenant: string, rawPath: string, version: number, media: string): Promise<VersionRecord> {
+/** A version of a file selected by its stable id (media workers: the file may have moved). */
+export async function getFileById(ctx: ModelContext, tenant: string, fileId: string, version: number, window: ChunkWindow = {}): Promise<VersionRecord> {
   validateTenant(tenant);
-  const path = normalizePath(rawPath);
+  checkFileId(fileId);
+  checkCount(version, 'version', { min: 1 });
+  const fromOffset = checkCount(window.fromOffset ?? 0, 'chunk_offset');
+  const maxChunks = checkCount(window.maxChunks ?? 0, 'max_chunks');
+  return ctx.kv.transact(async (tx) => {
+    const header = await readHeader(tx, tenant, fileId, version);
+    if (header === undefined || header.del === 1) throw notFound(`file ${fileId} has no version ${version}`);
+    const chunks = await readChunks(tx, tenant, fileId, header, fromOffset, maxChunks);
+    return toVersionRecord(tenant, (await pathOf(tx, tenant, fileId)) ?? '', fileId, header, chunks);
+  });
+}
+
+/** Which file a media update is for: its path, or its stable id. */
+export type FileTarget = string | { readonly fileId: string };
+
+/**
+ * Sets what media workers derived from a version: the metadata JSON and the derivatives (both
+ * replaced; no change event). Derivative chunks take refs in the same transaction and the
+ * replaced derivatives' refs are released after, so a chunk kept by both never passes zero.
+ */
+export async function setVersionMedia(ctx: ModelContext, tenant: string, target: FileTarget, version: number, media: string, derivatives: readonly MediaDerivative[] = []): Promise<VersionRecord> {
+  validateTenant(tenant);
+  const path = typeof target === 'string' ? normalizePath(target) : undefined;
+  if (typeof target !== 'string') checkFileId(target.fileId);
   checkCount(version, 'version', { min: 1 });
   checkMedia(media);
+  checkDerivatives(derivatives);
   return ctx.write(tenant, async (tx) => {
-    const found = await mustLookup(tx, tenant, path, 'last');
-    const header = await readHeader(tx, tenant, found.node.id, version);
-    if (header === undefined || header.del === 1) throw notFound(`${path} has no version ${version}`);
+    let nodeId: string;
+    let at: string;
+    if (path !== undefined) {
+      nodeId = (await mustLookup(tx, tenant, path, 'last')).node.id;
+      at = path;
+    } else {
+      nodeId = (target as { fileId: string }).fileId;
+      if ((await locate(tx, tenant, nodeId)) === undefined) throw notFound(`no file ${nodeId}`);
+      at = (await pathOf(tx, tenant, nodeId)) ?? '';
+    }
+    const header = await readHeader(tx, tenant, nodeId, version);
+    if (header === undefined || header.del === 1) throw notFound(`${at || nodeId} has no version ${version}`);
     if (media === '') delete header.media;
     else header.media = media;
-    tx.put(keys.version(tenant, found.node.id, version), json(header));
-    return toVersionRecord(tenant, path, found.node.id, header, []);
+    const old = header.der ?? [];
+    const sorted = [...derivatives].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const stored: StoredDerivative[] = [];
+    for (const d of sorted) {
+      const resolved = await acquire(tx, ctx, tenant, d.chunks, 'ref');
+      stored.push({ n: d.name, c: encodeChunks(resolved).toString('base64'), s: d.size, w: d.width, h: d.height, f: d.format });
+    }
+    const released = new Map<string, number>();
+    for (const d of old) for (const [hex, { count }] of countChunks(decodeChunks(Buffer.from(d.c, 'base64')))) released.set(hex, (released.get(hex) ?? 0) + count);
+    await release(tx, ctx, tenant, released, 'ref');
+    if (stored.length > 0) header.der = stored;
+    else delete header.der;
+    tx.put(keys.version(tenant, nodeId, version), json(header));
+    return toVersionRecord(tenant, at, nodeId, header, []);
   });
 }

@@ -5,8 +5,8 @@ export type { ChunkRecord } from './codec.js';
 export { currentRevision, listChanges, trimChanges, type ChangeEvent, type ChangePage, type ChangeType, type NodeKind } from './changes.js';
 export { claimDeletions, finishDeletions, findChunks, nextDeletionDue, type ClaimedDeletion, type IndexedChunk } from './chunks.js';
 export {
-  commitFile, deleteEntry, getFile, listFolder, listVersions, makeFolder, moveEntry, normalizeFolderPath, restoreEntry, setVersionMedia, statEntry,
-  validateCommit, type ChunkWindow, type CommitInput, type EntryRecord, type FolderPage, type VersionRecord,
+  commitFile, deleteEntry, getFile, getFileById, listFolder, listVersions, makeFolder, moveEntry, normalizeFolderPath, restoreEntry, setVersionMedia, statEntry,
+  validateCommit, MEDIA_JOB_KIND, type ChunkWindow, type FileTarget, type MediaDerivative, type MediaJobPayload, type CommitInput, type EntryRecord, type FolderPage, type VersionRecord,
 } from './files.js';
 export { abortSession, appendChunks, commitSession, createSession, expireSessions, getSession, type CreateSessionInput, type SessionRecord } from './sessions.js';
 export {

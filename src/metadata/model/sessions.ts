@@ -9,7 +9,7 @@ import type { KvTx } from '../kv/types.js';
 import { acquire, release } from './chunks.js';
 import { CHUNKS_PER_PAGE, decodeChunks, encodeChunks, json, parseJson, readJson, type ChunkRecord } from './codec.js';
 import { checkCount, invalid, type ModelContext } from './context.js';
-import { checkMedia, commitInTx, conflict, validateChunks, type VersionRecord } from './files.js';
+import { checkMedia, checkMediaKind, commitInTx, conflict, validateChunks, type VersionRecord } from './files.js';
 import { keys, tuple, u64, under } from './keys.js';
 import { lookup } from './tree.js';
 
@@ -178,15 +178,16 @@ async function drop(tx: KvTx, ctx: ModelContext, tenant: string, id: string, s: 
  * Commits the session's chunks as a new version of its path (base version checked again) and
  * ends the session. A session with an announced size must have received exactly that many bytes.
  */
-export async function commitSession(ctx: ModelContext, tenant: string, id: string): Promise<VersionRecord> {
+export async function commitSession(ctx: ModelContext, tenant: string, id: string, options: { mediaKind?: string | undefined } = {}): Promise<VersionRecord> {
   validateTenant(tenant);
   checkId(id);
+  checkMediaKind(options.mediaKind);
   return ctx.write(tenant, async (tx) => {
     const s = await load(tx, ctx, tenant, id);
     if (s.size !== undefined && s.offset !== s.size) throw new CairnError('CAIRN_SIZE_MISMATCH', `session ${id} announced ${s.size} bytes and received ${s.offset}`, { metadata: { offset: String(s.offset) } });
     const chunks = await sessionChunks(tx, tenant, id);
     // Refs are taken before the pins go, so no chunk passes through zero on the way.
-    const version = await commitInTx(tx, ctx, tenant, s.path, { baseVersion: s.base, size: s.offset, mtimeMs: s.mtime, authorDevice: s.device, media: s.media }, chunks);
+    const version = await commitInTx(tx, ctx, tenant, s.path, { baseVersion: s.base, size: s.offset, mtimeMs: s.mtime, authorDevice: s.device, media: s.media, mediaKind: options.mediaKind }, chunks);
     await drop(tx, ctx, tenant, id, s);
     return version;
   });

@@ -8,6 +8,16 @@ import { decodeChunks, encodeChunks, json, pages, parseJson, readJson, type Chun
 import { daysMs, type ModelContext, type RetentionPolicy } from './context.js';
 import { keys, under } from './keys.js';
 
+/** A media derivative as stored in its version's header: chunk records (80 bytes each) in base64. */
+export interface StoredDerivative {
+  n: string;
+  c: string;
+  s: number;
+  w: number;
+  h: number;
+  f: string;
+}
+
 export interface StoredVersion {
   v: number;
   size: number;
@@ -28,6 +38,8 @@ export interface StoredVersion {
   media?: string;
   /** When a newer version replaced this one. */
   replaced?: number;
+  /** Media derivatives; their chunks hold refs like the version's own. */
+  der?: StoredDerivative[];
 }
 
 export function contentHash(chunks: readonly ChunkRecord[]): Buffer {
@@ -95,6 +107,7 @@ export async function dropVersion(tx: KvTx, ctx: ModelContext, tenant: string, n
   const chunks = await readChunks(tx, tenant, nodeId, header);
   const counts = new Map<string, number>();
   for (const [hex, { count }] of countChunks(chunks)) counts.set(hex, count);
+  for (const d of header.der ?? []) for (const [hex, { count }] of countChunks(decodeChunks(Buffer.from(d.c, 'base64')))) counts.set(hex, (counts.get(hex) ?? 0) + count);
   await release(tx, ctx, tenant, counts, 'ref');
   for (let i = 0; i < header.po.length; i++) tx.del(keys.versionPage(tenant, nodeId, version, i));
   tx.del(keys.version(tenant, nodeId, version));

@@ -29,6 +29,12 @@ export interface CommitFileRequest {
    * Commit this upload session instead: path, size, chunks and base_version come from it.
    */
   'session_id'?: (string);
+  /**
+   * When set (e.g. "image/jpeg"), the commit also enqueues a durable job of kind "media" in the
+   * same transaction, with the JSON payload {tenant, path, file_id, version, size, media_kind}.
+   * 1-128 printable ASCII characters without spaces.
+   */
+  'media_kind'?: (string);
   '_base_version'?: "base_version";
 }
 
@@ -57,5 +63,11 @@ export interface CommitFileRequest__Output {
    * Commit this upload session instead: path, size, chunks and base_version come from it.
    */
   'session_id': (string);
+  /**
+   * When set (e.g. "image/jpeg"), the commit also enqueues a durable job of kind "media" in the
+   * same transaction, with the JSON payload {tenant, path, file_id, version, size, media_kind}.
+   * 1-128 printable ASCII characters without spaces.
+   */
+  'media_kind': (string);
   '_base_version'?: "base_version";
 }

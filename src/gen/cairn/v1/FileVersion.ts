@@ -2,6 +2,7 @@
 // Original file: proto/cairn/v1/metadata.proto
 
 import type { ChunkRef as _cairn_v1_ChunkRef, ChunkRef__Output as _cairn_v1_ChunkRef__Output } from '../../cairn/v1/ChunkRef.js';
+import type { MediaDerivative as _cairn_v1_MediaDerivative, MediaDerivative__Output as _cairn_v1_MediaDerivative__Output } from '../../cairn/v1/MediaDerivative.js';
 import type { Long } from '@grpc/proto-loader';
 
 /**
@@ -47,6 +48,10 @@ export interface FileVersion {
    * Number of chunks of the whole version.
    */
   'chunk_count'?: (number | string | Long);
+  /**
+   * What media workers derived from this version (thumbnails, posters), by name order.
+   */
+  'derivatives'?: (_cairn_v1_MediaDerivative)[];
 }
 
 /**
@@ -92,4 +97,8 @@ export interface FileVersion__Output {
    * Number of chunks of the whole version.
    */
   'chunk_count': (string);
+  /**
+   * What media workers derived from this version (thumbnails, posters), by name order.
+   */
+  'derivatives': (_cairn_v1_MediaDerivative__Output)[];
 }

@@ -21,6 +21,11 @@ export interface GetFileRequest {
    * Return at most this many chunks (0 = all).
    */
   'max_chunks'?: (number);
+  /**
+   * Select the file by its stable id instead of its path (path must then be empty): what media
+   * workers use, since a file may be renamed between its commit and the job. version must be set.
+   */
+  'file_id'?: (string);
 }
 
 /**
@@ -41,4 +46,9 @@ export interface GetFileRequest__Output {
    * Return at most this many chunks (0 = all).
    */
   'max_chunks': (number);
+  /**
+   * Select the file by its stable id instead of its path (path must then be empty): what media
+   * workers use, since a file may be renamed between its commit and the job. version must be set.
+   */
+  'file_id': (string);
 }
