@@ -185,7 +185,14 @@ export class DevCluster {
     const replicas = o.backend === 'postgres' ? o.metadataReplicas : 1;
     await Promise.all(Array.from({ length: replicas }, (_, i) => this.#spawn(`metadata-${i + 1}`, 'metadata', join(this.root, `metadata-${i + 1}`), metadataArgs)));
     const metadata = this.metadataEndpoints;
-    const metadataFor = (i: number): string => metadata[i % metadata.length] ?? '';
+    // Several metadata replicas: each client gets every replica (grpc-js "ipv4:a,b" with
+    // pick_first fails over to the next), starting from a different one to spread the load.
+    const metadataFor = (i: number): string => {
+      if (metadata.length === 1) return metadata[0] ?? '';
+      const rotated = metadata.map((_, k) => metadata[(i + k) % metadata.length]!);
+      const ipv6 = rotated.some((a) => a.startsWith('['));
+      return `${ipv6 ? 'ipv6' : 'ipv4'}:${rotated.join(',')}`;
+    };
     await Promise.all(
       Array.from({ length: o.nodes }, (_, i) =>
         this.#spawn(`blocknode-${i + 1}`, 'blocknode', join(this.root, `blocknode-${i + 1}`), [...shared, '--metadata-addr', metadataFor(i), '--node-id', `b${i + 1}`, '--heartbeat-interval-ms', String(o.heartbeatIntervalMs), ...(o.extraArgs?.blocknode ?? [])]),

@@ -36,6 +36,8 @@ export function sha256(data: Buffer): string {
 /** Files whose upload was acknowledged, by path, with the SHA-256 of what was sent. */
 export class Ledger {
   readonly acked = new Map<string, string>();
+  /** Every upload attempted (acknowledged or not), by path: what a visible file must equal. */
+  readonly sent = new Map<string, string>();
   failures = 0;
   readonly errors: string[] = [];
 
@@ -44,6 +46,7 @@ export class Ledger {
     for (let i = 0; !signal.aborted; i++) {
       const data = randomBytes(randomInt(1, maxBytes));
       const path = `${prefix}/f${i}.bin`;
+      this.sent.set(path, sha256(data));
       try {
         await client.putStream(Readable.from([data]), path, { size: data.length });
         this.acked.set(path, sha256(data));
