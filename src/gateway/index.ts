@@ -10,11 +10,19 @@ import type { Metrics } from '../common/metrics.js';
 import { loadProto } from '../common/proto.js';
 import type { BlockAccess } from '../blocknode/index.js';
 import type { MetadataClient } from '../metadata/index.js';
+import type { ProtoGrpcType as SharingProto } from '../gen/sharing.js';
 import { CHUNK_PERMISSIONS, chunkHandlers } from './chunks.js';
+import { CLUSTER_PERMISSIONS, clusterHandlers, type ClusterAdmin } from './cluster-status.js';
 import { filesHandlers } from './files.js';
+import { httpRoutes } from './http.js';
 import type { TenantKeys } from './keys.js';
+import { TenantLimiter, type RateLimits } from './limits.js';
+import { presignKey } from './presign.js';
+import { FILES_SHARE_RULES, SHARING_PERMISSIONS, SHARING_SHARE_RULES, ShareChecker, guardService, sharingHandlers } from './sharing.js';
 
 export { TenantKeys, loadMasterKey, type TenantKeyStore } from './keys.js';
+export { DEFAULT_LIMITS, type RateLimits } from './limits.js';
+export type { ClusterAdmin } from './cluster-status.js';
 export { seal, unseal } from './seal.js';
 import { TREE_PERMISSIONS, treeHandlers } from './tree.js';
 
@@ -36,6 +44,16 @@ export interface GatewayOptions {
    * composition root so that rooms stay independent of one another.
    */
   readonly extensions?: readonly GatewayExtension[];
+  /** Per-tenant rate limits (defaults: DEFAULT_LIMITS; 0 = unlimited). */
+  readonly limits?: RateLimits;
+  /** The metadata Admin API, for Cluster.Status (without it Status is CAIRN_UNIMPLEMENTED). */
+  readonly admin?: ClusterAdmin;
+  /**
+   * This gateway's public HTTP base URL (e.g. "https://files.example.com:7480"), used to make
+   * presigned and link URLs absolute; a function when it is known only after the HTTP server binds.
+   * Without it the URLs are relative to the gateway's HTTP endpoint.
+   */
+  readonly publicHttpUrl?: string | (() => string | undefined);
 }
 
 /** A service (with per-method permissions) and/or HTTP routes to serve beside the Files API. */
@@ -71,20 +89,35 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const sniffer = options.extensions?.find((ext) => ext.sniff !== undefined)?.sniff;
   const filesOptions = { metadata: options.metadata, blocks: options.blocks, maxFileBytes: options.maxFileBytes, keys: options.keys, ...(options.chunker ? { chunker: options.chunker } : {}), ...(sniffer !== undefined ? { sniffMedia: sniffer } : {}) };
   const closing = new AbortController();
+  // Every service goes through the guard: per-tenant rate limits, and share recipients acting on
+  // another tenant's tree (x-cairn-tenant) only within their grants.
+  const limiter = new TenantLimiter(options.limits);
+  const checker = new ShareChecker(options.metadata);
+  const guard = { checker, limiter, log };
+  const files = proto.cairn.v1.Files.service;
   server.addService(
-    proto.cairn.v1.Files.service,
-    {
+    files,
+    guardService(files, {
       ...filesHandlers(filesOptions),
       ...chunkHandlers(filesOptions),
       ...treeHandlers({ metadata: options.metadata, closing: closing.signal }),
-    },
+    }, FILES_SHARE_RULES, guard),
     { UploadFile: 'write', ReadFile: 'read', Stat: 'read', ...CHUNK_PERMISSIONS, ...TREE_PERMISSIONS },
   );
+  const key = presignKey(options.authSecret);
+  const publicUrl = options.publicHttpUrl;
+  const httpUrl = (): string | undefined => (typeof publicUrl === 'function' ? publicUrl() : publicUrl);
+  const { Sharing, Cluster } = (proto as unknown as SharingProto).cairn.v1;
+  server.addService(Sharing.service, guardService(Sharing.service, sharingHandlers({ metadata: options.metadata, presignKey: key, httpUrl }), SHARING_SHARE_RULES, guard), SHARING_PERMISSIONS);
+  server.addService(Cluster.service, guardService(Cluster.service, clusterHandlers(options.admin), {}, guard), CLUSTER_PERMISSIONS);
   const extensions = options.extensions ?? [];
   for (const ext of extensions) {
-    if (ext.service !== undefined) server.addService(ext.service.definition, ext.service.implementation, ext.service.permissions);
+    if (ext.service !== undefined) server.addService(ext.service.definition, guardService(ext.service.definition, ext.service.implementation, {}, guard), ext.service.permissions);
   }
-  const routes = extensions.flatMap((ext) => (ext.http !== undefined ? [ext.http] : []));
+  const routes = [
+    httpRoutes({ metadata: options.metadata, blocks: options.blocks, keys: options.keys, authSecret: options.authSecret, presignKey: key, checker, limiter, maxFileBytes: options.maxFileBytes, log, ...(options.chunker ? { chunker: options.chunker } : {}) }),
+    ...extensions.flatMap((ext) => (ext.http !== undefined ? [ext.http] : [])),
+  ];
   const port = await server.listen(options.host, options.port, options.credentials);
   return {
     port,
