@@ -52,6 +52,13 @@ export default tseslint.config(
     rules: restrict({ group: COMPONENTS.filter((c) => c !== 'cli').map((c) => `**/${c}/**`), message: 'The SDK ships to users: no server code.' }),
   },
   {
+    files: ['src/sync/**/*.ts'],
+    rules: restrict(
+      { group: COMPONENTS.map((c) => `**/${c}/**`), message: 'The sync client ships to users: no server code.' },
+      { group: ['**/client/*', '!**/client/index.js'], message: 'Use the SDK through src/client/index.ts.' },
+    ),
+  },
+  {
     files: ['src/placement/**/*.ts', 'src/chunking/**/*.ts'],
     rules: restrict({ group: ['node:fs', 'node:fs/*', 'node:net', 'node:http', 'node:http2', 'node:child_process', 'pino', 'prom-client', '**/common/config*', '**/common/log*'], message: 'Pure rooms do no I/O, config or logging.' }),
   },
