@@ -57,7 +57,6 @@ test('random bytes flipped in a block node’s segments: detected, repaired from
   t.log(`flipped ${flipped} random bytes in blocknode-2's segments (${before} blocks)`);
   await cluster.restart('blocknode-2');
 
-  t.deepEqual(await ledger.verify(client), [], 'every acknowledged file reads back intact');
   const tokens = new ServiceTokenSource(loadOrCreateSecret(cluster.secretPath));
   const node = new BlockClient({ address: cluster.get('blocknode-2').grpc, credentials: credentials.createInsecure(), token: () => tokens.token(), timeoutMs: 60_000 });
   t.teardown(() => node.close());
@@ -65,6 +64,7 @@ test('random bytes flipped in a block node’s segments: detected, repaired from
   t.log(`scrub: checked ${first.checked}, corrupt ${first.corrupt.length}, repaired ${first.repaired}, unrepaired ${first.unrepaired}`);
   t.true(first.corrupt.length > 0 || Number(first.checked) < before, 'the damage is found (by scrub, or by recovery dropping damaged records)');
   t.is(Number(first.unrepaired), 0, 'every corrupt copy is restored from a replica');
+  t.deepEqual(await ledger.verify(client), [], 'every acknowledged file reads back intact');
   await waitFor('blocknode-2 to hold every block again', async () => {
     const counts = [...(await blockCounts(t, cluster)).values()];
     return counts.length === 3 && counts.every((c) => c === before);
