@@ -366,6 +366,9 @@ export class SyncEngine {
   async #ensureLocalDir(key: string, revision: number): Promise<void> {
     if (this.#rules.ignores(key, true)) return;
     const local = await statLocal(this.#o.localRoot, key);
+    // A folder both sides knew that is missing here was moved or deleted here: the local pass
+    // sends that; re-creating it would undo it.
+    if (local === undefined && this.#state.get(key)?.kind === 'dir') return;
     if (local?.kind === 'file') {
       this.#emit({ type: 'skip', path: key, reason: 'type-clash' });
       this.stats.skipped++;
@@ -593,10 +596,11 @@ export class SyncEngine {
     for (const [key, e] of added) {
       if (e.kind !== 'dir' || aborted(signal)) continue;
       try {
-        await this.#o.client.mkdir(this.#remote(key)).catch((err: unknown) => {
+        const made = await this.#o.client.mkdir(this.#remote(key)).catch((err: unknown) => {
           if (!isCairnError(err, 'CAIRN_ALREADY_EXISTS')) throw err;
+          return undefined;
         });
-        await this.#state.put(key, { kind: 'dir', version: 0, revision: 0, hash: '', size: 0, mtimeMs: 0, ino: e.ino });
+        await this.#state.put(key, { kind: 'dir', version: 0, revision: made?.revision ?? 0, hash: '', size: 0, mtimeMs: 0, ino: e.ino });
         this.stats.folders++;
         this.#emit({ type: 'mkdir', side: 'remote', path: key });
       } catch (err) {
