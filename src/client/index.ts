@@ -18,12 +18,16 @@ import type { UploadFileResponse__Output } from '../gen/cairn/v1/UploadFileRespo
 import type { ClientSettings } from './config.js';
 import { toInfo, type FileInfo } from './info.js';
 import { TreeClient } from './tree.js';
+import { DeltaUploader, type DeltaPutOptions, type DeltaResult } from './upload.js';
+import { SessionCalls, type StartUploadOptions, type UploadSessionState, type WriteUploadOptions } from './sessions.js';
 
 export { resolveClientSettings, userConfigPath, type ClientSettings } from './config.js';
 export { CairnError, isCairnError, type ErrorCode } from '../common/errors.js';
 export type { Change, ChangeBatch, ChangesPage, ChangeType, ListOptions, ListPage, TreeEntry, Usage, VersionEntry, VersionsPage, WatchOptions } from './tree.js';
 
 export type { FileInfo } from './info.js';
+export type { StartUploadOptions, UploadSessionState, WriteUploadOptions } from './sessions.js';
+export { defaultCacheDir } from './cache.js';
 
 export type ProgressFn = (doneBytes: number, totalBytes: number | undefined) => void;
 
@@ -34,6 +38,18 @@ export interface PutOptions {
   readonly onProgress?: ProgressFn;
   readonly signal?: AbortSignal;
 }
+
+/** Options of `upload`: those of `put`, plus the chunk cache, parallelism and retries. */
+export type UploadOptions = PutOptions & {
+  /** Chunk cache directory (default $XDG_CACHE_HOME/cairn or ~/.cache/cairn). */
+  cacheDir?: string;
+  /** Parallel UploadChunks streams (default 16). */
+  streams?: number;
+  /** Retries per call on retryable errors (default 6), exponential backoff with full jitter. */
+  retries?: number;
+} & Pick<DeltaPutOptions, 'batchBytes' | 'onSent'>;
+
+export type UploadResult = DeltaResult;
 
 export interface GetOptions {
   readonly version?: number;
@@ -55,15 +71,54 @@ export class CairnClient extends TreeClient {
   readonly endpoint: string;
   readonly #client: FilesClient;
   readonly #token: string;
+  readonly #sessions: SessionCalls;
 
   constructor(settings: Pick<ClientSettings, 'endpoint' | 'token' | 'tlsCa' | 'tlsCert' | 'tlsKey'>, channelOptions: grpc.ChannelOptions = {}) {
     super(connect(settings, channelOptions), settings.token);
     this.endpoint = settings.endpoint;
     this.#token = settings.token;
     this.#client = this.files;
+    this.#sessions = new SessionCalls(this.files, settings.token);
   }
 
-  /** Uploads a local file to `remotePath`. */
+  /**
+   * Delta upload of a local file: chunks and hashes it here, sends only the chunks the tenant
+   * lacks over parallel streams, and commits a diff against the version last synced from this
+   * machine (kept in the chunk cache). An interrupted upload resumes on the next call.
+   */
+  async upload(localPath: string, remotePath: string, options: UploadOptions = {}): Promise<UploadResult> {
+    return new DeltaUploader({ files: this.#client, token: this.#token, endpoint: this.endpoint }).upload(localPath, remotePath, options);
+  }
+
+  /** Opens a resumable byte upload (ByteStream semantics); see `writeUpload`. */
+  startUpload(remotePath: string, options: StartUploadOptions = {}): Promise<{ uploadId: string; expiresMs: number }> {
+    return this.#sessions.start(remotePath, options);
+  }
+
+  /** Where a resumable upload continues (its committed offset, a chunk boundary). */
+  queryUpload(uploadId: string): Promise<UploadSessionState> {
+    return this.#sessions.query(uploadId);
+  }
+
+  /** Writes bytes at `offset` (the committed offset); returns the committed offset afterwards. */
+  writeUpload(uploadId: string, offset: number, source: AsyncIterable<Uint8Array> | Uint8Array, options: WriteUploadOptions = {}): Promise<number> {
+    return this.#sessions.write(uploadId, offset, source, options);
+  }
+
+  finishUpload(uploadId: string, size?: number): Promise<FileInfo> {
+    return this.#sessions.finish(uploadId, size);
+  }
+
+  abortUpload(uploadId: string): Promise<void> {
+    return this.#sessions.abort(uploadId);
+  }
+
+  /** Uploads a local file through a resumable session, continuing after retryable failures. */
+  putResumable(localPath: string, remotePath: string, options: PutOptions & { uploadId?: string; retries?: number; onStarted?: (uploadId: string) => void } = {}): Promise<FileInfo> {
+    return this.#sessions.putFile(localPath, remotePath, options);
+  }
+
+  /** Uploads a local file to `remotePath` in one UploadFile stream (the gateway chunks it). */
   async put(localPath: string, remotePath: string, options: PutOptions = {}): Promise<FileInfo> {
     const st = await fsStat(localPath);
     if (!st.isFile()) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${localPath} is not a regular file`);

@@ -12,8 +12,9 @@ import type { UploadChunksRequest__Output } from '../gen/cairn/v1/UploadChunksRe
 import type { UploadChunksResponse } from '../gen/cairn/v1/UploadChunksResponse.js';
 import type { FilesHandlers } from '../gen/cairn/v1/Files.js';
 import type { MetadataClient } from '../metadata/index.js';
-import { BlockUploader, toFileInfo, type FilesServiceOptions } from './files.js';
+import { BlockUploader, chunkHead, toFileInfo, type FilesServiceOptions } from './files.js';
 import { seal } from './seal.js';
+import { CHUNK_SESSION_PATH, SESSION_PERMISSIONS, sessionHandlers, type SessionHandlers } from './sessions.js';
 
 export const MAX_FIND_HASHES = 4096;
 export const MAX_CHUNK_BYTES = 4 * 1024 * 1024;
@@ -21,11 +22,14 @@ export const MAX_COMMIT_CHUNKS = 1_000_000;
 /** Hashes per metadata FindChunks call (its limit is 10,000). */
 const FIND_BATCH = 4096;
 /** The path recorded on chunk-upload sessions; they only hold pins and are never committed. */
-const SESSION_PATH = '/.cairn-chunk-upload';
+const SESSION_PATH = CHUNK_SESSION_PATH;
+/** Splices per diff commit. */
+export const MAX_SPLICES = 100_000;
 
-export type ChunkHandlers = Pick<FilesHandlers, 'FindMissingChunks' | 'UploadChunks' | 'CommitFile'>;
+/** Chunk-level uploads and (from sessions.ts) resumable byte sessions. */
+export type ChunkHandlers = Pick<FilesHandlers, 'FindMissingChunks' | 'UploadChunks' | 'CommitFile'> & SessionHandlers;
 
-export const CHUNK_PERMISSIONS = { FindMissingChunks: 'write', UploadChunks: 'write', CommitFile: 'write' } as const;
+export const CHUNK_PERMISSIONS = { FindMissingChunks: 'write', UploadChunks: 'write', CommitFile: 'write', ...SESSION_PERMISSIONS } as const;
 
 function sha256(data: Uint8Array): Buffer {
   return createHash('sha256').update(data).digest();
@@ -111,6 +115,23 @@ async function uploadChunks(call: grpc.ServerReadableStream<UploadChunksRequest_
   return { upload_id: sessionId, chunks_received: received, chunks_stored: stored, stored_bytes: storedBytes };
 }
 
+/** The base list with the splices applied; splices are checked for order and bounds first. */
+export function applySplices<T>(base: readonly T[], splices: ReadonlyArray<{ start: number; delete_count: number; insert: readonly T[] }>): T[] {
+  if (splices.length > MAX_SPLICES) throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${MAX_SPLICES} splices per diff`, { fieldViolations: [{ field: 'diff.splices', description: 'too many' }] });
+  const out: T[] = [];
+  let next = 0;
+  splices.forEach((sp, i) => {
+    if (sp.start < next || sp.start + sp.delete_count > base.length) {
+      throw new CairnError('CAIRN_INVALID_ARGUMENT', `diff.splices[${i}] (start ${sp.start}, delete ${sp.delete_count}) overlaps an earlier splice or runs past the base list of ${base.length} chunks`, { fieldViolations: [{ field: `diff.splices[${i}]`, description: 'out of order or out of range' }] });
+    }
+    for (let j = next; j < sp.start; j++) out.push(base[j]!);
+    out.push(...sp.insert);
+    next = sp.start + sp.delete_count;
+  });
+  for (let j = next; j < base.length; j++) out.push(base[j]!);
+  return out;
+}
+
 export function chunkHandlers(options: FilesServiceOptions): ChunkHandlers {
   return {
     FindMissingChunks: unary(async (req, ctx) => {
@@ -122,14 +143,31 @@ export function chunkHandlers(options: FilesServiceOptions): ChunkHandlers {
 
     UploadChunks: clientStream((call, ctx) => uploadChunks(call, ctx, options)),
 
+    ...sessionHandlers(options),
+
     CommitFile: unary(async (req, ctx) => {
       const { tenant, subject } = principalOf(ctx);
       const path = normalizePath(req.path);
       const baseVersion = req.base_version === undefined ? undefined : wireInt(req.base_version, 'base_version');
       const mtimeMs = wireInt(req.mtime_ms, 'mtime_ms');
-      if (req.chunks.length > MAX_COMMIT_CHUNKS) throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${MAX_COMMIT_CHUNKS} chunks per file`, { fieldViolations: [{ field: 'chunks', description: 'too many' }] });
+      let listed: Array<{ plain_hash: Buffer; size: number }>;
+      let inserted: Buffer[];
+      if (req.diff != null) {
+        if (req.chunks.length > 0) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'give either chunks or diff, not both', { fieldViolations: [{ field: 'diff', description: 'with chunks' }] });
+        if (baseVersion === undefined || baseVersion < 1) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'a diff commit needs base_version ≥ 1', { fieldViolations: [{ field: 'base_version', description: 'required with diff' }] });
+        const base = await options.metadata.getFile({ tenant, path, version: baseVersion }, ctx.requestId).catch((err: unknown) => {
+          if (err instanceof CairnError && err.code === 'CAIRN_NOT_FOUND') throw new CairnError('CAIRN_CONFLICT', `${path} has no version ${baseVersion} to apply the diff to`, { metadata: { current_version: '0' } });
+          throw err;
+        });
+        listed = applySplices(base.chunks.map((c) => ({ plain_hash: c.plain_hash, size: c.size })), req.diff.splices);
+        inserted = req.diff.splices.flatMap((sp) => sp.insert.map((c) => c.plain_hash));
+      } else {
+        listed = req.chunks;
+        inserted = req.chunks.map((c) => c.plain_hash);
+      }
+      if (listed.length > MAX_COMMIT_CHUNKS) throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${MAX_COMMIT_CHUNKS} chunks per file`, { fieldViolations: [{ field: 'chunks', description: 'too many' }] });
       let size = 0;
-      const refs: ChunkRef[] = req.chunks.map((c, i) => {
+      const refs: ChunkRef[] = listed.map((c, i) => {
         checkHash(c.plain_hash, `chunks[${i}].plain_hash`);
         if (!Number.isInteger(c.size) || c.size < 1 || c.size > MAX_CHUNK_BYTES) throw new CairnError('CAIRN_INVALID_ARGUMENT', `chunks[${i}].size must be 1..${MAX_CHUNK_BYTES}`, { fieldViolations: [{ field: `chunks[${i}].size`, description: 'out of range' }] });
         const ref = { plain_hash: c.plain_hash, offset: size, size: c.size, address: Buffer.alloc(0), stored_size: 0 };
@@ -138,11 +176,15 @@ export function chunkHandlers(options: FilesServiceOptions): ChunkHandlers {
       });
       if (size > options.maxFileBytes) throw new CairnError('CAIRN_FILE_TOO_LARGE', `file of ${size} bytes exceeds the limit of ${options.maxFileBytes} bytes`);
       for (const id of req.upload_ids) if (typeof id !== 'string' || id === '' || id.length > 200) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'upload_ids must be non-empty ids', { fieldViolations: [{ field: 'upload_ids', description: 'invalid id' }] });
-      const missing = await missingOf(options.metadata, tenant, req.chunks.map((c) => c.plain_hash), ctx.requestId);
+      // A diff's base chunks are held by the base version; metadata checks them again at commit.
+      const missing = await missingOf(options.metadata, tenant, inserted, ctx.requestId);
       if (missing.length > 0) {
         const shown = missing.slice(0, 16).map((h) => h.toString('hex'));
         throw new CairnError('CAIRN_FAILED_PRECONDITION', `${missing.length} chunk(s) are not stored for this tenant; upload them first: ${shown.join(', ')}${missing.length > shown.length ? ', …' : ''}`, { metadata: { missing: shown.join(','), missing_count: String(missing.length) } });
       }
+      const first = refs[0];
+      const head = options.sniffMedia !== undefined && first !== undefined ? await chunkHead(options, tenant, first.plain_hash as Buffer, ctx.requestId, ctx.signal).catch(() => undefined) : undefined;
+      const mediaKind = head !== undefined ? options.sniffMedia?.(head) : undefined;
       const version = await options.metadata.commitFile({
         tenant,
         path,
@@ -151,6 +193,7 @@ export function chunkHandlers(options: FilesServiceOptions): ChunkHandlers {
         mtime_ms: mtimeMs,
         author_device: subject,
         chunks: refs,
+        ...(mediaKind !== undefined ? { media_kind: mediaKind } : {}),
       }, ctx.requestId);
       // The version holds refs now; the uploads' pins can go. A failure here only delays that to
       // the session's expiry, so it does not fail the commit.

@@ -27,6 +27,8 @@ const MAX_INFLIGHT_FLUSHES = 3;
 /** Blocks requested per GetBlocks call, and batches fetched ahead of the one being sent. */
 const READ_BATCH = 32;
 const READ_AHEAD = 2;
+/** Plain bytes handed to the media sniffer at commit. */
+export const SNIFF_BYTES = 4096;
 /** Chunks looked up in the tenant's chunk index (FindChunks) per call during UploadFile. */
 const DEDUP_BATCH_CHUNKS = 1024;
 const DEDUP_BATCH_BYTES = 8 * 1024 * 1024;
@@ -37,6 +39,8 @@ export interface FilesServiceOptions {
   readonly maxFileBytes: number;
   readonly keys: TenantKeys;
   readonly chunker?: ChunkerOptions;
+  /** Classifies a file from its first plain bytes (≤ 4 KiB) at commit (media extensions). */
+  readonly sniffMedia?: (head: Uint8Array) => string | undefined;
 }
 
 function sha256(data: Uint8Array): Buffer {
@@ -211,11 +215,17 @@ async function upload(call: grpc.ServerReadableStream<UploadFileRequest__Output,
   };
 
   let received = 0;
+  const head: Buffer[] = [];
+  let headBytes = 0;
   for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
     const msg = next.value;
     if (msg.header != null) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'only the first UploadFile message may be a header');
     const data = msg.data ?? Buffer.alloc(0);
     if (data.length > MAX_DATA_MESSAGE_BYTES) throw new CairnError('CAIRN_INVALID_ARGUMENT', `data messages are limited to ${MAX_DATA_MESSAGE_BYTES} bytes`);
+    if (options.sniffMedia !== undefined && headBytes < SNIFF_BYTES && data.length > 0) {
+      head.push(Buffer.from(data.subarray(0, SNIFF_BYTES - headBytes)));
+      headBytes += Math.min(data.length, SNIFF_BYTES - headBytes);
+    }
     received += data.length;
     if (received > options.maxFileBytes) throw new CairnError('CAIRN_FILE_TOO_LARGE', `file exceeds the limit of ${options.maxFileBytes} bytes`);
     if (expectedSize !== undefined && received > expectedSize) throw new CairnError('CAIRN_SIZE_MISMATCH', `received more than the announced ${expectedSize} bytes`);
@@ -227,6 +237,7 @@ async function upload(call: grpc.ServerReadableStream<UploadFileRequest__Output,
   await dedup.finish();
   await uploader.finish();
 
+  const mediaKind = headBytes > 0 ? options.sniffMedia?.(Buffer.concat(head)) : undefined;
   const version = await options.metadata.commitFile({
     tenant: principal.tenant,
     path,
@@ -235,9 +246,24 @@ async function upload(call: grpc.ServerReadableStream<UploadFileRequest__Output,
     mtime_ms: mtimeMs,
     author_device: principal.subject,
     chunks,
+    ...(mediaKind !== undefined ? { media_kind: mediaKind } : {}),
   }, ctx.requestId);
   ctx.log.info({ path, version: version.version, bytes: received, chunks: chunks.length, sealedBytes: dedup.sealedBytes, dedupedBytes: dedup.dedupedBytes }, 'file committed');
   return { file: toFileInfo(version) };
+}
+
+/**
+ * The first plain bytes (≤ 4 KiB) of the tenant's chunk `plainHash`, for the media sniffer; reads
+ * and unseals the chunk's block. Undefined when the chunk cannot be read (sniffing is advisory).
+ */
+export async function chunkHead(options: Pick<FilesServiceOptions, 'metadata' | 'blocks' | 'keys'>, tenant: string, plainHash: Buffer, requestId: string, signal: AbortSignal): Promise<Buffer | undefined> {
+  const found = await options.metadata.findChunks({ tenant, plain_hashes: [plainHash] }, requestId);
+  const entry = found.chunks[0];
+  if (entry === undefined) return undefined;
+  const got = await fetchBatch(options.blocks, [entry.address], signal);
+  const block = got.get(entry.address.toString('hex'));
+  if (block === undefined) return undefined;
+  return unseal(await options.keys.get(tenant), plainHash, block).subarray(0, SNIFF_BYTES);
 }
 
 /** Index of the chunk containing byte `offset` (chunks are sorted and contiguous). */
@@ -264,7 +290,7 @@ async function fetchBatch(blocks: BlockAccess, addresses: Buffer[], signal: Abor
 
 /** The data half of Files; the tree half (List, Move, …) is `treeHandlers` in tree.ts. */
 /** UploadFile, ReadFile and Stat; the chunk-level RPCs are in chunks.ts. */
-export function filesHandlers(options: FilesServiceOptions): Omit<FilesDataHandlers, 'FindMissingChunks' | 'UploadChunks' | 'CommitFile'> {
+export function filesHandlers(options: FilesServiceOptions): Omit<FilesDataHandlers, 'FindMissingChunks' | 'UploadChunks' | 'CommitFile' | 'StartUpload' | 'QueryUpload' | 'WriteUpload' | 'FinishUpload' | 'AbortUpload'> {
   return {
     UploadFile: clientStream((call, ctx) => upload(call, ctx, options)),
 

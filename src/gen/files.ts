@@ -2,7 +2,11 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
 
+import type { AbortUploadRequest as _cairn_v1_AbortUploadRequest, AbortUploadRequest__Output as _cairn_v1_AbortUploadRequest__Output } from './cairn/v1/AbortUploadRequest.js';
+import type { AbortUploadResponse as _cairn_v1_AbortUploadResponse, AbortUploadResponse__Output as _cairn_v1_AbortUploadResponse__Output } from './cairn/v1/AbortUploadResponse.js';
 import type { ChunkData as _cairn_v1_ChunkData, ChunkData__Output as _cairn_v1_ChunkData__Output } from './cairn/v1/ChunkData.js';
+import type { ChunkListDiff as _cairn_v1_ChunkListDiff, ChunkListDiff__Output as _cairn_v1_ChunkListDiff__Output } from './cairn/v1/ChunkListDiff.js';
+import type { ChunkSplice as _cairn_v1_ChunkSplice, ChunkSplice__Output as _cairn_v1_ChunkSplice__Output } from './cairn/v1/ChunkSplice.js';
 import type { CommitChunk as _cairn_v1_CommitChunk, CommitChunk__Output as _cairn_v1_CommitChunk__Output } from './cairn/v1/CommitChunk.js';
 import type { CopyRequest as _cairn_v1_CopyRequest, CopyRequest__Output as _cairn_v1_CopyRequest__Output } from './cairn/v1/CopyRequest.js';
 import type { CopyResponse as _cairn_v1_CopyResponse, CopyResponse__Output as _cairn_v1_CopyResponse__Output } from './cairn/v1/CopyResponse.js';
@@ -21,16 +25,22 @@ import type { FilesWatchChangesRequest as _cairn_v1_FilesWatchChangesRequest, Fi
 import type { FilesWatchChangesResponse as _cairn_v1_FilesWatchChangesResponse, FilesWatchChangesResponse__Output as _cairn_v1_FilesWatchChangesResponse__Output } from './cairn/v1/FilesWatchChangesResponse.js';
 import type { FindMissingChunksRequest as _cairn_v1_FindMissingChunksRequest, FindMissingChunksRequest__Output as _cairn_v1_FindMissingChunksRequest__Output } from './cairn/v1/FindMissingChunksRequest.js';
 import type { FindMissingChunksResponse as _cairn_v1_FindMissingChunksResponse, FindMissingChunksResponse__Output as _cairn_v1_FindMissingChunksResponse__Output } from './cairn/v1/FindMissingChunksResponse.js';
+import type { FinishUploadRequest as _cairn_v1_FinishUploadRequest, FinishUploadRequest__Output as _cairn_v1_FinishUploadRequest__Output } from './cairn/v1/FinishUploadRequest.js';
+import type { FinishUploadResponse as _cairn_v1_FinishUploadResponse, FinishUploadResponse__Output as _cairn_v1_FinishUploadResponse__Output } from './cairn/v1/FinishUploadResponse.js';
 import type { ListRequest as _cairn_v1_ListRequest, ListRequest__Output as _cairn_v1_ListRequest__Output } from './cairn/v1/ListRequest.js';
 import type { ListResponse as _cairn_v1_ListResponse, ListResponse__Output as _cairn_v1_ListResponse__Output } from './cairn/v1/ListResponse.js';
 import type { MkdirRequest as _cairn_v1_MkdirRequest, MkdirRequest__Output as _cairn_v1_MkdirRequest__Output } from './cairn/v1/MkdirRequest.js';
 import type { MkdirResponse as _cairn_v1_MkdirResponse, MkdirResponse__Output as _cairn_v1_MkdirResponse__Output } from './cairn/v1/MkdirResponse.js';
 import type { MoveRequest as _cairn_v1_MoveRequest, MoveRequest__Output as _cairn_v1_MoveRequest__Output } from './cairn/v1/MoveRequest.js';
 import type { MoveResponse as _cairn_v1_MoveResponse, MoveResponse__Output as _cairn_v1_MoveResponse__Output } from './cairn/v1/MoveResponse.js';
+import type { QueryUploadRequest as _cairn_v1_QueryUploadRequest, QueryUploadRequest__Output as _cairn_v1_QueryUploadRequest__Output } from './cairn/v1/QueryUploadRequest.js';
+import type { QueryUploadResponse as _cairn_v1_QueryUploadResponse, QueryUploadResponse__Output as _cairn_v1_QueryUploadResponse__Output } from './cairn/v1/QueryUploadResponse.js';
 import type { ReadFileRequest as _cairn_v1_ReadFileRequest, ReadFileRequest__Output as _cairn_v1_ReadFileRequest__Output } from './cairn/v1/ReadFileRequest.js';
 import type { ReadFileResponse as _cairn_v1_ReadFileResponse, ReadFileResponse__Output as _cairn_v1_ReadFileResponse__Output } from './cairn/v1/ReadFileResponse.js';
 import type { RestoreVersionRequest as _cairn_v1_RestoreVersionRequest, RestoreVersionRequest__Output as _cairn_v1_RestoreVersionRequest__Output } from './cairn/v1/RestoreVersionRequest.js';
 import type { RestoreVersionResponse as _cairn_v1_RestoreVersionResponse, RestoreVersionResponse__Output as _cairn_v1_RestoreVersionResponse__Output } from './cairn/v1/RestoreVersionResponse.js';
+import type { StartUploadRequest as _cairn_v1_StartUploadRequest, StartUploadRequest__Output as _cairn_v1_StartUploadRequest__Output } from './cairn/v1/StartUploadRequest.js';
+import type { StartUploadResponse as _cairn_v1_StartUploadResponse, StartUploadResponse__Output as _cairn_v1_StartUploadResponse__Output } from './cairn/v1/StartUploadResponse.js';
 import type { StatRequest as _cairn_v1_StatRequest, StatRequest__Output as _cairn_v1_StatRequest__Output } from './cairn/v1/StatRequest.js';
 import type { StatResponse as _cairn_v1_StatResponse, StatResponse__Output as _cairn_v1_StatResponse__Output } from './cairn/v1/StatResponse.js';
 import type { TreeEntry as _cairn_v1_TreeEntry, TreeEntry__Output as _cairn_v1_TreeEntry__Output } from './cairn/v1/TreeEntry.js';
@@ -42,6 +52,8 @@ import type { UploadHeader as _cairn_v1_UploadHeader, UploadHeader__Output as _c
 import type { UsageRequest as _cairn_v1_UsageRequest, UsageRequest__Output as _cairn_v1_UsageRequest__Output } from './cairn/v1/UsageRequest.js';
 import type { UsageResponse as _cairn_v1_UsageResponse, UsageResponse__Output as _cairn_v1_UsageResponse__Output } from './cairn/v1/UsageResponse.js';
 import type { VersionInfo as _cairn_v1_VersionInfo, VersionInfo__Output as _cairn_v1_VersionInfo__Output } from './cairn/v1/VersionInfo.js';
+import type { WriteUploadRequest as _cairn_v1_WriteUploadRequest, WriteUploadRequest__Output as _cairn_v1_WriteUploadRequest__Output } from './cairn/v1/WriteUploadRequest.js';
+import type { WriteUploadResponse as _cairn_v1_WriteUploadResponse, WriteUploadResponse__Output as _cairn_v1_WriteUploadResponse__Output } from './cairn/v1/WriteUploadResponse.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
   new(...args: ConstructorParameters<Constructor>): Subtype;
@@ -50,7 +62,11 @@ type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> 
 export interface ProtoGrpcType {
   cairn: {
     v1: {
+      AbortUploadRequest: MessageTypeDefinition<_cairn_v1_AbortUploadRequest, _cairn_v1_AbortUploadRequest__Output>
+      AbortUploadResponse: MessageTypeDefinition<_cairn_v1_AbortUploadResponse, _cairn_v1_AbortUploadResponse__Output>
       ChunkData: MessageTypeDefinition<_cairn_v1_ChunkData, _cairn_v1_ChunkData__Output>
+      ChunkListDiff: MessageTypeDefinition<_cairn_v1_ChunkListDiff, _cairn_v1_ChunkListDiff__Output>
+      ChunkSplice: MessageTypeDefinition<_cairn_v1_ChunkSplice, _cairn_v1_ChunkSplice__Output>
       CommitChunk: MessageTypeDefinition<_cairn_v1_CommitChunk, _cairn_v1_CommitChunk__Output>
       CopyRequest: MessageTypeDefinition<_cairn_v1_CopyRequest, _cairn_v1_CopyRequest__Output>
       CopyResponse: MessageTypeDefinition<_cairn_v1_CopyResponse, _cairn_v1_CopyResponse__Output>
@@ -76,16 +92,22 @@ export interface ProtoGrpcType {
       FilesWatchChangesResponse: MessageTypeDefinition<_cairn_v1_FilesWatchChangesResponse, _cairn_v1_FilesWatchChangesResponse__Output>
       FindMissingChunksRequest: MessageTypeDefinition<_cairn_v1_FindMissingChunksRequest, _cairn_v1_FindMissingChunksRequest__Output>
       FindMissingChunksResponse: MessageTypeDefinition<_cairn_v1_FindMissingChunksResponse, _cairn_v1_FindMissingChunksResponse__Output>
+      FinishUploadRequest: MessageTypeDefinition<_cairn_v1_FinishUploadRequest, _cairn_v1_FinishUploadRequest__Output>
+      FinishUploadResponse: MessageTypeDefinition<_cairn_v1_FinishUploadResponse, _cairn_v1_FinishUploadResponse__Output>
       ListRequest: MessageTypeDefinition<_cairn_v1_ListRequest, _cairn_v1_ListRequest__Output>
       ListResponse: MessageTypeDefinition<_cairn_v1_ListResponse, _cairn_v1_ListResponse__Output>
       MkdirRequest: MessageTypeDefinition<_cairn_v1_MkdirRequest, _cairn_v1_MkdirRequest__Output>
       MkdirResponse: MessageTypeDefinition<_cairn_v1_MkdirResponse, _cairn_v1_MkdirResponse__Output>
       MoveRequest: MessageTypeDefinition<_cairn_v1_MoveRequest, _cairn_v1_MoveRequest__Output>
       MoveResponse: MessageTypeDefinition<_cairn_v1_MoveResponse, _cairn_v1_MoveResponse__Output>
+      QueryUploadRequest: MessageTypeDefinition<_cairn_v1_QueryUploadRequest, _cairn_v1_QueryUploadRequest__Output>
+      QueryUploadResponse: MessageTypeDefinition<_cairn_v1_QueryUploadResponse, _cairn_v1_QueryUploadResponse__Output>
       ReadFileRequest: MessageTypeDefinition<_cairn_v1_ReadFileRequest, _cairn_v1_ReadFileRequest__Output>
       ReadFileResponse: MessageTypeDefinition<_cairn_v1_ReadFileResponse, _cairn_v1_ReadFileResponse__Output>
       RestoreVersionRequest: MessageTypeDefinition<_cairn_v1_RestoreVersionRequest, _cairn_v1_RestoreVersionRequest__Output>
       RestoreVersionResponse: MessageTypeDefinition<_cairn_v1_RestoreVersionResponse, _cairn_v1_RestoreVersionResponse__Output>
+      StartUploadRequest: MessageTypeDefinition<_cairn_v1_StartUploadRequest, _cairn_v1_StartUploadRequest__Output>
+      StartUploadResponse: MessageTypeDefinition<_cairn_v1_StartUploadResponse, _cairn_v1_StartUploadResponse__Output>
       StatRequest: MessageTypeDefinition<_cairn_v1_StatRequest, _cairn_v1_StatRequest__Output>
       StatResponse: MessageTypeDefinition<_cairn_v1_StatResponse, _cairn_v1_StatResponse__Output>
       TreeEntry: MessageTypeDefinition<_cairn_v1_TreeEntry, _cairn_v1_TreeEntry__Output>
@@ -97,6 +119,8 @@ export interface ProtoGrpcType {
       UsageRequest: MessageTypeDefinition<_cairn_v1_UsageRequest, _cairn_v1_UsageRequest__Output>
       UsageResponse: MessageTypeDefinition<_cairn_v1_UsageResponse, _cairn_v1_UsageResponse__Output>
       VersionInfo: MessageTypeDefinition<_cairn_v1_VersionInfo, _cairn_v1_VersionInfo__Output>
+      WriteUploadRequest: MessageTypeDefinition<_cairn_v1_WriteUploadRequest, _cairn_v1_WriteUploadRequest__Output>
+      WriteUploadResponse: MessageTypeDefinition<_cairn_v1_WriteUploadResponse, _cairn_v1_WriteUploadResponse__Output>
     }
   }
 }

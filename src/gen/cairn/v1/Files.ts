@@ -3,6 +3,8 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { AbortUploadRequest as _cairn_v1_AbortUploadRequest, AbortUploadRequest__Output as _cairn_v1_AbortUploadRequest__Output } from '../../cairn/v1/AbortUploadRequest.js';
+import type { AbortUploadResponse as _cairn_v1_AbortUploadResponse, AbortUploadResponse__Output as _cairn_v1_AbortUploadResponse__Output } from '../../cairn/v1/AbortUploadResponse.js';
 import type { CopyRequest as _cairn_v1_CopyRequest, CopyRequest__Output as _cairn_v1_CopyRequest__Output } from '../../cairn/v1/CopyRequest.js';
 import type { CopyResponse as _cairn_v1_CopyResponse, CopyResponse__Output as _cairn_v1_CopyResponse__Output } from '../../cairn/v1/CopyResponse.js';
 import type { DeleteRequest as _cairn_v1_DeleteRequest, DeleteRequest__Output as _cairn_v1_DeleteRequest__Output } from '../../cairn/v1/DeleteRequest.js';
@@ -17,16 +19,22 @@ import type { FilesWatchChangesRequest as _cairn_v1_FilesWatchChangesRequest, Fi
 import type { FilesWatchChangesResponse as _cairn_v1_FilesWatchChangesResponse, FilesWatchChangesResponse__Output as _cairn_v1_FilesWatchChangesResponse__Output } from '../../cairn/v1/FilesWatchChangesResponse.js';
 import type { FindMissingChunksRequest as _cairn_v1_FindMissingChunksRequest, FindMissingChunksRequest__Output as _cairn_v1_FindMissingChunksRequest__Output } from '../../cairn/v1/FindMissingChunksRequest.js';
 import type { FindMissingChunksResponse as _cairn_v1_FindMissingChunksResponse, FindMissingChunksResponse__Output as _cairn_v1_FindMissingChunksResponse__Output } from '../../cairn/v1/FindMissingChunksResponse.js';
+import type { FinishUploadRequest as _cairn_v1_FinishUploadRequest, FinishUploadRequest__Output as _cairn_v1_FinishUploadRequest__Output } from '../../cairn/v1/FinishUploadRequest.js';
+import type { FinishUploadResponse as _cairn_v1_FinishUploadResponse, FinishUploadResponse__Output as _cairn_v1_FinishUploadResponse__Output } from '../../cairn/v1/FinishUploadResponse.js';
 import type { ListRequest as _cairn_v1_ListRequest, ListRequest__Output as _cairn_v1_ListRequest__Output } from '../../cairn/v1/ListRequest.js';
 import type { ListResponse as _cairn_v1_ListResponse, ListResponse__Output as _cairn_v1_ListResponse__Output } from '../../cairn/v1/ListResponse.js';
 import type { MkdirRequest as _cairn_v1_MkdirRequest, MkdirRequest__Output as _cairn_v1_MkdirRequest__Output } from '../../cairn/v1/MkdirRequest.js';
 import type { MkdirResponse as _cairn_v1_MkdirResponse, MkdirResponse__Output as _cairn_v1_MkdirResponse__Output } from '../../cairn/v1/MkdirResponse.js';
 import type { MoveRequest as _cairn_v1_MoveRequest, MoveRequest__Output as _cairn_v1_MoveRequest__Output } from '../../cairn/v1/MoveRequest.js';
 import type { MoveResponse as _cairn_v1_MoveResponse, MoveResponse__Output as _cairn_v1_MoveResponse__Output } from '../../cairn/v1/MoveResponse.js';
+import type { QueryUploadRequest as _cairn_v1_QueryUploadRequest, QueryUploadRequest__Output as _cairn_v1_QueryUploadRequest__Output } from '../../cairn/v1/QueryUploadRequest.js';
+import type { QueryUploadResponse as _cairn_v1_QueryUploadResponse, QueryUploadResponse__Output as _cairn_v1_QueryUploadResponse__Output } from '../../cairn/v1/QueryUploadResponse.js';
 import type { ReadFileRequest as _cairn_v1_ReadFileRequest, ReadFileRequest__Output as _cairn_v1_ReadFileRequest__Output } from '../../cairn/v1/ReadFileRequest.js';
 import type { ReadFileResponse as _cairn_v1_ReadFileResponse, ReadFileResponse__Output as _cairn_v1_ReadFileResponse__Output } from '../../cairn/v1/ReadFileResponse.js';
 import type { RestoreVersionRequest as _cairn_v1_RestoreVersionRequest, RestoreVersionRequest__Output as _cairn_v1_RestoreVersionRequest__Output } from '../../cairn/v1/RestoreVersionRequest.js';
 import type { RestoreVersionResponse as _cairn_v1_RestoreVersionResponse, RestoreVersionResponse__Output as _cairn_v1_RestoreVersionResponse__Output } from '../../cairn/v1/RestoreVersionResponse.js';
+import type { StartUploadRequest as _cairn_v1_StartUploadRequest, StartUploadRequest__Output as _cairn_v1_StartUploadRequest__Output } from '../../cairn/v1/StartUploadRequest.js';
+import type { StartUploadResponse as _cairn_v1_StartUploadResponse, StartUploadResponse__Output as _cairn_v1_StartUploadResponse__Output } from '../../cairn/v1/StartUploadResponse.js';
 import type { StatRequest as _cairn_v1_StatRequest, StatRequest__Output as _cairn_v1_StatRequest__Output } from '../../cairn/v1/StatRequest.js';
 import type { StatResponse as _cairn_v1_StatResponse, StatResponse__Output as _cairn_v1_StatResponse__Output } from '../../cairn/v1/StatResponse.js';
 import type { UploadChunksRequest as _cairn_v1_UploadChunksRequest, UploadChunksRequest__Output as _cairn_v1_UploadChunksRequest__Output } from '../../cairn/v1/UploadChunksRequest.js';
@@ -35,6 +43,8 @@ import type { UploadFileRequest as _cairn_v1_UploadFileRequest, UploadFileReques
 import type { UploadFileResponse as _cairn_v1_UploadFileResponse, UploadFileResponse__Output as _cairn_v1_UploadFileResponse__Output } from '../../cairn/v1/UploadFileResponse.js';
 import type { UsageRequest as _cairn_v1_UsageRequest, UsageRequest__Output as _cairn_v1_UsageRequest__Output } from '../../cairn/v1/UsageRequest.js';
 import type { UsageResponse as _cairn_v1_UsageResponse, UsageResponse__Output as _cairn_v1_UsageResponse__Output } from '../../cairn/v1/UsageResponse.js';
+import type { WriteUploadRequest as _cairn_v1_WriteUploadRequest, WriteUploadRequest__Output as _cairn_v1_WriteUploadRequest__Output } from '../../cairn/v1/WriteUploadRequest.js';
+import type { WriteUploadResponse as _cairn_v1_WriteUploadResponse, WriteUploadResponse__Output as _cairn_v1_WriteUploadResponse__Output } from '../../cairn/v1/WriteUploadResponse.js';
 
 /**
  * Files stores, reads and describes a tenant's files.
@@ -43,6 +53,23 @@ import type { UsageResponse as _cairn_v1_UsageResponse, UsageResponse__Output as
  * stable CAIRN_* code (see docs/errors.md) and whose domain is "cairn.dev".
  */
 export interface FilesClient extends grpc.Client {
+  /**
+   * AbortUpload ends a session without committing and releases what it pinned.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT.
+   */
+  AbortUpload(argument: _cairn_v1_AbortUploadRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AbortUploadResponse__Output>): grpc.ClientUnaryCall;
+  AbortUpload(argument: _cairn_v1_AbortUploadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_AbortUploadResponse__Output>): grpc.ClientUnaryCall;
+  AbortUpload(argument: _cairn_v1_AbortUploadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AbortUploadResponse__Output>): grpc.ClientUnaryCall;
+  AbortUpload(argument: _cairn_v1_AbortUploadRequest, callback: grpc.requestCallback<_cairn_v1_AbortUploadResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * AbortUpload ends a session without committing and releases what it pinned.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT.
+   */
+  abortUpload(argument: _cairn_v1_AbortUploadRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AbortUploadResponse__Output>): grpc.ClientUnaryCall;
+  abortUpload(argument: _cairn_v1_AbortUploadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_AbortUploadResponse__Output>): grpc.ClientUnaryCall;
+  abortUpload(argument: _cairn_v1_AbortUploadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_AbortUploadResponse__Output>): grpc.ClientUnaryCall;
+  abortUpload(argument: _cairn_v1_AbortUploadRequest, callback: grpc.requestCallback<_cairn_v1_AbortUploadResponse__Output>): grpc.ClientUnaryCall;
+  
   /**
    * CommitFile writes a new version of a path from chunks the tenant stores, in file order.
    * Errors: FAILED_PRECONDITION (CAIRN_FAILED_PRECONDITION naming the chunks the tenant lacks in
@@ -132,6 +159,27 @@ export interface FilesClient extends grpc.Client {
   findMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
   findMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
   findMissingChunks(argument: _cairn_v1_FindMissingChunksRequest, callback: grpc.requestCallback<_cairn_v1_FindMissingChunksResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * FinishUpload commits the session's bytes as a new version of its path and ends the session.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (CAIRN_SIZE_MISMATCH when the committed offset is not the
+   * announced or given size, with metadata.offset), ABORTED (CAIRN_CONFLICT on a stale
+   * base_version; the session stays open).
+   */
+  FinishUpload(argument: _cairn_v1_FinishUploadRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FinishUploadResponse__Output>): grpc.ClientUnaryCall;
+  FinishUpload(argument: _cairn_v1_FinishUploadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FinishUploadResponse__Output>): grpc.ClientUnaryCall;
+  FinishUpload(argument: _cairn_v1_FinishUploadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FinishUploadResponse__Output>): grpc.ClientUnaryCall;
+  FinishUpload(argument: _cairn_v1_FinishUploadRequest, callback: grpc.requestCallback<_cairn_v1_FinishUploadResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * FinishUpload commits the session's bytes as a new version of its path and ends the session.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (CAIRN_SIZE_MISMATCH when the committed offset is not the
+   * announced or given size, with metadata.offset), ABORTED (CAIRN_CONFLICT on a stale
+   * base_version; the session stays open).
+   */
+  finishUpload(argument: _cairn_v1_FinishUploadRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FinishUploadResponse__Output>): grpc.ClientUnaryCall;
+  finishUpload(argument: _cairn_v1_FinishUploadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FinishUploadResponse__Output>): grpc.ClientUnaryCall;
+  finishUpload(argument: _cairn_v1_FinishUploadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FinishUploadResponse__Output>): grpc.ClientUnaryCall;
+  finishUpload(argument: _cairn_v1_FinishUploadRequest, callback: grpc.requestCallback<_cairn_v1_FinishUploadResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * List pages through a folder's entries in name order ("/" is the root).
@@ -233,6 +281,25 @@ export interface FilesClient extends grpc.Client {
   move(argument: _cairn_v1_MoveRequest, callback: grpc.requestCallback<_cairn_v1_MoveResponse__Output>): grpc.ClientUnaryCall;
   
   /**
+   * QueryUpload returns the committed offset of a session.
+   * Errors: NOT_FOUND (CAIRN_NOT_FOUND: no such session for this tenant, or expired),
+   * INVALID_ARGUMENT (CAIRN_INVALID_ARGUMENT for a malformed upload_id).
+   */
+  QueryUpload(argument: _cairn_v1_QueryUploadRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_QueryUploadResponse__Output>): grpc.ClientUnaryCall;
+  QueryUpload(argument: _cairn_v1_QueryUploadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_QueryUploadResponse__Output>): grpc.ClientUnaryCall;
+  QueryUpload(argument: _cairn_v1_QueryUploadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_QueryUploadResponse__Output>): grpc.ClientUnaryCall;
+  QueryUpload(argument: _cairn_v1_QueryUploadRequest, callback: grpc.requestCallback<_cairn_v1_QueryUploadResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * QueryUpload returns the committed offset of a session.
+   * Errors: NOT_FOUND (CAIRN_NOT_FOUND: no such session for this tenant, or expired),
+   * INVALID_ARGUMENT (CAIRN_INVALID_ARGUMENT for a malformed upload_id).
+   */
+  queryUpload(argument: _cairn_v1_QueryUploadRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_QueryUploadResponse__Output>): grpc.ClientUnaryCall;
+  queryUpload(argument: _cairn_v1_QueryUploadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_QueryUploadResponse__Output>): grpc.ClientUnaryCall;
+  queryUpload(argument: _cairn_v1_QueryUploadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_QueryUploadResponse__Output>): grpc.ClientUnaryCall;
+  queryUpload(argument: _cairn_v1_QueryUploadRequest, callback: grpc.requestCallback<_cairn_v1_QueryUploadResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
    * ReadFile streams a file's bytes, optionally a range. The first message carries
    * the file's description; data follows in order.
    * Errors: NOT_FOUND (CAIRN_NOT_FOUND), INVALID_ARGUMENT (CAIRN_INVALID_PATH),
@@ -267,6 +334,43 @@ export interface FilesClient extends grpc.Client {
   restoreVersion(argument: _cairn_v1_RestoreVersionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
   restoreVersion(argument: _cairn_v1_RestoreVersionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
   restoreVersion(argument: _cairn_v1_RestoreVersionRequest, callback: grpc.requestCallback<_cairn_v1_RestoreVersionResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Resumable uploads with ByteStream semantics, for clients that send plain bytes and may be
+   * interrupted: StartUpload opens a session, WriteUpload streams bytes at the committed offset,
+   * QueryUpload says where to continue, FinishUpload commits, AbortUpload gives up. Sessions live
+   * in the metadata service, so any gateway can continue one; they expire 7 days after the last
+   * write. The gateway chunks the bytes (FastCDC) and the committed offset is always a chunk
+   * boundary: bytes past it that were received but not yet cut into a chunk must be sent again
+   * (at most one maximum-size chunk, 256 KiB by default).
+   * 
+   * StartUpload opens a session for a path.
+   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT), OUT_OF_RANGE
+   * (CAIRN_FILE_TOO_LARGE when size exceeds the file-size limit), ABORTED (CAIRN_CONFLICT when
+   * base_version is not current; it is checked again by FinishUpload).
+   */
+  StartUpload(argument: _cairn_v1_StartUploadRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_StartUploadResponse__Output>): grpc.ClientUnaryCall;
+  StartUpload(argument: _cairn_v1_StartUploadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_StartUploadResponse__Output>): grpc.ClientUnaryCall;
+  StartUpload(argument: _cairn_v1_StartUploadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_StartUploadResponse__Output>): grpc.ClientUnaryCall;
+  StartUpload(argument: _cairn_v1_StartUploadRequest, callback: grpc.requestCallback<_cairn_v1_StartUploadResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Resumable uploads with ByteStream semantics, for clients that send plain bytes and may be
+   * interrupted: StartUpload opens a session, WriteUpload streams bytes at the committed offset,
+   * QueryUpload says where to continue, FinishUpload commits, AbortUpload gives up. Sessions live
+   * in the metadata service, so any gateway can continue one; they expire 7 days after the last
+   * write. The gateway chunks the bytes (FastCDC) and the committed offset is always a chunk
+   * boundary: bytes past it that were received but not yet cut into a chunk must be sent again
+   * (at most one maximum-size chunk, 256 KiB by default).
+   * 
+   * StartUpload opens a session for a path.
+   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT), OUT_OF_RANGE
+   * (CAIRN_FILE_TOO_LARGE when size exceeds the file-size limit), ABORTED (CAIRN_CONFLICT when
+   * base_version is not current; it is checked again by FinishUpload).
+   */
+  startUpload(argument: _cairn_v1_StartUploadRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_StartUploadResponse__Output>): grpc.ClientUnaryCall;
+  startUpload(argument: _cairn_v1_StartUploadRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_StartUploadResponse__Output>): grpc.ClientUnaryCall;
+  startUpload(argument: _cairn_v1_StartUploadRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_StartUploadResponse__Output>): grpc.ClientUnaryCall;
+  startUpload(argument: _cairn_v1_StartUploadRequest, callback: grpc.requestCallback<_cairn_v1_StartUploadResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * Stat describes the current (or a given) version of a file.
@@ -371,6 +475,37 @@ export interface FilesClient extends grpc.Client {
   watchChanges(argument: _cairn_v1_FilesWatchChangesRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_FilesWatchChangesResponse__Output>;
   watchChanges(argument: _cairn_v1_FilesWatchChangesRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_FilesWatchChangesResponse__Output>;
   
+  /**
+   * WriteUpload streams bytes into a session. The first message names the session and the offset
+   * of its first byte, which must be the committed offset; data follows (each message ≤ 1 MiB).
+   * finish_write on a message says no bytes follow: the tail is stored as the last chunk. Without
+   * it, a stream that ends commits up to the last chunk boundary.
+   * Errors: OUT_OF_RANGE (CAIRN_OUT_OF_RANGE when write_offset is not the committed offset, with
+   * ErrorInfo metadata.committed_offset), NOT_FOUND, INVALID_ARGUMENT (CAIRN_INVALID_ARGUMENT,
+   * CAIRN_SIZE_MISMATCH past the announced size), OUT_OF_RANGE (CAIRN_FILE_TOO_LARGE),
+   * FAILED_PRECONDITION (CAIRN_FAILED_PRECONDITION when another stream wrote to the session
+   * meanwhile, with metadata.committed_offset).
+   */
+  WriteUpload(metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_WriteUploadResponse__Output>): grpc.ClientWritableStream<_cairn_v1_WriteUploadRequest>;
+  WriteUpload(metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_WriteUploadResponse__Output>): grpc.ClientWritableStream<_cairn_v1_WriteUploadRequest>;
+  WriteUpload(options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_WriteUploadResponse__Output>): grpc.ClientWritableStream<_cairn_v1_WriteUploadRequest>;
+  WriteUpload(callback: grpc.requestCallback<_cairn_v1_WriteUploadResponse__Output>): grpc.ClientWritableStream<_cairn_v1_WriteUploadRequest>;
+  /**
+   * WriteUpload streams bytes into a session. The first message names the session and the offset
+   * of its first byte, which must be the committed offset; data follows (each message ≤ 1 MiB).
+   * finish_write on a message says no bytes follow: the tail is stored as the last chunk. Without
+   * it, a stream that ends commits up to the last chunk boundary.
+   * Errors: OUT_OF_RANGE (CAIRN_OUT_OF_RANGE when write_offset is not the committed offset, with
+   * ErrorInfo metadata.committed_offset), NOT_FOUND, INVALID_ARGUMENT (CAIRN_INVALID_ARGUMENT,
+   * CAIRN_SIZE_MISMATCH past the announced size), OUT_OF_RANGE (CAIRN_FILE_TOO_LARGE),
+   * FAILED_PRECONDITION (CAIRN_FAILED_PRECONDITION when another stream wrote to the session
+   * meanwhile, with metadata.committed_offset).
+   */
+  writeUpload(metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_WriteUploadResponse__Output>): grpc.ClientWritableStream<_cairn_v1_WriteUploadRequest>;
+  writeUpload(metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_WriteUploadResponse__Output>): grpc.ClientWritableStream<_cairn_v1_WriteUploadRequest>;
+  writeUpload(options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_WriteUploadResponse__Output>): grpc.ClientWritableStream<_cairn_v1_WriteUploadRequest>;
+  writeUpload(callback: grpc.requestCallback<_cairn_v1_WriteUploadResponse__Output>): grpc.ClientWritableStream<_cairn_v1_WriteUploadRequest>;
+  
 }
 
 /**
@@ -380,6 +515,12 @@ export interface FilesClient extends grpc.Client {
  * stable CAIRN_* code (see docs/errors.md) and whose domain is "cairn.dev".
  */
 export interface FilesHandlers extends grpc.UntypedServiceImplementation {
+  /**
+   * AbortUpload ends a session without committing and releases what it pinned.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT.
+   */
+  AbortUpload: grpc.handleUnaryCall<_cairn_v1_AbortUploadRequest__Output, _cairn_v1_AbortUploadResponse>;
+  
   /**
    * CommitFile writes a new version of a path from chunks the tenant stores, in file order.
    * Errors: FAILED_PRECONDITION (CAIRN_FAILED_PRECONDITION naming the chunks the tenant lacks in
@@ -414,6 +555,14 @@ export interface FilesHandlers extends grpc.UntypedServiceImplementation {
    * for a hash that is not 32 bytes).
    */
   FindMissingChunks: grpc.handleUnaryCall<_cairn_v1_FindMissingChunksRequest__Output, _cairn_v1_FindMissingChunksResponse>;
+  
+  /**
+   * FinishUpload commits the session's bytes as a new version of its path and ends the session.
+   * Errors: NOT_FOUND, INVALID_ARGUMENT (CAIRN_SIZE_MISMATCH when the committed offset is not the
+   * announced or given size, with metadata.offset), ABORTED (CAIRN_CONFLICT on a stale
+   * base_version; the session stays open).
+   */
+  FinishUpload: grpc.handleUnaryCall<_cairn_v1_FinishUploadRequest__Output, _cairn_v1_FinishUploadResponse>;
   
   /**
    * List pages through a folder's entries in name order ("/" is the root).
@@ -453,6 +602,13 @@ export interface FilesHandlers extends grpc.UntypedServiceImplementation {
   Move: grpc.handleUnaryCall<_cairn_v1_MoveRequest__Output, _cairn_v1_MoveResponse>;
   
   /**
+   * QueryUpload returns the committed offset of a session.
+   * Errors: NOT_FOUND (CAIRN_NOT_FOUND: no such session for this tenant, or expired),
+   * INVALID_ARGUMENT (CAIRN_INVALID_ARGUMENT for a malformed upload_id).
+   */
+  QueryUpload: grpc.handleUnaryCall<_cairn_v1_QueryUploadRequest__Output, _cairn_v1_QueryUploadResponse>;
+  
+  /**
    * ReadFile streams a file's bytes, optionally a range. The first message carries
    * the file's description; data follows in order.
    * Errors: NOT_FOUND (CAIRN_NOT_FOUND), INVALID_ARGUMENT (CAIRN_INVALID_PATH),
@@ -466,6 +622,22 @@ export interface FilesHandlers extends grpc.UntypedServiceImplementation {
    * Errors: NOT_FOUND (no such path or version), INVALID_ARGUMENT (CAIRN_INVALID_PATH).
    */
   RestoreVersion: grpc.handleUnaryCall<_cairn_v1_RestoreVersionRequest__Output, _cairn_v1_RestoreVersionResponse>;
+  
+  /**
+   * Resumable uploads with ByteStream semantics, for clients that send plain bytes and may be
+   * interrupted: StartUpload opens a session, WriteUpload streams bytes at the committed offset,
+   * QueryUpload says where to continue, FinishUpload commits, AbortUpload gives up. Sessions live
+   * in the metadata service, so any gateway can continue one; they expire 7 days after the last
+   * write. The gateway chunks the bytes (FastCDC) and the committed offset is always a chunk
+   * boundary: bytes past it that were received but not yet cut into a chunk must be sent again
+   * (at most one maximum-size chunk, 256 KiB by default).
+   * 
+   * StartUpload opens a session for a path.
+   * Errors: INVALID_ARGUMENT (CAIRN_INVALID_PATH, CAIRN_INVALID_ARGUMENT), OUT_OF_RANGE
+   * (CAIRN_FILE_TOO_LARGE when size exceeds the file-size limit), ABORTED (CAIRN_CONFLICT when
+   * base_version is not current; it is checked again by FinishUpload).
+   */
+  StartUpload: grpc.handleUnaryCall<_cairn_v1_StartUploadRequest__Output, _cairn_v1_StartUploadResponse>;
   
   /**
    * Stat describes the current (or a given) version of a file.
@@ -508,23 +680,41 @@ export interface FilesHandlers extends grpc.UntypedServiceImplementation {
    */
   WatchChanges: grpc.handleServerStreamingCall<_cairn_v1_FilesWatchChangesRequest__Output, _cairn_v1_FilesWatchChangesResponse>;
   
+  /**
+   * WriteUpload streams bytes into a session. The first message names the session and the offset
+   * of its first byte, which must be the committed offset; data follows (each message ≤ 1 MiB).
+   * finish_write on a message says no bytes follow: the tail is stored as the last chunk. Without
+   * it, a stream that ends commits up to the last chunk boundary.
+   * Errors: OUT_OF_RANGE (CAIRN_OUT_OF_RANGE when write_offset is not the committed offset, with
+   * ErrorInfo metadata.committed_offset), NOT_FOUND, INVALID_ARGUMENT (CAIRN_INVALID_ARGUMENT,
+   * CAIRN_SIZE_MISMATCH past the announced size), OUT_OF_RANGE (CAIRN_FILE_TOO_LARGE),
+   * FAILED_PRECONDITION (CAIRN_FAILED_PRECONDITION when another stream wrote to the session
+   * meanwhile, with metadata.committed_offset).
+   */
+  WriteUpload: grpc.handleClientStreamingCall<_cairn_v1_WriteUploadRequest__Output, _cairn_v1_WriteUploadResponse>;
+  
 }
 
 export interface FilesDefinition extends grpc.ServiceDefinition {
+  AbortUpload: MethodDefinition<_cairn_v1_AbortUploadRequest, _cairn_v1_AbortUploadResponse, _cairn_v1_AbortUploadRequest__Output, _cairn_v1_AbortUploadResponse__Output>
   CommitFile: MethodDefinition<_cairn_v1_FilesCommitFileRequest, _cairn_v1_FilesCommitFileResponse, _cairn_v1_FilesCommitFileRequest__Output, _cairn_v1_FilesCommitFileResponse__Output>
   Copy: MethodDefinition<_cairn_v1_CopyRequest, _cairn_v1_CopyResponse, _cairn_v1_CopyRequest__Output, _cairn_v1_CopyResponse__Output>
   Delete: MethodDefinition<_cairn_v1_DeleteRequest, _cairn_v1_DeleteResponse, _cairn_v1_DeleteRequest__Output, _cairn_v1_DeleteResponse__Output>
   FindMissingChunks: MethodDefinition<_cairn_v1_FindMissingChunksRequest, _cairn_v1_FindMissingChunksResponse, _cairn_v1_FindMissingChunksRequest__Output, _cairn_v1_FindMissingChunksResponse__Output>
+  FinishUpload: MethodDefinition<_cairn_v1_FinishUploadRequest, _cairn_v1_FinishUploadResponse, _cairn_v1_FinishUploadRequest__Output, _cairn_v1_FinishUploadResponse__Output>
   List: MethodDefinition<_cairn_v1_ListRequest, _cairn_v1_ListResponse, _cairn_v1_ListRequest__Output, _cairn_v1_ListResponse__Output>
   ListChanges: MethodDefinition<_cairn_v1_FilesListChangesRequest, _cairn_v1_FilesListChangesResponse, _cairn_v1_FilesListChangesRequest__Output, _cairn_v1_FilesListChangesResponse__Output>
   ListVersions: MethodDefinition<_cairn_v1_FilesListVersionsRequest, _cairn_v1_FilesListVersionsResponse, _cairn_v1_FilesListVersionsRequest__Output, _cairn_v1_FilesListVersionsResponse__Output>
   Mkdir: MethodDefinition<_cairn_v1_MkdirRequest, _cairn_v1_MkdirResponse, _cairn_v1_MkdirRequest__Output, _cairn_v1_MkdirResponse__Output>
   Move: MethodDefinition<_cairn_v1_MoveRequest, _cairn_v1_MoveResponse, _cairn_v1_MoveRequest__Output, _cairn_v1_MoveResponse__Output>
+  QueryUpload: MethodDefinition<_cairn_v1_QueryUploadRequest, _cairn_v1_QueryUploadResponse, _cairn_v1_QueryUploadRequest__Output, _cairn_v1_QueryUploadResponse__Output>
   ReadFile: MethodDefinition<_cairn_v1_ReadFileRequest, _cairn_v1_ReadFileResponse, _cairn_v1_ReadFileRequest__Output, _cairn_v1_ReadFileResponse__Output>
   RestoreVersion: MethodDefinition<_cairn_v1_RestoreVersionRequest, _cairn_v1_RestoreVersionResponse, _cairn_v1_RestoreVersionRequest__Output, _cairn_v1_RestoreVersionResponse__Output>
+  StartUpload: MethodDefinition<_cairn_v1_StartUploadRequest, _cairn_v1_StartUploadResponse, _cairn_v1_StartUploadRequest__Output, _cairn_v1_StartUploadResponse__Output>
   Stat: MethodDefinition<_cairn_v1_StatRequest, _cairn_v1_StatResponse, _cairn_v1_StatRequest__Output, _cairn_v1_StatResponse__Output>
   UploadChunks: MethodDefinition<_cairn_v1_UploadChunksRequest, _cairn_v1_UploadChunksResponse, _cairn_v1_UploadChunksRequest__Output, _cairn_v1_UploadChunksResponse__Output>
   UploadFile: MethodDefinition<_cairn_v1_UploadFileRequest, _cairn_v1_UploadFileResponse, _cairn_v1_UploadFileRequest__Output, _cairn_v1_UploadFileResponse__Output>
   Usage: MethodDefinition<_cairn_v1_UsageRequest, _cairn_v1_UsageResponse, _cairn_v1_UsageRequest__Output, _cairn_v1_UsageResponse__Output>
   WatchChanges: MethodDefinition<_cairn_v1_FilesWatchChangesRequest, _cairn_v1_FilesWatchChangesResponse, _cairn_v1_FilesWatchChangesRequest__Output, _cairn_v1_FilesWatchChangesResponse__Output>
+  WriteUpload: MethodDefinition<_cairn_v1_WriteUploadRequest, _cairn_v1_WriteUploadResponse, _cairn_v1_WriteUploadRequest__Output, _cairn_v1_WriteUploadResponse__Output>
 }

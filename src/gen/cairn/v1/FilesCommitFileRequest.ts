@@ -2,6 +2,7 @@
 // Original file: proto/cairn/v1/files.proto
 
 import type { CommitChunk as _cairn_v1_CommitChunk, CommitChunk__Output as _cairn_v1_CommitChunk__Output } from '../../cairn/v1/CommitChunk.js';
+import type { ChunkListDiff as _cairn_v1_ChunkListDiff, ChunkListDiff__Output as _cairn_v1_ChunkListDiff__Output } from '../../cairn/v1/ChunkListDiff.js';
 import type { Long } from '@grpc/proto-loader';
 
 /**
@@ -28,6 +29,12 @@ export interface FilesCommitFileRequest {
    * Upload ids whose pins end with this commit (their other chunks become garbage if unused).
    */
   'upload_ids'?: (string)[];
+  /**
+   * Diff form, instead of `chunks`: the new chunk list is base_version's chunk list with these
+   * splices applied, so an edit of a large file sends a few hashes rather than all of them.
+   * Needs base_version ≥ 1 and an empty `chunks`; otherwise CAIRN_INVALID_ARGUMENT.
+   */
+  'diff'?: (_cairn_v1_ChunkListDiff | null);
   '_base_version'?: "base_version";
 }
 
@@ -55,5 +62,11 @@ export interface FilesCommitFileRequest__Output {
    * Upload ids whose pins end with this commit (their other chunks become garbage if unused).
    */
   'upload_ids': (string)[];
+  /**
+   * Diff form, instead of `chunks`: the new chunk list is base_version's chunk list with these
+   * splices applied, so an edit of a large file sends a few hashes rather than all of them.
+   * Needs base_version ≥ 1 and an empty `chunks`; otherwise CAIRN_INVALID_ARGUMENT.
+   */
+  'diff': (_cairn_v1_ChunkListDiff__Output | null);
   '_base_version'?: "base_version";
 }
