@@ -414,7 +414,7 @@ export function sharingHandlers(options: SharingServiceOptions): SharingHandlers
         const v = await metadata.getFile({ tenant: p.tenant, path, version, max_chunks: 1 }, ctx.requestId);
         if (v.deleted) throw new CairnError('CAIRN_NOT_FOUND', `${path} is deleted`);
       }
-      const expires = Math.floor(Date.now() / 1000) + ttl;
+      const expires = Math.ceil(Date.now() / 1000) + ttl;
       const claims: PresignClaims = { method, tenant: p.tenant, path, version, expires, user: actingOf(ctx)?.grantee ?? '' };
       const pathAndQuery = signedPathAndQuery(options.presignKey, claims);
       ctx.log.info({ path, method, expires }, 'URL presigned');
