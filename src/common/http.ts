@@ -69,7 +69,15 @@ export async function startHttpServer(host: string, port: number, options: HttpS
 }
 
 async function handle(req: IncomingMessage, res: ServerResponse, options: HttpServerOptions): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://localhost');
+  // Only origin-form targets ("/path?query") are served; anything else ("//x", "*", absolute
+  // URLs) is a client error, decided here once so routes can parse req.url without failing.
+  const target = req.url ?? '/';
+  if (!target.startsWith('/') || target.startsWith('//') || !URL.canParse(target, 'http://localhost')) {
+    res.writeHead(400, { 'content-type': 'text/plain' });
+    res.end('bad request target\n');
+    return;
+  }
+  const url = new URL(target, 'http://localhost');
   if (req.method === 'GET' || req.method === 'HEAD') {
     if (url.pathname === '/metrics') {
       const body = await options.registry.metrics();
