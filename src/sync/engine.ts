@@ -18,7 +18,7 @@ export type SyncEvent =
   | { type: 'start'; localRoot: string; remoteRoot: string; resumed: boolean }
   | { type: 'relist'; reason: 'first-sync' | 'cursor-expired' | 'folder'; path: string }
   | { type: 'upload-start'; path: string; size: number }
-  | { type: 'upload'; path: string; version: number; size: number; bytesSent: number; chunks: number; newChunks: number }
+  | { type: 'upload'; path: string; version: number; size: number; bytesSent: number; chunksSent: number; wireBytes: number; chunks: number; newChunks: number }
   | { type: 'download-start'; path: string; size: number; notifiedMs: number; committedMs: number }
   | { type: 'download'; path: string; version: number; size: number }
   | { type: 'delete'; side: 'local' | 'remote'; path: string; folder: boolean }
@@ -731,7 +731,7 @@ export class SyncEngine {
     this.#emit({ type: 'upload-start', path: key, size: local.size });
     let result;
     try {
-      result = await uploadFile(this.#o.client, this.#abs(key), this.#remote(key), { baseVersion, mtimeMs: local.mtimeMs, ...(signal !== undefined ? { signal } : {}), onProgress: (d) => (this.#transferred += d) });
+      result = await uploadFile(this.#o.client, this.#abs(key), this.#remote(key), { baseVersion, mtimeMs: local.mtimeMs, cacheDir: join(this.#o.stateDir, 'chunk-cache'), ...(signal !== undefined ? { signal } : {}), onProgress: (d) => (this.#transferred += d) });
     } catch (err) {
       if (isCairnError(err, 'CAIRN_CONFLICT')) return this.#uploadConflict(key, local, h, baseVersion, signal);
       if (isCairnError(err, 'CAIRN_FILE_TOO_LARGE')) {
@@ -746,7 +746,7 @@ export class SyncEngine {
     this.stats.uploaded++;
     this.stats.uploadedBytes += local.size;
     this.stats.bytesSent += result.bytesSent;
-    this.#emit({ type: 'upload', path: key, version: result.info.version, size: local.size, bytesSent: result.bytesSent, chunks: h.chunks.length / 32, newChunks: newChunkCount(previous, h.chunks) });
+    this.#emit({ type: 'upload', path: key, version: result.info.version, size: local.size, bytesSent: result.bytesSent, chunksSent: result.chunksSent, wireBytes: result.wireBytes, chunks: h.chunks.length / 32, newChunks: newChunkCount(previous, h.chunks) });
     return undefined;
   }
 

@@ -11,23 +11,31 @@ import { CairnError, type CairnClient, type FileInfo } from '../client/index.js'
 
 export interface UploadResult {
   readonly info: FileInfo;
-  /** Bytes of file data sent to the gateway. */
+  /** Chunk bytes sent to the gateway (chunks the tenant already had are not sent). */
   readonly bytesSent: number;
+  readonly chunksSent: number;
+  /** Request and response bytes on the wire. */
+  readonly wireBytes: number;
 }
 
-/** Uploads `localPath` to `remotePath`, committing only on top of `baseVersion`. */
-export async function uploadFile(client: CairnClient, localPath: string, remotePath: string, options: { baseVersion: number; mtimeMs: number; signal?: AbortSignal; onProgress?: (done: number) => void }): Promise<UploadResult> {
-  let sent = 0;
-  const info = await client.put(localPath, remotePath, {
+/**
+ * Uploads `localPath` to `remotePath` through the SDK's delta path (local chunking, only missing
+ * chunks sent, a chunk-list diff committed), committing only on top of `baseVersion`.
+ */
+export async function uploadFile(client: CairnClient, localPath: string, remotePath: string, options: { baseVersion: number; mtimeMs: number; cacheDir: string; signal?: AbortSignal; onProgress?: (delta: number) => void }): Promise<UploadResult> {
+  let done = 0;
+  const res = await client.upload(localPath, remotePath, {
     baseVersion: options.baseVersion,
     mtimeMs: options.mtimeMs,
+    cacheDir: options.cacheDir,
+    streams: 4,
     ...(options.signal !== undefined ? { signal: options.signal } : {}),
-    onProgress: (done) => {
-      options.onProgress?.(done - sent);
-      sent = done;
+    onProgress: (n) => {
+      options.onProgress?.(n - done);
+      done = n;
     },
   });
-  return { info, bytesSent: sent };
+  return { info: res.info, bytesSent: res.bytesSent, chunksSent: res.chunksSent, wireBytes: res.wireBytes };
 }
 
 export interface Downloaded {

@@ -33,7 +33,7 @@ export function startSync(t: Scope, server: Pick<ServerProcess, 'grpc' | 'token'
   const waiters: Array<() => void> = [];
   let stdout = '';
   let stderr = '';
-  proc.stdout!.on('data', (d: Buffer) => {
+  proc.stdout.on('data', (d: Buffer) => {
     stdout += d.toString();
     let nl;
     while ((nl = stdout.indexOf('\n')) >= 0) {
@@ -44,7 +44,7 @@ export function startSync(t: Scope, server: Pick<ServerProcess, 'grpc' | 'token'
     }
     for (const w of [...waiters]) w();
   });
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   t.teardown(() => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
