@@ -29,6 +29,30 @@ function parseNonNegativeInt(name: string) {
   };
 }
 
+type ByteRange = { start: number; end?: number } | { suffix: number };
+
+/** HTTP-style byte ranges: "<start>-<end>" (inclusive), "<start>-", "-<suffix length>". */
+function parseRange(value: string): ByteRange {
+  const m = /^(\d*)-(\d*)$/.exec(value);
+  const bad = (): CairnError => new CairnError('CAIRN_INVALID_ARGUMENT', `--range must be <start>-<end>, <start>- or -<suffix>, got "${value}"`);
+  if (m === null || (m[1] === '' && m[2] === '')) throw bad();
+  const num = (s: string): number => {
+    const n = Number(s);
+    if (!Number.isSafeInteger(n)) throw bad();
+    return n;
+  };
+  if (m[1] === '') {
+    const suffix = num(m[2]!);
+    if (suffix === 0) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--range suffix length must be at least 1');
+    return { suffix };
+  }
+  const start = num(m[1]!);
+  if (m[2] === '') return { start };
+  const end = num(m[2]!);
+  if (end < start) throw new CairnError('CAIRN_INVALID_ARGUMENT', `--range end ${end} is before start ${start}`);
+  return { start, end };
+}
+
 function client(program: Command): CairnClient {
   const g = program.opts<GlobalOptions>();
   return new CairnClient(resolveClientSettings({ endpoint: g.endpoint, token: g.token, tlsCa: g.tlsCa, tlsCert: g.tlsCert, tlsKey: g.tlsKey }));
@@ -41,7 +65,7 @@ function printInfo(program: Command, info: FileInfo, verb: string): void {
 }
 
 const SERVER_FLAGS: Array<[flag: string, key: string, help: string]> = [
-  ['--role <role>', 'role', `component to run: ${['embedded', 'gateway', 'metadata', 'blocknode'].join(', ')}`],
+  ['--role <role>', 'role', `component to run: ${['embedded', 'gateway', 'metadata', 'blocknode', 'media'].join(', ')}`],
   ['--data-dir <dir>', 'dataDir', 'data directory (default ./data)'],
   ['--host <addr>', 'host', 'listen address (default 127.0.0.1)'],
   ['--grpc-port <port>', 'grpcPort', 'gRPC port (default 7400)'],
@@ -147,17 +171,27 @@ export function buildProgram(): Command {
 
   program
     .command('put')
-    .description('upload a local file')
+    .description('upload a local file: only chunks the server lacks are sent, an edit sends a diff, and an interrupted put resumes on the next run')
     .argument('<local>', 'local file')
     .argument('<remote>', 'remote path, e.g. /docs/report.pdf')
     .option('--base-version <n>', 'fail with a conflict unless the remote file is at this version (0: must not exist)', parseNonNegativeInt('--base-version'))
-    .action(async (local: string, remote: string, opts: { baseVersion?: number }) => {
+    .option('--streams <n>', 'parallel upload streams (default 16)', parseNonNegativeInt('--streams'))
+    .option('--cache-dir <dir>', 'chunk cache (default $XDG_CACHE_HOME/cairn or ~/.cache/cairn)')
+    .action(async (local: string, remote: string, opts: { baseVersion?: number; streams?: number; cacheDir?: string }) => {
+      if (opts.streams !== undefined && (opts.streams < 1 || opts.streams > 256)) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--streams must be 1..256');
       const c = client(program);
       const progress = createProgress(`put ${remote}`, program.opts<GlobalOptions>().quiet !== true);
       try {
-        const info = await c.put(local, remote, { onProgress: progress.update, ...(opts.baseVersion !== undefined ? { baseVersion: opts.baseVersion } : {}) });
+        const res = await c.upload(local, remote, {
+          onProgress: progress.update,
+          ...(opts.baseVersion !== undefined ? { baseVersion: opts.baseVersion } : {}),
+          ...(opts.streams !== undefined ? { streams: opts.streams } : {}),
+          ...(opts.cacheDir !== undefined ? { cacheDir: resolve(opts.cacheDir) } : {}),
+        });
         progress.stop();
-        printInfo(program, info, 'stored');
+        const g = program.opts<GlobalOptions>();
+        if (g.json === true) process.stdout.write(JSON.stringify({ ...res.info, chunks: res.chunks, chunksSent: res.chunksSent, bytesSent: res.bytesSent, wireBytes: res.wireBytes }) + '\n');
+        else if (g.quiet !== true) process.stdout.write(`stored ${res.info.path} version ${res.info.version} (${res.info.size} bytes, ${res.chunks} chunks; sent ${res.chunksSent} chunks, ${res.bytesSent} bytes)\n`);
       } finally {
         progress.stop();
         c.close();
@@ -172,12 +206,25 @@ export function buildProgram(): Command {
     .option('--version <n>', 'version to read (default current)', parseNonNegativeInt('--version'))
     .option('--offset <n>', 'first byte', parseNonNegativeInt('--offset'))
     .option('--limit <n>', 'number of bytes', parseNonNegativeInt('--limit'))
-    .action(async (remote: string, local: string, opts: { version?: number; offset?: number; limit?: number }) => {
+    .option('--range <range>', 'bytes to read, inclusive as in HTTP: <start>-<end>, <start>- or -<suffix length>', parseRange)
+    .action(async (remote: string, local: string, opts: { version?: number; offset?: number; limit?: number; range?: ByteRange }) => {
+      if (opts.range !== undefined && (opts.offset !== undefined || opts.limit !== undefined)) throw new CairnError('CAIRN_INVALID_ARGUMENT', '--range cannot be combined with --offset or --limit');
       const c = client(program);
       const toStdout = local === '-';
       const progress = createProgress(`get ${remote}`, !toStdout && program.opts<GlobalOptions>().quiet !== true);
       try {
-        const info = await c.get(remote, toStdout ? '-' : resolve(local), { onProgress: progress.update, ...opts });
+        let { offset, limit } = opts;
+        const r = opts.range;
+        if (r !== undefined && 'suffix' in r) {
+          const size = (await c.stat(remote, opts.version ?? 0)).size;
+          offset = Math.max(0, size - r.suffix);
+          limit = size - offset;
+          if (limit === 0) throw new CairnError('CAIRN_OUT_OF_RANGE', `${remote} is empty: no suffix to read`);
+        } else if (r !== undefined) {
+          offset = r.start;
+          if (r.end !== undefined) limit = r.end - r.start + 1;
+        }
+        const info = await c.get(remote, toStdout ? '-' : resolve(local), { onProgress: progress.update, ...(opts.version !== undefined ? { version: opts.version } : {}), ...(offset !== undefined ? { offset } : {}), ...(limit !== undefined ? { limit } : {}) });
         progress.stop();
         if (!toStdout) printInfo(program, info, 'fetched');
       } finally {

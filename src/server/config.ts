@@ -3,8 +3,9 @@
 import { z } from 'zod';
 import { loadConfig, zBool, zInt, type LoadOptions } from '../common/config.js';
 import { LOG_LEVELS } from '../common/log.js';
+import type { MediaOptionsInput } from '../media/index.js';
 
-export const ROLES = ['embedded', 'gateway', 'metadata', 'blocknode'] as const;
+export const ROLES = ['embedded', 'gateway', 'metadata', 'blocknode', 'media'] as const;
 export type ServerRole = (typeof ROLES)[number];
 
 const GiB = 1024 ** 3;
@@ -42,10 +43,42 @@ export const serverConfigSchema = z.object({
   heartbeatIntervalMs: zInt(100, 3_600_000).default(5_000).describe('How often a block node reports to the metadata service'),
   replicationFactor: zInt(1, 16).default(3).describe('Copies of every block in a new cluster (role metadata)'),
   failoverDelayMs: zInt(1_000, 86_400_000).default(300_000).describe('How long a block node may stay silent before the metadata service marks it down (role metadata)'),
+  mediaThreads: zInt(0, 256).default(0).describe('sharp pool threads (0 = from the cgroup CPU limit so that threads × sharp.concurrency() ≤ CPUs)'),
+  mediaQueue: zInt(1, 100_000).default(64).describe('Media tasks that may wait for a pool thread before new work is refused'),
+  mediaTaskDeadlineMs: zInt(1, 3_600_000).default(60_000).describe('A media task still waiting for a pool thread after this long is aborted'),
+  mediaFormat: z.enum(['webp', 'avif', 'jpeg']).default('webp').describe('Thumbnail format: webp, avif or jpeg'),
+  mediaQuality: zInt(1, 100).default(80).describe('Thumbnail encoder quality (1-100)'),
+  mediaMaxInputPixels: zInt(1, 2 ** 40).default(100_000_000).describe('Images declaring more pixels (width × height) are refused before decoding'),
+  mediaMaxBytes: zInt(1, Number.MAX_SAFE_INTEGER).default(256 * 1024 * 1024).describe('Largest file media workers process, in bytes'),
+  mediaMaxFrames: zInt(1, 1_000_000).default(1_000).describe('Animations declaring more frames are refused (only the first frame is decoded)'),
+  mediaSvg: z.enum(['rasterise', 'refuse']).default('rasterise').describe('SVG: rasterise with every external and local reference removed, or refuse'),
+  mediaOnDemand: z.enum(['generate', 'unavailable']).default('generate').describe('A thumbnail asked for before its job ran: generate it now (single-flight) or answer 503 with Retry-After'),
+  mediaVideoTimeoutMs: zInt(100, 3_600_000).default(60_000).describe('Wall-clock cap of each ffprobe/ffmpeg run'),
+  mediaJobConcurrency: zInt(0, 1_000).default(4).describe('Media jobs one process works on at once (0 = run no jobs; roles embedded and media)'),
+  mediaLeaseMs: zInt(1_000, 86_400_000).default(120_000).describe('Lease of a media job: a worker that dies mid-job loses it after this long'),
 });
 
 export type ServerConfig = z.infer<typeof serverConfigSchema>;
 
 export function loadServerConfig(options: LoadOptions): Readonly<ServerConfig> {
   return loadConfig(serverConfigSchema, options);
+}
+
+/** The media options of a server config (src/media's own names). */
+export function mediaOptionsOf(config: Readonly<ServerConfig>): MediaOptionsInput {
+  return {
+    threads: config.mediaThreads,
+    maxQueue: config.mediaQueue,
+    taskDeadlineMs: config.mediaTaskDeadlineMs,
+    format: config.mediaFormat,
+    quality: config.mediaQuality,
+    maxInputPixels: config.mediaMaxInputPixels,
+    maxBytes: config.mediaMaxBytes,
+    maxFrames: config.mediaMaxFrames,
+    svg: config.mediaSvg,
+    onDemand: config.mediaOnDemand,
+    videoTimeoutMs: config.mediaVideoTimeoutMs,
+    jobConcurrency: config.mediaJobConcurrency,
+    leaseMs: config.mediaLeaseMs,
+  };
 }

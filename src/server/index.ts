@@ -15,7 +15,8 @@ import { statfs } from 'node:fs/promises';
 import { FileMapSource, Membership, MetadataMapSource, ReplicatedBlockClient, StaticMapSource, createBlockNode, nodeIdentity, singleNodeMap, type BlockNodeOptions, type MapSource } from '../blocknode/index.js';
 import { TenantKeys, createGateway, loadMasterKey, type GatewayExtension } from '../gateway/index.js';
 import { AdminClient, MetadataClient, createMetadataService } from '../metadata/index.js';
-import type { ServerConfig } from './config.js';
+import { createMedia, type Media } from '../media/index.js';
+import { mediaOptionsOf, type ServerConfig } from './config.js';
 
 export { loadServerConfig, serverConfigSchema, type ServerConfig } from './config.js';
 
@@ -50,7 +51,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
   const metrics = createMetrics();
   const stops: Array<(timeoutMs: number) => Promise<void>> = [];
   let ready = false;
-  let grpcPort: number;
+  let grpcPort: number | undefined;
   let routes: RouteHandler | undefined;
 
   const stopAll = async (): Promise<void> => {
@@ -69,7 +70,12 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl });
       stops.push((t) => metadataSvc.stop(t));
       const insecure = grpcJs.credentials.createInsecure();
-      const gateway = await startGateway(config, common, publicCredentials, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops, []);
+      const data = await connectData(config, common, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops);
+      // Media runs in this process too: its pool serves the gateway's on-demand thumbnails and
+      // the job runner leases the media jobs commits enqueue.
+      const media = startMedia(config, common, data, stops);
+      const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension]);
+      media.startJobs(data.admin);
       grpcPort = gateway.port;
       routes = gateway.http;
     } else if (config.role === 'blocknode') {
@@ -110,9 +116,20 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, cluster: { replicationFactor: config.replicationFactor, failoverDelayMs: config.failoverDelayMs } });
       stops.push((t) => metadataSvc.stop(t));
       grpcPort = metadataSvc.port;
+    } else if (config.role === 'media') {
+      // A media worker: no public gRPC port, only jobs (and /metrics, /healthz on HTTP). Its own
+      // process in a cluster, so a native crash in a decoder never takes a gateway down.
+      if (config.metadataAddr === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role media needs --metadata-addr');
+      const data = await connectData(config, common, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops);
+      const media = startMedia(config, common, data, stops);
+      media.startJobs(data.admin);
+      grpcPort = undefined;
     } else {
       if (config.metadataAddr === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role gateway needs --metadata-addr');
-      const gateway = await startGateway(config, common, publicCredentials, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops, []);
+      const data = await connectData(config, common, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops);
+      // Gateways serve thumbnails (and generate missing ones on demand); jobs run on media workers.
+      const media = startMedia(config, common, data, stops);
+      const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension]);
       grpcPort = gateway.port;
       routes = gateway.http;
     }
@@ -120,7 +137,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
     const http = await startHttpServer(config.host, config.httpPort, { registry: metrics.registry, log, ready: () => ready, tls, allowPlaintext: config.allowPlaintext, ...(routes !== undefined ? { routes } : {}) });
     stops.unshift(() => http.close());
 
-    const grpcEndpoint = hostPort(dialHost(config.host), grpcPort);
+    const grpcEndpoint = grpcPort === undefined ? 'none' : hostPort(dialHost(config.host), grpcPort);
     const scheme = tls.cert !== undefined ? 'https' : 'http';
     const httpEndpoint = `${scheme}://${hostPort(dialHost(config.host), http.port)}`;
     let clientConfigPath: string | undefined;
@@ -183,49 +200,75 @@ async function clusterOptions(
   };
 }
 
-async function startGateway(
+/** What gateways and media workers need to reach file data: metadata, block nodes, tenant keys. */
+interface DataAccess {
+  readonly metadata: MetadataClient;
+  readonly blocks: ReplicatedBlockClient;
+  readonly keys: TenantKeys;
+  /** Admin API: tenant keys, the map, and media jobs. */
+  readonly admin: AdminClient;
+}
+
+async function connectData(
   config: Readonly<ServerConfig>,
-  common: { authSecret: Uint8Array; log: Logger; metrics: ReturnType<typeof createMetrics> },
-  credentials: grpc.ServerCredentials,
+  { log, metrics }: { log: Logger; metrics: ReturnType<typeof createMetrics> },
   metadataAddr: string,
   blocknodeAddr: string | undefined,
   internalCredentials: grpc.ChannelCredentials,
   tokens: ServiceTokenSource,
   stops: Array<(timeoutMs: number) => Promise<void>>,
-  extensions: readonly GatewayExtension[],
-): Promise<{ port: number; http: RouteHandler }> {
+): Promise<DataAccess> {
   const token = (): Promise<string> => tokens.token();
   const metadata = new MetadataClient({ address: metadataAddr, credentials: internalCredentials, token });
+  const admin = new AdminClient({ address: metadataAddr, credentials: internalCredentials, token });
   // The block nodes: a static map file, one named node, or the map the metadata service keeps.
-  let admin: AdminClient | undefined;
   let map: MapSource;
   if (config.clusterMap !== undefined) {
-    map = new FileMapSource({ path: resolve(config.clusterMap), onError: (err) => common.log.error({ err }, 'cannot load the cluster map; keeping the previous one') });
+    map = new FileMapSource({ path: resolve(config.clusterMap), onError: (err) => log.error({ err }, 'cannot load the cluster map; keeping the previous one') });
   } else if (blocknodeAddr !== undefined) {
     map = new StaticMapSource(singleNodeMap('blocknode', blocknodeAddr));
   } else {
-    admin = new AdminClient({ address: metadataAddr, credentials: internalCredentials, token });
-    map = await MetadataMapSource.open({ feed: admin, log: common.log });
+    map = await MetadataMapSource.open({ feed: admin, log });
   }
   // Tenant data keys live (wrapped) in the metadata service's Admin API.
-  const keyAdmin = admin ?? new AdminClient({ address: metadataAddr, credentials: internalCredentials, token });
-  const keys = new TenantKeys(loadMasterKey(resolve(config.masterKeyFile ?? join(resolve(config.dataDir), 'master.key'))), keyAdmin);
+  const keys = new TenantKeys(loadMasterKey(resolve(config.masterKeyFile ?? join(resolve(config.dataDir), 'master.key'))), admin);
   const blocks = new ReplicatedBlockClient({
     map,
     credentials: internalCredentials,
     token,
     writeQuorum: config.role === 'embedded' ? 1 : config.writeQuorum,
-    log: common.log.child({ component: 'replication' }),
-    registry: common.metrics.registry,
+    log: log.child({ component: 'replication' }),
+    registry: metrics.registry,
   });
   stops.push(async () => {
     metadata.close();
     blocks.close();
     map.close();
-    admin?.close();
-    if (keyAdmin !== admin) keyAdmin.close();
+    admin.close();
   });
-  const gateway = await createGateway({ ...common, host: config.host, port: config.grpcPort, credentials, metadata, blocks, keys, maxFileBytes: config.maxFileBytes, extensions });
+  return { metadata, blocks, keys, admin };
+}
+
+function startMedia(
+  config: Readonly<ServerConfig>,
+  common: { authSecret: Uint8Array; log: Logger; metrics: ReturnType<typeof createMetrics> },
+  data: DataAccess,
+  stops: Array<(timeoutMs: number) => Promise<void>>,
+): Media {
+  const media = createMedia({ ...common, metadata: data.metadata, blocks: data.blocks, keys: data.keys, media: mediaOptionsOf(config) });
+  stops.push(() => media.stop());
+  return media;
+}
+
+async function startGateway(
+  config: Readonly<ServerConfig>,
+  common: { authSecret: Uint8Array; log: Logger; metrics: ReturnType<typeof createMetrics> },
+  credentials: grpc.ServerCredentials,
+  data: DataAccess,
+  stops: Array<(timeoutMs: number) => Promise<void>>,
+  extensions: readonly GatewayExtension[],
+): Promise<{ port: number; http: RouteHandler }> {
+  const gateway = await createGateway({ ...common, host: config.host, port: config.grpcPort, credentials, metadata: data.metadata, blocks: data.blocks, keys: data.keys, maxFileBytes: config.maxFileBytes, extensions });
   stops.push((t) => gateway.stop(t));
   return { port: gateway.port, http: gateway.http };
 }

@@ -1,0 +1,243 @@
+// Serving thumbnails and media metadata: the Media gRPC service and the HTTP thumbnail route of
+// the gateway. Thumbnails are content-addressed, so they carry strong ETags and (for a pinned
+// version) `Cache-Control: immutable`; decrypted bytes are kept in a small per-process LRU.
+// A size not derived yet is generated on demand (single-flight) or answered 503 + Retry-After.
+import { createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { BlockAccess } from '../blocknode/index.js';
+import { can, verifyToken, type Principal } from '../common/auth.js';
+import { CairnError } from '../common/errors.js';
+import { principalOf, unary } from '../common/grpc-server.js';
+import type { Logger } from '../common/log.js';
+import { normalizePath } from '../common/paths.js';
+import { wireInt } from '../common/wire.js';
+import type { FileVersion__Output } from '../gen/cairn/v1/FileVersion.js';
+import type { GetMediaInfoRequest__Output } from '../gen/cairn/v1/GetMediaInfoRequest.js';
+import type { GetMediaInfoResponse } from '../gen/cairn/v1/GetMediaInfoResponse.js';
+import type { GetThumbnailRequest__Output } from '../gen/cairn/v1/GetThumbnailRequest.js';
+import type { GetThumbnailResponse } from '../gen/cairn/v1/GetThumbnailResponse.js';
+import type { ListThumbnailsRequest__Output } from '../gen/cairn/v1/ListThumbnailsRequest.js';
+import type { ListThumbnailsResponse } from '../gen/cairn/v1/ListThumbnailsResponse.js';
+import type { MediaHandlers } from '../gen/cairn/v1/Media.js';
+import type { ThumbnailEntry } from '../gen/cairn/v1/ThumbnailEntry.js';
+import { unseal, type TenantKeys } from '../gateway/index.js';
+import type { MetadataClient } from '../metadata/index.js';
+import { CONTENT_TYPES, LADDER, MediaFailure, type MediaOptions, type OutputFormat } from './options.js';
+import { derivativeEtag, derivativeName, parseMediaRecord, type MediaProcessor, type MediaRecord } from './processor.js';
+
+export const THUMBNAIL_ROUTE = '/v1/thumbnails';
+export const IMMUTABLE = 'public, max-age=31536000, immutable';
+/** For "the current version": the bytes behind the URL change with new versions, so revalidate. */
+export const REVALIDATE = 'private, no-cache';
+const CACHE_BYTES = 64 * 1024 * 1024;
+const MAX_LIST_PAGE = 200;
+
+export interface ServeDeps {
+  readonly metadata: MetadataClient;
+  readonly blocks: BlockAccess;
+  readonly keys: TenantKeys;
+  readonly processor: MediaProcessor;
+  readonly options: MediaOptions;
+  readonly log: Logger;
+  readonly authSecret: Uint8Array;
+}
+
+export interface Thumbnail {
+  readonly data: Buffer | undefined;
+  readonly etag: string;
+  readonly contentType: string;
+  readonly width: number;
+  readonly height: number;
+  readonly version: number;
+  readonly notModified: boolean;
+}
+
+/** GPS is personal data: only principals who may change the tenant's files see it. */
+export function mayseeGps(principal: Principal): boolean {
+  return can(principal, 'write');
+}
+
+export function redact(record: MediaRecord, principal: Principal): MediaRecord {
+  if (mayseeGps(principal) || record.gps === undefined) return record;
+  const { gps: _gps, ...rest } = record;
+  return rest;
+}
+
+function checkSize(size: number): number {
+  if (!(LADDER as readonly number[]).includes(size)) throw new CairnError('CAIRN_INVALID_ARGUMENT', `size must be one of ${LADDER.join(', ')}`, { fieldViolations: [{ field: 'size', description: `one of ${LADDER.join(', ')}` }] });
+  return size;
+}
+
+/** RFC 9110 weak comparison for If-None-Match: "*", or any listed tag with W/ ignored. */
+export function etagMatches(header: string | undefined, etag: string): boolean {
+  if (header === undefined || header === '') return false;
+  if (header.trim() === '*') return true;
+  const bare = etag.replace(/^W\//, '');
+  return header.split(',').some((t) => t.trim().replace(/^W\//, '') === bare);
+}
+
+class ByteLru {
+  readonly #map = new Map<string, Buffer>();
+  #bytes = 0;
+  constructor(readonly limit: number) {}
+  get(key: string): Buffer | undefined {
+    const v = this.#map.get(key);
+    if (v !== undefined) {
+      this.#map.delete(key);
+      this.#map.set(key, v);
+    }
+    return v;
+  }
+  set(key: string, value: Buffer): void {
+    if (value.length > this.limit / 8 || this.#map.has(key)) return;
+    this.#map.set(key, value);
+    this.#bytes += value.length;
+    for (const [k, v] of this.#map) {
+      if (this.#bytes <= this.limit) break;
+      this.#map.delete(k);
+      this.#bytes -= v.length;
+    }
+  }
+}
+
+export class ThumbnailService {
+  readonly #d: ServeDeps;
+  readonly #cache = new ByteLru(CACHE_BYTES);
+
+  constructor(deps: ServeDeps) {
+    this.#d = deps;
+  }
+
+  async thumbnail(principal: Principal, rawPath: string, version: number, size: number, ifNoneMatch: string | undefined, requestId?: string): Promise<Thumbnail> {
+    const path = normalizePath(rawPath);
+    checkSize(size);
+    let v = await this.#d.metadata.getFile({ tenant: principal.tenant, path, version, max_chunks: 1 }, requestId);
+    if (v.deleted) throw new CairnError('CAIRN_NOT_FOUND', `${path} was deleted in version ${v.version}`);
+    let d = v.derivatives.find((x) => x.name === derivativeName(size));
+    if (d === undefined) {
+      const record = parseMediaRecord(v.media_json);
+      if (record?.state === 'failed') throw new CairnError('CAIRN_FAILED_PRECONDITION', `no thumbnail: ${record.error ?? record.reason ?? 'media processing failed'}`, { metadata: { reason: record.reason ?? 'failed' } });
+      if (this.#d.options.onDemand === 'unavailable') {
+        throw new CairnError('CAIRN_UNAVAILABLE', `the ${size} px thumbnail of ${path} is not ready yet`, { retryAfterMs: this.#d.options.retryAfterSeconds * 1000 });
+      }
+      try {
+        v = await this.#d.processor.derive({ tenant: principal.tenant, fileId: v.node_id, version: Number(v.version) }, 'on_demand');
+      } catch (err) {
+        if (err instanceof MediaFailure) {
+          if (err.reason === 'overloaded' || err.reason === 'deadline') throw new CairnError('CAIRN_UNAVAILABLE', `thumbnail not ready: ${err.message}`, { retryAfterMs: this.#d.options.retryAfterSeconds * 1000 });
+          throw new CairnError('CAIRN_FAILED_PRECONDITION', `no thumbnail: ${err.message}`, { metadata: { reason: err.reason } });
+        }
+        throw err;
+      }
+      d = v.derivatives.find((x) => x.name === derivativeName(size));
+      if (d === undefined) throw new CairnError('CAIRN_UNAVAILABLE', `the ${size} px thumbnail of ${path} is not ready yet`, { retryAfterMs: this.#d.options.retryAfterSeconds * 1000 });
+    }
+    const etag = derivativeEtag(d);
+    const contentType = CONTENT_TYPES[d.format as OutputFormat] ?? `image/${d.format}`;
+    const base = { etag, contentType, width: d.width, height: d.height, version: Number(v.version) };
+    if (etagMatches(ifNoneMatch, etag)) return { ...base, data: undefined, notModified: true };
+    const cacheKey = `${principal.tenant}\0${etag}`;
+    let data = this.#cache.get(cacheKey);
+    if (data === undefined) {
+      data = await this.#read(principal.tenant, d.chunks, Number(d.size));
+      this.#cache.set(cacheKey, data);
+    }
+    return { ...base, data, notModified: false };
+  }
+
+  async #read(tenant: string, chunks: FileVersion__Output['chunks'], size: number): Promise<Buffer> {
+    const key = await this.#d.keys.get(tenant);
+    const got = new Map<string, Buffer>();
+    for await (const b of this.#d.blocks.getBlocks(chunks.map((c) => c.address))) {
+      if (b.data !== undefined && createHash('sha256').update(b.data).digest().equals(b.address)) got.set(b.address.toString('hex'), b.data);
+    }
+    const out = Buffer.allocUnsafe(size);
+    for (const c of chunks) {
+      const block = got.get(c.address.toString('hex'));
+      if (block === undefined) throw new CairnError('CAIRN_DATA_LOSS', `thumbnail block ${c.address.toString('hex')} is unavailable on every replica`);
+      unseal(key, c.plain_hash, block).copy(out, Number(c.offset));
+    }
+    return out;
+  }
+
+  async info(principal: Principal, req: GetMediaInfoRequest__Output, requestId?: string): Promise<GetMediaInfoResponse> {
+    const path = normalizePath(req.path);
+    const v = await this.#d.metadata.getFile({ tenant: principal.tenant, path, version: wireInt(req.version, 'version'), max_chunks: 1 }, requestId);
+    const record = parseMediaRecord(v.media_json);
+    if (record === undefined) return { path, version: v.version, state: 'pending', media_json: '', error: '' };
+    const shown = redact(record, principal);
+    return { path, version: v.version, state: record.state, media_json: JSON.stringify(shown), error: record.state === 'failed' ? record.error ?? '' : '' };
+  }
+
+  async list(principal: Principal, req: ListThumbnailsRequest__Output, requestId?: string): Promise<ListThumbnailsResponse> {
+    const path = req.path === '' || req.path === '/' ? '/' : normalizePath(req.path);
+    const size = checkSize(req.size === 0 ? LADDER[0] : req.size);
+    if (req.page_size < 0 || req.page_size > MAX_LIST_PAGE) throw new CairnError('CAIRN_INVALID_ARGUMENT', `page_size must be 0..${MAX_LIST_PAGE}`, { fieldViolations: [{ field: 'page_size', description: `0..${MAX_LIST_PAGE}` }] });
+    if (req.previous_last !== '' && req.previous_first !== '') throw new CairnError('CAIRN_INVALID_ARGUMENT', 'give at most one of previous_last and previous_first');
+    const page = await this.#d.metadata.listFolder({ tenant: principal.tenant, path, page_size: req.page_size === 0 ? 50 : req.page_size, previous_last: req.previous_last, previous_first: req.previous_first }, requestId);
+    const entries = await Promise.all(page.entries.map(async (e): Promise<ThumbnailEntry> => {
+      if (e.kind !== 'ENTRY_KIND_FILE') return { path: e.path, folder: true, version: e.version, state: 'none' };
+      const v = await this.#d.metadata.getFile({ tenant: principal.tenant, path: e.path, version: 0, max_chunks: 1 }, requestId).catch(() => undefined);
+      if (v === undefined) return { path: e.path, folder: false, version: e.version, state: 'none' };
+      const d = v.derivatives.find((x) => x.name === derivativeName(size));
+      const record = parseMediaRecord(v.media_json);
+      if (d !== undefined) return { path: e.path, folder: false, version: v.version, state: 'ready', etag: derivativeEtag(d), width: d.width, height: d.height, content_type: CONTENT_TYPES[d.format as OutputFormat] ?? `image/${d.format}` };
+      return { path: e.path, folder: false, version: v.version, state: record?.state === 'failed' ? 'failed' : record === undefined ? 'pending' : 'none' };
+    }));
+    return { entries, has_more: page.has_more };
+  }
+
+  /** Media service handlers for the gateway's gRPC server. */
+  handlers(): MediaHandlers {
+    return {
+      GetThumbnail: unary(async (req: GetThumbnailRequest__Output, ctx): Promise<GetThumbnailResponse> => {
+        const t = await this.thumbnail(principalOf(ctx), req.path, wireInt(req.version, 'version'), req.size, req.if_none_match, ctx.requestId);
+        return { data: t.data ?? Buffer.alloc(0), content_type: t.contentType, etag: t.etag, width: t.width, height: t.height, version: t.version, not_modified: t.notModified };
+      }),
+      GetMediaInfo: unary(async (req: GetMediaInfoRequest__Output, ctx) => this.info(principalOf(ctx), req, ctx.requestId)),
+      ListThumbnails: unary(async (req: ListThumbnailsRequest__Output, ctx) => this.list(principalOf(ctx), req, ctx.requestId)),
+    };
+  }
+
+  /** GET /v1/thumbnails?path=…&size=…[&version=…] with `Authorization: Bearer <token>`. */
+  async http(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (url.pathname !== THUMBNAIL_ROUTE) return false;
+    const send = (status: number, headers: Record<string, string>, body?: Buffer | string): void => {
+      res.writeHead(status, headers);
+      res.end(req.method === 'HEAD' ? undefined : body);
+    };
+    try {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        send(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }, 'method not allowed\n');
+        return true;
+      }
+      const auth = req.headers.authorization ?? '';
+      const m = /^Bearer\s+(\S+)$/i.exec(auth);
+      if (m === null) throw new CairnError('CAIRN_UNAUTHENTICATED', 'Authorization: Bearer <token> is required');
+      const principal = await verifyToken(this.#d.authSecret, m[1]!);
+      if (!can(principal, 'read')) throw new CairnError('CAIRN_PERMISSION_DENIED', `role ${principal.role} may not read files`);
+      const path = url.searchParams.get('path') ?? '';
+      const sizeText = url.searchParams.get('size') ?? String(LADDER[0]);
+      const versionText = url.searchParams.get('version') ?? '0';
+      if (!/^\d{1,6}$/.test(sizeText)) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'size must be a number');
+      if (!/^\d{1,15}$/.test(versionText)) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'version must be a number');
+      const pinned = Number(versionText) > 0;
+      const t = await this.thumbnail(principal, path, Number(versionText), Number(sizeText), req.headers['if-none-match']);
+      const headers: Record<string, string> = { etag: t.etag, 'cache-control': pinned ? IMMUTABLE : REVALIDATE, vary: 'Authorization' };
+      if (t.notModified) {
+        send(304, headers);
+      } else {
+        send(200, { ...headers, 'content-type': t.contentType, 'content-length': String(t.data!.length), 'x-cairn-version': String(t.version) }, t.data);
+      }
+    } catch (err) {
+      const e = err instanceof CairnError ? err : undefined;
+      if (e === undefined) this.#d.log.error({ err }, 'thumbnail request failed');
+      const status = e?.httpStatus ?? 500;
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (e?.retryAfterMs !== undefined) headers['retry-after'] = String(Math.ceil(e.retryAfterMs / 1000));
+      send(status, headers, JSON.stringify({ code: e?.code ?? 'CAIRN_INTERNAL', message: e?.message ?? 'internal error' }) + '\n');
+    }
+    return true;
+  }
+}
