@@ -77,6 +77,12 @@ export function principalOf(ctx: CallContext): Principal {
 
 function toStatus(err: unknown, ctx: CallContext | undefined, log: Logger): ReturnType<typeof toServiceError> {
   if (err instanceof CairnError) return toServiceError(err);
+  if (ctx?.signal.aborted === true || (err as { code?: unknown } | null)?.code === 'ERR_STREAM_PREMATURE_CLOSE') {
+    // The client hung up or the deadline passed mid-stream: nobody is left to answer, and it is
+    // not a server fault.
+    (ctx?.log ?? log).debug({ err }, 'call ended by the client before the handler finished');
+    return toServiceError(new CairnError('CAIRN_CANCELLED', 'call cancelled'));
+  }
   (ctx?.log ?? log).error({ err }, 'unhandled error in handler');
   const id = ctx?.requestId ?? 'unknown';
   return toServiceError(new CairnError('CAIRN_INTERNAL', `internal error (request id ${id})`));
