@@ -74,6 +74,7 @@ interface Outgoing {
 const READ_BYTES = 4 * 1024 * 1024;
 const FIND_BATCH = 1024;
 const FIND_BATCH_BYTES = 8 * 1024 * 1024;
+const MAX_FIND_INFLIGHT = 4;
 const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 const MESSAGE_BYTES = 4 * 1024 * 1024;
 const BACKOFF_BASE_MS = 100;
@@ -317,33 +318,39 @@ export class DeltaUploader {
 
     // Produce: read, chunk, hash; ask about chunks the cache does not vouch for; queue the missing.
     const list: LocalChunk[] = [];
-    const scheduled = new Set<string>();
-    let pending: Array<{ hash: Buffer; hex: string; data: Buffer }> = [];
+    /** Chunks already asked about (or queued) in this upload: a repeat is never asked twice. */
+    const seen = new Set<string>();
+    let pending: Array<{ hash: Buffer; data: Buffer }> = [];
     let pendingBytes = 0;
+    // FindMissingChunks calls in flight, so hashing goes on while the gateway answers.
+    const asking = new Set<Promise<void>>();
     const classify = async (): Promise<void> => {
       const batch = pending;
       pending = [];
       pendingBytes = 0;
       if (batch.length === 0) return;
-      const missing = await this.findMissing([...new Map(batch.map((c) => [c.hex, c.hash])).values()], retries, signal);
-      for (const c of batch) {
-        if (missing.has(c.hex) && !scheduled.has(c.hex)) {
-          scheduled.add(c.hex);
-          await queue.put({ hash: c.hash, data: c.data });
-        } else {
-          progress(c.data.length);
+      while (asking.size >= MAX_FIND_INFLIGHT) await Promise.race(asking);
+      const p: Promise<void> = (async () => {
+        const missing = await this.findMissing(batch.map((c) => c.hash), retries, signal);
+        for (const c of batch) {
+          if (missing.has(c.hash.toString('hex'))) await queue.put(c);
+          else progress(c.data.length);
         }
-      }
+      })();
+      const tracked = p.finally(() => asking.delete(tracked));
+      tracked.catch((err: unknown) => queue.fail(err));
+      asking.add(tracked);
     };
     const onChunk = async (data: Buffer): Promise<void> => {
       const hash = createHash('sha256').update(data).digest();
       const hex = hash.toString('hex');
       list.push({ hash, hex, size: data.length });
-      if (known.has(hex) || scheduled.has(hex)) {
+      if (known.has(hex) || seen.has(hex)) {
         progress(data.length);
         return;
       }
-      pending.push({ hash, hex, data });
+      seen.add(hex);
+      pending.push({ hash, data });
       pendingBytes += data.length;
       if (pending.length >= FIND_BATCH || pendingBytes >= FIND_BATCH_BYTES) await classify();
     };
@@ -354,6 +361,7 @@ export class DeltaUploader {
       }
       for (const c of chunker.finish()) await onChunk(c);
       await classify();
+      while (asking.size > 0) await Promise.race(asking);
       queue.close();
     } catch (err) {
       queue.fail(err);
