@@ -3,6 +3,9 @@ import type * as grpc from '@grpc/grpc-js';
 import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
 
 import type { AdminClient as _cairn_v1_AdminClient, AdminDefinition as _cairn_v1_AdminDefinition } from './cairn/v1/Admin.js';
+import type { ClaimDeletionsRequest as _cairn_v1_ClaimDeletionsRequest, ClaimDeletionsRequest__Output as _cairn_v1_ClaimDeletionsRequest__Output } from './cairn/v1/ClaimDeletionsRequest.js';
+import type { ClaimDeletionsResponse as _cairn_v1_ClaimDeletionsResponse, ClaimDeletionsResponse__Output as _cairn_v1_ClaimDeletionsResponse__Output } from './cairn/v1/ClaimDeletionsResponse.js';
+import type { ClaimedDeletion as _cairn_v1_ClaimedDeletion, ClaimedDeletion__Output as _cairn_v1_ClaimedDeletion__Output } from './cairn/v1/ClaimedDeletion.js';
 import type { ClusterMap as _cairn_v1_ClusterMap, ClusterMap__Output as _cairn_v1_ClusterMap__Output } from './cairn/v1/ClusterMap.js';
 import type { ClusterNode as _cairn_v1_ClusterNode, ClusterNode__Output as _cairn_v1_ClusterNode__Output } from './cairn/v1/ClusterNode.js';
 import type { CompleteJobRequest as _cairn_v1_CompleteJobRequest, CompleteJobRequest__Output as _cairn_v1_CompleteJobRequest__Output } from './cairn/v1/CompleteJobRequest.js';
@@ -11,11 +14,18 @@ import type { CreateTenantRequest as _cairn_v1_CreateTenantRequest, CreateTenant
 import type { CreateTenantResponse as _cairn_v1_CreateTenantResponse, CreateTenantResponse__Output as _cairn_v1_CreateTenantResponse__Output } from './cairn/v1/CreateTenantResponse.js';
 import type { CreateTokenRequest as _cairn_v1_CreateTokenRequest, CreateTokenRequest__Output as _cairn_v1_CreateTokenRequest__Output } from './cairn/v1/CreateTokenRequest.js';
 import type { CreateTokenResponse as _cairn_v1_CreateTokenResponse, CreateTokenResponse__Output as _cairn_v1_CreateTokenResponse__Output } from './cairn/v1/CreateTokenResponse.js';
+import type { CreateUserRequest as _cairn_v1_CreateUserRequest, CreateUserRequest__Output as _cairn_v1_CreateUserRequest__Output } from './cairn/v1/CreateUserRequest.js';
+import type { CreateUserResponse as _cairn_v1_CreateUserResponse, CreateUserResponse__Output as _cairn_v1_CreateUserResponse__Output } from './cairn/v1/CreateUserResponse.js';
+import type { DeleteUserRequest as _cairn_v1_DeleteUserRequest, DeleteUserRequest__Output as _cairn_v1_DeleteUserRequest__Output } from './cairn/v1/DeleteUserRequest.js';
+import type { DeleteUserResponse as _cairn_v1_DeleteUserResponse, DeleteUserResponse__Output as _cairn_v1_DeleteUserResponse__Output } from './cairn/v1/DeleteUserResponse.js';
+import type { DeletionRef as _cairn_v1_DeletionRef, DeletionRef__Output as _cairn_v1_DeletionRef__Output } from './cairn/v1/DeletionRef.js';
 import type { DrainNodeRequest as _cairn_v1_DrainNodeRequest, DrainNodeRequest__Output as _cairn_v1_DrainNodeRequest__Output } from './cairn/v1/DrainNodeRequest.js';
 import type { DrainNodeResponse as _cairn_v1_DrainNodeResponse, DrainNodeResponse__Output as _cairn_v1_DrainNodeResponse__Output } from './cairn/v1/DrainNodeResponse.js';
 import type { DrainStatus as _cairn_v1_DrainStatus, DrainStatus__Output as _cairn_v1_DrainStatus__Output } from './cairn/v1/DrainStatus.js';
 import type { FailJobRequest as _cairn_v1_FailJobRequest, FailJobRequest__Output as _cairn_v1_FailJobRequest__Output } from './cairn/v1/FailJobRequest.js';
 import type { FailJobResponse as _cairn_v1_FailJobResponse, FailJobResponse__Output as _cairn_v1_FailJobResponse__Output } from './cairn/v1/FailJobResponse.js';
+import type { FinishDeletionsRequest as _cairn_v1_FinishDeletionsRequest, FinishDeletionsRequest__Output as _cairn_v1_FinishDeletionsRequest__Output } from './cairn/v1/FinishDeletionsRequest.js';
+import type { FinishDeletionsResponse as _cairn_v1_FinishDeletionsResponse, FinishDeletionsResponse__Output as _cairn_v1_FinishDeletionsResponse__Output } from './cairn/v1/FinishDeletionsResponse.js';
 import type { GetClusterMapRequest as _cairn_v1_GetClusterMapRequest, GetClusterMapRequest__Output as _cairn_v1_GetClusterMapRequest__Output } from './cairn/v1/GetClusterMapRequest.js';
 import type { GetClusterMapResponse as _cairn_v1_GetClusterMapResponse, GetClusterMapResponse__Output as _cairn_v1_GetClusterMapResponse__Output } from './cairn/v1/GetClusterMapResponse.js';
 import type { GetDrainStatusRequest as _cairn_v1_GetDrainStatusRequest, GetDrainStatusRequest__Output as _cairn_v1_GetDrainStatusRequest__Output } from './cairn/v1/GetDrainStatusRequest.js';
@@ -24,6 +34,8 @@ import type { GetOrCreateTenantKeyRequest as _cairn_v1_GetOrCreateTenantKeyReque
 import type { GetOrCreateTenantKeyResponse as _cairn_v1_GetOrCreateTenantKeyResponse, GetOrCreateTenantKeyResponse__Output as _cairn_v1_GetOrCreateTenantKeyResponse__Output } from './cairn/v1/GetOrCreateTenantKeyResponse.js';
 import type { GetQueueDepthRequest as _cairn_v1_GetQueueDepthRequest, GetQueueDepthRequest__Output as _cairn_v1_GetQueueDepthRequest__Output } from './cairn/v1/GetQueueDepthRequest.js';
 import type { GetQueueDepthResponse as _cairn_v1_GetQueueDepthResponse, GetQueueDepthResponse__Output as _cairn_v1_GetQueueDepthResponse__Output } from './cairn/v1/GetQueueDepthResponse.js';
+import type { GetTenantUsageRequest as _cairn_v1_GetTenantUsageRequest, GetTenantUsageRequest__Output as _cairn_v1_GetTenantUsageRequest__Output } from './cairn/v1/GetTenantUsageRequest.js';
+import type { GetTenantUsageResponse as _cairn_v1_GetTenantUsageResponse, GetTenantUsageResponse__Output as _cairn_v1_GetTenantUsageResponse__Output } from './cairn/v1/GetTenantUsageResponse.js';
 import type { HeartbeatRequest as _cairn_v1_HeartbeatRequest, HeartbeatRequest__Output as _cairn_v1_HeartbeatRequest__Output } from './cairn/v1/HeartbeatRequest.js';
 import type { HeartbeatResponse as _cairn_v1_HeartbeatResponse, HeartbeatResponse__Output as _cairn_v1_HeartbeatResponse__Output } from './cairn/v1/HeartbeatResponse.js';
 import type { LeaseJobsRequest as _cairn_v1_LeaseJobsRequest, LeaseJobsRequest__Output as _cairn_v1_LeaseJobsRequest__Output } from './cairn/v1/LeaseJobsRequest.js';
@@ -35,6 +47,8 @@ import type { ListNodesRequest as _cairn_v1_ListNodesRequest, ListNodesRequest__
 import type { ListNodesResponse as _cairn_v1_ListNodesResponse, ListNodesResponse__Output as _cairn_v1_ListNodesResponse__Output } from './cairn/v1/ListNodesResponse.js';
 import type { ListTenantsRequest as _cairn_v1_ListTenantsRequest, ListTenantsRequest__Output as _cairn_v1_ListTenantsRequest__Output } from './cairn/v1/ListTenantsRequest.js';
 import type { ListTenantsResponse as _cairn_v1_ListTenantsResponse, ListTenantsResponse__Output as _cairn_v1_ListTenantsResponse__Output } from './cairn/v1/ListTenantsResponse.js';
+import type { ListUsersRequest as _cairn_v1_ListUsersRequest, ListUsersRequest__Output as _cairn_v1_ListUsersRequest__Output } from './cairn/v1/ListUsersRequest.js';
+import type { ListUsersResponse as _cairn_v1_ListUsersResponse, ListUsersResponse__Output as _cairn_v1_ListUsersResponse__Output } from './cairn/v1/ListUsersResponse.js';
 import type { MarkNodeDownRequest as _cairn_v1_MarkNodeDownRequest, MarkNodeDownRequest__Output as _cairn_v1_MarkNodeDownRequest__Output } from './cairn/v1/MarkNodeDownRequest.js';
 import type { MarkNodeDownResponse as _cairn_v1_MarkNodeDownResponse, MarkNodeDownResponse__Output as _cairn_v1_MarkNodeDownResponse__Output } from './cairn/v1/MarkNodeDownResponse.js';
 import type { MarkNodeUpRequest as _cairn_v1_MarkNodeUpRequest, MarkNodeUpRequest__Output as _cairn_v1_MarkNodeUpRequest__Output } from './cairn/v1/MarkNodeUpRequest.js';
@@ -49,7 +63,11 @@ import type { RemoveNodeRequest as _cairn_v1_RemoveNodeRequest, RemoveNodeReques
 import type { RemoveNodeResponse as _cairn_v1_RemoveNodeResponse, RemoveNodeResponse__Output as _cairn_v1_RemoveNodeResponse__Output } from './cairn/v1/RemoveNodeResponse.js';
 import type { RetryDeadLetterRequest as _cairn_v1_RetryDeadLetterRequest, RetryDeadLetterRequest__Output as _cairn_v1_RetryDeadLetterRequest__Output } from './cairn/v1/RetryDeadLetterRequest.js';
 import type { RetryDeadLetterResponse as _cairn_v1_RetryDeadLetterResponse, RetryDeadLetterResponse__Output as _cairn_v1_RetryDeadLetterResponse__Output } from './cairn/v1/RetryDeadLetterResponse.js';
+import type { SetTenantQuotaRequest as _cairn_v1_SetTenantQuotaRequest, SetTenantQuotaRequest__Output as _cairn_v1_SetTenantQuotaRequest__Output } from './cairn/v1/SetTenantQuotaRequest.js';
+import type { SetTenantQuotaResponse as _cairn_v1_SetTenantQuotaResponse, SetTenantQuotaResponse__Output as _cairn_v1_SetTenantQuotaResponse__Output } from './cairn/v1/SetTenantQuotaResponse.js';
 import type { TenantInfo as _cairn_v1_TenantInfo, TenantInfo__Output as _cairn_v1_TenantInfo__Output } from './cairn/v1/TenantInfo.js';
+import type { TenantUsage as _cairn_v1_TenantUsage, TenantUsage__Output as _cairn_v1_TenantUsage__Output } from './cairn/v1/TenantUsage.js';
+import type { UserInfo as _cairn_v1_UserInfo, UserInfo__Output as _cairn_v1_UserInfo__Output } from './cairn/v1/UserInfo.js';
 import type { WatchClusterMapRequest as _cairn_v1_WatchClusterMapRequest, WatchClusterMapRequest__Output as _cairn_v1_WatchClusterMapRequest__Output } from './cairn/v1/WatchClusterMapRequest.js';
 import type { WatchClusterMapResponse as _cairn_v1_WatchClusterMapResponse, WatchClusterMapResponse__Output as _cairn_v1_WatchClusterMapResponse__Output } from './cairn/v1/WatchClusterMapResponse.js';
 
@@ -65,6 +83,9 @@ export interface ProtoGrpcType {
        * Node, map and job methods need a service token; tenant and token methods an admin token.
        */
       Admin: SubtypeConstructor<typeof grpc.Client, _cairn_v1_AdminClient> & { service: _cairn_v1_AdminDefinition }
+      ClaimDeletionsRequest: MessageTypeDefinition<_cairn_v1_ClaimDeletionsRequest, _cairn_v1_ClaimDeletionsRequest__Output>
+      ClaimDeletionsResponse: MessageTypeDefinition<_cairn_v1_ClaimDeletionsResponse, _cairn_v1_ClaimDeletionsResponse__Output>
+      ClaimedDeletion: MessageTypeDefinition<_cairn_v1_ClaimedDeletion, _cairn_v1_ClaimedDeletion__Output>
       ClusterMap: MessageTypeDefinition<_cairn_v1_ClusterMap, _cairn_v1_ClusterMap__Output>
       ClusterNode: MessageTypeDefinition<_cairn_v1_ClusterNode, _cairn_v1_ClusterNode__Output>
       CompleteJobRequest: MessageTypeDefinition<_cairn_v1_CompleteJobRequest, _cairn_v1_CompleteJobRequest__Output>
@@ -73,11 +94,18 @@ export interface ProtoGrpcType {
       CreateTenantResponse: MessageTypeDefinition<_cairn_v1_CreateTenantResponse, _cairn_v1_CreateTenantResponse__Output>
       CreateTokenRequest: MessageTypeDefinition<_cairn_v1_CreateTokenRequest, _cairn_v1_CreateTokenRequest__Output>
       CreateTokenResponse: MessageTypeDefinition<_cairn_v1_CreateTokenResponse, _cairn_v1_CreateTokenResponse__Output>
+      CreateUserRequest: MessageTypeDefinition<_cairn_v1_CreateUserRequest, _cairn_v1_CreateUserRequest__Output>
+      CreateUserResponse: MessageTypeDefinition<_cairn_v1_CreateUserResponse, _cairn_v1_CreateUserResponse__Output>
+      DeleteUserRequest: MessageTypeDefinition<_cairn_v1_DeleteUserRequest, _cairn_v1_DeleteUserRequest__Output>
+      DeleteUserResponse: MessageTypeDefinition<_cairn_v1_DeleteUserResponse, _cairn_v1_DeleteUserResponse__Output>
+      DeletionRef: MessageTypeDefinition<_cairn_v1_DeletionRef, _cairn_v1_DeletionRef__Output>
       DrainNodeRequest: MessageTypeDefinition<_cairn_v1_DrainNodeRequest, _cairn_v1_DrainNodeRequest__Output>
       DrainNodeResponse: MessageTypeDefinition<_cairn_v1_DrainNodeResponse, _cairn_v1_DrainNodeResponse__Output>
       DrainStatus: MessageTypeDefinition<_cairn_v1_DrainStatus, _cairn_v1_DrainStatus__Output>
       FailJobRequest: MessageTypeDefinition<_cairn_v1_FailJobRequest, _cairn_v1_FailJobRequest__Output>
       FailJobResponse: MessageTypeDefinition<_cairn_v1_FailJobResponse, _cairn_v1_FailJobResponse__Output>
+      FinishDeletionsRequest: MessageTypeDefinition<_cairn_v1_FinishDeletionsRequest, _cairn_v1_FinishDeletionsRequest__Output>
+      FinishDeletionsResponse: MessageTypeDefinition<_cairn_v1_FinishDeletionsResponse, _cairn_v1_FinishDeletionsResponse__Output>
       GetClusterMapRequest: MessageTypeDefinition<_cairn_v1_GetClusterMapRequest, _cairn_v1_GetClusterMapRequest__Output>
       GetClusterMapResponse: MessageTypeDefinition<_cairn_v1_GetClusterMapResponse, _cairn_v1_GetClusterMapResponse__Output>
       GetDrainStatusRequest: MessageTypeDefinition<_cairn_v1_GetDrainStatusRequest, _cairn_v1_GetDrainStatusRequest__Output>
@@ -86,6 +114,8 @@ export interface ProtoGrpcType {
       GetOrCreateTenantKeyResponse: MessageTypeDefinition<_cairn_v1_GetOrCreateTenantKeyResponse, _cairn_v1_GetOrCreateTenantKeyResponse__Output>
       GetQueueDepthRequest: MessageTypeDefinition<_cairn_v1_GetQueueDepthRequest, _cairn_v1_GetQueueDepthRequest__Output>
       GetQueueDepthResponse: MessageTypeDefinition<_cairn_v1_GetQueueDepthResponse, _cairn_v1_GetQueueDepthResponse__Output>
+      GetTenantUsageRequest: MessageTypeDefinition<_cairn_v1_GetTenantUsageRequest, _cairn_v1_GetTenantUsageRequest__Output>
+      GetTenantUsageResponse: MessageTypeDefinition<_cairn_v1_GetTenantUsageResponse, _cairn_v1_GetTenantUsageResponse__Output>
       HeartbeatRequest: MessageTypeDefinition<_cairn_v1_HeartbeatRequest, _cairn_v1_HeartbeatRequest__Output>
       HeartbeatResponse: MessageTypeDefinition<_cairn_v1_HeartbeatResponse, _cairn_v1_HeartbeatResponse__Output>
       LeaseJobsRequest: MessageTypeDefinition<_cairn_v1_LeaseJobsRequest, _cairn_v1_LeaseJobsRequest__Output>
@@ -97,6 +127,8 @@ export interface ProtoGrpcType {
       ListNodesResponse: MessageTypeDefinition<_cairn_v1_ListNodesResponse, _cairn_v1_ListNodesResponse__Output>
       ListTenantsRequest: MessageTypeDefinition<_cairn_v1_ListTenantsRequest, _cairn_v1_ListTenantsRequest__Output>
       ListTenantsResponse: MessageTypeDefinition<_cairn_v1_ListTenantsResponse, _cairn_v1_ListTenantsResponse__Output>
+      ListUsersRequest: MessageTypeDefinition<_cairn_v1_ListUsersRequest, _cairn_v1_ListUsersRequest__Output>
+      ListUsersResponse: MessageTypeDefinition<_cairn_v1_ListUsersResponse, _cairn_v1_ListUsersResponse__Output>
       MarkNodeDownRequest: MessageTypeDefinition<_cairn_v1_MarkNodeDownRequest, _cairn_v1_MarkNodeDownRequest__Output>
       MarkNodeDownResponse: MessageTypeDefinition<_cairn_v1_MarkNodeDownResponse, _cairn_v1_MarkNodeDownResponse__Output>
       MarkNodeUpRequest: MessageTypeDefinition<_cairn_v1_MarkNodeUpRequest, _cairn_v1_MarkNodeUpRequest__Output>
@@ -112,7 +144,11 @@ export interface ProtoGrpcType {
       RemoveNodeResponse: MessageTypeDefinition<_cairn_v1_RemoveNodeResponse, _cairn_v1_RemoveNodeResponse__Output>
       RetryDeadLetterRequest: MessageTypeDefinition<_cairn_v1_RetryDeadLetterRequest, _cairn_v1_RetryDeadLetterRequest__Output>
       RetryDeadLetterResponse: MessageTypeDefinition<_cairn_v1_RetryDeadLetterResponse, _cairn_v1_RetryDeadLetterResponse__Output>
+      SetTenantQuotaRequest: MessageTypeDefinition<_cairn_v1_SetTenantQuotaRequest, _cairn_v1_SetTenantQuotaRequest__Output>
+      SetTenantQuotaResponse: MessageTypeDefinition<_cairn_v1_SetTenantQuotaResponse, _cairn_v1_SetTenantQuotaResponse__Output>
       TenantInfo: MessageTypeDefinition<_cairn_v1_TenantInfo, _cairn_v1_TenantInfo__Output>
+      TenantUsage: MessageTypeDefinition<_cairn_v1_TenantUsage, _cairn_v1_TenantUsage__Output>
+      UserInfo: MessageTypeDefinition<_cairn_v1_UserInfo, _cairn_v1_UserInfo__Output>
       WatchClusterMapRequest: MessageTypeDefinition<_cairn_v1_WatchClusterMapRequest, _cairn_v1_WatchClusterMapRequest__Output>
       WatchClusterMapResponse: MessageTypeDefinition<_cairn_v1_WatchClusterMapResponse, _cairn_v1_WatchClusterMapResponse__Output>
     }

@@ -26,6 +26,13 @@ import type { RegisterNodeResponse__Output } from '../gen/cairn/v1/RegisterNodeR
 import type { RetryDeadLetterResponse__Output } from '../gen/cairn/v1/RetryDeadLetterResponse.js';
 import type { TenantInfo__Output } from '../gen/cairn/v1/TenantInfo.js';
 import type { WatchClusterMapResponse__Output } from '../gen/cairn/v1/WatchClusterMapResponse.js';
+import type { TenantUsage__Output } from '../gen/cairn/v1/TenantUsage.js';
+import type { UserInfo__Output } from '../gen/cairn/v1/UserInfo.js';
+import type { SetTenantQuotaResponse__Output } from '../gen/cairn/v1/SetTenantQuotaResponse.js';
+import type { CreateUserResponse__Output } from '../gen/cairn/v1/CreateUserResponse.js';
+import type { ListUsersResponse__Output } from '../gen/cairn/v1/ListUsersResponse.js';
+import type { ClaimDeletionsResponse__Output } from '../gen/cairn/v1/ClaimDeletionsResponse.js';
+import type { FinishDeletionsResponse__Output } from '../gen/cairn/v1/FinishDeletionsResponse.js';
 import { mapFromWire, stateFromWire } from './admin-wire.js';
 import type { DrainStatus, NodeStats } from './model/cluster.js';
 import type { QueueDepth } from './model/jobs.js';
@@ -79,6 +86,30 @@ export interface AdminTenant {
   readonly createdMs: number;
 }
 
+export interface AdminUsage {
+  readonly tenant: string;
+  readonly versionBytes: number;
+  readonly versions: number;
+  readonly storedBytes: number;
+  readonly chunks: number;
+  /** 0 = no quota. */
+  readonly quotaBytes: number;
+}
+
+export interface AdminUser {
+  readonly tenant: string;
+  readonly user: string;
+  readonly displayName: string;
+  readonly createdMs: number;
+}
+
+export interface AdminDeletion {
+  readonly tenant: string;
+  readonly plainHash: Buffer;
+  readonly address: Buffer;
+  readonly storedSize: number;
+}
+
 export interface RegisterNodeInput {
   readonly id?: string;
   readonly incarnation?: string;
@@ -91,7 +122,8 @@ export interface RegisterNodeInput {
 type Method =
   | 'GetClusterMap' | 'RegisterNode' | 'Heartbeat' | 'DrainNode' | 'RemoveNode' | 'MarkNodeUp' | 'MarkNodeDown' | 'GetDrainStatus' | 'ListNodes'
   | 'LeaseJobs' | 'CompleteJob' | 'FailJob' | 'ListDeadLetters' | 'RetryDeadLetter' | 'GetQueueDepth'
-  | 'CreateTenant' | 'ListTenants' | 'CreateToken' | 'GetOrCreateTenantKey';
+  | 'CreateTenant' | 'ListTenants' | 'CreateToken' | 'GetOrCreateTenantKey'
+  | 'SetTenantQuota' | 'GetTenantUsage' | 'CreateUser' | 'ListUsers' | 'DeleteUser' | 'ClaimDeletions' | 'FinishDeletions';
 
 function node(n: NodeInfo__Output | null): AdminNode {
   if (n === null || n.node === null || n.drain === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no node');
@@ -129,6 +161,16 @@ function job(j: QueuedJob__Output | null): AdminJob {
 function tenant(t: TenantInfo__Output | null): AdminTenant {
   if (t === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no tenant');
   return { name: t.name, displayName: t.display_name, createdMs: Number(t.created_ms) };
+}
+
+function usage(u: TenantUsage__Output | null): AdminUsage {
+  if (u === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no usage');
+  return { tenant: u.tenant, versionBytes: Number(u.version_bytes), versions: Number(u.versions), storedBytes: Number(u.stored_bytes), chunks: Number(u.chunks), quotaBytes: Number(u.quota_bytes) };
+}
+
+function user(u: UserInfo__Output | null): AdminUser {
+  if (u === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no user');
+  return { tenant: u.tenant, user: u.user, displayName: u.display_name, createdMs: Number(u.created_ms) };
 }
 
 const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
@@ -331,6 +373,48 @@ export class AdminClient {
   async getOrCreateTenantKey(tenant: string, candidate: Uint8Array): Promise<{ wrapped: Buffer; created: boolean }> {
     const res = await this.#unary<GetOrCreateTenantKeyResponse__Output>('GetOrCreateTenantKey', { tenant, candidate_wrapped_key: Buffer.from(candidate) });
     return { wrapped: res.wrapped_key, created: res.created };
+  }
+
+  /** Sets (bytes > 0) or removes (0) a tenant's quota on the bytes of its kept versions. */
+  async setTenantQuota(tenant: string, quotaBytes: number): Promise<AdminUsage> {
+    const res = await this.#unary<SetTenantQuotaResponse__Output>('SetTenantQuota', { tenant, quota_bytes: String(quotaBytes) });
+    return usage(res.usage);
+  }
+
+  /** A tenant's usage counters and quota ('' = the caller's tenant). */
+  async getTenantUsage(tenant = ''): Promise<AdminUsage> {
+    const res = await this.#unary<SetTenantQuotaResponse__Output>('GetTenantUsage', { tenant });
+    return usage(res.usage);
+  }
+
+  async createUser(input: { tenant?: string; user: string; displayName?: string }): Promise<AdminUser> {
+    const res = await this.#unary<CreateUserResponse__Output>('CreateUser', { tenant: input.tenant ?? '', user: input.user, display_name: input.displayName ?? '' });
+    return user(res.user);
+  }
+
+  async listUsers(input: { tenant?: string; pageSize?: number; pageToken?: string } = {}): Promise<{ users: AdminUser[]; nextPageToken: string }> {
+    const res = await this.#unary<ListUsersResponse__Output>('ListUsers', { tenant: input.tenant ?? '', page_size: input.pageSize ?? 0, page_token: input.pageToken ?? '' });
+    return { users: res.users.map(user), nextPageToken: res.next_page_token };
+  }
+
+  async deleteUser(input: { tenant?: string; user: string }): Promise<void> {
+    await this.#unary('DeleteUser', { tenant: input.tenant ?? '', user: input.user });
+  }
+
+  /** Claims up to `max` due chunk deletions for the block GC. */
+  async claimDeletions(max = 0): Promise<{ deletions: AdminDeletion[]; leaseExpiresMs: number }> {
+    const res = await this.#unary<ClaimDeletionsResponse__Output>('ClaimDeletions', { max });
+    return {
+      deletions: res.deletions.map((d) => ({ tenant: d.tenant, plainHash: d.plain_hash, address: d.address, storedSize: d.stored_size })),
+      leaseExpiresMs: Number(res.lease_expires_ms),
+    };
+  }
+
+  /** Finishes claims whose blocks are gone everywhere and releases the others. */
+  async finishDeletions(input: { done?: ReadonlyArray<{ tenant: string; plainHash: Buffer }>; release?: ReadonlyArray<{ tenant: string; plainHash: Buffer }>; retryAfterMs?: number }): Promise<{ removed: number; released: number }> {
+    const wire = (list: ReadonlyArray<{ tenant: string; plainHash: Buffer }> | undefined): Array<{ tenant: string; plain_hash: Buffer }> => (list ?? []).map((d) => ({ tenant: d.tenant, plain_hash: d.plainHash }));
+    const res = await this.#unary<FinishDeletionsResponse__Output>('FinishDeletions', { done: wire(input.done), release: wire(input.release), retry_after_ms: input.retryAfterMs ?? 0 });
+    return { removed: res.removed, released: res.released };
   }
 
   close(): void {

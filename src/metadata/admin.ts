@@ -31,6 +31,10 @@ import {
   type NodeStats,
 } from './model/cluster.js';
 import { completeJob, failJob, leaseJobs, listDeadLetters, queueDepth, retryDeadLetter } from './model/jobs.js';
+import { claimDeletions, deleteUser, finishDeletions, getUsage, listUsers, putUser, releaseDeletions, setQuota, type ModelContext, type TenantUsage, type UserRecord } from './model/index.js';
+import { validateUser } from './model/context.js';
+import type { TenantUsage as WireUsage } from '../gen/cairn/v1/TenantUsage.js';
+import type { UserInfo } from '../gen/cairn/v1/UserInfo.js';
 
 /** The tenant whose admins administer the cluster (create tenants, mint tokens for any tenant). */
 export const SYSTEM_TENANT = 'system';
@@ -59,10 +63,19 @@ export const ADMIN_PERMISSIONS = Object.freeze({
   ListTenants: 'admin',
   CreateToken: 'admin',
   GetOrCreateTenantKey: 'service',
+  SetTenantQuota: 'admin',
+  GetTenantUsage: 'admin',
+  CreateUser: 'admin',
+  ListUsers: 'admin',
+  DeleteUser: 'admin',
+  ClaimDeletions: 'service',
+  FinishDeletions: 'service',
 } satisfies Record<string, Permission>);
 
 export interface AdminServiceOptions {
   readonly kv: Kv;
+  /** The model (users, quotas and GC claims go through its write lanes and settings). */
+  readonly model: ModelContext;
   /** Signs the tokens CreateToken mints. */
   readonly authSecret: Uint8Array;
   readonly log: Logger;
@@ -89,6 +102,40 @@ function pageSize(value: number, field = 'page_size'): number {
   if (value === 0) return 100;
   if (!Number.isInteger(value) || value < 1 || value > 1000) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${field} must be in 1..1000`, { fieldViolations: [{ field, description: 'out of range' }] });
   return value;
+}
+
+const DEFAULT_CLAIMS = 256;
+const MAX_CLAIMS = 1000;
+const DEFAULT_RELEASE_RETRY_MS = 60_000;
+
+function usageToWire(u: TenantUsage): WireUsage {
+  return { tenant: u.tenant, version_bytes: String(u.versionBytes), versions: String(u.versions), stored_bytes: String(u.storedBytes), chunks: String(u.chunks), quota_bytes: String(u.quotaBytes) };
+}
+
+function userToWire(u: UserRecord): UserInfo {
+  return { tenant: u.tenant, user: u.user, display_name: u.displayName, created_ms: String(u.createdMs) };
+}
+
+/**
+ * The tenant a tenant-scoped admin call acts on: the caller's own (empty = it), or any tenant for
+ * admins of tenant "system".
+ */
+function scopedTenant(principal: { tenant: string }, requested: string): string {
+  const tenant = requested === '' ? principal.tenant : requested;
+  validateTenant(tenant);
+  if (tenant !== principal.tenant && principal.tenant !== SYSTEM_TENANT) {
+    throw new CairnError('CAIRN_PERMISSION_DENIED', `an admin of tenant ${principal.tenant} may not act on tenant ${tenant}`);
+  }
+  return tenant;
+}
+
+function deletionRefs(refs: ReadonlyArray<{ tenant: string; plain_hash: Buffer }>, field: string): Array<{ tenant: string; plainHash: Buffer }> {
+  if (refs.length > MAX_CLAIMS) throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${MAX_CLAIMS} entries in ${field}`);
+  return refs.map((r, i) => {
+    validateTenant(r.tenant);
+    if (r.plain_hash.length !== 32) throw new CairnError('CAIRN_INVALID_HASH', `${field}[${i}].plain_hash must be 32 bytes`, { fieldViolations: [{ field: `${field}[${i}].plain_hash`, description: 'must be 32 bytes' }] });
+    return { tenant: r.tenant, plainHash: r.plain_hash };
+  });
 }
 
 function statsFromWire(s: NodeStats__Output | null | undefined): NodeStats {
@@ -318,6 +365,52 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
       const { wrapped, created } = await getOrCreateTenantKey(kv, req.tenant, req.candidate_wrapped_key);
       if (created) ctx.log.info({ tenant: req.tenant }, 'tenant data key created');
       return { wrapped_key: wrapped, created };
+    }),
+    SetTenantQuota: unary(async (req, ctx) => {
+      if (principalOf(ctx).tenant !== SYSTEM_TENANT) throw new CairnError('CAIRN_PERMISSION_DENIED', `only admins of tenant "${SYSTEM_TENANT}" may set quotas`);
+      const usage = await setQuota(kv, req.tenant, wireInt(req.quota_bytes, 'quota_bytes'));
+      ctx.log.info({ tenant: req.tenant, quotaBytes: usage.quotaBytes }, 'tenant quota set');
+      return { usage: usageToWire(usage) };
+    }),
+    GetTenantUsage: unary(async (req, ctx) => ({ usage: usageToWire(await getUsage(kv, scopedTenant(principalOf(ctx), req.tenant))) })),
+    CreateUser: unary(async (req, ctx) => ({ user: userToWire(await putUser(options.model, scopedTenant(principalOf(ctx), req.tenant), req.user, req.display_name)) })),
+    ListUsers: unary(async (req, ctx) => {
+      const tenant = scopedTenant(principalOf(ctx), req.tenant);
+      const limit = pageSize(req.page_size);
+      let after = '';
+      if (req.page_token !== '') {
+        after = Buffer.from(req.page_token, 'base64url').toString('utf8');
+        try {
+          validateUser(after);
+        } catch {
+          throw new CairnError('CAIRN_INVALID_PAGE_TOKEN', 'page_token is malformed');
+        }
+      }
+      const users = await listUsers(options.model, tenant, after, limit);
+      const last = users.at(-1);
+      return { users: users.map(userToWire), next_page_token: users.length === limit && last !== undefined ? Buffer.from(last.user, 'utf8').toString('base64url') : '' };
+    }),
+    DeleteUser: unary(async (req, ctx) => {
+      const tenant = scopedTenant(principalOf(ctx), req.tenant);
+      validateUser(req.user);
+      await deleteUser(options.model, tenant, req.user);
+      return {};
+    }),
+    ClaimDeletions: unary(async (req) => {
+      const max = req.max === 0 ? DEFAULT_CLAIMS : req.max;
+      if (max > MAX_CLAIMS) throw new CairnError('CAIRN_INVALID_ARGUMENT', `max must be at most ${MAX_CLAIMS}`, { fieldViolations: [{ field: 'max', description: 'too large' }] });
+      const claimed = await claimDeletions(options.model, max);
+      return {
+        deletions: claimed.map((c) => ({ tenant: c.tenant, plain_hash: c.plainHash, address: c.address, stored_size: c.storedSize })),
+        lease_expires_ms: String(options.model.now() + options.model.deletionLeaseMs),
+      };
+    }),
+    FinishDeletions: unary(async (req) => {
+      const done = deletionRefs(req.done, 'done');
+      const release = deletionRefs(req.release, 'release');
+      const removed = done.length > 0 ? await finishDeletions(options.model, done) : 0;
+      const released = release.length > 0 ? await releaseDeletions(options.model, release, req.retry_after_ms === 0 ? DEFAULT_RELEASE_RETRY_MS : req.retry_after_ms) : 0;
+      return { removed, released };
     }),
   };
 

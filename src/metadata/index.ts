@@ -15,7 +15,7 @@ import { ChangeHub } from './watch.js';
 import { ADMIN_PERMISSIONS, createAdminService } from './admin.js';
 
 export { MetadataClient, type MetadataClientOptions } from './client.js';
-export { AdminClient, type AdminClientOptions, type AdminNode, type AdminJob, type AdminLease, type AdminTenant, type RegisterNodeInput, type DrainStatus, type NodeStats, type QueueDepth } from './admin-client.js';
+export { AdminClient, type AdminClientOptions, type AdminDeletion, type AdminUsage, type AdminUser, type AdminNode, type AdminJob, type AdminLease, type AdminTenant, type RegisterNodeInput, type DrainStatus, type NodeStats, type QueueDepth } from './admin-client.js';
 export { enqueueJob, type EnqueueInput, type JobRecord } from './model/jobs.js';
 export { MEDIA_JOB_KIND, type MediaDerivative, type MediaJobPayload } from './model/files.js';
 export { exportStore, importStore, openExportSource, openMetadataStore, verifyExport, type ExportSummary, type ImportSummary, type MetadataStoreTarget } from './export.js';
@@ -59,7 +59,7 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
   const metadata = metadataHandlers(ctx, { secret: options.authSecret, hub, ...(options.watchPollMs !== undefined ? { watchPollMs: options.watchPollMs } : {}) });
   server.addService(proto.cairn.v1.Metadata.service, metadata.handlers, METADATA_PERMISSIONS);
   const sweeper = new Sweeper(ctx, { intervalMs: options.sweepIntervalMs ?? 60_000, log: log.child({ task: 'sweep' }), registry: options.metrics.registry });
-  const admin = createAdminService({ kv, authSecret: options.authSecret, log: log.child({ service: 'admin' }), registry: options.metrics.registry, ...options.cluster });
+  const admin = createAdminService({ kv, model: ctx, authSecret: options.authSecret, log: log.child({ service: 'admin' }), registry: options.metrics.registry, ...options.cluster });
   server.addService(proto.cairn.v1.Admin.service, admin.handlers, ADMIN_PERMISSIONS);
   let port: number;
   try {

@@ -292,7 +292,7 @@ export function metadataHandlers(ctx: ModelContext, options: MetadataHandlerOpti
         if (h.length !== 32) throw new CairnError('CAIRN_INVALID_HASH', `plain_hashes[${i}] must be 32 bytes`, { fieldViolations: [{ field: `plain_hashes[${i}]`, description: 'must be 32 bytes' }] });
       });
       const found = await model.findChunks(ctx, req.tenant, req.plain_hashes);
-      return { chunks: found.map((c) => ({ plain_hash: c.plainHash, address: c.address, plain_size: c.plainSize, stored_size: c.storedSize, refs: c.refs, pins: c.pins })) };
+      return { chunks: found.map((c) => ({ plain_hash: c.plainHash, address: c.address, plain_size: c.plainSize, stored_size: c.storedSize, refs: c.refs, pins: c.pins, being_deleted: c.beingDeleted })) };
     }),
 
     CreateUploadSession: unary(async (req) => {

@@ -7,7 +7,8 @@ import test from 'ava';
 import { credentials } from '@grpc/grpc-js';
 import { signToken, type Role } from '../../src/common/auth.js';
 import { isCairnError } from '../../src/common/errors.js';
-import { AdminClient } from '../../src/metadata/index.js';
+import { AdminClient, MetadataClient } from '../../src/metadata/index.js';
+import { createHash } from 'node:crypto';
 import { PARTITION_COUNT } from '../../src/placement/index.js';
 import { startServer, suiteScope, type ServerProcess } from '../helpers/cluster.js';
 
@@ -169,4 +170,55 @@ test.serial('tenants and tokens: cluster admins create tenants; tenant admins mi
   // Node and job methods need a service token, even from an admin.
   t.is(await code(acmeAdmin.drainNode('bn-0')), 'CAIRN_PERMISSION_DENIED');
   t.deepEqual((await root.listTenants()).tenants.map((x) => x.name), ['acme', 'globex'], 'refused calls created nothing');
+});
+
+test.serial('quotas and users over the Admin API: cluster admins set quotas, tenant admins manage their own users', async (t) => {
+  t.timeout(60_000);
+  const root = await client(t, 'system', 'admin');
+  const acme = await client(t, 'acme', 'admin');
+  const globex = await client(t, 'globex', 'admin');
+  const serviceToken = await signToken(secret!, { tenant: 'system', role: 'service' });
+  const metadata = new MetadataClient({ address: server!.grpc, credentials: credentials.createInsecure(), token: () => serviceToken });
+  t.teardown(() => metadata.close());
+  const chunk = (seed: string): { plain_hash: Buffer; offset: number; size: number; address: Buffer; stored_size: number } => {
+    const h = createHash('sha256').update(seed).digest();
+    return { plain_hash: h, offset: 0, size: 100, address: createHash('sha256').update('sealed:' + seed).digest(), stored_size: 128 };
+  };
+  const commit = (path: string, seed: string): Promise<unknown> => metadata.commitFile({ tenant: 'acme', path, size: 100, mtime_ms: 1, author_device: 'd', chunks: [chunk(seed)] });
+
+  t.like(await root.setTenantQuota('acme', 150), { tenant: 'acme', quotaBytes: 150, versionBytes: 0 });
+  await commit('/one', 'one');
+  t.is(await code(commit('/two', 'two')), 'CAIRN_QUOTA_EXCEEDED');
+  t.like(await acme.getTenantUsage(), { tenant: 'acme', versionBytes: 100, versions: 1, storedBytes: 128, chunks: 1, quotaBytes: 150 }, 'a tenant admin sees its own usage');
+  t.like(await root.getTenantUsage('acme'), { versionBytes: 100 });
+  t.is(await code(globex.getTenantUsage('acme')), 'CAIRN_PERMISSION_DENIED');
+  t.is(await code(acme.setTenantQuota('acme', 10_000)), 'CAIRN_PERMISSION_DENIED', 'only cluster admins set quotas');
+  t.is(await code(root.setTenantQuota('acme', -5)), 'CAIRN_INVALID_ARGUMENT');
+  await root.setTenantQuota('acme', 0);
+  await commit('/two', 'two');
+
+  // Users, so shares can name them.
+  t.is(await code(metadata.grantShare({ tenant: 'acme', path: '/one', user: 'alice', permission: 'SHARE_PERMISSION_READ', granted_by: 'admin' })), 'CAIRN_NOT_FOUND', 'no such user yet');
+  t.like(await acme.createUser({ user: 'alice', displayName: 'Alice' }), { tenant: 'acme', user: 'alice', displayName: 'Alice' });
+  await root.createUser({ tenant: 'acme', user: 'bob' });
+  t.is(await code(globex.createUser({ tenant: 'acme', user: 'mallory' })), 'CAIRN_PERMISSION_DENIED');
+  t.is(await code(acme.createUser({ user: 'bad user!' })), 'CAIRN_INVALID_ARGUMENT');
+  await metadata.grantShare({ tenant: 'acme', path: '/one', user: 'alice', permission: 'SHARE_PERMISSION_READ', granted_by: 'admin' });
+  const page1 = await acme.listUsers({ pageSize: 1 });
+  t.deepEqual(page1.users.map((u) => u.user), ['alice']);
+  const page2 = await acme.listUsers({ pageSize: 1, pageToken: page1.nextPageToken });
+  t.deepEqual(page2.users.map((u) => u.user), ['bob']);
+  t.is(await code(acme.listUsers({ pageToken: '!!' })), 'CAIRN_INVALID_PAGE_TOKEN');
+  t.deepEqual((await globex.listUsers()).users, [], 'tenants see only their own users');
+  await acme.deleteUser({ user: 'alice' });
+  t.is(await code(acme.deleteUser({ user: 'alice' })), 'CAIRN_NOT_FOUND');
+  t.deepEqual((await acme.listUsers()).users.map((u) => u.user), ['bob']);
+  t.deepEqual((await metadata.listShares({ tenant: 'acme', path: '/one' })).grants, [], 'deleting a user removed its grants');
+
+  // GC claims need a service token.
+  t.is(await code(root.claimDeletions()), 'CAIRN_PERMISSION_DENIED');
+  const svc = await client(t, 'system', 'service');
+  t.deepEqual((await svc.claimDeletions()).deletions, [], 'nothing is due yet');
+  t.is(await code(svc.claimDeletions(5000)), 'CAIRN_INVALID_ARGUMENT');
+  t.is(await code(svc.finishDeletions({ done: [{ tenant: 'acme', plainHash: Buffer.alloc(3) }] })), 'CAIRN_INVALID_HASH');
 });

@@ -385,7 +385,7 @@ export function modelSuite(name: string, factory: KvFactory): void {
     const claimed = await m.claimDeletions(ctx, 10);
     t.deepEqual(claimed.map((c) => c.plainHash), [sha('gone')]);
     t.deepEqual(claimed[0]!.address, sha('sealed:gone'));
-    t.deepEqual(await refsOf(ctx, 'gone'), [undefined], 'a claimed chunk is no longer offered for dedup');
+    t.true((await m.findChunks(ctx, T, [sha('gone')]))[0]?.beingDeleted, 'a claimed chunk is reported as being deleted, not as missing (a re-put could race the block deletion)');
     await rejects(t, m.commitFile(ctx, commitInput('/again', ['gone'])), 'CAIRN_UNAVAILABLE');
     t.is(await m.finishDeletions(ctx, claimed), 1);
     t.is((await m.commitFile(ctx, commitInput('/again', ['gone']))).version, 1, 'after GC the chunk is simply new again');
@@ -558,5 +558,70 @@ export function modelSuite(name: string, factory: KvFactory): void {
     await m.commitFile(ctx, commitInput('/p.jpg', ['orig3']));
     await m.commitFile(ctx, commitInput('/p.jpg', ['orig4']));
     t.deepEqual(await refsOf(ctx, 't2', 'p1'), [0, 0], 'pruning the version released its derivatives');
+  });
+
+  test(`${name}: usage counters follow commits, prunes, deletes, restores and GC; a commit over the quota changes nothing`, async (t) => {
+    const { ctx, kv, clock } = await open(t);
+    const usage = (): Promise<m.TenantUsage> => m.getUsage(kv, T);
+    await m.commitFile(ctx, commitInput('/a', ['a1']));
+    await m.commitFile(ctx, commitInput('/b', ['b1', 'shared']));
+    t.like(await usage(), { versionBytes: 3000, versions: 2, storedBytes: 3 * 1028, chunks: 3, quotaBytes: 0 });
+    t.like(await m.setQuota(kv, T, 4500), { quotaBytes: 4500, versionBytes: 3000 });
+    await m.commitFile(ctx, commitInput('/c', ['shared']));
+    t.like(await usage(), { versionBytes: 4000, versions: 3, storedBytes: 3 * 1028, chunks: 3 }, 'a deduplicated chunk adds no stored bytes');
+    const before = await snapshot(kv);
+    const err = await rejects(t, m.commitFile(ctx, commitInput('/d', ['d1'])), 'CAIRN_QUOTA_EXCEEDED');
+    t.is((err as { metadata?: Record<string, string> }).metadata?.['quota_bytes'], '4500');
+    t.deepEqual(await snapshot(kv), before, 'the refused commit changed nothing');
+    // Deleting keeps the bytes (the file stays restorable) until retention drops the versions.
+    await m.deleteEntry(ctx, T, '/c');
+    t.like(await usage(), { versionBytes: 4000, versions: 4 });
+    await rejects(t, m.commitFile(ctx, commitInput('/d', ['d1'])), 'CAIRN_QUOTA_EXCEEDED');
+    await rejects(t, m.restoreEntry(ctx, T, '/c'), 'CAIRN_QUOTA_EXCEEDED');
+    // With keep-last 1, a commit that replaces what it prunes fits; the delete's tombstone prunes too.
+    await m.setPolicy(ctx, T, { keepLast: 1 });
+    await m.commitFile(ctx, commitInput('/a', ['a2']));
+    t.like(await usage(), { versionBytes: 4000, versions: 4, storedBytes: 4 * 1028, chunks: 4 });
+    await m.deleteEntry(ctx, T, '/b');
+    t.like(await usage(), { versionBytes: 2000, versions: 4 }, 'the tombstone pushed /b v1 out: its bytes are free');
+    await m.commitFile(ctx, commitInput('/d', ['d1']));
+    t.like(await usage(), { versionBytes: 3000, versions: 5 });
+    // A lowered quota blocks growth only: shrinking still works.
+    await m.setQuota(kv, T, 1000);
+    await rejects(t, m.commitFile(ctx, commitInput('/e', ['e1'])), 'CAIRN_QUOTA_EXCEEDED');
+    await m.deleteEntry(ctx, T, '/d');
+    t.like(await usage(), { versionBytes: 2000 });
+    await m.setQuota(kv, T, 0);
+    await m.commitFile(ctx, commitInput('/e', ['e1']));
+    // GC removes index entries: stored bytes follow.
+    const stored = (await usage()).storedBytes;
+    clock.t += 11 * 60 * 1000;
+    const claimed = await m.claimDeletions(ctx, 100);
+    t.true(claimed.length > 0);
+    t.is(await m.finishDeletions(ctx, claimed), claimed.length);
+    t.is((await usage()).storedBytes, stored - claimed.reduce((n, c) => n + c.storedSize, 0));
+    await rejects(t, m.setQuota(kv, T, -1), 'CAIRN_INVALID_ARGUMENT');
+    await rejects(t, m.setQuota(kv, 'Bad Tenant', 10), 'CAIRN_INVALID_ARGUMENT');
+  });
+
+  test(`${name}: a released GC claim makes the chunk usable again and due later`, async (t) => {
+    const { ctx, clock } = await open(t, { defaultPolicy: { keepLast: 1 } });
+    await m.commitFile(ctx, commitInput('/g', ['old']));
+    await m.commitFile(ctx, commitInput('/g', ['new']));
+    clock.t += 11 * 60 * 1000;
+    const claimed = await m.claimDeletions(ctx, 10);
+    t.deepEqual(claimed.map((c) => c.plainHash), [sha('old')]);
+    t.is(await m.releaseDeletions(ctx, claimed, 60_000), 1);
+    t.false((await m.findChunks(ctx, T, [sha('old')]))[0]?.beingDeleted);
+    t.deepEqual(await m.claimDeletions(ctx, 10), [], 'not due before the retry delay');
+    clock.t += 61_000;
+    const again = await m.claimDeletions(ctx, 10);
+    t.deepEqual(again.map((c) => c.plainHash), [sha('old')]);
+    await m.releaseDeletions(ctx, again, 60_000);
+    await m.commitFile(ctx, commitInput('/h', ['old']));
+    clock.t += 61_000;
+    t.deepEqual(await m.claimDeletions(ctx, 10), [], 'referenced again: never claimed');
+    t.is(await m.finishDeletions(ctx, again), 0, 'a stale finish removes nothing');
+    t.deepEqual(await refsOf(ctx, 'old'), [1]);
   });
 }

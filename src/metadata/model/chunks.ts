@@ -6,6 +6,7 @@ import type { KvTx } from '../kv/types.js';
 import { json, parseJson, readJson, type ChunkRecord } from './codec.js';
 import { invalid, type ModelContext } from './context.js';
 import { keys, tuple, u64, under } from './keys.js';
+import { adjustUsage } from './usage.js';
 
 interface StoredChunk {
   /** Address (hex) of the stored block. */
@@ -69,12 +70,16 @@ function store(tx: KvTx, ctx: ModelContext, tenant: string, hash: Buffer, entry:
  */
 export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunks: readonly ChunkRecord[], what: 'ref' | 'pin'): Promise<ChunkRecord[]> {
   const resolved = new Map<string, ChunkRecord>();
+  let newStored = 0;
+  let newChunks = 0;
   for (const [hex, { chunk, count }] of countChunks(chunks)) {
     let entry = await load(tx, tenant, chunk.plainHash);
     if (entry?.x !== undefined) throw beingDeleted(hex);
     if (entry === undefined) {
       if (chunk.address.length !== 32) throw new CairnError('CAIRN_FAILED_PRECONDITION', `chunk ${hex} is not stored yet: upload it first`, { metadata: { plain_hash: hex } });
       entry = { a: chunk.address.toString('hex'), p: chunk.size, s: chunk.storedSize, r: 0, n: 0 };
+      newStored += chunk.storedSize;
+      newChunks++;
     } else if (entry.p !== chunk.size) {
       throw invalid('chunks', `chunk ${hex} has ${entry.p} plain bytes, not ${chunk.size}`);
     }
@@ -84,6 +89,7 @@ export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunk
     store(tx, ctx, tenant, chunk.plainHash, entry);
     resolved.set(hex, { ...chunk, address: Buffer.from(entry.a, 'hex'), storedSize: entry.s });
   }
+  if (newChunks > 0) await adjustUsage(tx, tenant, { storedBytes: newStored, chunks: newChunks });
   return chunks.map((c) => {
     const r = resolved.get(c.plainHash.toString('hex'));
     return r === undefined ? c : { ...r, offset: c.offset };
@@ -110,9 +116,17 @@ export interface IndexedChunk {
   readonly storedSize: number;
   readonly refs: number;
   readonly pins: number;
+  /** GC has claimed the chunk: a commit naming it fails (retryably) until GC is done with it. */
+  readonly beingDeleted: boolean;
 }
 
-/** The index entries of those `hashes` the tenant has (and GC has not claimed), in one snapshot. */
+/**
+ * The index entries of those `hashes` the tenant has, in one snapshot. Chunks GC has claimed are
+ * included (flagged): a caller that took one for missing would write its block again while GC
+ * may still be deleting that very address on the block nodes, and commit it after GC finished —
+ * with the block gone. Naming a claimed chunk instead fails the commit with CAIRN_UNAVAILABLE,
+ * and a retry after GC finished finds the chunk missing and uploads it afresh.
+ */
 export async function findChunks(ctx: ModelContext, tenant: string, hashes: readonly Buffer[]): Promise<IndexedChunk[]> {
   return ctx.kv.transact(async (tx) => {
     const out: IndexedChunk[] = [];
@@ -122,8 +136,8 @@ export async function findChunks(ctx: ModelContext, tenant: string, hashes: read
       if (seen.has(hex)) continue;
       seen.add(hex);
       const e = await load(tx, tenant, h);
-      if (e === undefined || e.x !== undefined) continue;
-      out.push({ plainHash: h, address: Buffer.from(e.a, 'hex'), plainSize: e.p, storedSize: e.s, refs: e.r, pins: e.n });
+      if (e === undefined) continue;
+      out.push({ plainHash: h, address: Buffer.from(e.a, 'hex'), plainSize: e.p, storedSize: e.s, refs: e.r, pins: e.n, beingDeleted: e.x !== undefined });
     }
     return out;
   });
@@ -177,9 +191,34 @@ export async function finishDeletions(ctx: ModelContext, done: readonly Pick<Cla
       if (entry?.x === undefined || entry.r > 0 || entry.n > 0) continue;
       if (entry.q !== undefined) tx.del(keys.deleteQueue(entry.q, tenant, plainHash));
       tx.del(keys.chunk(tenant, plainHash));
+      await adjustUsage(tx, tenant, { storedBytes: -entry.s, chunks: -1 });
       removed++;
     }
     return removed;
+  });
+}
+
+/**
+ * Hands claims back that GC could not complete (a replica was unreachable): they become due again
+ * after `retryAfterMs` and commits may use them again at once.
+ */
+export async function releaseDeletions(ctx: ModelContext, claims: readonly Pick<ClaimedDeletion, 'tenant' | 'plainHash'>[], retryAfterMs: number): Promise<number> {
+  return ctx.kv.transact(async (tx) => {
+    let released = 0;
+    for (const { tenant, plainHash } of claims) {
+      const entry = await load(tx, tenant, plainHash);
+      if (entry?.x === undefined) continue;
+      unqueue(tx, tenant, plainHash, entry);
+      delete entry.x;
+      if (entry.r === 0 && entry.n === 0) {
+        const due = ctx.now() + retryAfterMs;
+        tx.put(keys.deleteQueue(due, tenant, plainHash), json({ t: tenant, h: plainHash.toString('hex') } satisfies QueueEntry));
+        entry.q = due;
+      }
+      tx.put(keys.chunk(tenant, plainHash), json(entry));
+      released++;
+    }
+    return released;
   });
 }
 

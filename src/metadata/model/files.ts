@@ -12,6 +12,7 @@ import { checkCount, invalid, notFound, type ModelContext } from './context.js';
 import { keys } from './keys.js';
 import { enqueueJob } from './jobs.js';
 import { policyOf } from './tenants.js';
+import { adjustUsage, enforceQuota, versionBytes } from './usage.js';
 import {
   detach, ensureFolder, getEntry, locate, lookup, mustLookup, newNodeId, pathOf, parentPathOf, putEntry, ROOT_ID, segmentsOf,
   listChildren, joinPath, type NodeRecord,
@@ -260,6 +261,7 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
   }
   const current = node !== undefined && node.deletedMs === undefined ? node.head : 0;
   if (meta.baseVersion !== undefined && meta.baseVersion !== current) throw conflict(path, current, meta.baseVersion);
+  const usedBefore = await versionBytes(tx, tenant);
   const resolved = await acquire(tx, ctx, tenant, chunks, 'ref');
   const der = meta.derivatives !== undefined && meta.derivatives.length > 0 ? await takeDerivatives(tx, ctx, tenant, meta.derivatives) : undefined;
   const now = ctx.now();
@@ -279,10 +281,12 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
     ...(meta.media !== undefined && meta.media !== '' ? { media: meta.media } : {}),
     ...(der !== undefined ? { der } : {}),
   }, resolved);
+  await adjustUsage(tx, tenant, { versionBytes: meta.size, versions: 1 });
   const next: NodeRecord = { ...base, head: v, last: v, size: meta.size, hash, mtimeMs: mtime, modifiedMs: now, rev };
   delete next.deletedMs;
   putEntry(tx, tenant, parentId, name, next, !isNew);
   await pruneByCount(tx, ctx, tenant, next.id, v, await policyOf(tx, ctx, tenant));
+  await enforceQuota(tx, tenant, usedBefore);
   if (ctx.onCommit !== undefined) await ctx.onCommit(tx, { tenant, path, nodeId: next.id, version: v, size: meta.size, revision: rev });
   if (meta.mediaKind !== undefined && meta.mediaKind !== '') {
     const payload: MediaJobPayload = { tenant, path, file_id: next.id, version: v, size: meta.size, media_kind: meta.mediaKind };
@@ -373,6 +377,7 @@ export async function deleteEntry(ctx: ModelContext, tenant: string, rawPath: st
     next.rev = await appendChange(tx, ctx, tenant, { type: 'delete', path, nodeId: node.id, kind: node.kind, ...(node.kind === 'file' ? { version: next.head } : {}) });
     if (node.kind === 'file') {
       writeVersion(tx, tenant, node.id, { v: next.head, size: 0, hash: '', mtime: now, created: now, device: '', rev: next.rev, del: 1 }, []);
+      await adjustUsage(tx, tenant, { versions: 1 });
       await pruneByCount(tx, ctx, tenant, node.id, next.head, await policyOf(tx, ctx, tenant));
     }
     tx.put(keys.deleted(tenant, now, node.id), Buffer.from(node.id));

@@ -3,7 +3,7 @@
 export { createContext, DEFAULTS, type CommitHook, type CommittedFile, type ModelContext, type ModelOptions, type RetentionPolicy } from './context.js';
 export type { ChunkRecord } from './codec.js';
 export { currentRevision, listChanges, trimChanges, type ChangeEvent, type ChangePage, type ChangeType, type NodeKind } from './changes.js';
-export { claimDeletions, finishDeletions, findChunks, nextDeletionDue, type ClaimedDeletion, type IndexedChunk } from './chunks.js';
+export { claimDeletions, finishDeletions, findChunks, nextDeletionDue, releaseDeletions, type ClaimedDeletion, type IndexedChunk } from './chunks.js';
 export {
   commitFile, deleteEntry, getFile, getFileById, listFolder, listVersions, makeFolder, moveEntry, normalizeFolderPath, restoreEntry, setVersionMedia, statEntry,
   validateCommit, MEDIA_JOB_KIND, type ChunkWindow, type FileTarget, type MediaDerivative, type MediaJobPayload, type CommitInput, type EntryRecord, type FolderPage, type VersionRecord,
@@ -16,3 +16,4 @@ export {
 export { deleteUser, getPolicy, getUser, listTenantIds, listUsers, putUser, setPolicy, type UserRecord } from './tenants.js';
 export { purgeDeleted, pruneExpiredVersions, runMaintenance, type MaintenanceStats } from './maintenance.js';
 export { CHANGE_CHANNEL } from './keys.js';
+export { adjustUsage, getUsage, setQuota, type TenantUsage } from './usage.js';

@@ -57,6 +57,8 @@ export const keys = {
   chunk: (tenant: string, plainHash: Buffer) => tuple('c', tenant, plainHash),
   /** Chunk delete queue, ordered by due time across tenants. */
   deleteQueue: (due: number, tenant: string, plainHash: Buffer) => tuple('q', u64(due), tenant, plainHash),
+  /** The tenant's usage counters and storage quota. */
+  usage: (tenant: string) => tuple('U', tenant),
   /** The tenant's change-feed revision counter. */
   revision: (tenant: string) => tuple('r', tenant),
   /** The oldest revision the change feed has trimmed (cursors at or before it are expired). */

@@ -7,6 +7,7 @@ import { countChunks, release } from './chunks.js';
 import { decodeChunks, encodeChunks, json, pages, parseJson, readJson, type ChunkRecord } from './codec.js';
 import { daysMs, type ModelContext, type RetentionPolicy } from './context.js';
 import { keys, under } from './keys.js';
+import { adjustUsage } from './usage.js';
 
 /** A media derivative as stored in its version's header: chunk records (80 bytes each) in base64. */
 export interface StoredDerivative {
@@ -109,6 +110,7 @@ export async function dropVersion(tx: KvTx, ctx: ModelContext, tenant: string, n
   for (const [hex, { count }] of countChunks(chunks)) counts.set(hex, count);
   for (const d of header.der ?? []) for (const [hex, { count }] of countChunks(decodeChunks(Buffer.from(d.c, 'base64')))) counts.set(hex, (counts.get(hex) ?? 0) + count);
   await release(tx, ctx, tenant, counts, 'ref');
+  await adjustUsage(tx, tenant, { versionBytes: -header.size, versions: -1 });
   for (let i = 0; i < header.po.length; i++) tx.del(keys.versionPage(tenant, nodeId, version, i));
   tx.del(keys.version(tenant, nodeId, version));
   if (header.replaced !== undefined) tx.del(keys.replaced(tenant, header.replaced, nodeId, version));

@@ -3,16 +3,24 @@
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
+import type { ClaimDeletionsRequest as _cairn_v1_ClaimDeletionsRequest, ClaimDeletionsRequest__Output as _cairn_v1_ClaimDeletionsRequest__Output } from '../../cairn/v1/ClaimDeletionsRequest.js';
+import type { ClaimDeletionsResponse as _cairn_v1_ClaimDeletionsResponse, ClaimDeletionsResponse__Output as _cairn_v1_ClaimDeletionsResponse__Output } from '../../cairn/v1/ClaimDeletionsResponse.js';
 import type { CompleteJobRequest as _cairn_v1_CompleteJobRequest, CompleteJobRequest__Output as _cairn_v1_CompleteJobRequest__Output } from '../../cairn/v1/CompleteJobRequest.js';
 import type { CompleteJobResponse as _cairn_v1_CompleteJobResponse, CompleteJobResponse__Output as _cairn_v1_CompleteJobResponse__Output } from '../../cairn/v1/CompleteJobResponse.js';
 import type { CreateTenantRequest as _cairn_v1_CreateTenantRequest, CreateTenantRequest__Output as _cairn_v1_CreateTenantRequest__Output } from '../../cairn/v1/CreateTenantRequest.js';
 import type { CreateTenantResponse as _cairn_v1_CreateTenantResponse, CreateTenantResponse__Output as _cairn_v1_CreateTenantResponse__Output } from '../../cairn/v1/CreateTenantResponse.js';
 import type { CreateTokenRequest as _cairn_v1_CreateTokenRequest, CreateTokenRequest__Output as _cairn_v1_CreateTokenRequest__Output } from '../../cairn/v1/CreateTokenRequest.js';
 import type { CreateTokenResponse as _cairn_v1_CreateTokenResponse, CreateTokenResponse__Output as _cairn_v1_CreateTokenResponse__Output } from '../../cairn/v1/CreateTokenResponse.js';
+import type { CreateUserRequest as _cairn_v1_CreateUserRequest, CreateUserRequest__Output as _cairn_v1_CreateUserRequest__Output } from '../../cairn/v1/CreateUserRequest.js';
+import type { CreateUserResponse as _cairn_v1_CreateUserResponse, CreateUserResponse__Output as _cairn_v1_CreateUserResponse__Output } from '../../cairn/v1/CreateUserResponse.js';
+import type { DeleteUserRequest as _cairn_v1_DeleteUserRequest, DeleteUserRequest__Output as _cairn_v1_DeleteUserRequest__Output } from '../../cairn/v1/DeleteUserRequest.js';
+import type { DeleteUserResponse as _cairn_v1_DeleteUserResponse, DeleteUserResponse__Output as _cairn_v1_DeleteUserResponse__Output } from '../../cairn/v1/DeleteUserResponse.js';
 import type { DrainNodeRequest as _cairn_v1_DrainNodeRequest, DrainNodeRequest__Output as _cairn_v1_DrainNodeRequest__Output } from '../../cairn/v1/DrainNodeRequest.js';
 import type { DrainNodeResponse as _cairn_v1_DrainNodeResponse, DrainNodeResponse__Output as _cairn_v1_DrainNodeResponse__Output } from '../../cairn/v1/DrainNodeResponse.js';
 import type { FailJobRequest as _cairn_v1_FailJobRequest, FailJobRequest__Output as _cairn_v1_FailJobRequest__Output } from '../../cairn/v1/FailJobRequest.js';
 import type { FailJobResponse as _cairn_v1_FailJobResponse, FailJobResponse__Output as _cairn_v1_FailJobResponse__Output } from '../../cairn/v1/FailJobResponse.js';
+import type { FinishDeletionsRequest as _cairn_v1_FinishDeletionsRequest, FinishDeletionsRequest__Output as _cairn_v1_FinishDeletionsRequest__Output } from '../../cairn/v1/FinishDeletionsRequest.js';
+import type { FinishDeletionsResponse as _cairn_v1_FinishDeletionsResponse, FinishDeletionsResponse__Output as _cairn_v1_FinishDeletionsResponse__Output } from '../../cairn/v1/FinishDeletionsResponse.js';
 import type { GetClusterMapRequest as _cairn_v1_GetClusterMapRequest, GetClusterMapRequest__Output as _cairn_v1_GetClusterMapRequest__Output } from '../../cairn/v1/GetClusterMapRequest.js';
 import type { GetClusterMapResponse as _cairn_v1_GetClusterMapResponse, GetClusterMapResponse__Output as _cairn_v1_GetClusterMapResponse__Output } from '../../cairn/v1/GetClusterMapResponse.js';
 import type { GetDrainStatusRequest as _cairn_v1_GetDrainStatusRequest, GetDrainStatusRequest__Output as _cairn_v1_GetDrainStatusRequest__Output } from '../../cairn/v1/GetDrainStatusRequest.js';
@@ -21,6 +29,8 @@ import type { GetOrCreateTenantKeyRequest as _cairn_v1_GetOrCreateTenantKeyReque
 import type { GetOrCreateTenantKeyResponse as _cairn_v1_GetOrCreateTenantKeyResponse, GetOrCreateTenantKeyResponse__Output as _cairn_v1_GetOrCreateTenantKeyResponse__Output } from '../../cairn/v1/GetOrCreateTenantKeyResponse.js';
 import type { GetQueueDepthRequest as _cairn_v1_GetQueueDepthRequest, GetQueueDepthRequest__Output as _cairn_v1_GetQueueDepthRequest__Output } from '../../cairn/v1/GetQueueDepthRequest.js';
 import type { GetQueueDepthResponse as _cairn_v1_GetQueueDepthResponse, GetQueueDepthResponse__Output as _cairn_v1_GetQueueDepthResponse__Output } from '../../cairn/v1/GetQueueDepthResponse.js';
+import type { GetTenantUsageRequest as _cairn_v1_GetTenantUsageRequest, GetTenantUsageRequest__Output as _cairn_v1_GetTenantUsageRequest__Output } from '../../cairn/v1/GetTenantUsageRequest.js';
+import type { GetTenantUsageResponse as _cairn_v1_GetTenantUsageResponse, GetTenantUsageResponse__Output as _cairn_v1_GetTenantUsageResponse__Output } from '../../cairn/v1/GetTenantUsageResponse.js';
 import type { HeartbeatRequest as _cairn_v1_HeartbeatRequest, HeartbeatRequest__Output as _cairn_v1_HeartbeatRequest__Output } from '../../cairn/v1/HeartbeatRequest.js';
 import type { HeartbeatResponse as _cairn_v1_HeartbeatResponse, HeartbeatResponse__Output as _cairn_v1_HeartbeatResponse__Output } from '../../cairn/v1/HeartbeatResponse.js';
 import type { LeaseJobsRequest as _cairn_v1_LeaseJobsRequest, LeaseJobsRequest__Output as _cairn_v1_LeaseJobsRequest__Output } from '../../cairn/v1/LeaseJobsRequest.js';
@@ -31,6 +41,8 @@ import type { ListNodesRequest as _cairn_v1_ListNodesRequest, ListNodesRequest__
 import type { ListNodesResponse as _cairn_v1_ListNodesResponse, ListNodesResponse__Output as _cairn_v1_ListNodesResponse__Output } from '../../cairn/v1/ListNodesResponse.js';
 import type { ListTenantsRequest as _cairn_v1_ListTenantsRequest, ListTenantsRequest__Output as _cairn_v1_ListTenantsRequest__Output } from '../../cairn/v1/ListTenantsRequest.js';
 import type { ListTenantsResponse as _cairn_v1_ListTenantsResponse, ListTenantsResponse__Output as _cairn_v1_ListTenantsResponse__Output } from '../../cairn/v1/ListTenantsResponse.js';
+import type { ListUsersRequest as _cairn_v1_ListUsersRequest, ListUsersRequest__Output as _cairn_v1_ListUsersRequest__Output } from '../../cairn/v1/ListUsersRequest.js';
+import type { ListUsersResponse as _cairn_v1_ListUsersResponse, ListUsersResponse__Output as _cairn_v1_ListUsersResponse__Output } from '../../cairn/v1/ListUsersResponse.js';
 import type { MarkNodeDownRequest as _cairn_v1_MarkNodeDownRequest, MarkNodeDownRequest__Output as _cairn_v1_MarkNodeDownRequest__Output } from '../../cairn/v1/MarkNodeDownRequest.js';
 import type { MarkNodeDownResponse as _cairn_v1_MarkNodeDownResponse, MarkNodeDownResponse__Output as _cairn_v1_MarkNodeDownResponse__Output } from '../../cairn/v1/MarkNodeDownResponse.js';
 import type { MarkNodeUpRequest as _cairn_v1_MarkNodeUpRequest, MarkNodeUpRequest__Output as _cairn_v1_MarkNodeUpRequest__Output } from '../../cairn/v1/MarkNodeUpRequest.js';
@@ -41,6 +53,8 @@ import type { RemoveNodeRequest as _cairn_v1_RemoveNodeRequest, RemoveNodeReques
 import type { RemoveNodeResponse as _cairn_v1_RemoveNodeResponse, RemoveNodeResponse__Output as _cairn_v1_RemoveNodeResponse__Output } from '../../cairn/v1/RemoveNodeResponse.js';
 import type { RetryDeadLetterRequest as _cairn_v1_RetryDeadLetterRequest, RetryDeadLetterRequest__Output as _cairn_v1_RetryDeadLetterRequest__Output } from '../../cairn/v1/RetryDeadLetterRequest.js';
 import type { RetryDeadLetterResponse as _cairn_v1_RetryDeadLetterResponse, RetryDeadLetterResponse__Output as _cairn_v1_RetryDeadLetterResponse__Output } from '../../cairn/v1/RetryDeadLetterResponse.js';
+import type { SetTenantQuotaRequest as _cairn_v1_SetTenantQuotaRequest, SetTenantQuotaRequest__Output as _cairn_v1_SetTenantQuotaRequest__Output } from '../../cairn/v1/SetTenantQuotaRequest.js';
+import type { SetTenantQuotaResponse as _cairn_v1_SetTenantQuotaResponse, SetTenantQuotaResponse__Output as _cairn_v1_SetTenantQuotaResponse__Output } from '../../cairn/v1/SetTenantQuotaResponse.js';
 import type { WatchClusterMapRequest as _cairn_v1_WatchClusterMapRequest, WatchClusterMapRequest__Output as _cairn_v1_WatchClusterMapRequest__Output } from '../../cairn/v1/WatchClusterMapRequest.js';
 import type { WatchClusterMapResponse as _cairn_v1_WatchClusterMapResponse, WatchClusterMapResponse__Output as _cairn_v1_WatchClusterMapResponse__Output } from '../../cairn/v1/WatchClusterMapResponse.js';
 
@@ -49,6 +63,25 @@ import type { WatchClusterMapResponse as _cairn_v1_WatchClusterMapResponse, Watc
  * Node, map and job methods need a service token; tenant and token methods an admin token.
  */
 export interface AdminClient extends grpc.Client {
+  /**
+   * ClaimDeletions claims up to max chunks whose refs and pins reached zero more than the grace
+   * period ago, for the block GC: until finished or released they cannot be committed or pinned,
+   * and an unfinished claim is handed out again after its lease. Service tokens only.
+   */
+  ClaimDeletions(argument: _cairn_v1_ClaimDeletionsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ClaimDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  ClaimDeletions(argument: _cairn_v1_ClaimDeletionsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ClaimDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  ClaimDeletions(argument: _cairn_v1_ClaimDeletionsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ClaimDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  ClaimDeletions(argument: _cairn_v1_ClaimDeletionsRequest, callback: grpc.requestCallback<_cairn_v1_ClaimDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ClaimDeletions claims up to max chunks whose refs and pins reached zero more than the grace
+   * period ago, for the block GC: until finished or released they cannot be committed or pinned,
+   * and an unfinished claim is handed out again after its lease. Service tokens only.
+   */
+  claimDeletions(argument: _cairn_v1_ClaimDeletionsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ClaimDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  claimDeletions(argument: _cairn_v1_ClaimDeletionsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ClaimDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  claimDeletions(argument: _cairn_v1_ClaimDeletionsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ClaimDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  claimDeletions(argument: _cairn_v1_ClaimDeletionsRequest, callback: grpc.requestCallback<_cairn_v1_ClaimDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  
   /**
    * CompleteJob finishes a job under the lease that handed it out.
    * Errors: NOT_FOUND (no such job), FAILED_PRECONDITION (not held under this lease).
@@ -103,6 +136,40 @@ export interface AdminClient extends grpc.Client {
   createToken(argument: _cairn_v1_CreateTokenRequest, callback: grpc.requestCallback<_cairn_v1_CreateTokenResponse__Output>): grpc.ClientUnaryCall;
   
   /**
+   * CreateUser adds (or updates the display name of) a user of a tenant, so shares can name it.
+   * Tenant admins for their own tenant (empty tenant = the caller's); cluster administrators any.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  CreateUser(argument: _cairn_v1_CreateUserRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateUserResponse__Output>): grpc.ClientUnaryCall;
+  CreateUser(argument: _cairn_v1_CreateUserRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CreateUserResponse__Output>): grpc.ClientUnaryCall;
+  CreateUser(argument: _cairn_v1_CreateUserRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateUserResponse__Output>): grpc.ClientUnaryCall;
+  CreateUser(argument: _cairn_v1_CreateUserRequest, callback: grpc.requestCallback<_cairn_v1_CreateUserResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * CreateUser adds (or updates the display name of) a user of a tenant, so shares can name it.
+   * Tenant admins for their own tenant (empty tenant = the caller's); cluster administrators any.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  createUser(argument: _cairn_v1_CreateUserRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateUserResponse__Output>): grpc.ClientUnaryCall;
+  createUser(argument: _cairn_v1_CreateUserRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_CreateUserResponse__Output>): grpc.ClientUnaryCall;
+  createUser(argument: _cairn_v1_CreateUserRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_CreateUserResponse__Output>): grpc.ClientUnaryCall;
+  createUser(argument: _cairn_v1_CreateUserRequest, callback: grpc.requestCallback<_cairn_v1_CreateUserResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * DeleteUser removes a user and every grant to it. Errors: NOT_FOUND, PERMISSION_DENIED.
+   */
+  DeleteUser(argument: _cairn_v1_DeleteUserRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteUserResponse__Output>): grpc.ClientUnaryCall;
+  DeleteUser(argument: _cairn_v1_DeleteUserRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_DeleteUserResponse__Output>): grpc.ClientUnaryCall;
+  DeleteUser(argument: _cairn_v1_DeleteUserRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteUserResponse__Output>): grpc.ClientUnaryCall;
+  DeleteUser(argument: _cairn_v1_DeleteUserRequest, callback: grpc.requestCallback<_cairn_v1_DeleteUserResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * DeleteUser removes a user and every grant to it. Errors: NOT_FOUND, PERMISSION_DENIED.
+   */
+  deleteUser(argument: _cairn_v1_DeleteUserRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteUserResponse__Output>): grpc.ClientUnaryCall;
+  deleteUser(argument: _cairn_v1_DeleteUserRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_DeleteUserResponse__Output>): grpc.ClientUnaryCall;
+  deleteUser(argument: _cairn_v1_DeleteUserRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DeleteUserResponse__Output>): grpc.ClientUnaryCall;
+  deleteUser(argument: _cairn_v1_DeleteUserRequest, callback: grpc.requestCallback<_cairn_v1_DeleteUserResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
    * DrainNode starts moving a node's replicas to other nodes (new epoch).
    * Errors: NOT_FOUND, FAILED_PRECONDITION (not up or joining; too few nodes would remain).
    */
@@ -135,6 +202,25 @@ export interface AdminClient extends grpc.Client {
   failJob(argument: _cairn_v1_FailJobRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FailJobResponse__Output>): grpc.ClientUnaryCall;
   failJob(argument: _cairn_v1_FailJobRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FailJobResponse__Output>): grpc.ClientUnaryCall;
   failJob(argument: _cairn_v1_FailJobRequest, callback: grpc.requestCallback<_cairn_v1_FailJobResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * FinishDeletions removes the index entries of claimed chunks whose blocks the GC deleted on
+   * every replica (re-checking refs and pins in the same transaction), and hands back claims the
+   * GC could not complete. Service tokens only.
+   */
+  FinishDeletions(argument: _cairn_v1_FinishDeletionsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FinishDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  FinishDeletions(argument: _cairn_v1_FinishDeletionsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FinishDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  FinishDeletions(argument: _cairn_v1_FinishDeletionsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FinishDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  FinishDeletions(argument: _cairn_v1_FinishDeletionsRequest, callback: grpc.requestCallback<_cairn_v1_FinishDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * FinishDeletions removes the index entries of claimed chunks whose blocks the GC deleted on
+   * every replica (re-checking refs and pins in the same transaction), and hands back claims the
+   * GC could not complete. Service tokens only.
+   */
+  finishDeletions(argument: _cairn_v1_FinishDeletionsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FinishDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  finishDeletions(argument: _cairn_v1_FinishDeletionsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_FinishDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  finishDeletions(argument: _cairn_v1_FinishDeletionsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FinishDeletionsResponse__Output>): grpc.ClientUnaryCall;
+  finishDeletions(argument: _cairn_v1_FinishDeletionsRequest, callback: grpc.requestCallback<_cairn_v1_FinishDeletionsResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * GetClusterMap returns the current map, or the map of an epoch still kept.
@@ -205,6 +291,25 @@ export interface AdminClient extends grpc.Client {
   getQueueDepth(argument: _cairn_v1_GetQueueDepthRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetQueueDepthResponse__Output>): grpc.ClientUnaryCall;
   getQueueDepth(argument: _cairn_v1_GetQueueDepthRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetQueueDepthResponse__Output>): grpc.ClientUnaryCall;
   getQueueDepth(argument: _cairn_v1_GetQueueDepthRequest, callback: grpc.requestCallback<_cairn_v1_GetQueueDepthResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * GetTenantUsage reports a tenant's usage counters and quota. Tenant admins see their own
+   * tenant (empty tenant = the caller's); cluster administrators any.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  GetTenantUsage(argument: _cairn_v1_GetTenantUsageRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetTenantUsageResponse__Output>): grpc.ClientUnaryCall;
+  GetTenantUsage(argument: _cairn_v1_GetTenantUsageRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetTenantUsageResponse__Output>): grpc.ClientUnaryCall;
+  GetTenantUsage(argument: _cairn_v1_GetTenantUsageRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetTenantUsageResponse__Output>): grpc.ClientUnaryCall;
+  GetTenantUsage(argument: _cairn_v1_GetTenantUsageRequest, callback: grpc.requestCallback<_cairn_v1_GetTenantUsageResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * GetTenantUsage reports a tenant's usage counters and quota. Tenant admins see their own
+   * tenant (empty tenant = the caller's); cluster administrators any.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  getTenantUsage(argument: _cairn_v1_GetTenantUsageRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetTenantUsageResponse__Output>): grpc.ClientUnaryCall;
+  getTenantUsage(argument: _cairn_v1_GetTenantUsageRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetTenantUsageResponse__Output>): grpc.ClientUnaryCall;
+  getTenantUsage(argument: _cairn_v1_GetTenantUsageRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetTenantUsageResponse__Output>): grpc.ClientUnaryCall;
+  getTenantUsage(argument: _cairn_v1_GetTenantUsageRequest, callback: grpc.requestCallback<_cairn_v1_GetTenantUsageResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * Heartbeat records that a node is alive and what it holds.
@@ -282,6 +387,21 @@ export interface AdminClient extends grpc.Client {
   listTenants(argument: _cairn_v1_ListTenantsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListTenantsResponse__Output>): grpc.ClientUnaryCall;
   listTenants(argument: _cairn_v1_ListTenantsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListTenantsResponse__Output>): grpc.ClientUnaryCall;
   listTenants(argument: _cairn_v1_ListTenantsRequest, callback: grpc.requestCallback<_cairn_v1_ListTenantsResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * ListUsers pages through a tenant's users by id. Same permissions as CreateUser.
+   */
+  ListUsers(argument: _cairn_v1_ListUsersRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListUsersResponse__Output>): grpc.ClientUnaryCall;
+  ListUsers(argument: _cairn_v1_ListUsersRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListUsersResponse__Output>): grpc.ClientUnaryCall;
+  ListUsers(argument: _cairn_v1_ListUsersRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListUsersResponse__Output>): grpc.ClientUnaryCall;
+  ListUsers(argument: _cairn_v1_ListUsersRequest, callback: grpc.requestCallback<_cairn_v1_ListUsersResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * ListUsers pages through a tenant's users by id. Same permissions as CreateUser.
+   */
+  listUsers(argument: _cairn_v1_ListUsersRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListUsersResponse__Output>): grpc.ClientUnaryCall;
+  listUsers(argument: _cairn_v1_ListUsersRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_ListUsersResponse__Output>): grpc.ClientUnaryCall;
+  listUsers(argument: _cairn_v1_ListUsersRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListUsersResponse__Output>): grpc.ClientUnaryCall;
+  listUsers(argument: _cairn_v1_ListUsersRequest, callback: grpc.requestCallback<_cairn_v1_ListUsersResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * MarkNodeDown marks a node down by hand (the operator, once its pod stayed NotReady for the
@@ -377,6 +497,25 @@ export interface AdminClient extends grpc.Client {
   retryDeadLetter(argument: _cairn_v1_RetryDeadLetterRequest, callback: grpc.requestCallback<_cairn_v1_RetryDeadLetterResponse__Output>): grpc.ClientUnaryCall;
   
   /**
+   * SetTenantQuota sets (quota_bytes > 0) or removes (0) a tenant's storage quota: the logical
+   * bytes of every version retention keeps. Usage above a lowered quota only blocks growth.
+   * Cluster administrators only. Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  SetTenantQuota(argument: _cairn_v1_SetTenantQuotaRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetTenantQuotaResponse__Output>): grpc.ClientUnaryCall;
+  SetTenantQuota(argument: _cairn_v1_SetTenantQuotaRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_SetTenantQuotaResponse__Output>): grpc.ClientUnaryCall;
+  SetTenantQuota(argument: _cairn_v1_SetTenantQuotaRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetTenantQuotaResponse__Output>): grpc.ClientUnaryCall;
+  SetTenantQuota(argument: _cairn_v1_SetTenantQuotaRequest, callback: grpc.requestCallback<_cairn_v1_SetTenantQuotaResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * SetTenantQuota sets (quota_bytes > 0) or removes (0) a tenant's storage quota: the logical
+   * bytes of every version retention keeps. Usage above a lowered quota only blocks growth.
+   * Cluster administrators only. Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  setTenantQuota(argument: _cairn_v1_SetTenantQuotaRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetTenantQuotaResponse__Output>): grpc.ClientUnaryCall;
+  setTenantQuota(argument: _cairn_v1_SetTenantQuotaRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_SetTenantQuotaResponse__Output>): grpc.ClientUnaryCall;
+  setTenantQuota(argument: _cairn_v1_SetTenantQuotaRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetTenantQuotaResponse__Output>): grpc.ClientUnaryCall;
+  setTenantQuota(argument: _cairn_v1_SetTenantQuotaRequest, callback: grpc.requestCallback<_cairn_v1_SetTenantQuotaResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
    * WatchClusterMap streams every map with an epoch above since_epoch, in order, until cancelled.
    * Errors: INVALID_ARGUMENT (since_epoch ahead of the current epoch).
    */
@@ -397,6 +536,13 @@ export interface AdminClient extends grpc.Client {
  */
 export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   /**
+   * ClaimDeletions claims up to max chunks whose refs and pins reached zero more than the grace
+   * period ago, for the block GC: until finished or released they cannot be committed or pinned,
+   * and an unfinished claim is handed out again after its lease. Service tokens only.
+   */
+  ClaimDeletions: grpc.handleUnaryCall<_cairn_v1_ClaimDeletionsRequest__Output, _cairn_v1_ClaimDeletionsResponse>;
+  
+  /**
    * CompleteJob finishes a job under the lease that handed it out.
    * Errors: NOT_FOUND (no such job), FAILED_PRECONDITION (not held under this lease).
    */
@@ -416,6 +562,18 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   CreateToken: grpc.handleUnaryCall<_cairn_v1_CreateTokenRequest__Output, _cairn_v1_CreateTokenResponse>;
   
   /**
+   * CreateUser adds (or updates the display name of) a user of a tenant, so shares can name it.
+   * Tenant admins for their own tenant (empty tenant = the caller's); cluster administrators any.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  CreateUser: grpc.handleUnaryCall<_cairn_v1_CreateUserRequest__Output, _cairn_v1_CreateUserResponse>;
+  
+  /**
+   * DeleteUser removes a user and every grant to it. Errors: NOT_FOUND, PERMISSION_DENIED.
+   */
+  DeleteUser: grpc.handleUnaryCall<_cairn_v1_DeleteUserRequest__Output, _cairn_v1_DeleteUserResponse>;
+  
+  /**
    * DrainNode starts moving a node's replicas to other nodes (new epoch).
    * Errors: NOT_FOUND, FAILED_PRECONDITION (not up or joining; too few nodes would remain).
    */
@@ -426,6 +584,13 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
    * Errors: NOT_FOUND, FAILED_PRECONDITION (not held under this lease).
    */
   FailJob: grpc.handleUnaryCall<_cairn_v1_FailJobRequest__Output, _cairn_v1_FailJobResponse>;
+  
+  /**
+   * FinishDeletions removes the index entries of claimed chunks whose blocks the GC deleted on
+   * every replica (re-checking refs and pins in the same transaction), and hands back claims the
+   * GC could not complete. Service tokens only.
+   */
+  FinishDeletions: grpc.handleUnaryCall<_cairn_v1_FinishDeletionsRequest__Output, _cairn_v1_FinishDeletionsResponse>;
   
   /**
    * GetClusterMap returns the current map, or the map of an epoch still kept.
@@ -453,6 +618,13 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   GetQueueDepth: grpc.handleUnaryCall<_cairn_v1_GetQueueDepthRequest__Output, _cairn_v1_GetQueueDepthResponse>;
   
   /**
+   * GetTenantUsage reports a tenant's usage counters and quota. Tenant admins see their own
+   * tenant (empty tenant = the caller's); cluster administrators any.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  GetTenantUsage: grpc.handleUnaryCall<_cairn_v1_GetTenantUsageRequest__Output, _cairn_v1_GetTenantUsageResponse>;
+  
+  /**
    * Heartbeat records that a node is alive and what it holds.
    * Errors: NOT_FOUND (unknown node), FAILED_PRECONDITION (stale incarnation, removed node).
    */
@@ -477,6 +649,11 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
    * ListTenants pages through the registered tenants. Cluster administrators only.
    */
   ListTenants: grpc.handleUnaryCall<_cairn_v1_ListTenantsRequest__Output, _cairn_v1_ListTenantsResponse>;
+  
+  /**
+   * ListUsers pages through a tenant's users by id. Same permissions as CreateUser.
+   */
+  ListUsers: grpc.handleUnaryCall<_cairn_v1_ListUsersRequest__Output, _cairn_v1_ListUsersResponse>;
   
   /**
    * MarkNodeDown marks a node down by hand (the operator, once its pod stayed NotReady for the
@@ -513,6 +690,13 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   RetryDeadLetter: grpc.handleUnaryCall<_cairn_v1_RetryDeadLetterRequest__Output, _cairn_v1_RetryDeadLetterResponse>;
   
   /**
+   * SetTenantQuota sets (quota_bytes > 0) or removes (0) a tenant's storage quota: the logical
+   * bytes of every version retention keeps. Usage above a lowered quota only blocks growth.
+   * Cluster administrators only. Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  SetTenantQuota: grpc.handleUnaryCall<_cairn_v1_SetTenantQuotaRequest__Output, _cairn_v1_SetTenantQuotaResponse>;
+  
+  /**
    * WatchClusterMap streams every map with an epoch above since_epoch, in order, until cancelled.
    * Errors: INVALID_ARGUMENT (since_epoch ahead of the current epoch).
    */
@@ -521,24 +705,31 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
 }
 
 export interface AdminDefinition extends grpc.ServiceDefinition {
+  ClaimDeletions: MethodDefinition<_cairn_v1_ClaimDeletionsRequest, _cairn_v1_ClaimDeletionsResponse, _cairn_v1_ClaimDeletionsRequest__Output, _cairn_v1_ClaimDeletionsResponse__Output>
   CompleteJob: MethodDefinition<_cairn_v1_CompleteJobRequest, _cairn_v1_CompleteJobResponse, _cairn_v1_CompleteJobRequest__Output, _cairn_v1_CompleteJobResponse__Output>
   CreateTenant: MethodDefinition<_cairn_v1_CreateTenantRequest, _cairn_v1_CreateTenantResponse, _cairn_v1_CreateTenantRequest__Output, _cairn_v1_CreateTenantResponse__Output>
   CreateToken: MethodDefinition<_cairn_v1_CreateTokenRequest, _cairn_v1_CreateTokenResponse, _cairn_v1_CreateTokenRequest__Output, _cairn_v1_CreateTokenResponse__Output>
+  CreateUser: MethodDefinition<_cairn_v1_CreateUserRequest, _cairn_v1_CreateUserResponse, _cairn_v1_CreateUserRequest__Output, _cairn_v1_CreateUserResponse__Output>
+  DeleteUser: MethodDefinition<_cairn_v1_DeleteUserRequest, _cairn_v1_DeleteUserResponse, _cairn_v1_DeleteUserRequest__Output, _cairn_v1_DeleteUserResponse__Output>
   DrainNode: MethodDefinition<_cairn_v1_DrainNodeRequest, _cairn_v1_DrainNodeResponse, _cairn_v1_DrainNodeRequest__Output, _cairn_v1_DrainNodeResponse__Output>
   FailJob: MethodDefinition<_cairn_v1_FailJobRequest, _cairn_v1_FailJobResponse, _cairn_v1_FailJobRequest__Output, _cairn_v1_FailJobResponse__Output>
+  FinishDeletions: MethodDefinition<_cairn_v1_FinishDeletionsRequest, _cairn_v1_FinishDeletionsResponse, _cairn_v1_FinishDeletionsRequest__Output, _cairn_v1_FinishDeletionsResponse__Output>
   GetClusterMap: MethodDefinition<_cairn_v1_GetClusterMapRequest, _cairn_v1_GetClusterMapResponse, _cairn_v1_GetClusterMapRequest__Output, _cairn_v1_GetClusterMapResponse__Output>
   GetDrainStatus: MethodDefinition<_cairn_v1_GetDrainStatusRequest, _cairn_v1_GetDrainStatusResponse, _cairn_v1_GetDrainStatusRequest__Output, _cairn_v1_GetDrainStatusResponse__Output>
   GetOrCreateTenantKey: MethodDefinition<_cairn_v1_GetOrCreateTenantKeyRequest, _cairn_v1_GetOrCreateTenantKeyResponse, _cairn_v1_GetOrCreateTenantKeyRequest__Output, _cairn_v1_GetOrCreateTenantKeyResponse__Output>
   GetQueueDepth: MethodDefinition<_cairn_v1_GetQueueDepthRequest, _cairn_v1_GetQueueDepthResponse, _cairn_v1_GetQueueDepthRequest__Output, _cairn_v1_GetQueueDepthResponse__Output>
+  GetTenantUsage: MethodDefinition<_cairn_v1_GetTenantUsageRequest, _cairn_v1_GetTenantUsageResponse, _cairn_v1_GetTenantUsageRequest__Output, _cairn_v1_GetTenantUsageResponse__Output>
   Heartbeat: MethodDefinition<_cairn_v1_HeartbeatRequest, _cairn_v1_HeartbeatResponse, _cairn_v1_HeartbeatRequest__Output, _cairn_v1_HeartbeatResponse__Output>
   LeaseJobs: MethodDefinition<_cairn_v1_LeaseJobsRequest, _cairn_v1_LeaseJobsResponse, _cairn_v1_LeaseJobsRequest__Output, _cairn_v1_LeaseJobsResponse__Output>
   ListDeadLetters: MethodDefinition<_cairn_v1_ListDeadLettersRequest, _cairn_v1_ListDeadLettersResponse, _cairn_v1_ListDeadLettersRequest__Output, _cairn_v1_ListDeadLettersResponse__Output>
   ListNodes: MethodDefinition<_cairn_v1_ListNodesRequest, _cairn_v1_ListNodesResponse, _cairn_v1_ListNodesRequest__Output, _cairn_v1_ListNodesResponse__Output>
   ListTenants: MethodDefinition<_cairn_v1_ListTenantsRequest, _cairn_v1_ListTenantsResponse, _cairn_v1_ListTenantsRequest__Output, _cairn_v1_ListTenantsResponse__Output>
+  ListUsers: MethodDefinition<_cairn_v1_ListUsersRequest, _cairn_v1_ListUsersResponse, _cairn_v1_ListUsersRequest__Output, _cairn_v1_ListUsersResponse__Output>
   MarkNodeDown: MethodDefinition<_cairn_v1_MarkNodeDownRequest, _cairn_v1_MarkNodeDownResponse, _cairn_v1_MarkNodeDownRequest__Output, _cairn_v1_MarkNodeDownResponse__Output>
   MarkNodeUp: MethodDefinition<_cairn_v1_MarkNodeUpRequest, _cairn_v1_MarkNodeUpResponse, _cairn_v1_MarkNodeUpRequest__Output, _cairn_v1_MarkNodeUpResponse__Output>
   RegisterNode: MethodDefinition<_cairn_v1_RegisterNodeRequest, _cairn_v1_RegisterNodeResponse, _cairn_v1_RegisterNodeRequest__Output, _cairn_v1_RegisterNodeResponse__Output>
   RemoveNode: MethodDefinition<_cairn_v1_RemoveNodeRequest, _cairn_v1_RemoveNodeResponse, _cairn_v1_RemoveNodeRequest__Output, _cairn_v1_RemoveNodeResponse__Output>
   RetryDeadLetter: MethodDefinition<_cairn_v1_RetryDeadLetterRequest, _cairn_v1_RetryDeadLetterResponse, _cairn_v1_RetryDeadLetterRequest__Output, _cairn_v1_RetryDeadLetterResponse__Output>
+  SetTenantQuota: MethodDefinition<_cairn_v1_SetTenantQuotaRequest, _cairn_v1_SetTenantQuotaResponse, _cairn_v1_SetTenantQuotaRequest__Output, _cairn_v1_SetTenantQuotaResponse__Output>
   WatchClusterMap: MethodDefinition<_cairn_v1_WatchClusterMapRequest, _cairn_v1_WatchClusterMapResponse, _cairn_v1_WatchClusterMapRequest__Output, _cairn_v1_WatchClusterMapResponse__Output>
 }

@@ -7,6 +7,10 @@
  */
 export interface HasBlocksResponse {
   'present'?: (boolean)[];
+  /**
+   * One entry per requested address: the node holds a GC tombstone for it (it was deleted).
+   */
+  'tombstoned'?: (boolean)[];
 }
 
 /**
@@ -14,4 +18,8 @@ export interface HasBlocksResponse {
  */
 export interface HasBlocksResponse__Output {
   'present': (boolean)[];
+  /**
+   * One entry per requested address: the node holds a GC tombstone for it (it was deleted).
+   */
+  'tombstoned': (boolean)[];
 }

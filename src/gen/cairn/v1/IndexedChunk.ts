@@ -13,6 +13,11 @@ export interface IndexedChunk {
   'stored_size'?: (number);
   'refs'?: (number | string | Long);
   'pins'?: (number | string | Long);
+  /**
+   * GC has claimed the chunk: a commit naming it fails with CAIRN_UNAVAILABLE until GC is done;
+   * then it is missing and must be uploaded again. Do not write its block meanwhile.
+   */
+  'being_deleted'?: (boolean);
 }
 
 /**
@@ -25,4 +30,9 @@ export interface IndexedChunk__Output {
   'stored_size': (number);
   'refs': (string);
   'pins': (string);
+  /**
+   * GC has claimed the chunk: a commit naming it fails with CAIRN_UNAVAILABLE until GC is done;
+   * then it is missing and must be uploaded again. Do not write its block meanwhile.
+   */
+  'being_deleted': (boolean);
 }

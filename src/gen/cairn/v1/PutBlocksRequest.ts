@@ -16,6 +16,12 @@ export interface PutBlocksRequest {
    * (hinted handoff): the node moves them to their owners with priority.
    */
   'handoff'?: (boolean);
+  /**
+   * Set by anti-entropy and read repair: a copy of a block this node holds a GC tombstone for is
+   * not stored (a replica that missed a deletion must not bring the block back). Fresh writes
+   * (repair = false) always store and clear the tombstone: a re-uploaded chunk wins.
+   */
+  'repair'?: (boolean);
 }
 
 /**
@@ -31,4 +37,10 @@ export interface PutBlocksRequest__Output {
    * (hinted handoff): the node moves them to their owners with priority.
    */
   'handoff': (boolean);
+  /**
+   * Set by anti-entropy and read repair: a copy of a block this node holds a GC tombstone for is
+   * not stored (a replica that missed a deletion must not bring the block back). Fresh writes
+   * (repair = false) always store and clear the tombstone: a re-uploaded chunk wins.
+   */
+  'repair': (boolean);
 }

@@ -9,6 +9,10 @@ import type { Long } from '@grpc/proto-loader';
 export interface PutBlocksResponse {
   'blocks_stored'?: (number | string | Long);
   'bytes_stored'?: (number | string | Long);
+  /**
+   * Repair copies refused because of a GC tombstone.
+   */
+  'blocks_tombstoned'?: (number | string | Long);
 }
 
 /**
@@ -17,4 +21,8 @@ export interface PutBlocksResponse {
 export interface PutBlocksResponse__Output {
   'blocks_stored': (string);
   'bytes_stored': (string);
+  /**
+   * Repair copies refused because of a GC tombstone.
+   */
+  'blocks_tombstoned': (string);
 }

@@ -1,0 +1,90 @@
+// Per-tenant usage counters and the storage quota. The quota limits the logical bytes of every
+// version retention keeps (current, older, deleted-but-restorable), counted where versions are
+// written and dropped, in the same transactions; stored bytes (sealed, deduplicated) are reported.
+import { validateTenant } from '../../common/auth.js';
+import { CairnError } from '../../common/errors.js';
+import type { Kv, KvReader, KvTx } from '../kv/types.js';
+import { json, readJson } from './codec.js';
+import { invalid } from './context.js';
+import { keys } from './keys.js';
+
+interface StoredUsage {
+  /** Logical bytes and count of kept versions (tombstones are versions of 0 bytes). */
+  b: number;
+  v: number;
+  /** Stored (sealed) bytes and count of the tenant's chunk-index entries. */
+  s: number;
+  c: number;
+  /** Quota on `b`, when set. */
+  q?: number;
+}
+
+export interface TenantUsage {
+  readonly tenant: string;
+  /** Logical bytes of every version retention keeps: what the quota limits. */
+  readonly versionBytes: number;
+  readonly versions: number;
+  /** Sealed bytes of the tenant's distinct chunks (deduplicated, before replication). */
+  readonly storedBytes: number;
+  readonly chunks: number;
+  /** 0 = no quota. */
+  readonly quotaBytes: number;
+}
+
+export interface UsageDelta {
+  readonly versionBytes?: number;
+  readonly versions?: number;
+  readonly storedBytes?: number;
+  readonly chunks?: number;
+}
+
+const empty = (): StoredUsage => ({ b: 0, v: 0, s: 0, c: 0 });
+
+function toUsage(tenant: string, u: StoredUsage): TenantUsage {
+  return { tenant, versionBytes: u.b, versions: u.v, storedBytes: u.s, chunks: u.c, quotaBytes: u.q ?? 0 };
+}
+
+/** Applies `delta` to the tenant's counters inside `tx` (see enforceQuota for the limit). */
+export async function adjustUsage(tx: KvTx, tenant: string, delta: UsageDelta): Promise<void> {
+  const u = (await readJson<StoredUsage>(tx, keys.usage(tenant))) ?? empty();
+  u.b = Math.max(0, u.b + (delta.versionBytes ?? 0));
+  u.v = Math.max(0, u.v + (delta.versions ?? 0));
+  u.s = Math.max(0, u.s + (delta.storedBytes ?? 0));
+  u.c = Math.max(0, u.c + (delta.chunks ?? 0));
+  tx.put(keys.usage(tenant), json(u));
+}
+
+/**
+ * Refuses a change that grew the tenant's version bytes from `before` to past its quota (called
+ * at the end of a commit, after keep-last pruning, so a commit that replaces what it prunes fits).
+ */
+export async function enforceQuota(tx: KvTx, tenant: string, before: number): Promise<void> {
+  const u = (await readJson<StoredUsage>(tx, keys.usage(tenant))) ?? empty();
+  if (u.q === undefined || u.b <= before || u.b <= u.q) return;
+  throw new CairnError('CAIRN_QUOTA_EXCEEDED', `tenant ${tenant} would use ${u.b} bytes, over its quota of ${u.q} bytes (${before} used)`, {
+    metadata: { tenant, quota_bytes: String(u.q), used_bytes: String(before), requested_bytes: String(u.b - before) },
+  });
+}
+
+/** The tenant's version bytes as seen by `tx`. */
+export async function versionBytes(tx: Pick<KvTx, 'get'>, tenant: string): Promise<number> {
+  return (await readJson<StoredUsage>(tx, keys.usage(tenant)))?.b ?? 0;
+}
+
+export async function getUsage(kv: KvReader, tenant: string): Promise<TenantUsage> {
+  validateTenant(tenant);
+  return toUsage(tenant, (await readJson<StoredUsage>(kv, keys.usage(tenant))) ?? empty());
+}
+
+/** Sets (bytes > 0) or removes (0) a tenant's quota; usage above a new quota only blocks growth. */
+export async function setQuota(kv: Kv, tenant: string, quotaBytes: number): Promise<TenantUsage> {
+  validateTenant(tenant);
+  if (!Number.isSafeInteger(quotaBytes) || quotaBytes < 0) throw invalid('quota_bytes', 'quota_bytes must be a non-negative integer (0 = no quota)');
+  return kv.transact(async (tx) => {
+    const u = (await readJson<StoredUsage>(tx, keys.usage(tenant))) ?? empty();
+    if (quotaBytes === 0) delete u.q;
+    else u.q = quotaBytes;
+    tx.put(keys.usage(tenant), json(u));
+    return toUsage(tenant, u);
+  });
+}
