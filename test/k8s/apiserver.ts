@@ -204,7 +204,8 @@ export class FakeApiServer {
     return JSON.stringify({
       apiVersion: 'v1',
       kind: 'Config',
-      clusters: [{ name: 'fake', cluster: { server: this.url } }],
+      // Plain HTTP on loopback: client-node allows it only with TLS verification switched off.
+      clusters: [{ name: 'fake', cluster: { server: this.url, 'insecure-skip-tls-verify': true } }],
       users: [{ name: user, user: { token: user } }],
       contexts: [{ name: 'fake', context: { cluster: 'fake', user, namespace: 'default' } }],
       'current-context': 'fake',
@@ -592,6 +593,7 @@ export class FakeApiServer {
   #watch(t: ResourceType, namespace: string | undefined, q: URLSearchParams, res: ServerResponse): void {
     const w: Watcher = { type: t, namespace, selector: q.get('labelSelector'), res };
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    res.flushHeaders();
     const from = q.get('resourceVersion');
     if (from === null || from === '' || from === '0') {
       // No resourceVersion: synthetic ADDED events for the current state, then changes.
