@@ -4,12 +4,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import sharp from 'sharp';
-import { signToken, type Role } from '../../src/common/auth.js';
+import { ServiceTokenSource, signToken, type Role } from '../../src/common/auth.js';
 import { loadProto } from '../../src/common/proto.js';
 import type { MediaClient } from '../../src/gen/cairn/v1/Media.js';
 import type { ProtoGrpcType as MediaProto } from '../../src/gen/media.js';
 import { CairnClient } from '../../src/client/index.js';
-import type { ServerProcess } from '../helpers/cluster.js';
+import { AdminClient } from '../../src/metadata/index.js';
+import { startServer, tempDir, type Scope, type ServerProcess } from '../helpers/cluster.js';
 
 export function mediaClient(endpoint: string): MediaClient {
   const Ctor = (loadProto().proto as unknown as MediaProto).cairn.v1.Media;
@@ -74,4 +75,53 @@ export async function metric(server: ServerProcess, name: string, labels: Record
     if (Object.entries(labels).every(([k, v]) => ls.includes(`${k}="${v}"`))) total += Number(m[3]);
   }
   return total;
+}
+
+export interface MediaCluster {
+  readonly metadata: ServerProcess;
+  readonly blocknode: ServerProcess;
+  readonly gateway: ServerProcess;
+  /** An admin-role token of tenant default (the owner). */
+  readonly token: string;
+  readonly admin: AdminClient;
+  /** Starts a `--role media` worker process of this cluster. */
+  startWorker(env?: Record<string, string>): Promise<ServerProcess>;
+}
+
+/**
+ * A cluster of real processes: metadata, one block node, a gateway and (on demand) media
+ * workers, sharing one auth secret and one master key.
+ */
+export async function startMediaCluster(t: Scope, gatewayEnv: Record<string, string> = {}): Promise<MediaCluster> {
+  const keyDir = tempDir(t, 'cairn-media-keys-');
+  const masterKey = join(keyDir, 'master.key');
+  const metadata = await startServer(t, [], { role: 'metadata' });
+  const secretFile = join(metadata.dataDir, 'auth.key');
+  const blocknode = await startServer(t, ['--auth-secret-file', secretFile], { role: 'blocknode' });
+  const shared = ['--auth-secret-file', secretFile, '--master-key-file', masterKey, '--metadata-addr', metadata.grpc, '--blocknode-addr', blocknode.grpc];
+  const gateway = await startServer(t, shared, { role: 'gateway', env: gatewayEnv });
+  const secret = Buffer.from(readFileSync(secretFile, 'utf8').trim(), 'base64url');
+  const token = await signToken(secret, { tenant: 'default', role: 'admin', subject: 'alice' });
+  const service = new ServiceTokenSource(secret);
+  const admin = new AdminClient({ address: metadata.grpc, credentials: grpc.credentials.createInsecure(), token: () => service.token() });
+  t.teardown(() => admin.close());
+  return {
+    metadata,
+    blocknode,
+    gateway,
+    token,
+    admin,
+    startWorker: (env = {}) => startServer(t, [...shared, '--log-level', 'info'], { role: 'media', env }),
+  };
+}
+
+/** Polls `fn` until it returns a value other than undefined (or fails after `ms`). */
+export async function eventually<T>(fn: () => Promise<T | undefined>, ms = 60_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
