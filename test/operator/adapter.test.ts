@@ -54,7 +54,7 @@ test('server-side apply creates, updates, drops fields it no longer sends, and r
 test('a stale resourceVersion gets 409; the status subresource writes only status; spec changes bump generation', async (t) => {
   const { api, kc } = await fake(t);
   const c = cluster();
-  api.create('cairnclusters', 'store', { apiVersion: c.apiVersion, kind: c.kind, metadata: { name: 'demo', namespace: 'store' }, spec: c.spec as unknown as Record<string, unknown> });
+  api.create('cairnclusters', 'store', { apiVersion: c.apiVersion, kind: c.kind, metadata: { name: 'demo', namespace: 'store' }, spec: c.spec });
   const live = api.get('cairnclusters', 'store', 'demo')!;
   t.is(live.metadata.generation, 1);
   const kube = new KubeClient(kc(), 'op-1');
