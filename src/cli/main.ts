@@ -9,6 +9,7 @@ import { EXIT, describeError, exitCodeFor } from './exit.js';
 import { createProgress } from './progress.js';
 import { registerAdmin } from './admin.js';
 import { registerFilesCommands } from './files-commands.js';
+import { registerShareCommands } from './share-commands.js';
 import { registerSync } from './sync.js';
 import { registerDev } from './dev-cluster.js';
 
@@ -270,6 +271,7 @@ export function buildProgram(): Command {
     });
 
   registerFilesCommands(program, () => client(program));
+  registerShareCommands(program);
   registerSync(program, () => client(program));
   registerAdmin(program);
   registerDev(program);

@@ -26,6 +26,7 @@ export { CairnError, isCairnError, type ErrorCode } from '../common/errors.js';
 export type { Change, ChangeBatch, ChangesPage, ChangeType, ListOptions, ListPage, TreeEntry, Usage, VersionEntry, VersionsPage, WatchOptions } from './tree.js';
 
 export type { FileInfo } from './info.js';
+export { CairnSharing, sharedTreeOptions, OWNER_HEADER, type ClusterNodeStatus, type ClusterStatus, type LinkShareResult, type PresignedUrl, type Share, type ShareAccessLevel } from './sharing.js';
 export type { StartUploadOptions, UploadSessionState, WriteUploadOptions } from './sessions.js';
 export { defaultCacheDir } from './cache.js';
 
