@@ -632,6 +632,8 @@ export class SyncEngine {
       const base = this.#state.get(key);
       if (base === undefined || local.get(key)?.kind === base.kind) continue;
       if (local.has(key)) continue; // replaced by the other kind: handled as added above
+      // Made during this pass (a conflicted copy, a file pulled back): not gone.
+      if ((await statLocal(this.#o.localRoot, key)) !== undefined) continue;
       if (this.#rules.ignores(key, base.kind === 'dir')) {
         // Newly ignored: stop syncing it, but do not delete the remote copy.
         await this.#state.deleteTree(key);
