@@ -100,15 +100,12 @@ export class SessionCalls {
           if (!ok) await once(call, 'drain');
         };
         const pieces = source instanceof Uint8Array ? [source] : source;
-        let held: Uint8Array | undefined;
+        // Bytes go out as they come (a held-back last message would stall a paused source);
+        // finish_write rides on an empty message at the end.
         for await (const piece of pieces) {
-          for (let i = 0; i < piece.length; i += MESSAGE_BYTES) {
-            if (held !== undefined) await send(held, false);
-            held = piece.subarray(i, i + MESSAGE_BYTES);
-          }
+          for (let i = 0; i < piece.length; i += MESSAGE_BYTES) await send(piece.subarray(i, i + MESSAGE_BYTES), false);
         }
-        // The last message carries finish_write (an empty one when there were no bytes).
-        if (held !== undefined || first || options.finish === true) await send(held ?? new Uint8Array(0), options.finish === true);
+        if (first || options.finish === true) await send(new Uint8Array(0), options.finish === true);
         call.end();
       };
       pump().catch((err: unknown) => {
