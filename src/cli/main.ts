@@ -12,6 +12,7 @@ import { registerFilesCommands } from './files-commands.js';
 import { registerShareCommands } from './share-commands.js';
 import { registerSync } from './sync.js';
 import { registerDev } from './dev-cluster.js';
+import { registerOperator } from './operator.js';
 
 interface GlobalOptions {
   endpoint?: string;
@@ -275,6 +276,7 @@ export function buildProgram(): Command {
   registerSync(program, () => client(program));
   registerAdmin(program);
   registerDev(program);
+  registerOperator(program);
 
   return program;
 }

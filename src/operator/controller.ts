@@ -17,8 +17,10 @@ import { API_VERSION, GRPC_PORT, KIND, objectKey, type Action, type CairnCluster
 
 export interface OperatorOptions {
   readonly kubeConfig: KubeConfig;
-  /** The namespace whose CairnClusters this operator manages. */
+  /** The namespace whose CairnClusters this operator manages; '' = every namespace. */
   readonly namespace: string;
+  /** Where the leader-election Lease lives (default: `namespace`, or `default` when that is ''). */
+  readonly leaseNamespace?: string;
   /** This replica's name in the Lease (the pod name in a cluster). */
   readonly identity: string;
   readonly leaseName?: string;
@@ -121,7 +123,7 @@ export function createOperator(options: OperatorOptions): Operator {
 
   const leader = new LeaderElector({
     client: kube,
-    namespace: ns,
+    namespace: options.leaseNamespace ?? (ns === '' ? 'default' : ns),
     name: options.leaseName ?? 'cairn-operator',
     identity: options.identity,
     leaseDurationSeconds: options.leaseDurationSeconds ?? 15,
