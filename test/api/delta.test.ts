@@ -88,7 +88,7 @@ test('two writers commit against the same base version: one wins, the other gets
   const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
   t.is(won.length, 1);
   t.is(lost.length, 1);
-  t.true(lost[0]!.reason instanceof CairnError && (lost[0]!.reason as CairnError).code === 'CAIRN_CONFLICT', String(lost[0]!.reason));
+  t.true(lost[0]!.reason instanceof CairnError && (lost[0]!.reason).code === 'CAIRN_CONFLICT', String(lost[0]!.reason));
   const head = await client.stat(path);
   t.is(head.version, base.info.version + 1);
 
@@ -97,7 +97,7 @@ test('two writers commit against the same base version: one wins, the other gets
   const finished = await Promise.allSettled(sessions.map((s) => client.finishUpload(s.uploadId)));
   t.is(finished.filter((r) => r.status === 'fulfilled').length, 1);
   const loser = finished.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  t.true(loser?.reason instanceof CairnError && (loser.reason as CairnError).code === 'CAIRN_CONFLICT');
+  t.true(loser?.reason instanceof CairnError && (loser.reason).code === 'CAIRN_CONFLICT');
   t.is((await client.stat(path)).version, head.version + 1);
 });
 
