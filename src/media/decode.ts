@@ -4,7 +4,7 @@ import sharp from 'sharp';
 import type { FailureReason } from './options.js';
 
 /** Loader families allowed: the image formats (SVG only when rasterising is on). */
-const ALLOWED_LOADERS = ['VipsForeignLoadJpeg', 'VipsForeignLoadPng', 'VipsForeignLoadWebp', 'VipsForeignLoadHeif', 'VipsForeignLoadGif', 'VipsForeignLoadTiff'];
+const ALLOWED_LOADERS = ['VipsForeignLoadJpeg', 'VipsForeignLoadPng', 'VipsForeignLoadWebp', 'VipsForeignLoadHeif', 'VipsForeignLoadNsgif', 'VipsForeignLoadTiff'];
 
 /** Blocks every libvips loader, then unblocks the allowed families; idempotent. */
 export function applyDecoderAllowlist(svg: 'rasterise' | 'refuse'): void {

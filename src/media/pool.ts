@@ -8,7 +8,7 @@ import { Piscina } from 'piscina';
 import sharp from 'sharp';
 import { applyDecoderAllowlist } from './decode.js';
 import type { MediaMetrics } from './metrics.js';
-import { MediaFailure, type MediaOptions } from './options.js';
+import { FAILURE_REASONS, MediaFailure, type FailureReason, type MediaOptions } from './options.js';
 import type { ImageResult, ImageTask } from './worker.js';
 
 /** CPUs this process may use: the cgroup v2/v1 quota when set, else the machine's parallelism. */
@@ -34,6 +34,14 @@ export function cgroupCpus(read: (path: string) => string = (p) => readFileSync(
 /** Threads so that threads × libvips threads per task ≤ CPUs (at least one). */
 export function poolThreads(cpus: number, sharpConcurrency: number): number {
   return Math.max(1, Math.floor(cpus / Math.max(1, sharpConcurrency)));
+}
+
+/** Errors lose their class crossing threads: the worker prefixes messages with the reason. */
+function fromWorker(err: unknown): unknown {
+  const message = err instanceof Error ? err.message : String(err);
+  const m = /^([a-z_]+): ([\s\S]*)$/.exec(message);
+  if (m !== null && (FAILURE_REASONS as readonly string[]).includes(m[1]!)) return new MediaFailure(m[1] as FailureReason, m[2]!.trim());
+  return err;
 }
 
 interface Queued {
@@ -122,7 +130,7 @@ export class MediaPool {
       this.#running++;
       this.#piscina.run(item.task, { transferList: [item.task.input] }).then(
         (r: ImageResult) => item.resolve(r),
-        (err: unknown) => item.reject(err),
+        (err: unknown) => item.reject(fromWorker(err)),
       ).finally(() => {
         this.#running--;
         this.#pump();
