@@ -396,7 +396,7 @@ export class AntiEntropy {
     const flush = async (): Promise<void> => {
       if (batch.length === 0) return;
       await this.#bucket.take(size, signal);
-      await this.#o.peers.get(addr).putBlocks(batch);
+      await this.#o.peers.get(addr).putBlocks(batch, { repair: true });
       this.#o.onPushed?.(size, batch.length);
       pushed += batch.length;
       batch = [];
@@ -439,6 +439,8 @@ export class AntiEntropy {
       if (page.length === 0) break;
       after = page[page.length - 1];
       const presence = new Map<string, boolean[] | undefined>();
+      // An owner holding a GC tombstone for a block says it was deleted: our copy is a leftover
+      // (this node missed the deletion), confirmed like a copy, never pushed back.
       for (const id of owners) {
         const addr = addrOf(map, undefined, id);
         if (addr === undefined || this.#failedPeers.has(id)) {
@@ -446,7 +448,8 @@ export class AntiEntropy {
           continue;
         }
         try {
-          presence.set(id, await this.#o.peers.get(addr).hasBlocks(page));
+          const p = await this.#o.peers.get(addr).presence(page);
+          presence.set(id, p.present.map((has, i) => has || p.tombstoned[i] === true));
         } catch (err) {
           this.#peerFailed(id, err);
           presence.set(id, undefined);

@@ -45,8 +45,10 @@ export class BlockClient {
   }
 
   /** Stores blocks durably; resolves once the node has fsynced all of them. */
-  async putBlocks(blocks: readonly StoredBlock[], options: { handoff?: boolean; timeoutMs?: number } = {}): Promise<PutBlocksResponse__Output> {
+  async putBlocks(blocks: readonly StoredBlock[], options: { handoff?: boolean; repair?: boolean; timeoutMs?: number } = {}): Promise<PutBlocksResponse__Output> {
     const handoff = options.handoff === true;
+    // Repair copies (anti-entropy, read repair) must not resurrect blocks GC deleted on the receiver.
+    const repair = options.repair === true;
     const md = await callMetadata(this.#token);
     return new Promise<PutBlocksResponse__Output>((resolve, reject) => {
       const call = this.#client.PutBlocks(md, deadlineIn(options.timeoutMs ?? this.#timeoutMs), (err, res) => {
@@ -58,14 +60,14 @@ export class BlockClient {
       let size = 0;
       for (const block of blocks) {
         if ((size + block.data.length > MESSAGE_BYTES || batch.length >= MESSAGE_BLOCKS) && batch.length > 0) {
-          call.write({ blocks: batch, handoff });
+          call.write({ blocks: batch, handoff, repair });
           batch = [];
           size = 0;
         }
         batch.push(block);
         size += block.data.length + 40;
       }
-      if (batch.length > 0) call.write({ blocks: batch, handoff });
+      if (batch.length > 0) call.write({ blocks: batch, handoff, repair });
       call.end();
     });
   }
@@ -93,8 +95,15 @@ export class BlockClient {
     return res.present;
   }
 
-  async deleteBlocks(addresses: readonly Buffer[]): Promise<number> {
-    const res = await this.#unary<{ addresses: Buffer[] }, DeleteBlocksResponse__Output>('DeleteBlocks', { addresses: [...addresses] });
+  /** Which addresses the node holds, and which it holds a GC tombstone for (deleted by GC). */
+  async presence(addresses: readonly Buffer[]): Promise<{ present: boolean[]; tombstoned: boolean[] }> {
+    const res = await this.#unary<{ addresses: Buffer[] }, HasBlocksResponse__Output>('HasBlocks', { addresses: [...addresses] });
+    return { present: res.present, tombstoned: res.tombstoned.length === res.present.length ? res.tombstoned : res.present.map(() => false) };
+  }
+
+  /** Deletes blocks; with `tombstoneMs` (GC) the node also records tombstones against resurrection. */
+  async deleteBlocks(addresses: readonly Buffer[], options: { tombstoneMs?: number } = {}): Promise<number> {
+    const res = await this.#unary<{ addresses: Buffer[]; tombstone_ms: string }, DeleteBlocksResponse__Output>('DeleteBlocks', { addresses: [...addresses], tombstone_ms: String(options.tombstoneMs ?? 0) });
     return Number(res.deleted);
   }
 

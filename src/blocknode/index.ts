@@ -18,6 +18,7 @@ import type { MapSource } from './map-source.js';
 import { PeerPool } from './peers.js';
 import { Scrubber } from './scrub.js';
 import { blockNodeHandlers, type NodeStatus } from './service.js';
+import { GcTombstones } from './tombstones.js';
 
 export { BlockClient, type BlockClientOptions, type StoredBlock } from './client.js';
 export { ReplicatedBlockClient, type BlockAccess, type ReplicatedBlockClientOptions } from './replication.js';
@@ -25,6 +26,7 @@ export { FileMapSource, StaticMapSource, emptyMap, parseMapFile, singleNodeMap, 
 export { MetadataMapSource, type ClusterMapFeed, type MetadataMapSourceOptions } from './map-source-metadata.js';
 export { Membership, nodeIdentity, type HeartbeatStats, type MembershipClient } from './membership.js';
 export type { NodeStatus } from './service.js';
+export { DEFAULT_TOMBSTONE_TTL_MS } from './tombstones.js';
 
 export interface BlockNodeOptions {
   readonly dataDir: string;
@@ -48,6 +50,8 @@ export interface BlockNodeOptions {
   readonly scrub?: { readonly bytesPerSecond?: number; readonly intervalMs?: number };
   /** Concurrent calls served; more wait in a bounded queue, beyond it RESOURCE_EXHAUSTED. */
   readonly maxConcurrentCalls?: number;
+  /** How long a GC tombstone refuses repair copies of a deleted block (default 24 h). */
+  readonly tombstoneTtlMs?: number;
 }
 
 export interface BlockNode {
@@ -66,6 +70,17 @@ export async function createBlockNode(options: BlockNodeOptions): Promise<BlockN
     ...(options.capacityBytes !== undefined ? { capacityBytes: options.capacityBytes } : {}),
     ...(options.reserveBytes !== undefined ? { reserveBytes: options.reserveBytes } : {}),
   });
+  let tombstones: GcTombstones;
+  try {
+    tombstones = await GcTombstones.open(join(options.dataDir, 'gc-tombstones'), { ...(options.tombstoneTtlMs !== undefined ? { ttlMs: options.tombstoneTtlMs } : {}) });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const tombstoneSweep = setInterval(() => {
+    tombstones.sweep().catch((err: unknown) => log.warn({ err }, 'GC tombstone sweep failed'));
+  }, 3600_000);
+  tombstoneSweep.unref();
   const registers = [options.metrics.registry];
   const digests = new PartitionDigests(store);
   const nodeId = options.nodeId ?? '';
@@ -131,7 +146,7 @@ export async function createBlockNode(options: BlockNodeOptions): Promise<BlockN
   const putSeconds = new Histogram({ name: 'cairn_blocknode_put_seconds', help: 'Time to store one PutBlocks message durably (fsync included).', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers });
   const getSeconds = new Histogram({ name: 'cairn_blocknode_get_seconds', help: 'Time to read and verify one block.', buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers });
   const putBytes = new Counter({ name: 'cairn_blocknode_put_bytes_total', help: 'Block bytes received by PutBlocks.', registers });
-  registerStoreMetrics(options.metrics, store, status, antiEntropy);
+  registerStoreMetrics(options.metrics, store, status, antiEntropy, () => tombstones.size);
 
   const { definition, proto } = loadProto();
   const server = new CairnGrpcServer({ name: 'blocknode', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
@@ -139,6 +154,7 @@ export async function createBlockNode(options: BlockNodeOptions): Promise<BlockN
     store,
     digests,
     limit: new ConcurrencyLimit(options.maxConcurrentCalls ?? 64, 1024),
+    tombstones,
     status,
     scrub: (rate, signal) => scrubber.scrubNow(rate, signal),
     onHandoff: () => antiEntropy?.kick(),
@@ -162,6 +178,8 @@ export async function createBlockNode(options: BlockNodeOptions): Promise<BlockN
   try {
     port = await server.listen(options.host, options.port, options.credentials);
   } catch (err) {
+    clearInterval(tombstoneSweep);
+    await tombstones.close();
     await store.close();
     throw err;
   }
@@ -176,16 +194,19 @@ export async function createBlockNode(options: BlockNodeOptions): Promise<BlockN
       await scrubber.stop();
       await server.shutdown(timeoutMs);
       peers?.close();
+      clearInterval(tombstoneSweep);
+      await tombstones.close();
       await store.close();
     },
   };
 }
 
-function registerStoreMetrics(metrics: Metrics, store: BlockStore, status: () => NodeStatus, antiEntropy: AntiEntropy | undefined): void {
+function registerStoreMetrics(metrics: Metrics, store: BlockStore, status: () => NodeStatus, antiEntropy: AntiEntropy | undefined, tombstones: () => number): void {
   const registers = [metrics.registry];
   new Gauge({ name: 'cairn_blocknode_blocks', help: 'Live blocks stored on this node.', registers, collect() { this.set(store.stats().blocks); } });
   new Gauge({ name: 'cairn_blocknode_stored_bytes', help: 'Live block bytes stored on this node.', registers, collect() { this.set(store.stats().bytes); } });
   new Gauge({ name: 'cairn_blocknode_dead_bytes', help: 'Bytes of deleted blocks not yet reclaimed by compaction.', registers, collect() { this.set(store.stats().deadBytes); } });
+  new Gauge({ name: 'cairn_blocknode_gc_tombstones', help: 'GC tombstones held (deleted blocks whose repair copies are refused).', registers, collect() { this.set(tombstones()); } });
   new Gauge({ name: 'cairn_blocknode_segments', help: 'Segment files on this node.', registers, collect() { this.set(store.stats().segments); } });
   new Gauge({ name: 'cairn_blocknode_disk_bytes', help: 'Bytes of segment files on disk.', registers, collect() { this.set(store.stats().diskBytes); } });
   new Gauge({ name: 'cairn_blocknode_fsync_batches', help: 'Group-commit fsync batches since start (monotonic).', registers, collect() { this.set(store.stats().fsyncBatches); } });

@@ -261,7 +261,7 @@ export class ReplicatedBlockClient implements BlockAccess {
       if (addr === undefined) continue;
       const p: Promise<void> = this.#peers
         .get(addr)
-        .putBlocks(blocks)
+        .putBlocks(blocks, { repair: true })
         .then(
           () => {
             this.#counters.repairs?.inc(blocks.length);

@@ -13,6 +13,7 @@ import { decodeCursor, encodeCursor } from './cursor.js';
 import type { PartitionDigests } from './digests.js';
 import type { BlockStore } from './engine/index.js';
 import type { ConcurrencyLimit } from './limits.js';
+import type { GcTombstones } from './tombstones.js';
 
 export const MAX_GET_ADDRESSES = 1024;
 export const MAX_HAS_ADDRESSES = 4096;
@@ -47,6 +48,7 @@ export interface BlockNodeServiceDeps {
   readonly store: BlockStore;
   readonly digests: PartitionDigests;
   readonly limit: ConcurrencyLimit;
+  readonly tombstones: GcTombstones;
   status(): NodeStatus;
   scrub(maxBytesPerSecond: number | undefined, signal: AbortSignal): Promise<ScrubOutcome>;
   /** Blocks stored here for an owner that could not take them. */
@@ -69,23 +71,31 @@ function checkPartition(partition: number): void {
 }
 
 export function blockNodeHandlers(deps: BlockNodeServiceDeps): BlockNodeHandlers {
-  const { store, digests, limit } = deps;
+  const { store, digests, limit, tombstones } = deps;
   return {
     PutBlocks: clientStream(async (call: grpc.ServerReadableStream<PutBlocksRequest__Output, PutBlocksResponse>) =>
       limit.run(async () => {
         let blocks = 0;
         let bytes = 0;
+        let refused = 0;
         // One batch per message; the for-await loop is the backpressure: the next message is
         // read only after this batch is durable.
         for await (const msg of call as AsyncIterable<PutBlocksRequest__Output>) {
           if (msg.blocks.length > MAX_PUT_BLOCKS_PER_MESSAGE) {
             throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${MAX_PUT_BLOCKS_PER_MESSAGE} blocks per PutBlocks message, got ${msg.blocks.length}`);
           }
-          const batch = msg.blocks.map((b) => ({ address: b.address, data: b.data }));
+          let batch = msg.blocks.map((b) => ({ address: b.address, data: b.data }));
           checkAddresses(batch.map((b) => b.address), MAX_PUT_BLOCKS_PER_MESSAGE);
+          if (msg.repair && tombstones.size > 0) {
+            const dead = await tombstones.lookup(batch.map((b) => b.address));
+            refused += dead.filter(Boolean).length;
+            batch = batch.filter((_, i) => dead[i] !== true);
+          }
           if (batch.length === 0) continue;
           const started = performance.now();
           await store.put(batch);
+          // A fresh write of a block GC deleted here wins: the tombstone goes once the block is durable.
+          if (!msg.repair) await tombstones.clear(batch.map((b) => b.address));
           const batchBytes = batch.reduce((n, b) => n + b.data.length, 0);
           deps.observePut?.((performance.now() - started) / 1000, batch.length, batchBytes);
           digests.invalidate(batch.map((b) => b.address));
@@ -93,7 +103,7 @@ export function blockNodeHandlers(deps: BlockNodeServiceDeps): BlockNodeHandlers
           blocks += batch.length;
           bytes += batchBytes;
         }
-        return { blocks_stored: blocks, bytes_stored: bytes };
+        return { blocks_stored: blocks, bytes_stored: bytes, blocks_tombstoned: refused };
       }),
     ),
     GetBlocks: serverStream(async (req, call, ctx) => {
@@ -118,11 +128,17 @@ export function blockNodeHandlers(deps: BlockNodeServiceDeps): BlockNodeHandlers
     }),
     HasBlocks: unary(async (req) => {
       checkAddresses(req.addresses, MAX_HAS_ADDRESSES);
-      return { present: await limit.run(() => store.has(req.addresses)) };
+      return limit.run(async () => ({ present: await store.has(req.addresses), tombstoned: await tombstones.lookup(req.addresses) }));
     }),
     DeleteBlocks: unary(async (req) => {
       checkAddresses(req.addresses, MAX_DELETE_ADDRESSES);
-      const deleted = await limit.run(() => store.delete(req.addresses));
+      const tombstoneMs = wireInt(req.tombstone_ms, 'tombstone_ms');
+      const deleted = await limit.run(async () => {
+        // Tombstones first: a crash between the two leaves a tombstone over a live block (GC
+        // retries the delete), never a deleted block a repair copy could bring back.
+        if (tombstoneMs > 0) await tombstones.record(req.addresses, tombstoneMs);
+        return store.delete(req.addresses);
+      });
       digests.invalidate(req.addresses);
       return { deleted };
     }),
