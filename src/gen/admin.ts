@@ -63,6 +63,8 @@ import type { RemoveNodeRequest as _cairn_v1_RemoveNodeRequest, RemoveNodeReques
 import type { RemoveNodeResponse as _cairn_v1_RemoveNodeResponse, RemoveNodeResponse__Output as _cairn_v1_RemoveNodeResponse__Output } from './cairn/v1/RemoveNodeResponse.js';
 import type { RetryDeadLetterRequest as _cairn_v1_RetryDeadLetterRequest, RetryDeadLetterRequest__Output as _cairn_v1_RetryDeadLetterRequest__Output } from './cairn/v1/RetryDeadLetterRequest.js';
 import type { RetryDeadLetterResponse as _cairn_v1_RetryDeadLetterResponse, RetryDeadLetterResponse__Output as _cairn_v1_RetryDeadLetterResponse__Output } from './cairn/v1/RetryDeadLetterResponse.js';
+import type { RunGarbageCollectionRequest as _cairn_v1_RunGarbageCollectionRequest, RunGarbageCollectionRequest__Output as _cairn_v1_RunGarbageCollectionRequest__Output } from './cairn/v1/RunGarbageCollectionRequest.js';
+import type { RunGarbageCollectionResponse as _cairn_v1_RunGarbageCollectionResponse, RunGarbageCollectionResponse__Output as _cairn_v1_RunGarbageCollectionResponse__Output } from './cairn/v1/RunGarbageCollectionResponse.js';
 import type { SetTenantQuotaRequest as _cairn_v1_SetTenantQuotaRequest, SetTenantQuotaRequest__Output as _cairn_v1_SetTenantQuotaRequest__Output } from './cairn/v1/SetTenantQuotaRequest.js';
 import type { SetTenantQuotaResponse as _cairn_v1_SetTenantQuotaResponse, SetTenantQuotaResponse__Output as _cairn_v1_SetTenantQuotaResponse__Output } from './cairn/v1/SetTenantQuotaResponse.js';
 import type { TenantInfo as _cairn_v1_TenantInfo, TenantInfo__Output as _cairn_v1_TenantInfo__Output } from './cairn/v1/TenantInfo.js';
@@ -144,6 +146,8 @@ export interface ProtoGrpcType {
       RemoveNodeResponse: MessageTypeDefinition<_cairn_v1_RemoveNodeResponse, _cairn_v1_RemoveNodeResponse__Output>
       RetryDeadLetterRequest: MessageTypeDefinition<_cairn_v1_RetryDeadLetterRequest, _cairn_v1_RetryDeadLetterRequest__Output>
       RetryDeadLetterResponse: MessageTypeDefinition<_cairn_v1_RetryDeadLetterResponse, _cairn_v1_RetryDeadLetterResponse__Output>
+      RunGarbageCollectionRequest: MessageTypeDefinition<_cairn_v1_RunGarbageCollectionRequest, _cairn_v1_RunGarbageCollectionRequest__Output>
+      RunGarbageCollectionResponse: MessageTypeDefinition<_cairn_v1_RunGarbageCollectionResponse, _cairn_v1_RunGarbageCollectionResponse__Output>
       SetTenantQuotaRequest: MessageTypeDefinition<_cairn_v1_SetTenantQuotaRequest, _cairn_v1_SetTenantQuotaRequest__Output>
       SetTenantQuotaResponse: MessageTypeDefinition<_cairn_v1_SetTenantQuotaResponse, _cairn_v1_SetTenantQuotaResponse__Output>
       TenantInfo: MessageTypeDefinition<_cairn_v1_TenantInfo, _cairn_v1_TenantInfo__Output>

@@ -33,6 +33,7 @@ import type { CreateUserResponse__Output } from '../gen/cairn/v1/CreateUserRespo
 import type { ListUsersResponse__Output } from '../gen/cairn/v1/ListUsersResponse.js';
 import type { ClaimDeletionsResponse__Output } from '../gen/cairn/v1/ClaimDeletionsResponse.js';
 import type { FinishDeletionsResponse__Output } from '../gen/cairn/v1/FinishDeletionsResponse.js';
+import type { RunGarbageCollectionResponse__Output } from '../gen/cairn/v1/RunGarbageCollectionResponse.js';
 import { mapFromWire, stateFromWire } from './admin-wire.js';
 import type { DrainStatus, NodeStats } from './model/cluster.js';
 import type { QueueDepth } from './model/jobs.js';
@@ -123,7 +124,7 @@ type Method =
   | 'GetClusterMap' | 'RegisterNode' | 'Heartbeat' | 'DrainNode' | 'RemoveNode' | 'MarkNodeUp' | 'MarkNodeDown' | 'GetDrainStatus' | 'ListNodes'
   | 'LeaseJobs' | 'CompleteJob' | 'FailJob' | 'ListDeadLetters' | 'RetryDeadLetter' | 'GetQueueDepth'
   | 'CreateTenant' | 'ListTenants' | 'CreateToken' | 'GetOrCreateTenantKey'
-  | 'SetTenantQuota' | 'GetTenantUsage' | 'CreateUser' | 'ListUsers' | 'DeleteUser' | 'ClaimDeletions' | 'FinishDeletions';
+  | 'SetTenantQuota' | 'GetTenantUsage' | 'CreateUser' | 'ListUsers' | 'DeleteUser' | 'ClaimDeletions' | 'FinishDeletions' | 'RunGarbageCollection';
 
 function node(n: NodeInfo__Output | null): AdminNode {
   if (n === null || n.node === null || n.drain === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no node');
@@ -415,6 +416,19 @@ export class AdminClient {
     const wire = (list: ReadonlyArray<{ tenant: string; plainHash: Buffer }> | undefined): Array<{ tenant: string; plain_hash: Buffer }> => (list ?? []).map((d) => ({ tenant: d.tenant, plain_hash: d.plainHash }));
     const res = await this.#unary<FinishDeletionsResponse__Output>('FinishDeletions', { done: wire(input.done), release: wire(input.release), retry_after_ms: input.retryAfterMs ?? 0 });
     return { removed: res.removed, released: res.released };
+  }
+
+  /** Runs the metadata process's block GC now (cluster administrators). */
+  async runGarbageCollection(timeoutMs = 600_000): Promise<{ claimed: number; finished: number; released: number; blocksDeleted: number }> {
+    const md = await callMetadata(this.#token);
+    const fn = (this.#client as unknown as Record<string, Parameters<typeof unaryCall<object, RunGarbageCollectionResponse__Output>>[0]>)['RunGarbageCollection']!;
+    let res: RunGarbageCollectionResponse__Output;
+    try {
+      res = await unaryCall<object, RunGarbageCollectionResponse__Output>(fn.bind(this.#client), {}, md, deadlineIn(timeoutMs));
+    } catch (err) {
+      throw fromServiceError(err);
+    }
+    return { claimed: Number(res.claimed), finished: Number(res.finished), released: Number(res.released), blocksDeleted: Number(res.blocks_deleted) };
   }
 
   close(): void {

@@ -35,6 +35,7 @@ import { claimDeletions, deleteUser, finishDeletions, getUsage, listUsers, putUs
 import { validateUser } from './model/context.js';
 import type { TenantUsage as WireUsage } from '../gen/cairn/v1/TenantUsage.js';
 import type { UserInfo } from '../gen/cairn/v1/UserInfo.js';
+import type { GcWorker } from './gc.js';
 
 /** The tenant whose admins administer the cluster (create tenants, mint tokens for any tenant). */
 export const SYSTEM_TENANT = 'system';
@@ -70,12 +71,15 @@ export const ADMIN_PERMISSIONS = Object.freeze({
   DeleteUser: 'admin',
   ClaimDeletions: 'service',
   FinishDeletions: 'service',
+  RunGarbageCollection: 'admin',
 } satisfies Record<string, Permission>);
 
 export interface AdminServiceOptions {
   readonly kv: Kv;
   /** The model (users, quotas and GC claims go through its write lanes and settings). */
   readonly model: ModelContext;
+  /** This process's block GC, when it runs one (RunGarbageCollection). */
+  readonly gc?: GcWorker | undefined;
   /** Signs the tokens CreateToken mints. */
   readonly authSecret: Uint8Array;
   readonly log: Logger;
@@ -404,6 +408,13 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
         deletions: claimed.map((c) => ({ tenant: c.tenant, plain_hash: c.plainHash, address: c.address, stored_size: c.storedSize })),
         lease_expires_ms: String(options.model.now() + options.model.deletionLeaseMs),
       };
+    }),
+    RunGarbageCollection: unary(async (_req, ctx) => {
+      if (principalOf(ctx).tenant !== SYSTEM_TENANT) throw new CairnError('CAIRN_PERMISSION_DENIED', `only admins of tenant "${SYSTEM_TENANT}" may run the garbage collector`);
+      if (options.gc === undefined) throw new CairnError('CAIRN_FAILED_PRECONDITION', 'this metadata process runs no block GC (start it with a GC interval and reachable block nodes)');
+      const r = await options.gc.runOnce();
+      ctx.log.info(r, 'GC run on request');
+      return { claimed: String(r.claimed), finished: String(r.finished), released: String(r.released), blocks_deleted: String(r.blocksDeleted) };
     }),
     FinishDeletions: unary(async (req) => {
       const done = deletionRefs(req.done, 'done');

@@ -13,11 +13,16 @@ import { METADATA_PERMISSIONS, metadataHandlers } from './service.js';
 import { Sweeper } from './sweeper.js';
 import { ChangeHub } from './watch.js';
 import { ADMIN_PERMISSIONS, createAdminService } from './admin.js';
+import { DEFAULT_GC_INTERVAL_MS, GcWorker, type GcNode } from './gc.js';
+import { claimDeletions, finishDeletions, releaseDeletions } from './model/index.js';
+import { getClusterMap } from './model/cluster.js';
+import type { TokenProvider } from '../common/grpc-client.js';
 
 export { MetadataClient, type MetadataClientOptions } from './client.js';
 export { AdminClient, type AdminClientOptions, type AdminDeletion, type AdminUsage, type AdminUser, type AdminNode, type AdminJob, type AdminLease, type AdminTenant, type RegisterNodeInput, type DrainStatus, type NodeStats, type QueueDepth } from './admin-client.js';
 export { enqueueJob, type EnqueueInput, type JobRecord } from './model/jobs.js';
 export { MEDIA_JOB_KIND, type MediaDerivative, type MediaJobPayload } from './model/files.js';
+export { GcWorker, DEFAULT_GC_INTERVAL_MS, type DeletionSource, type GcNode, type GcRunResult, type GcWorkerOptions } from './gc.js';
 export { exportStore, importStore, openExportSource, openMetadataStore, verifyExport, type ExportSummary, type ImportSummary, type MetadataStoreTarget } from './export.js';
 
 export interface MetadataServiceOptions {
@@ -39,11 +44,23 @@ export interface MetadataServiceOptions {
   readonly sweepIntervalMs?: number;
   /** How often a change watch re-reads without a notification; default 5 s. */
   readonly watchPollMs?: number;
+  /**
+   * The block GC: how to reach block nodes, and how often to run (default 60 s; 0 = only on
+   * Admin.RunGarbageCollection). Its nodes are the cluster map's unless `nodes` names them
+   * (the embedded server's one node). Absent: this process collects nothing.
+   */
+  readonly gc?: {
+    readonly credentials: grpc.ChannelCredentials;
+    readonly token: TokenProvider;
+    readonly intervalMs?: number;
+    readonly nodes?: () => Promise<readonly GcNode[]>;
+  } | undefined;
 }
 
 export interface MetadataService {
   readonly port: number;
   readonly kv: Kv;
+  readonly gc: GcWorker | undefined;
   stop(timeoutMs?: number): Promise<void>;
 }
 
@@ -59,7 +76,22 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
   const metadata = metadataHandlers(ctx, { secret: options.authSecret, hub, ...(options.watchPollMs !== undefined ? { watchPollMs: options.watchPollMs } : {}) });
   server.addService(proto.cairn.v1.Metadata.service, metadata.handlers, METADATA_PERMISSIONS);
   const sweeper = new Sweeper(ctx, { intervalMs: options.sweepIntervalMs ?? 60_000, log: log.child({ task: 'sweep' }), registry: options.metrics.registry });
-  const admin = createAdminService({ kv, model: ctx, authSecret: options.authSecret, log: log.child({ service: 'admin' }), registry: options.metrics.registry, ...options.cluster });
+  const gc = options.gc === undefined
+    ? undefined
+    : new GcWorker({
+        source: {
+          claim: (max) => claimDeletions(ctx, max),
+          finish: (done) => finishDeletions(ctx, done),
+          release: (claims, retryAfterMs) => releaseDeletions(ctx, claims, retryAfterMs),
+        },
+        nodes: options.gc.nodes ?? (async () => (await getClusterMap(kv)).nodes),
+        credentials: options.gc.credentials,
+        token: options.gc.token,
+        log: log.child({ task: 'gc' }),
+        intervalMs: options.gc.intervalMs ?? DEFAULT_GC_INTERVAL_MS,
+        registry: options.metrics.registry,
+      });
+  const admin = createAdminService({ kv, model: ctx, gc, authSecret: options.authSecret, log: log.child({ service: 'admin' }), registry: options.metrics.registry, ...options.cluster });
   server.addService(proto.cairn.v1.Admin.service, admin.handlers, ADMIN_PERMISSIONS);
   let port: number;
   try {
@@ -71,10 +103,13 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
   }
   admin.start();
   sweeper.start();
+  gc?.start();
   return {
     port,
     kv,
+    gc,
     async stop(timeoutMs?: number) {
+      await gc?.stop();
       await admin.stop();
       await sweeper.stop();
       // Watches never end by themselves; end them so in-flight calls can drain.

@@ -53,6 +53,8 @@ import type { RemoveNodeRequest as _cairn_v1_RemoveNodeRequest, RemoveNodeReques
 import type { RemoveNodeResponse as _cairn_v1_RemoveNodeResponse, RemoveNodeResponse__Output as _cairn_v1_RemoveNodeResponse__Output } from '../../cairn/v1/RemoveNodeResponse.js';
 import type { RetryDeadLetterRequest as _cairn_v1_RetryDeadLetterRequest, RetryDeadLetterRequest__Output as _cairn_v1_RetryDeadLetterRequest__Output } from '../../cairn/v1/RetryDeadLetterRequest.js';
 import type { RetryDeadLetterResponse as _cairn_v1_RetryDeadLetterResponse, RetryDeadLetterResponse__Output as _cairn_v1_RetryDeadLetterResponse__Output } from '../../cairn/v1/RetryDeadLetterResponse.js';
+import type { RunGarbageCollectionRequest as _cairn_v1_RunGarbageCollectionRequest, RunGarbageCollectionRequest__Output as _cairn_v1_RunGarbageCollectionRequest__Output } from '../../cairn/v1/RunGarbageCollectionRequest.js';
+import type { RunGarbageCollectionResponse as _cairn_v1_RunGarbageCollectionResponse, RunGarbageCollectionResponse__Output as _cairn_v1_RunGarbageCollectionResponse__Output } from '../../cairn/v1/RunGarbageCollectionResponse.js';
 import type { SetTenantQuotaRequest as _cairn_v1_SetTenantQuotaRequest, SetTenantQuotaRequest__Output as _cairn_v1_SetTenantQuotaRequest__Output } from '../../cairn/v1/SetTenantQuotaRequest.js';
 import type { SetTenantQuotaResponse as _cairn_v1_SetTenantQuotaResponse, SetTenantQuotaResponse__Output as _cairn_v1_SetTenantQuotaResponse__Output } from '../../cairn/v1/SetTenantQuotaResponse.js';
 import type { WatchClusterMapRequest as _cairn_v1_WatchClusterMapRequest, WatchClusterMapRequest__Output as _cairn_v1_WatchClusterMapRequest__Output } from '../../cairn/v1/WatchClusterMapRequest.js';
@@ -497,6 +499,25 @@ export interface AdminClient extends grpc.Client {
   retryDeadLetter(argument: _cairn_v1_RetryDeadLetterRequest, callback: grpc.requestCallback<_cairn_v1_RetryDeadLetterResponse__Output>): grpc.ClientUnaryCall;
   
   /**
+   * RunGarbageCollection runs the block GC of this metadata process now, until nothing is due,
+   * and reports what it did. Cluster administrators only.
+   * Errors: FAILED_PRECONDITION (this process runs no GC), PERMISSION_DENIED.
+   */
+  RunGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
+  RunGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
+  RunGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
+  RunGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * RunGarbageCollection runs the block GC of this metadata process now, until nothing is due,
+   * and reports what it did. Cluster administrators only.
+   * Errors: FAILED_PRECONDITION (this process runs no GC), PERMISSION_DENIED.
+   */
+  runGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
+  runGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
+  runGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
+  runGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
    * SetTenantQuota sets (quota_bytes > 0) or removes (0) a tenant's storage quota: the logical
    * bytes of every version retention keeps. Usage above a lowered quota only blocks growth.
    * Cluster administrators only. Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
@@ -690,6 +711,13 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   RetryDeadLetter: grpc.handleUnaryCall<_cairn_v1_RetryDeadLetterRequest__Output, _cairn_v1_RetryDeadLetterResponse>;
   
   /**
+   * RunGarbageCollection runs the block GC of this metadata process now, until nothing is due,
+   * and reports what it did. Cluster administrators only.
+   * Errors: FAILED_PRECONDITION (this process runs no GC), PERMISSION_DENIED.
+   */
+  RunGarbageCollection: grpc.handleUnaryCall<_cairn_v1_RunGarbageCollectionRequest__Output, _cairn_v1_RunGarbageCollectionResponse>;
+  
+  /**
    * SetTenantQuota sets (quota_bytes > 0) or removes (0) a tenant's storage quota: the logical
    * bytes of every version retention keeps. Usage above a lowered quota only blocks growth.
    * Cluster administrators only. Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
@@ -730,6 +758,7 @@ export interface AdminDefinition extends grpc.ServiceDefinition {
   RegisterNode: MethodDefinition<_cairn_v1_RegisterNodeRequest, _cairn_v1_RegisterNodeResponse, _cairn_v1_RegisterNodeRequest__Output, _cairn_v1_RegisterNodeResponse__Output>
   RemoveNode: MethodDefinition<_cairn_v1_RemoveNodeRequest, _cairn_v1_RemoveNodeResponse, _cairn_v1_RemoveNodeRequest__Output, _cairn_v1_RemoveNodeResponse__Output>
   RetryDeadLetter: MethodDefinition<_cairn_v1_RetryDeadLetterRequest, _cairn_v1_RetryDeadLetterResponse, _cairn_v1_RetryDeadLetterRequest__Output, _cairn_v1_RetryDeadLetterResponse__Output>
+  RunGarbageCollection: MethodDefinition<_cairn_v1_RunGarbageCollectionRequest, _cairn_v1_RunGarbageCollectionResponse, _cairn_v1_RunGarbageCollectionRequest__Output, _cairn_v1_RunGarbageCollectionResponse__Output>
   SetTenantQuota: MethodDefinition<_cairn_v1_SetTenantQuotaRequest, _cairn_v1_SetTenantQuotaResponse, _cairn_v1_SetTenantQuotaRequest__Output, _cairn_v1_SetTenantQuotaResponse__Output>
   WatchClusterMap: MethodDefinition<_cairn_v1_WatchClusterMapRequest, _cairn_v1_WatchClusterMapResponse, _cairn_v1_WatchClusterMapRequest__Output, _cairn_v1_WatchClusterMapResponse__Output>
 }

@@ -1,0 +1,197 @@
+// The block garbage collector: claims chunks whose refs and pins stayed at zero past the grace
+// period, deletes their blocks (with GC tombstones) on every live block node, then finishes the
+// claims — or hands them back when a node could not be reached, so nothing is half-deleted.
+import type * as grpc from '@grpc/grpc-js';
+import { Counter, type Registry } from 'prom-client';
+import { BlockClient } from '../blocknode/index.js';
+import type { TokenProvider } from '../common/grpc-client.js';
+import { isCairnError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import type { NodeState } from '../placement/index.js';
+
+export const DEFAULT_GC_INTERVAL_MS = 60_000;
+const DEFAULT_BATCH = 256;
+/** DeleteBlocks takes at most this many addresses per call. */
+const DELETE_CALL = 4096;
+const RELEASE_RETRY_MS = 60_000;
+
+export type GcState = 'idle' | 'running' | 'backoff' | 'stopped';
+export const GC_STATES: readonly GcState[] = ['idle', 'running', 'backoff', 'stopped'];
+
+export interface GcClaim {
+  readonly tenant: string;
+  readonly plainHash: Buffer;
+  readonly address: Buffer;
+}
+
+/** Where claims come from: the model in-process, or the Admin API (ClaimDeletions/FinishDeletions). */
+export interface DeletionSource {
+  claim(max: number): Promise<readonly GcClaim[]>;
+  finish(done: readonly GcClaim[]): Promise<number>;
+  release(claims: readonly GcClaim[], retryAfterMs: number): Promise<number>;
+}
+
+export interface GcNode {
+  readonly id: string;
+  readonly addr: string;
+  readonly state: NodeState;
+}
+
+export interface GcWorkerOptions {
+  readonly source: DeletionSource;
+  /** Every block node that may hold a copy (the cluster map's nodes). */
+  readonly nodes: () => Promise<readonly GcNode[]>;
+  readonly credentials: grpc.ChannelCredentials;
+  readonly token: TokenProvider;
+  readonly log: Logger;
+  /** Pause between runs (0 = no timer; runOnce only). */
+  readonly intervalMs: number;
+  /** Claims per round (default 256). */
+  readonly batch?: number;
+  readonly registry?: Registry | undefined;
+  readonly now?: () => number;
+}
+
+export interface GcRunResult {
+  readonly claimed: number;
+  /** Claims whose blocks are gone from every live node and whose index entries were removed. */
+  readonly finished: number;
+  /** Claims handed back because a node failed (due again after a minute). */
+  readonly released: number;
+  /** Block copies the nodes reported deleted. */
+  readonly blocksDeleted: number;
+}
+
+export class GcWorker {
+  readonly #o: GcWorkerOptions;
+  readonly #clients = new Map<string, BlockClient>();
+  readonly #counters: { finished?: Counter; released?: Counter; deleted?: Counter };
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<GcRunResult> | undefined;
+  #stopped = false;
+  #state: GcState = 'idle';
+  #failures = 0;
+
+  constructor(options: GcWorkerOptions) {
+    if (!Number.isSafeInteger(options.intervalMs) || options.intervalMs < 0) throw new RangeError('options.intervalMs must be a non-negative integer');
+    const batch = options.batch ?? DEFAULT_BATCH;
+    if (!Number.isInteger(batch) || batch < 1 || batch > 1000) throw new RangeError('options.batch must be an integer in 1..1000');
+    this.#o = options;
+    const registers = options.registry !== undefined ? [options.registry] : [];
+    this.#counters = options.registry === undefined
+      ? {}
+      : {
+          finished: new Counter({ name: 'cairn_gc_chunks_deleted_total', help: 'Chunks whose blocks GC deleted from every live block node.', registers }),
+          released: new Counter({ name: 'cairn_gc_claims_released_total', help: 'GC claims handed back because a block node could not be reached.', registers }),
+          deleted: new Counter({ name: 'cairn_gc_block_copies_deleted_total', help: 'Block copies block nodes reported deleted for GC.', registers }),
+        };
+  }
+
+  get state(): GcState {
+    return this.#state;
+  }
+
+  start(): void {
+    if (this.#o.intervalMs === 0 || this.#stopped || this.#timer !== undefined) return;
+    this.#schedule(this.#o.intervalMs);
+  }
+
+  #schedule(ms: number): void {
+    if (this.#stopped) return;
+    // Full jitter keeps several metadata replicas from claiming in lockstep.
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.runOnce()
+        .then(() => {
+          this.#failures = 0;
+          this.#schedule(this.#o.intervalMs / 2 + Math.random() * this.#o.intervalMs);
+        })
+        .catch((err: unknown) => {
+          this.#failures++;
+          this.#state = 'backoff';
+          this.#o.log.warn({ err, failures: this.#failures }, 'GC run failed');
+          this.#schedule(Math.min(this.#o.intervalMs * 2 ** Math.min(this.#failures, 5), 30 * 60_000) * (0.5 + Math.random() / 2));
+        });
+    }, ms);
+    this.#timer.unref();
+  }
+
+  /** One full collection: claims and deletes until nothing is due. Concurrent calls share a run. */
+  runOnce(): Promise<GcRunResult> {
+    if (this.#running !== undefined) return this.#running;
+    this.#running = this.#run().finally(() => {
+      this.#running = undefined;
+      if (!this.#stopped) this.#state = 'idle';
+    });
+    return this.#running;
+  }
+
+  async #run(): Promise<GcRunResult> {
+    this.#state = 'running';
+    const batch = this.#o.batch ?? DEFAULT_BATCH;
+    const total = { claimed: 0, finished: 0, released: 0, blocksDeleted: 0 };
+    while (!this.#stopped) {
+      const claims = await this.#o.source.claim(batch);
+      if (claims.length === 0) break;
+      total.claimed += claims.length;
+      const outcome = await this.#deleteEverywhere(claims);
+      total.blocksDeleted += outcome.deleted;
+      if (outcome.ok) {
+        const finished = await this.#o.source.finish(claims);
+        total.finished += finished;
+        this.#counters.finished?.inc(finished);
+      } else {
+        const released = await this.#o.source.release(claims, RELEASE_RETRY_MS);
+        total.released += released;
+        this.#counters.released?.inc(released);
+        // A node is down or failing: try again on the next run rather than spinning on it.
+        break;
+      }
+      if (claims.length < batch) break;
+    }
+    if (total.claimed > 0) this.#o.log.info(total, 'GC run done');
+    return total;
+  }
+
+  /** Deletes the claimed blocks on every node that is not down or removed; ok only if all succeeded. */
+  async #deleteEverywhere(claims: readonly GcClaim[]): Promise<{ ok: boolean; deleted: number }> {
+    const nodes = (await this.#o.nodes()).filter((n) => n.state !== 'removed' && n.state !== 'down');
+    if (nodes.length === 0) {
+      this.#o.log.warn({ claims: claims.length }, 'GC knows no block nodes: handing the claims back');
+      return { ok: false, deleted: 0 };
+    }
+    const unique = [...new Map(claims.map((c) => [c.address.toString('hex'), c.address])).values()];
+    const tombstoneMs = (this.#o.now ?? Date.now)();
+    let deleted = 0;
+    const results = await Promise.all(nodes.map(async (node) => {
+      try {
+        const client = this.#client(node.addr);
+        for (let i = 0; i < unique.length; i += DELETE_CALL) deleted += await client.deleteBlocks(unique.slice(i, i + DELETE_CALL), { tombstoneMs });
+        return true;
+      } catch (err) {
+        this.#o.log.warn({ node: node.id, addr: node.addr, err: isCairnError(err) ? err.code : String(err) }, 'GC could not delete blocks on a node');
+        return false;
+      }
+    }));
+    this.#counters.deleted?.inc(deleted);
+    return { ok: results.every(Boolean), deleted };
+  }
+
+  #client(addr: string): BlockClient {
+    let c = this.#clients.get(addr);
+    if (c === undefined) {
+      c = new BlockClient({ address: addr, credentials: this.#o.credentials, token: this.#o.token, timeoutMs: 60_000 });
+      this.#clients.set(addr, c);
+    }
+    return c;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#state = 'stopped';
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    await this.#running?.catch(() => undefined);
+    for (const c of this.#clients.values()) c.close();
+    this.#clients.clear();
+  }
+}
