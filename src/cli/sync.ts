@@ -82,7 +82,7 @@ export function registerSync(program: Command, connect: () => CairnClient): void
     .option('--state-dir <dir>', 'sync state folder (default <local-dir>/.cairn-sync)')
     .option('--max-file-bytes <n>', 'report, and do not upload, larger files (default 10 GiB)', positiveInt('--max-file-bytes'))
     .option('--rescan-interval-ms <ms>', 'full local rescan period, a safety net for missed events (default 60000)', positiveInt('--rescan-interval-ms'))
-    .option('--concurrency <n>', 'transfers in flight at once (default 4)', positiveInt('--concurrency'))
+    .option('--concurrency <n>', 'transfers in flight at once (default 8)', positiveInt('--concurrency'))
     .option('--log-level <level>', `log level on stderr: ${LOG_LEVELS.join(', ')}`, 'warn')
     .action(async (localDir: string, remotePath: string, flags: SyncFlags) => {
       const g = program.opts<{ json?: boolean; quiet?: boolean }>();

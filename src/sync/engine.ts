@@ -62,7 +62,7 @@ export interface SyncEngineOptions {
   readonly log: Logger;
   /** Larger files are reported and not uploaded (default 10 GiB, the server's default). */
   readonly maxFileBytes?: number;
-  /** Transfers in flight at once (default 4). */
+  /** Transfers in flight at once (default 8). */
   readonly concurrency?: number;
   readonly onEvent?: (event: SyncEvent) => void;
 }
@@ -400,7 +400,7 @@ export class SyncEngine {
     const todo = files.filter((f) => !this.#rules.ignores(f.key, false));
     this.#pendingFiles += todo.length;
     for (const f of todo) this.#pendingBytes += f.size;
-    await pool(todo, this.#o.concurrency ?? 4, async (f) => {
+    await pool(todo, this.#o.concurrency ?? 8, async (f) => {
       try {
         await this.#pullFile(f);
       } catch (err) {
@@ -614,7 +614,7 @@ export class SyncEngine {
     });
     this.#pendingFiles += files.length;
     for (const [, e] of files) this.#pendingBytes += e.size;
-    await pool(files, this.#o.concurrency ?? 4, async ([key, e]) => {
+    await pool(files, this.#o.concurrency ?? 8, async ([key, e]) => {
       try {
         if (!aborted(signal)) await this.#pushFile(key, e, signal);
       } catch (err) {
@@ -733,7 +733,7 @@ export class SyncEngine {
     this.#emit({ type: 'upload-start', path: key, size: local.size });
     let result;
     try {
-      result = await uploadFile(this.#o.client, this.#abs(key), this.#remote(key), { baseVersion, mtimeMs: local.mtimeMs, cacheDir: join(this.#o.stateDir, 'chunk-cache'), ...(signal !== undefined ? { signal } : {}), onProgress: (d) => (this.#transferred += d) });
+      result = await uploadFile(this.#o.client, this.#abs(key), this.#remote(key), { baseVersion, mtimeMs: local.mtimeMs, size: local.size, cacheDir: join(this.#o.stateDir, 'chunk-cache'), ...(signal !== undefined ? { signal } : {}), onProgress: (d) => (this.#transferred += d) });
     } catch (err) {
       if (isCairnError(err, 'CAIRN_CONFLICT')) return this.#uploadConflict(key, local, h, baseVersion, signal);
       if (isCairnError(err, 'CAIRN_FILE_TOO_LARGE')) {

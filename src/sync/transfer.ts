@@ -22,13 +22,14 @@ export interface UploadResult {
  * Uploads `localPath` to `remotePath` through the SDK's delta path (local chunking, only missing
  * chunks sent, a chunk-list diff committed), committing only on top of `baseVersion`.
  */
-export async function uploadFile(client: CairnClient, localPath: string, remotePath: string, options: { baseVersion: number; mtimeMs: number; cacheDir: string; signal?: AbortSignal; onProgress?: (delta: number) => void }): Promise<UploadResult> {
+export async function uploadFile(client: CairnClient, localPath: string, remotePath: string, options: { baseVersion: number; mtimeMs: number; size: number; cacheDir: string; signal?: AbortSignal; onProgress?: (delta: number) => void }): Promise<UploadResult> {
   let done = 0;
   const res = await client.upload(localPath, remotePath, {
     baseVersion: options.baseVersion,
     mtimeMs: options.mtimeMs,
     cacheDir: options.cacheDir,
-    streams: 4,
+    // Parallel chunk streams only pay off for large files; small ones are one batch anyway.
+    streams: options.size > 8 * 1024 * 1024 ? 4 : 1,
     ...(options.signal !== undefined ? { signal: options.signal } : {}),
     onProgress: (n) => {
       options.onProgress?.(n - done);
