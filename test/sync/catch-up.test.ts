@@ -31,7 +31,7 @@ test(`a stopped client catches up from its cursor after ${CHANGED} changes, and 
   t.is(first.code, 0, first.stderr);
   const initial = await syncOnce(server, b, '/feed', ['--device', 'B']);
   t.is(initial.code, 0, initial.stderr);
-  t.log(`first upload ${first.events.at(-1)?.['ms']} ms, first download ${initial.events.at(-1)?.['ms']} ms`);
+  t.log(`first upload ${String(first.events.at(-1)?.['ms'])} ms, first download ${String(initial.events.at(-1)?.['ms'])} ms`);
   t.is(count(initial.events, 'download'), CHANGED + UNCHANGED);
   await converged(a, b, 10_000);
 
@@ -46,7 +46,7 @@ test(`a stopped client catches up from its cursor after ${CHANGED} changes, and 
   t.is(count(caughtUp.events, 'relist'), 0, 'caught up from the cursor, no listing');
   t.is(count(caughtUp.events, 'download'), CHANGED, 'downloads exactly the changed files');
   t.is(count(caughtUp.events, 'upload'), 0, 'no echo uploads');
-  t.log(`edits ${edits.events.at(-1)?.['ms']} ms, catch-up ${caughtUp.events.at(-1)?.['ms']} ms`);
+  t.log(`edits ${String(edits.events.at(-1)?.['ms'])} ms, catch-up ${String(caughtUp.events.at(-1)?.['ms'])} ms`);
   await converged(a, b, 10_000);
 
   // B stopped again; A edits a few files, adds one, deletes one; then the feed is trimmed.
