@@ -45,6 +45,8 @@ export function sanitizeSvg(input: Buffer, options: MediaOptions): Buffer {
   let text = input.toString('utf8');
   text = text.replace(/<!DOCTYPE[^>[]*(\[[\s\S]*?\])?\s*>/gi, '');
   text = text.replace(/<!ENTITY[\s\S]*?>/gi, '');
+  // With the DOCTYPE gone only XML's own entities are defined: drop references to any other.
+  text = text.replace(/&(?!(?:amp|lt|gt|quot|apos|#\d+|#x[0-9a-f]+);)[\w.:-]+;/gi, '');
   text = text.replace(/<\?(?!xml\s)[\s\S]*?\?>/gi, '');
   text = text.replace(/\b((?:[\w-]+:)?href|src)\s*=\s*("[^"]*"|'[^']*')/gi, (_m, name: string, quoted: string) => {
     const value = quoted.slice(1, -1).trim();

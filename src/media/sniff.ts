@@ -70,10 +70,12 @@ export function mediaClass(type: string | undefined): MediaClass | undefined {
  * deeper than the commit-time sniff), the SVG check for text. Undefined when not media.
  */
 export async function detectMedia(data: Uint8Array): Promise<string | undefined> {
+  // file-type reads SVG as generic XML; the SVG root check decides for text.
+  if (isSvg(data)) return 'image/svg+xml';
   const found = await fileTypeFromBuffer(data);
   if (found !== undefined) {
     const mime = found.mime === 'image/heic-sequence' ? 'image/heic' : found.mime === 'image/heif-sequence' ? 'image/heif' : found.mime;
     return mediaClass(mime) !== undefined ? mime : undefined;
   }
-  return isSvg(data) ? 'image/svg+xml' : undefined;
+  return undefined;
 }
