@@ -162,19 +162,23 @@ export class GcWorker {
     }
     const unique = [...new Map(claims.map((c) => [c.address.toString('hex'), c.address])).values()];
     const tombstoneMs = (this.#o.now ?? Date.now)();
-    let deleted = 0;
     const results = await Promise.all(nodes.map(async (node) => {
+      let deleted = 0;
       try {
         const client = this.#client(node.addr);
-        for (let i = 0; i < unique.length; i += DELETE_CALL) deleted += await client.deleteBlocks(unique.slice(i, i + DELETE_CALL), { tombstoneMs });
-        return true;
+        for (let i = 0; i < unique.length; i += DELETE_CALL) {
+          const n = await client.deleteBlocks(unique.slice(i, i + DELETE_CALL), { tombstoneMs });
+          deleted += n;
+        }
+        return { ok: true, deleted };
       } catch (err) {
         this.#o.log.warn({ node: node.id, addr: node.addr, err: isCairnError(err) ? err.code : String(err) }, 'GC could not delete blocks on a node');
-        return false;
+        return { ok: false, deleted };
       }
     }));
+    const deleted = results.reduce((sum, r) => sum + r.deleted, 0);
     this.#counters.deleted?.inc(deleted);
-    return { ok: results.every(Boolean), deleted };
+    return { ok: results.every((r) => r.ok), deleted };
   }
 
   #client(addr: string): BlockClient {
