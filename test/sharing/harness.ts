@@ -3,7 +3,7 @@
 // real block node and a gateway, talking gRPC on loopback, plus the gateway's HTTP routes.
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { ServiceTokenSource, loadOrCreateSecret } from '../../src/common/auth.js';
+import { ServiceTokenSource, loadOrCreateSecret, signToken } from '../../src/common/auth.js';
 import { startHttpServer } from '../../src/common/http.js';
 import { createLogger } from '../../src/common/log.js';
 import { createMetrics } from '../../src/common/metrics.js';
@@ -11,12 +11,12 @@ import { ReplicatedBlockClient, StaticMapSource, createBlockNode, singleNodeMap,
 import { MetadataMapSource } from '../../src/blocknode/index.js';
 import { TenantKeys, createGateway, loadMasterKey, type RateLimits } from '../../src/gateway/index.js';
 import { AdminClient, MetadataClient, createMetadataService, type MetadataService } from '../../src/metadata/index.js';
-import { createContext, putUser } from '../../src/metadata/model/index.js';
 import { tempDir, type Scope } from '../helpers/cluster.js';
 import type { Endpoints } from './helpers.js';
 
 export interface Stack extends Endpoints {
   readonly dataDir: string;
+  readonly metadataAddr: string;
   readonly admin: AdminClient;
   /** The in-process metadata service (absent when the stack uses an external one). */
   readonly metadataService: MetadataService | undefined;
@@ -82,14 +82,19 @@ export async function startStack(t: Scope, options: { limits?: RateLimits; metad
   const http = await startHttpServer(H, 0, { registry: createMetrics().registry, log, ready: () => true, routes: gateway.http });
   stops.push(() => http.close());
   where.url = `http://${H}:${http.port}`;
-  return { grpc: `${H}:${gateway.port}`, http: where.url, secret, dataDir, admin: adminClient, metadataService };
+  return { grpc: `${H}:${gateway.port}`, http: where.url, secret, dataDir, metadataAddr, admin: adminClient, metadataService };
 }
 
 /**
- * Registers `user` in `tenant`'s user table. The Metadata API has no call for it yet (grants need
- * the grantee to exist), so the in-process tests write it with the model, as that call would.
+ * Registers `user` in `tenant`'s user table through the Admin API, as an admin of that tenant
+ * (grants need the grantee to be a registered user of the owner tenant).
  */
 export async function registerUser(stack: Stack, tenant: string, user: string): Promise<void> {
-  if (stack.metadataService === undefined) throw new Error('registerUser needs the in-process metadata service');
-  await putUser(createContext(stack.metadataService.kv), tenant, user);
+  const token = await signToken(stack.secret, { tenant, role: 'admin', subject: 'admin', ttlSeconds: 600 });
+  const admin = new AdminClient({ address: stack.metadataAddr, credentials: grpc.credentials.createInsecure(), token: () => token });
+  try {
+    await admin.createUser({ tenant, user });
+  } finally {
+    admin.close();
+  }
 }
