@@ -4,7 +4,7 @@ import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { CairnClient, CairnError } from '../../src/client/index.js';
+import { CairnClient, CairnError, type ErrorCode } from '../../src/client/index.js';
 import { chunkBuffer } from '../../src/chunking/index.js';
 import { loadOrCreateSecret, signToken } from '../../src/common/auth.js';
 import { fromServiceError } from '../../src/common/status.js';
@@ -96,7 +96,7 @@ test('diff commits: bad splices, a missing base and mixed forms are refused and 
   const v = res.info.version;
   const n = res.chunks;
   const chunk = { plain_hash: createHash('sha256').update('x').digest(), size: 1 };
-  const bad: Array<[string, FilesCommitFileRequest, string]> = [
+  const bad: Array<[string, FilesCommitFileRequest, ErrorCode]> = [
     ['overlapping splices', { path: '/errors/d.bin', base_version: v, diff: { splices: [{ start: 2, delete_count: 2, insert: [] }, { start: 3, delete_count: 0, insert: [] }] } }, 'CAIRN_INVALID_ARGUMENT'],
     ['past the end', { path: '/errors/d.bin', base_version: v, diff: { splices: [{ start: n, delete_count: 1, insert: [] }] } }, 'CAIRN_INVALID_ARGUMENT'],
     ['no base version', { path: '/errors/d.bin', diff: { splices: [] } }, 'CAIRN_INVALID_ARGUMENT'],

@@ -1,0 +1,84 @@
+// Download: read a 1 GiB file back from an embedded server (RF 1) through ReadFile versus a raw
+// grpc-js server stream of 1 MiB messages on loopback, in the same run.
+// ratio = Cairn MB/s ÷ raw stream MB/s (≥ 0.7).
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { BenchMain } from './report.js';
+import { arg, randomFile, startEmbedded } from './_embedded.js';
+
+const MiB = 1024 * 1024;
+
+const identity = (b: Buffer): Buffer => b;
+const RAW: grpc.ServiceDefinition = {
+  Stream: { path: '/bench.Raw/Stream', requestStream: false, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity, originalName: 'stream' },
+};
+
+/** Seconds to receive `mib` messages of 1 MiB over a loopback grpc-js server stream. */
+async function rawStream(mib: number): Promise<number> {
+  const server = new grpc.Server({ 'grpc.max_send_message_length': 8 * MiB });
+  const payload = Buffer.alloc(MiB, 7);
+  server.addService(RAW, {
+    Stream: (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < mib) {
+          sent++;
+          if (!call.write(payload)) {
+            call.once('drain', pump);
+            return;
+          }
+        }
+        call.end();
+      };
+      pump();
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 8 * MiB });
+  try {
+    const started = performance.now();
+    let bytes = 0;
+    const call = client.makeServerStreamRequest('/bench.Raw/Stream', identity, identity, Buffer.alloc(0));
+    for await (const msg of call as AsyncIterable<Buffer>) bytes += msg.length;
+    if (bytes !== mib * MiB) throw new Error(`raw stream sent ${bytes} bytes`);
+    return (performance.now() - started) / 1000;
+  } finally {
+    client.close();
+    server.forceShutdown();
+  }
+}
+
+export const run: BenchMain = async (args) => {
+  const mib = Number(arg(args, '--mib', '1024'));
+  const root = await mkdtemp(join(tmpdir(), 'cairn-bench-download-'));
+  try {
+    const file = join(root, 'data.bin');
+    await randomFile(file, mib * MiB);
+    const server = await startEmbedded(join(root, 'cairn'));
+    try {
+      await server.client.upload(file, '/bench/download.bin', { cacheDir: join(root, 'cache') });
+      await rm(file);
+      const rawSeconds = await rawStream(mib);
+      const started = performance.now();
+      let bytes = 0;
+      for await (const part of server.client.read('/bench/download.bin')) if ('data' in part) bytes += part.data.length;
+      const cairnSeconds = (performance.now() - started) / 1000;
+      if (bytes !== mib * MiB) throw new Error(`read ${bytes} bytes`);
+      const cairnRate = (mib * MiB) / 1e6 / cairnSeconds;
+      const rawRate = (mib * MiB) / 1e6 / rawSeconds;
+      return {
+        bench: 'download',
+        ratio: cairnRate / rawRate,
+        target: 0.7,
+        better: 'higher',
+        figures: { file_mib: mib, cairn_read_seconds: cairnSeconds, cairn_read_mb_per_s: cairnRate, raw_grpc_stream_seconds: rawSeconds, raw_grpc_stream_mb_per_s: rawRate },
+      };
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+};
