@@ -84,7 +84,7 @@ async function cluster(t: ExecutionContext): Promise<Cluster> {
       nodes[i] = node;
       addrs[i] = `127.0.0.1:${node.port}`;
       clients[i]?.close();
-      clients[i] = new BlockClient({ address: addrs[i]!, credentials: grpc.credentials.createInsecure(), token });
+      clients[i] = new BlockClient({ address: addrs[i], credentials: grpc.credentials.createInsecure(), token });
       c.map = clusterMap(c.map.epoch + 1, addrs);
       for (const s of sources) s.set(c.map);
     },
