@@ -11,7 +11,9 @@ import { Readable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { loadOrCreateSecret, signToken } from '../../src/common/auth.js';
-import { CairnClient } from '../../src/client/index.js';
+import { CairnClient, CairnSharing } from '../../src/client/index.js';
+import { AdminClient } from '../../src/metadata/index.js';
+import { startDevCluster } from './harness.js';
 import { PROTO_DIR, PROTO_FILES } from '../../src/common/proto.js';
 import { chunkBuffer } from '../../src/chunking/index.js';
 import { loadProto } from '../../src/common/proto.js';
@@ -68,11 +70,12 @@ interface Outcome {
   body: Buffer;
 }
 
-function call(client: grpc.Client, method: protobuf.Method, service: string, payload: Buffer, token: string | undefined): Promise<Outcome> {
+function call(client: grpc.Client, method: protobuf.Method, service: string, payload: Buffer, token: string | undefined, owner?: string): Promise<Outcome> {
   const id = (b: Buffer): Buffer => b;
   const path = `/${service}/${method.name}`;
   const md = new grpc.Metadata();
   if (token !== undefined) md.set('authorization', `Bearer ${token}`);
+  if (owner !== undefined) md.set('x-cairn-tenant', owner);
   const options = { deadline: Date.now() + 10_000 };
   return new Promise((resolve) => {
     const parts: Buffer[] = [];
@@ -109,13 +112,15 @@ function call(client: grpc.Client, method: protobuf.Method, service: string, pay
   });
 }
 
-test('every public RPC × {no token, expired, tampered, other tenant, read-only} is denied or confined to the caller', async (t) => {
+test('every public RPC × {no token, expired, tampered, forged, other tenant, read-only role, read-only share, no share} is denied or confined', async (t) => {
   t.timeout(170_000);
-  const server = await startServer(t);
-  const secret = loadOrCreateSecret(join(server.dataDir, 'auth.key'));
+  const cluster = await startDevCluster(t, { nodes: 1, replicationFactor: 1, writeQuorum: 1 });
+  const server = { grpc: cluster.gatewayEndpoints[0]!, http: cluster.get('gateway-1').http };
+  const secret = loadOrCreateSecret(cluster.secretPath);
   const tokenB = await signToken(secret, { tenant: 'tenant-b', role: 'user', subject: 'bob' });
   const readerB = await signToken(secret, { tenant: 'tenant-b', role: 'reader', subject: 'rita' });
   const tokenA = await signToken(secret, { tenant: 'tenant-a', role: 'user', subject: 'mallory' });
+  const tokenC = await signToken(secret, { tenant: 'tenant-c', role: 'user', subject: 'eve' });
   const expired = await signToken(secret, { tenant: 'tenant-b', role: 'user', ttlSeconds: 1 });
   const [head, payload, sig] = tokenB.split('.') as [string, string, string];
   const flipped = payload.slice(0, 10) + (payload[10] === 'A' ? 'B' : 'A') + payload.slice(11);
@@ -136,18 +141,34 @@ test('every public RPC × {no token, expired, tampered, other tenant, read-only}
     if (!page.hasMore) break;
   }
   const target: Target = { paths: ['/private/secret.txt', '/private'], hashes, uploadId: 'u-' + randomBytes(8).toString('hex'), cursor };
-  await new Promise((r) => setTimeout(r, 1500)); // let the 1-second token expire
+  // mallory@tenant-a gets a read-only grant on /private; eve@tenant-c gets nothing.
+  const adminToken = await signToken(secret, { tenant: 'tenant-b', role: 'admin', subject: 'admin' });
+  const admin = new AdminClient({ address: cluster.metadataEndpoints[0]!, credentials: grpc.credentials.createInsecure(), token: () => Promise.resolve(adminToken) });
+  t.teardown(() => admin.close());
+  await admin.createUser({ tenant: 'tenant-b', user: 'mallory@tenant-a' });
+  const sharing = new CairnSharing({ endpoint: server.grpc, token: tokenB });
+  t.teardown(() => sharing.close());
+  await sharing.share('/private', 'tenant-a/mallory', 'read');
+  const link = await sharing.shareLink('/private/secret.txt', { expiresInSeconds: 1 });
+  await new Promise((r) => setTimeout(r, 2100)); // let the 1-second token and link expire
+  const linkUrl = new URL(link.url, server.http);
+  const expiredLink = await fetch(linkUrl);
+  t.true([403, 404, 410].includes(expiredLink.status), `an expired link share answers ${expiredLink.status}`);
+  t.false((await expiredLink.text()).includes(marker));
 
   const root = loadRoot();
   const raw = new grpc.Client(server.grpc, grpc.credentials.createInsecure());
   t.teardown(() => raw.close());
-  const creds: Array<[string, string | undefined]> = [
+  const creds: Array<[string, string | undefined, string?]> = [
     ['none', undefined],
     ['expired', expired],
     ['tampered', tampered],
     ['forged', forged],
+    ['link-as-bearer', link.token],
     ['other-tenant', tokenA],
     ['reader', readerB],
+    ['read-share', tokenA, 'tenant-b'],
+    ['no-share', tokenC, 'tenant-b'],
   ];
   const matrix: string[] = [];
   let methods = 0;
@@ -160,9 +181,9 @@ test('every public RPC × {no token, expired, tampered, other tenant, read-only}
       const body = Buffer.from(type.encode(type.fromObject(requestFor(type, target))).finish());
       const row: string[] = [];
       let served = true;
-      for (const [kind, token] of creds) {
+      for (const [kind, token, owner] of creds) {
         const before = (await b.listChanges(target.cursor, { pageSize: 1000 })).changes.length;
-        const out = await call(raw, m, service, body, token);
+        const out = await call(raw, m, service, body, token, owner);
         if (out.code === (grpc.status.UNIMPLEMENTED as number)) {
           served = false;
           break;
@@ -170,9 +191,10 @@ test('every public RPC × {no token, expired, tampered, other tenant, read-only}
         row.push(`${kind}=${grpc.status[out.code]}`);
         const after = (await b.listChanges(target.cursor, { pageSize: 1000 })).changes.length;
         t.is(after, before, `${service}/${m.name} as ${kind} changed tenant B's tree`);
-        if (['none', 'expired', 'tampered', 'forged'].includes(kind)) t.is(out.code, grpc.status.UNAUTHENTICATED, `${service}/${m.name} as ${kind}: ${out.details}`);
-        if (kind === 'other-tenant') t.false(out.body.includes(marker), `${service}/${m.name} leaked tenant B's bytes to tenant A`);
-        if (kind === 'reader' && out.code !== (grpc.status.OK as number)) t.true([grpc.status.PERMISSION_DENIED, grpc.status.NOT_FOUND, grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION, grpc.status.CANCELLED].includes(out.code), `${service}/${m.name} as reader: ${grpc.status[out.code]} ${out.details}`);
+        if (['none', 'expired', 'tampered', 'forged', 'link-as-bearer'].includes(kind)) t.is(out.code, grpc.status.UNAUTHENTICATED, `${service}/${m.name} as ${kind}: ${out.details}`);
+        if (kind === 'other-tenant' || kind === 'no-share') t.false(out.body.includes(marker), `${service}/${m.name} leaked tenant B's bytes to ${kind}`);
+        if (kind === 'no-share') t.not(out.code, grpc.status.OK, `${service}/${m.name} served tenant B's tree without a share`);
+        if ((kind === 'read-share' || kind === 'reader') && out.code !== (grpc.status.OK as number)) t.true([grpc.status.PERMISSION_DENIED, grpc.status.NOT_FOUND, grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION, grpc.status.CANCELLED].includes(out.code), `${service}/${m.name} as ${kind}: ${grpc.status[out.code]} ${out.details}`);
       }
       if (served) {
         methods++;
