@@ -367,7 +367,13 @@ export function sharingHandlers(options: SharingServiceOptions): SharingHandlers
       }
       const recipient = parseRecipient(req.user);
       if (recipient.tenant === p.tenant) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${req.user} is in your own tenant: its token's role already decides its access`, { fieldViolations: [{ field: 'user', description: 'same tenant' }] });
-      const res = await metadata.grantShare({ tenant: p.tenant, path, user: recipient.id, permission, granted_by: p.subject }, ctx.requestId);
+      const res = await metadata.grantShare({ tenant: p.tenant, path, user: recipient.id, permission, granted_by: p.subject }, ctx.requestId).catch(async (err: unknown) => {
+        // NOT_FOUND is the path or the grantee; name which, and how to register a grantee.
+        if (!(err instanceof CairnError) || err.code !== 'CAIRN_NOT_FOUND') throw err;
+        const entry = await metadata.getEntry({ tenant: p.tenant, path }, ctx.requestId).catch(() => undefined);
+        if (entry?.entry == null || entry.entry.deleted) throw err;
+        throw new CairnError('CAIRN_NOT_FOUND', `${req.user} is not a user of tenant ${p.tenant}: an admin of ${p.tenant} registers it first (Admin.CreateUser, user "${recipient.id}")`, { metadata: { user: recipient.id } });
+      });
       if (res.grant === null) throw new CairnError('CAIRN_INTERNAL', 'GrantShare returned no grant');
       ctx.log.info({ path, user: recipient.id, permission }, 'share granted');
       return { share: grantInfo(p.tenant, res.grant), link_token: '', link_url: '' };

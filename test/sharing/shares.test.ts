@@ -173,6 +173,9 @@ test.serial('bad share requests are refused and change nothing', async (t) => {
   }
   const missing = await t.throwsAsync(alice.sharing.share('/nothing', 'globex/bob', 'read'));
   t.true(isCairnError(missing, 'CAIRN_NOT_FOUND'));
+  const unregistered = await t.throwsAsync(alice.sharing.share('/team', 'globex/zoe', 'read'));
+  t.true(isCairnError(unregistered, 'CAIRN_NOT_FOUND'));
+  t.regex(unregistered?.message ?? '', /not a user of tenant acme.*zoe@globex/);
   const tooLong = await t.throwsAsync(alice.sharing.shareLink('/team', { expiresInSeconds: 400 * 24 * 3600 }));
   t.true(isCairnError(tooLong, 'CAIRN_INVALID_ARGUMENT'));
   t.deepEqual(await alice.sharing.listShares('/team'), before);
