@@ -99,6 +99,7 @@ const SERVER_FLAGS: Array<[flag: string, key: string, help: string]> = [
   ['--heartbeat-interval-ms <ms>', 'heartbeatIntervalMs', 'block node heartbeat period (default 5000)'],
   ['--replication-factor <n>', 'replicationFactor', 'copies of every block in a new cluster (default 3)'],
   ['--failover-delay-ms <ms>', 'failoverDelayMs', 'silence before a block node is marked down (default 300000)'],
+  ['--gc-interval-ms <ms>', 'gcIntervalMs', 'pause between block GC runs (default 60000, 0 = on demand only)'],
 ];
 
 async function runServer(flags: Record<string, unknown>): Promise<void> {

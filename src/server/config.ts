@@ -43,6 +43,7 @@ export const serverConfigSchema = z.object({
   heartbeatIntervalMs: zInt(100, 3_600_000).default(5_000).describe('How often a block node reports to the metadata service'),
   replicationFactor: zInt(1, 16).default(3).describe('Copies of every block in a new cluster (role metadata)'),
   failoverDelayMs: zInt(1_000, 86_400_000).default(300_000).describe('How long a block node may stay silent before the metadata service marks it down (role metadata)'),
+  gcIntervalMs: zInt(0, 86_400_000).default(60_000).describe('Pause between block GC runs of the metadata service (0 = only on `cairn admin gc run`; roles embedded and metadata)'),
   mediaThreads: zInt(0, 256).default(0).describe('sharp pool threads (0 = from the cgroup CPU limit so that threads × sharp.concurrency() ≤ CPUs)'),
   mediaQueue: zInt(1, 100_000).default(64).describe('Media tasks that may wait for a pool thread before new work is refused'),
   mediaTaskDeadlineMs: zInt(1, 3_600_000).default(60_000).describe('A media task still waiting for a pool thread after this long is aborted'),

@@ -67,7 +67,8 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const internal = grpcJs.ServerCredentials.createInsecure();
       const blocknode = await createBlockNode({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, ...storeLimits(config), scrub: { intervalMs: config.scrubIntervalMs, bytesPerSecond: config.scrubBytesPerSecond } });
       stops.push((t) => blocknode.stop(t));
-      const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl });
+      const gcNodes = [{ id: 'blocknode', addr: hostPort(INTERNAL_HOST, blocknode.port), state: 'up' as const }];
+      const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, gc: { credentials: grpcJs.credentials.createInsecure(), token: () => tokens.token(), intervalMs: config.gcIntervalMs, nodes: () => Promise.resolve(gcNodes) } });
       stops.push((t) => metadataSvc.stop(t));
       const insecure = grpcJs.credentials.createInsecure();
       const data = await connectData(config, common, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops);
@@ -113,7 +114,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       }
       grpcPort = blocknode.port;
     } else if (config.role === 'metadata') {
-      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, cluster: { replicationFactor: config.replicationFactor, failoverDelayMs: config.failoverDelayMs } });
+      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, cluster: { replicationFactor: config.replicationFactor, failoverDelayMs: config.failoverDelayMs }, gc: { credentials: clientCredentials(tls), token: () => tokens.token(), intervalMs: config.gcIntervalMs } });
       stops.push((t) => metadataSvc.stop(t));
       grpcPort = metadataSvc.port;
     } else if (config.role === 'media') {
