@@ -53,6 +53,8 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
   let ready = false;
   let grpcPort: number | undefined;
   let routes: RouteHandler | undefined;
+  /** The embedded metadata service's Admin API (loopback), for `cairn admin` commands on this machine. */
+  let adminEndpoint: string | undefined;
 
   const stopAll = async (): Promise<void> => {
     ready = false;
@@ -70,6 +72,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const gcNodes = [{ id: 'blocknode', addr: hostPort(INTERNAL_HOST, blocknode.port), state: 'up' as const }];
       const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, gc: { credentials: grpcJs.credentials.createInsecure(), token: () => tokens.token(), intervalMs: config.gcIntervalMs, nodes: () => Promise.resolve(gcNodes) } });
       stops.push((t) => metadataSvc.stop(t));
+      adminEndpoint = hostPort(INTERNAL_HOST, metadataSvc.port);
       const insecure = grpcJs.credentials.createInsecure();
       const data = await connectData(config, common, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops);
       // Media runs in this process too: its pool serves the gateway's on-demand thumbnails and
@@ -142,7 +145,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
     const scheme = tls.cert !== undefined ? 'https' : 'http';
     const httpEndpoint = `${scheme}://${hostPort(dialHost(config.host), http.port)}`;
     let clientConfigPath: string | undefined;
-    if (config.role === 'embedded') clientConfigPath = await writeClientConfig(dataDir, grpcEndpoint, secret, config);
+    if (config.role === 'embedded') clientConfigPath = await writeClientConfig(dataDir, grpcEndpoint, secret, config, adminEndpoint);
     ready = true;
     const readyLine = `cairn ready role=${config.role} grpc=${grpcEndpoint} http=${httpEndpoint} data=${dataDir}${clientConfigPath !== undefined ? ` client=${clientConfigPath}` : ''}`;
     return { role: config.role, grpcEndpoint, httpEndpoint, clientConfigPath, readyLine, stop: stopAll };
@@ -278,7 +281,7 @@ async function startGateway(
  * Writes <dataDir>/client.json with this server's endpoint and an admin token for the default
  * tenant, so `cairn put` on the same machine needs no setup. A still-valid token is kept.
  */
-async function writeClientConfig(dataDir: string, endpoint: string, secret: Uint8Array, config: Readonly<ServerConfig>): Promise<string> {
+async function writeClientConfig(dataDir: string, endpoint: string, secret: Uint8Array, config: Readonly<ServerConfig>, adminEndpoint?: string): Promise<string> {
   const path = join(dataDir, 'client.json');
   let token: string | undefined;
   if (existsSync(path)) {
@@ -294,6 +297,7 @@ async function writeClientConfig(dataDir: string, endpoint: string, secret: Uint
   }
   token ??= await signToken(secret, { tenant: 'default', role: 'admin', subject: 'admin', ttlSeconds: 365 * 24 * 3600 });
   const body: Record<string, string> = { endpoint, token, tenant: 'default' };
+  if (adminEndpoint !== undefined) body['adminEndpoint'] = adminEndpoint;
   if (config.tlsCert !== undefined) body['tlsCa'] = resolve(config.tlsCa ?? config.tlsCert);
   writeFileAtomic(path, JSON.stringify(body, null, 2) + '\n', 0o600);
   return path;
