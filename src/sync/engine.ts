@@ -18,6 +18,8 @@ export type SyncEvent =
   | { type: 'start'; localRoot: string; remoteRoot: string; resumed: boolean }
   | { type: 'relist'; reason: 'first-sync' | 'cursor-expired' | 'folder'; path: string }
   | { type: 'upload-start'; path: string; size: number }
+  /** Bytes of the file acknowledged durable so far (at most every 250 ms). */
+  | { type: 'upload-progress'; path: string; doneBytes: number; size: number }
   | { type: 'upload'; path: string; version: number; size: number; bytesSent: number; chunksSent: number; wireBytes: number; chunks: number; newChunks: number }
   | { type: 'download-start'; path: string; size: number; notifiedMs: number; committedMs: number }
   | { type: 'download'; path: string; version: number; size: number }
@@ -732,8 +734,15 @@ export class SyncEngine {
   async #upload(key: string, local: LocalEntry, h: LocalHash, baseVersion: number, signal?: AbortSignal): Promise<void> {
     this.#emit({ type: 'upload-start', path: key, size: local.size });
     let result;
+    let reported = Date.now();
+    const onProgress = (delta: number, done: number): void => {
+      this.#transferred += delta;
+      if (Date.now() - reported < 250 || done >= local.size) return;
+      reported = Date.now();
+      this.#emit({ type: 'upload-progress', path: key, doneBytes: done, size: local.size });
+    };
     try {
-      result = await uploadFile(this.#o.client, this.#abs(key), this.#remote(key), { baseVersion, mtimeMs: local.mtimeMs, size: local.size, cacheDir: join(this.#o.stateDir, 'chunk-cache'), ...(signal !== undefined ? { signal } : {}), onProgress: (d) => (this.#transferred += d) });
+      result = await uploadFile(this.#o.client, this.#abs(key), this.#remote(key), { baseVersion, mtimeMs: local.mtimeMs, size: local.size, cacheDir: join(this.#o.stateDir, 'chunk-cache'), ...(signal !== undefined ? { signal } : {}), onProgress });
     } catch (err) {
       if (isCairnError(err, 'CAIRN_CONFLICT')) return this.#uploadConflict(key, local, h, baseVersion, signal);
       if (isCairnError(err, 'CAIRN_FILE_TOO_LARGE')) {

@@ -22,7 +22,7 @@ export interface UploadResult {
  * Uploads `localPath` to `remotePath` through the SDK's delta path (local chunking, only missing
  * chunks sent, a chunk-list diff committed), committing only on top of `baseVersion`.
  */
-export async function uploadFile(client: CairnClient, localPath: string, remotePath: string, options: { baseVersion: number; mtimeMs: number; size: number; cacheDir: string; signal?: AbortSignal; onProgress?: (delta: number) => void }): Promise<UploadResult> {
+export async function uploadFile(client: CairnClient, localPath: string, remotePath: string, options: { baseVersion: number; mtimeMs: number; size: number; cacheDir: string; signal?: AbortSignal; onProgress?: (delta: number, done: number) => void }): Promise<UploadResult> {
   let done = 0;
   const res = await client.upload(localPath, remotePath, {
     baseVersion: options.baseVersion,
@@ -31,9 +31,11 @@ export async function uploadFile(client: CairnClient, localPath: string, remoteP
     // Parallel chunk streams only pay off for large files; small ones are one batch anyway.
     streams: options.size > 8 * 1024 * 1024 ? 4 : 1,
     ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    // Called as chunk batches are acknowledged (durable on the server).
     onProgress: (n) => {
-      options.onProgress?.(n - done);
+      const delta = n - done;
       done = n;
+      options.onProgress?.(delta, done);
     },
   });
   return { info: res.info, bytesSent: res.bytesSent, chunksSent: res.chunksSent, wireBytes: res.wireBytes };
