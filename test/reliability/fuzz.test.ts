@@ -6,18 +6,15 @@
 import test from 'ava';
 import { connect } from 'node:net';
 import { request } from 'node:http';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
 import protobuf from 'protobufjs';
+import { publicMethods, rawCall, type Method } from './rpc.js';
 import { CairnClient } from '../../src/client/index.js';
-import { PROTO_DIR, PROTO_FILES } from '../../src/common/proto.js';
 import { runCli, startServer, type ServerProcess } from '../helpers/cluster.js';
 
 const RUNS = Number(process.env['CAIRN_FUZZ_RUNS'] ?? 400);
-const PUBLIC_SERVICES = ['cairn.v1.Files', 'cairn.v1.Sharing', 'cairn.v1.Cluster', 'cairn.v1.Media'];
-
 /** Statuses the API documents for bad input (docs/errors.md), plus the transport's own. */
 const ALLOWED = new Set([
   grpc.status.OK,
@@ -32,36 +29,6 @@ const ALLOWED = new Set([
   grpc.status.ALREADY_EXISTS,
   grpc.status.CANCELLED,
 ]);
-
-function loadRoot(): protobuf.Root {
-  const root = new protobuf.Root();
-  root.resolvePath = (_origin, target) => join(PROTO_DIR, target);
-  root.loadSync([...PROTO_FILES], { keepCase: true });
-  root.resolveAll();
-  return root;
-}
-
-interface Method {
-  readonly service: string;
-  readonly name: string;
-  readonly path: string;
-  readonly request: protobuf.Type;
-  readonly requestStream: boolean;
-  readonly responseStream: boolean;
-}
-
-function publicMethods(root: protobuf.Root): Method[] {
-  const out: Method[] = [];
-  for (const service of PUBLIC_SERVICES) {
-    const svc = root.lookup(service);
-    if (!(svc instanceof protobuf.Service)) continue;
-    for (const m of svc.methodsArray) {
-      m.resolve();
-      out.push({ service, name: m.name, path: `/${service}/${m.name}`, request: m.resolvedRequestType!, requestStream: m.requestStream === true, responseStream: m.responseStream === true });
-    }
-  }
-  return out;
-}
 
 const weirdStrings = fc.oneof(
   fc.string({ maxLength: 40 }),
@@ -134,47 +101,6 @@ interface Case {
   readonly token: string;
 }
 
-/** Runs one call with raw bytes; resolves with the status code and details. */
-function call(client: grpc.Client, c: Case): Promise<{ code: number; details: string }> {
-  const id = (b: Buffer): Buffer => b;
-  const md = new grpc.Metadata();
-  if (c.token !== '') md.set('authorization', `Bearer ${c.token}`);
-  const options = { deadline: Date.now() + 10_000 };
-  return new Promise((resolve) => {
-    const done = (err: grpc.ServiceError | null): void => resolve({ code: err?.code ?? grpc.status.OK, details: err?.details ?? '' });
-    const first = c.messages[0] ?? Buffer.alloc(0);
-    if (!c.method.requestStream && !c.method.responseStream) {
-      client.makeUnaryRequest(c.method.path, id, id, first, md, options, (err) => done(err));
-    } else if (c.method.requestStream && !c.method.responseStream) {
-      const stream = client.makeClientStreamRequest(c.method.path, id, id, md, options, (err) => done(err));
-      for (const m of c.messages) stream.write(m);
-      if (c.mode === 'truncated') setTimeout(() => stream.cancel(), 50);
-      else stream.end();
-    } else {
-      const stream = c.method.requestStream ? client.makeBidiStreamRequest(c.method.path, id, id, md, options) : client.makeServerStreamRequest(c.method.path, id, id, first, md, options);
-      if (c.method.requestStream) {
-        for (const m of c.messages) (stream as grpc.ClientDuplexStream<Buffer, Buffer>).write(m);
-        (stream as grpc.ClientDuplexStream<Buffer, Buffer>).end();
-      }
-      let got = 0;
-      // Streams such as WatchChanges never end: read a little, then hang up.
-      const timer = setTimeout(() => stream.cancel(), 400);
-      stream.on('data', () => {
-        got++;
-        if (got >= 3) stream.cancel();
-      });
-      stream.on('error', (err: grpc.ServiceError) => {
-        clearTimeout(timer);
-        done(err);
-      });
-      stream.on('end', () => {
-        clearTimeout(timer);
-        done(null);
-      });
-    }
-  });
-}
-
 async function feedHead(client: CairnClient, cursor: string): Promise<{ cursor: string; changes: number }> {
   let changes = 0;
   for (;;) {
@@ -203,8 +129,7 @@ test('every public RPC survives random, oversized, truncated and type-confused i
   await sdk.putStream(Readable.from([Buffer.from('fuzz me\n'.repeat(100))]), '/dir/a.txt');
   let head = await feedHead(sdk, '');
 
-  const root = loadRoot();
-  const methods = publicMethods(root);
+  const methods = publicMethods();
   t.true(methods.length >= 15, `found ${methods.length} public methods`);
   const raw = new grpc.Client(server.grpc, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 16 * 1024 * 1024 });
   t.teardown(() => raw.close());
@@ -229,7 +154,7 @@ test('every public RPC survives random, oversized, truncated and type-confused i
   const seen = new Map<string, Set<number>>();
   await fc.assert(
     fc.asyncProperty(caseArb, async (c) => {
-      const { code, details } = await call(raw, c);
+      const { code, details } = await rawCall(raw, c.method, c.messages, { token: c.token === '' ? undefined : c.token, truncate: c.mode === 'truncated', hangUpMs: 400 });
       const is = (s: grpc.status): boolean => code === (s as number);
       const key = c.method.name;
       if (!seen.has(key)) seen.set(key, new Set());
