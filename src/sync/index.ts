@@ -80,9 +80,14 @@ export async function runSync(options: RunSyncOptions): Promise<SyncResult> {
   };
   let scanTimer: NodeJS.Timeout | undefined;
   let scanQueued = false;
+  let firstAsked = 0;
   const scheduleScan = (delay = options.debounceMs ?? 250): void => {
     if (signal.aborted || options.once === true) return;
-    if (scanTimer !== undefined) clearTimeout(scanTimer);
+    if (scanTimer !== undefined) {
+      // Debounce, but a steady stream of events (a big copy) must not postpone the scan forever.
+      if (Date.now() - firstAsked > 2_000) return;
+      clearTimeout(scanTimer);
+    } else firstAsked = Date.now();
     scanTimer = setTimeout(() => {
       scanTimer = undefined;
       if (scanQueued) return;
