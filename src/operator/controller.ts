@@ -287,15 +287,21 @@ export function createOperator(options: OperatorOptions): Operator {
       metadata,
       ...(c.status !== undefined ? { status: c.status } : {}),
     };
-    const actions = reconcile(c, observed);
+    // Cluster-map changes go first: the StatefulSet shrinks only after RemoveNode succeeded in
+    // this same pass (reconcile already required the drain to be done).
+    const order: Record<Action['kind'], number> = { ensureSecret: 0, admit: 1, markDown: 1, drain: 1, remove: 1, apply: 2, status: 3 };
+    const actions = reconcile(c, observed).sort((x, y) => order[x.kind] - order[y.kind]);
+    let removeFailed = false;
     for (const a of actions) {
       // Leadership is checked before every write: a replica that lost the Lease stops mid-pass.
       if (!leader.isLeader()) return;
+      if (removeFailed && a.kind === 'apply' && a.object.kind === 'StatefulSet' && a.object.metadata.name === names(c).blocknode) continue;
       try {
         await execute(c, s, observed, a);
         metrics.actions.inc({ kind: a.kind, result: 'ok' });
       } catch (err) {
         metrics.actions.inc({ kind: a.kind, result: 'error' });
+        if (a.kind === 'remove') removeFailed = true;
         const what = a.kind === 'apply' ? `${a.kind} ${a.object.kind}/${a.object.metadata.name}` : 'nodeId' in a ? `${a.kind} ${a.nodeId}` : a.kind;
         log.warn({ cluster: c.metadata.name, action: what, err: errorText(err) }, 'action failed');
         if (a.kind !== 'apply' && a.kind !== 'status') await event(c, s, { type: 'Warning', reason: 'ActionFailed', action: a.kind, note: `${what}: ${errorText(err)}` });
