@@ -35,7 +35,7 @@ export interface DeltaPutOptions {
   /** Retries of one call on a retryable error (default 6), with exponential backoff and full jitter. */
   readonly retries?: number;
   /**
-   * Chunk bytes per UploadChunks call (default 2 MiB). Each call is acknowledged once its chunks
+   * Chunk bytes per UploadChunks call (default 8 MiB). Each call is acknowledged once its chunks
    * are durable, so an interrupted upload resends at most one call's chunks per stream.
    */
   readonly batchBytes?: number;
@@ -267,7 +267,7 @@ export class DeltaUploader {
     if (!st.isFile()) throw new CairnError('CAIRN_INVALID_ARGUMENT', `${localPath} is not a regular file`);
     const streams = options.streams ?? 16;
     const retries = options.retries ?? 6;
-    const batchBytes = options.batchBytes ?? 2 * 1024 * 1024;
+    const batchBytes = options.batchBytes ?? 8 * 1024 * 1024;
     if (!Number.isInteger(streams) || streams < 1 || streams > 256) throw new RangeError('options.streams must be an integer in 1..256');
     if (!Number.isInteger(retries) || retries < 0) throw new RangeError('options.retries must be an integer ≥ 0');
     if (!Number.isInteger(batchBytes) || batchBytes < 1) throw new RangeError('options.batchBytes must be a positive integer');
