@@ -1,10 +1,12 @@
 // `cairn admin export|import`: copy the whole metadata store to a checksummed file and load it
-// into LevelDB or PostgreSQL (also the way an embedded installation migrates to PostgreSQL).
+// into LevelDB or PostgreSQL (also the way an embedded installation migrates to PostgreSQL); and
+// the Admin API commands (`node down`, `quota`, `user`, `gc run`) against a running metadata service.
+import { existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CairnError } from '../common/errors.js';
-import type { MetadataStoreTarget } from '../metadata/index.js';
+import type { AdminClient, AdminUsage, MetadataStoreTarget } from '../metadata/index.js';
 import { createProgress } from './progress.js';
 
 interface StoreFlags {
@@ -30,6 +32,72 @@ function targetOf(flags: StoreFlags): MetadataStoreTarget {
   return { backend: 'level', dataDir: resolve(dir ?? '') };
 }
 
+interface RemoteFlags {
+  metadata?: string;
+  token?: string;
+  dataDir?: string;
+}
+
+interface GlobalTls {
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+}
+
+const SIZE_UNITS: Readonly<Record<string, number>> = { '': 1, b: 1, k: 1024, kb: 1000, kib: 1024, m: 1024 ** 2, mb: 1000 ** 2, mib: 1024 ** 2, g: 1024 ** 3, gb: 1000 ** 3, gib: 1024 ** 3, t: 1024 ** 4, tb: 1000 ** 4, tib: 1024 ** 4 };
+
+/** "10GiB", "500MB", "1048576", "0" → bytes. */
+export function parseSize(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(value.trim());
+  const unit = m === null ? undefined : SIZE_UNITS[m[2]!.toLowerCase()];
+  const bytes = m === null || unit === undefined ? Number.NaN : Math.round(Number(m[1]) * unit);
+  if (!Number.isSafeInteger(bytes) || bytes < 0) throw new CairnError('CAIRN_INVALID_ARGUMENT', `"${value}" is not a size (e.g. 500MB, 10GiB, 0 for none)`);
+  return bytes;
+}
+
+/**
+ * An AdminClient for the metadata service: its address from --metadata, CAIRN_METADATA_ENDPOINT
+ * or an embedded server's client.json (adminEndpoint); the token from --token, CAIRN_TOKEN, or
+ * one minted from <data-dir>/auth.key for tenant "system" (node commands need a service token,
+ * as the operator has; the others a cluster administrator's).
+ */
+async function adminClient(flags: RemoteFlags, tls: GlobalTls, role: 'admin' | 'service'): Promise<AdminClient> {
+  const dataDir = resolve(flags.dataDir ?? process.env['CAIRN_DATA_DIR'] ?? './data');
+  let fromFile: { adminEndpoint?: unknown } = {};
+  const clientJson = join(dataDir, 'client.json');
+  if (existsSync(clientJson)) {
+    try {
+      fromFile = JSON.parse(readFileSync(clientJson, 'utf8')) as { adminEndpoint?: unknown };
+    } catch {
+      fromFile = {};
+    }
+  }
+  const address = flags.metadata ?? process.env['CAIRN_METADATA_ENDPOINT'] ?? (typeof fromFile.adminEndpoint === 'string' ? fromFile.adminEndpoint : undefined);
+  if (address === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', `no metadata service: pass --metadata <host:port>, set CAIRN_METADATA_ENDPOINT, or run next to an embedded server's ${clientJson}`);
+  let token = flags.token ?? process.env['CAIRN_TOKEN'];
+  if (token === undefined) {
+    const keyFile = join(dataDir, 'auth.key');
+    if (!existsSync(keyFile)) throw new CairnError('CAIRN_INVALID_ARGUMENT', `no token: pass --token, set CAIRN_TOKEN, or point --data-dir at a server's data directory (${keyFile} is missing)`);
+    const { loadOrCreateSecret, signToken } = await import('../common/auth.js');
+    token = await signToken(loadOrCreateSecret(keyFile), { tenant: 'system', role, subject: 'cli-admin', ttlSeconds: 600 });
+  }
+  const { AdminClient: Client } = await import('../metadata/index.js');
+  const { clientCredentials } = await import('../common/grpc-server.js');
+  const fixed = token;
+  return new Client({ address, credentials: clientCredentials({ ca: tls.tlsCa, cert: tls.tlsCert, key: tls.tlsKey }), token: () => fixed });
+}
+
+function human(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${bytes} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
 function parseBatch(value: string): number {
   if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 100_000) {
     throw new CairnError('CAIRN_INVALID_ARGUMENT', `--batch-entries must be an integer in 1..100000, got "${value}"`);
@@ -38,7 +106,79 @@ function parseBatch(value: string): number {
 }
 
 export function registerAdmin(program: Command): void {
-  const admin = program.command('admin').description('operate on a metadata store directly (no server)');
+  const admin = program.command('admin').description('administer the metadata service: its store (export, import) and its Admin API');
+  const out = (value: object, text: string): void => {
+    const g = program.opts<GlobalFlags>();
+    if (g.json === true) process.stdout.write(JSON.stringify(value) + '\n');
+    else if (g.quiet !== true) process.stdout.write(text + '\n');
+  };
+  const remote = (cmd: Command): Command =>
+    cmd
+      .option('--metadata <host:port>', 'the metadata service (else CAIRN_METADATA_ENDPOINT, or the embedded server\'s client.json)')
+      .option('--token <jwt>', 'admin token (else CAIRN_TOKEN, or minted for tenant "system" from <data-dir>/auth.key)')
+      .option('--data-dir <dir>', 'server data directory (client.json, auth.key)', './data');
+  const withAdmin = async (flags: RemoteFlags, fn: (c: AdminClient) => Promise<void>, role: 'admin' | 'service' = 'admin'): Promise<void> => {
+    const c = await adminClient(flags, program.opts<GlobalTls>(), role);
+    try {
+      await fn(c);
+    } finally {
+      c.close();
+    }
+  };
+
+  const node = admin.command('node').description('block nodes in the cluster map');
+  remote(node.command('down').description('mark a block node down (its replicas move elsewhere; never more than RF−1 at once)').argument('<node-id>'))
+    .action((id: string, flags: RemoteFlags) => withAdmin(flags, async (c) => {
+      const r = await c.markNodeDown(id);
+      out({ node: r.node.id, state: r.node.state, epoch: r.epoch }, `node ${r.node.id} is ${r.node.state} (map epoch ${r.epoch})`);
+    }, 'service'));
+  remote(node.command('up').description('mark a block node up (cancels a drain, or overrides down)').argument('<node-id>'))
+    .action((id: string, flags: RemoteFlags) => withAdmin(flags, async (c) => {
+      const r = await c.markNodeUp(id);
+      out({ node: r.node.id, state: r.node.state, epoch: r.epoch }, `node ${r.node.id} is ${r.node.state} (map epoch ${r.epoch})`);
+    }, 'service'));
+
+  const usageLine = (u: AdminUsage): string =>
+    `${u.tenant}: ${human(u.versionBytes)} in ${u.versions} versions of quota ${u.quotaBytes === 0 ? 'none' : human(u.quotaBytes)}; stored ${human(u.storedBytes)} in ${u.chunks} chunks`;
+  const quota = admin.command('quota').description('tenant storage quotas (logical bytes of every version retention keeps)');
+  remote(quota.command('set').description('set a tenant\'s quota (0 removes it); cluster administrators').argument('<tenant>').argument('<size>', 'e.g. 500MB, 10GiB, 0'))
+    .action((tenant: string, size: string, flags: RemoteFlags) => withAdmin(flags, async (c) => {
+      const u = await c.setTenantQuota(tenant, parseSize(size));
+      out(u, usageLine(u));
+    }));
+  remote(quota.command('get').description('a tenant\'s usage and quota').argument('[tenant]', 'default: the token\'s tenant'))
+    .action((tenant: string | undefined, flags: RemoteFlags) => withAdmin(flags, async (c) => {
+      const u = await c.getTenantUsage(tenant ?? '');
+      out(u, usageLine(u));
+    }));
+
+  const user = admin.command('user').description('users of a tenant (share grantees; ids are token subjects)');
+  remote(user.command('create').description('add a user (or update its display name)').argument('<user>').option('--tenant <tenant>', 'default: the token\'s tenant').option('--display-name <name>', 'display name', ''))
+    .action((id: string, flags: RemoteFlags & { tenant?: string; displayName: string }) => withAdmin(flags, async (c) => {
+      const u = await c.createUser({ user: id, displayName: flags.displayName, ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}) });
+      out(u, `user ${u.user} in tenant ${u.tenant}`);
+    }));
+  remote(user.command('ls').description('list a tenant\'s users').option('--tenant <tenant>', 'default: the token\'s tenant'))
+    .action((flags: RemoteFlags & { tenant?: string }) => withAdmin(flags, async (c) => {
+      let pageToken = '';
+      do {
+        const page = await c.listUsers({ ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}), pageSize: 1000, pageToken });
+        for (const u of page.users) out(u, `${u.user}\t${u.displayName}`);
+        pageToken = page.nextPageToken;
+      } while (pageToken !== '');
+    }));
+  remote(user.command('rm').description('remove a user and its share grants').argument('<user>').option('--tenant <tenant>', 'default: the token\'s tenant'))
+    .action((id: string, flags: RemoteFlags & { tenant?: string }) => withAdmin(flags, async (c) => {
+      await c.deleteUser({ user: id, ...(flags.tenant !== undefined ? { tenant: flags.tenant } : {}) });
+      out({ user: id, deleted: true }, `user ${id} removed`);
+    }));
+
+  const gc = admin.command('gc').description('block garbage collection');
+  remote(gc.command('run').description('collect now: delete the blocks of chunks unreferenced for the grace period'))
+    .action((flags: RemoteFlags) => withAdmin(flags, async (c) => {
+      const r = await c.runGarbageCollection();
+      out(r, `claimed ${r.claimed}, deleted ${r.finished} chunks (${r.blocksDeleted} block copies), handed back ${r.released}`);
+    }));
 
   admin
     .command('export')
