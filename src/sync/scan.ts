@@ -48,7 +48,9 @@ export async function scanTree(root: string, rules: IgnoreRules, under = ''): Pr
         if (rules.ignores(key, folder)) return;
         if (st.isSymbolicLink()) return void issues.push({ key, reason: 'symlink' });
         if (!folder && !st.isFile()) return void issues.push({ key, reason: 'special' });
-        if (INVALID.test(name) || name === '.' || name === '..') return void issues.push({ key, reason: 'invalid-name' });
+        // The server stores names in NFC; a name in another form could not be matched back to
+        // its remote path, so it is reported rather than synced under a different name.
+        if (INVALID.test(name) || name === '.' || name === '..' || name !== name.normalize('NFC')) return void issues.push({ key, reason: 'invalid-name' });
         entries.set(key, { kind: folder ? 'dir' : 'file', real, size: folder ? 0 : st.size, mtimeMs: Math.floor(st.mtimeMs), ino: st.ino });
         if (folder) await walk(real);
       }),
