@@ -58,6 +58,18 @@ const CASES = [
     { series: 'grpc_server_handled_total{namespace="s",service="store-gateway",grpc_code="NotFound"}', values: '0+50x30' },
     { series: 'grpc_server_handled_total{namespace="s",service="store-gateway",grpc_code="Internal"}', values: '0+1x30' },
   ], null),
+  alertCase('CairnThumbnailFailureRatio', '30m', [
+    { series: 'cairn_media_jobs_completed_total{namespace="s",pod="store-media-0",format="jpeg"}', values: '0+80x40' },
+    { series: 'cairn_media_jobs_failed_total{namespace="s",pod="store-media-0",reason="decode"}', values: '0+20x40' },
+  ], { severity: 'warning', namespace: 's' }),
+  alertCase('CairnThumbnailFailureRatio', '30m', [
+    { series: 'cairn_media_jobs_completed_total{namespace="s",pod="store-media-0",format="jpeg"}', values: '0+98x40' },
+    { series: 'cairn_media_jobs_failed_total{namespace="s",pod="store-media-0",reason="decode"}', values: '0+2x40' },
+  ], null),
+  alertCase('CairnThumbnailFailureRatio', '10m', [
+    { series: 'cairn_media_jobs_completed_total{namespace="s",pod="store-media-0",format="jpeg"}', values: '0+50x40' },
+    { series: 'cairn_media_jobs_failed_total{namespace="s",pod="store-media-0",reason="decode"}', values: '0+50x40' },
+  ], null),
   alertCase('CairnMetadataUnavailable', '10m', [{ series: 'cairn_cluster_nodes{state="up"}', values: '3x20' }], { severity: 'critical' }),
   alertCase('CairnMetadataUnavailable', '10m', [{ series: 'cairn_cluster_epoch', values: '7x20' }], null),
 ];
