@@ -104,16 +104,16 @@ export function registerSync(program: Command, connect: () => CairnClient): void
         if (statusShown) process.stderr.write('\r\x1b[2K');
         statusShown = false;
       };
-      let lastBytes = 0;
-      let lastAt = Date.now();
-      let rate = 0;
+      // Throughput over the last few seconds, so the line does not flicker between bursts.
+      const samples: Array<[number, number]> = [];
       const drawStatus = (): void => {
         if (!tty || engine === undefined) return;
         const p = engine.progress;
         const now = Date.now();
-        rate = ((p.transferredBytes - lastBytes) / Math.max(1, now - lastAt)) * 1000;
-        lastBytes = p.transferredBytes;
-        lastAt = now;
+        samples.push([now, p.transferredBytes]);
+        while (samples.length > 2 && samples[0]![0] < now - 3_000) samples.shift();
+        const [t0, b0] = samples[0]!;
+        const rate = now > t0 ? ((p.transferredBytes - b0) / (now - t0)) * 1000 : 0;
         const s = engine.stats;
         const state = p.pendingFiles > 0 ? `${p.pendingFiles} files (${formatBytes(p.pendingBytes)}) pending, ${formatBytes(rate)}/s` : 'up to date';
         clearStatus();
