@@ -171,16 +171,18 @@ test('every pod runs restricted: non-root, read-only root, no capabilities, Runt
   }
 });
 
-test('RBAC is least privilege: no wildcards, secrets only get/create, pods read-only, no deletes', (t) => {
+test('RBAC is least privilege: no wildcards, secrets only get/create, pods read-only, no deletes but volumes of deleted clusters', (t) => {
   const rules = render(undefined).filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role').flatMap((o) => o['rules'] as { apiGroups: string[]; resources: string[]; verbs: string[] }[]);
   for (const r of rules) {
     t.false([...r.apiGroups, ...r.resources, ...r.verbs].includes('*'));
-    t.false(r.verbs.includes('delete') || r.verbs.includes('deletecollection'), r.resources.join());
+    t.false(r.verbs.includes('deletecollection'), r.resources.join());
+    // The only delete: PVCs, for volumeReclaimPolicy: Delete.
+    if (r.verbs.includes('delete')) t.deepEqual(r.resources, ['persistentvolumeclaims']);
     if (r.resources.includes('secrets')) t.deepEqual(r.verbs, ['get', 'create']);
     if (r.resources.includes('pods')) t.deepEqual(r.verbs, ['get', 'list', 'watch']);
   }
   const resources = new Set(rules.flatMap((r) => r.resources));
-  for (const need of ['cairnclusters', 'cairnclusters/status', 'statefulsets', 'deployments', 'services', 'poddisruptionbudgets', 'configmaps', 'pods', 'leases', 'events']) t.true(resources.has(need), need);
+  for (const need of ['cairnclusters', 'cairnclusters/status', 'statefulsets', 'deployments', 'services', 'poddisruptionbudgets', 'configmaps', 'pods', 'persistentvolumeclaims', 'leases', 'events']) t.true(resources.has(need), need);
 });
 
 /** Metric names Cairn registers (name: '…' in src), plus the process metrics prom-client adds. */
@@ -207,7 +209,7 @@ test('alerts link existing runbooks and, with the dashboard, name only metrics C
   const rule = objects.find((o) => o.kind === 'PrometheusRule');
   const groups = (rule?.['spec'] as { groups: { rules: { alert: string; expr: string; annotations: Record<string, string> }[] }[] }).groups;
   const alerts = groups.flatMap((g) => g.rules);
-  t.deepEqual(alerts.map((a) => a.alert).sort(), ['CairnBlockNodeDiskFilling', 'CairnBlockNodeDown', 'CairnGrpcErrorRatio', 'CairnMetadataUnavailable', 'CairnUnderReplicatedPartitions']);
+  t.deepEqual(alerts.map((a) => a.alert).sort(), ['CairnBlockNodeDiskFilling', 'CairnBlockNodeDown', 'CairnGrpcErrorRatio', 'CairnMetadataUnavailable', 'CairnThumbnailFailureRatio', 'CairnUnderReplicatedPartitions']);
   const exported = exportedMetrics();
   // Cairn exports no volume capacity; the disk forecast uses the kubelet's volume stats.
   const external = new Set(['kubelet_volume_stats_available_bytes', 'kubelet_volume_stats_capacity_bytes']);
