@@ -18,6 +18,7 @@ import type { UploadFileResponse__Output } from '../gen/cairn/v1/UploadFileRespo
 import type { ClientSettings } from './config.js';
 import { toInfo, type FileInfo } from './info.js';
 import { TreeClient } from './tree.js';
+import { PARALLEL_MIN_BYTES, parallelGet } from './download.js';
 import { DeltaUploader, type DeltaPutOptions, type DeltaResult } from './upload.js';
 import { SessionCalls, type StartUploadOptions, type UploadSessionState, type WriteUploadOptions } from './sessions.js';
 
@@ -58,6 +59,8 @@ export interface GetOptions {
   readonly limit?: number;
   readonly onProgress?: ProgressFn;
   readonly signal?: AbortSignal;
+  /** ReadFile streams for reads of 32 MiB or more to a file (default 4; 1 = one stream). */
+  readonly streams?: number;
 }
 
 const MESSAGE_BYTES = 1024 * 1024;
@@ -186,6 +189,17 @@ export class CairnClient extends TreeClient {
    */
   async get(remotePath: string, localPath: string, options: GetOptions = {}): Promise<FileInfo> {
     const toStdout = localPath === '-';
+    const streams = options.streams ?? 4;
+    if (!Number.isInteger(streams) || streams < 1 || streams > 64) throw new RangeError('options.streams must be an integer in 1..64');
+    if (!toStdout && streams > 1) {
+      const info = await this.stat(remotePath, options.version ?? 0);
+      const start = options.offset ?? 0;
+      if (start > info.size) throw new CairnError('CAIRN_OUT_OF_RANGE', `offset ${start} is past the end of ${remotePath} (${info.size} bytes)`);
+      const end = options.limit ? Math.min(info.size, start + options.limit) : info.size;
+      if (end - start >= PARALLEL_MIN_BYTES) {
+        return parallelGet((path, o) => this.read(path, o), info, localPath, start, end, streams, { ...(options.signal ? { signal: options.signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+      }
+    }
     const tmp = toStdout ? '' : `${localPath}.cairn-${randomBytes(4).toString('hex')}.part`;
     const out = toStdout ? process.stdout : createWriteStream(tmp);
     let info: FileInfo | undefined;

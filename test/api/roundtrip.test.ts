@@ -3,7 +3,7 @@
 // pattern, each read back whole and at random ranges equal to the same slice of the source.
 import test from 'ava';
 import { randomBytes, randomInt } from 'node:crypto';
-import { closeSync, openSync, readSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, writeFileSync, writeSync, ftruncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { CairnClient } from '../../src/client/index.js';
 import { DEFAULT_MAX_SIZE, DEFAULT_MIN_SIZE } from '../../src/chunking/index.js';
@@ -100,4 +100,23 @@ test('a 3 GiB sparse-pattern file round-trips through upload; random ranges equa
   }
   // The last bytes, exactly.
   t.deepEqual(await readRange('/rt/sparse-3g', size - 100, 0), slice(src, size - 100, 100));
+});
+
+test('get of a large file uses parallel ranged streams: the whole file and a range equal the source', async (t) => {
+  const dir = tempDir(t);
+  const src = join(dir, 'src');
+  const data = randomBytes(70 * 1024 * 1024 + 4321);
+  writeFileSync(src, data);
+  await client.upload(src, '/rt/parallel.bin', { cacheDir });
+  let last = 0;
+  await client.get('/rt/parallel.bin', join(dir, 'whole'), { streams: 4, onProgress: (done) => (last = done) });
+  t.true(readFileSync(join(dir, 'whole')).equals(data));
+  t.is(last, data.length);
+  const offset = 3 * 1024 * 1024 + 7;
+  const limit = 40 * 1024 * 1024 + 11;
+  await client.get('/rt/parallel.bin', join(dir, 'range'), { streams: 3, offset, limit });
+  t.true(readFileSync(join(dir, 'range')).equals(data.subarray(offset, offset + limit)));
+  // One stream gives the same bytes.
+  await client.get('/rt/parallel.bin', join(dir, 'single'), { streams: 1, offset, limit });
+  t.true(readFileSync(join(dir, 'single')).equals(data.subarray(offset, offset + limit)));
 });
