@@ -1,5 +1,6 @@
 // The folder sync client (`cairn sync`): keeps a local folder and a remote folder in step in both
 // directions. Client-side room: uses the SDK, chunking and common only — no server code.
+import { setMaxListeners } from 'node:events';
 import { watch as watchTree, type FSWatcher } from 'chokidar';
 import { isCairnError } from '../client/index.js';
 import { SyncEngine, type SyncEngineOptions, type SyncEvent, type SyncStats } from './engine.js';
@@ -46,6 +47,8 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  */
 export async function runSync(options: RunSyncOptions): Promise<SyncResult> {
   const { signal, log } = options;
+  // Every transfer in flight listens on the signal (and removes its listener when done).
+  setMaxListeners(4 * (options.concurrency ?? 8) + 16, signal);
   const engine = await SyncEngine.open(options);
   const emit = (e: SyncEvent): void => options.onEvent?.(e);
   let chain: Promise<void> = Promise.resolve();
