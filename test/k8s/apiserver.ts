@@ -268,6 +268,7 @@ export class FakeApiServer {
     if (name === undefined) throw new HttpError(422, 'Invalid', 'metadata.name is required');
     const key = `${plural}/${t.namespaced ? (namespace ?? '') : ''}/${name}`;
     if (this.#objects.has(key)) throw new HttpError(409, 'AlreadyExists', `${plural} "${name}" already exists`);
+    this.writes.push({ user, method: 'POST', path: key, kind: t.kind, name });
     const obj = clone(body);
     obj.apiVersion = apiVersionOf(t);
     obj.kind = t.kind;

@@ -153,6 +153,16 @@ export async function settled(w: World, n: number, timeoutMs = 120_000): Promise
   );
 }
 
+/** Logs a scenario step with the seconds since the first step (slow machines: where did time go). */
+export function stepper(t: { log(...values: unknown[]): void }): (what: string) => void {
+  const start = Date.now();
+  return (what) => {
+    const line = `[${((Date.now() - start) / 1000).toFixed(1)}s] ${what}`;
+    t.log(line);
+    if (process.env['CAIRN_TEST_OPERATOR_LOG'] === '1') process.stderr.write(line + '\n');
+  };
+}
+
 export interface Written {
   readonly path: string;
   readonly data: Buffer;
@@ -174,7 +184,7 @@ export function writer(client: CairnClient, prefix: string): { readonly acked: W
       } catch {
         state.failures++;
       }
-      await sleep(50);
+      await sleep(150);
     }
   })();
   state.stop = async () => {
