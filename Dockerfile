@@ -12,6 +12,10 @@
 # Memory: the runtime preloads jemalloc (LD_PRELOAD). glibc malloc fragments badly under the
 # block node's many short-lived buffers and LevelDB's native allocations; jemalloc returns memory
 # to the OS and keeps RSS close to the live heap. Unset LD_PRELOAD to compare.
+# Media workers (sharp/libvips) need it most: on glibc without jemalloc sharp fragments memory
+# and limits itself to sharp.concurrency() = 1; with it preloaded sharp sees jemalloc and uses
+# the CPUs (the pool then sizes itself so that threads × sharp.concurrency() ≤ CPUs). MALLOC_CONF
+# returns freed pages within a second, so RSS follows the decode peaks down (docs/media.md).
 
 ARG NODE_IMAGE=node:20-slim
 
@@ -44,6 +48,7 @@ RUN apt-get update \
  && chown cairn:cairn /var/lib/cairn
 ENV NODE_ENV=production \
     LD_PRELOAD=/usr/local/lib/libjemalloc.so.2 \
+    MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000 \
     CAIRN_DATA_DIR=/var/lib/cairn
 WORKDIR /app
 COPY --from=build /src/package.json ./
