@@ -91,7 +91,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const closing = new AbortController();
   // Every service goes through the guard: per-tenant rate limits, and share recipients acting on
   // another tenant's tree (x-cairn-tenant) only within their grants.
-  const limiter = new TenantLimiter(options.limits);
+  const limiter = new TenantLimiter(options.limits, { registry: options.metrics.registry });
   const checker = new ShareChecker(options.metadata);
   const guard = { checker, limiter, log };
   const files = proto.cairn.v1.Files.service;

@@ -1,6 +1,7 @@
 // Per-tenant rate limits of a gateway: token buckets for requests per second (a call over budget
 // is refused with CAIRN_RATE_LIMITED and a RetryInfo delay) and bytes per second (transfers are
 // paced; while a tenant is in byte debt its new calls are refused the same way).
+import { Counter, type Registry } from 'prom-client';
 import { CairnError } from '../common/errors.js';
 
 export interface RateLimits {
@@ -105,15 +106,17 @@ export class TenantLimiter {
   readonly limits: Readonly<Required<RateLimits>>;
   readonly #buckets = new Map<string, TenantBuckets>();
   readonly #now: () => number;
+  readonly #refused: Counter<'limit'> | undefined;
   #calls = 0;
 
-  constructor(limits: RateLimits = {}, now: () => number = Date.now) {
+  constructor(limits: RateLimits = {}, options: { now?: () => number; registry?: Registry } = {}) {
     const merged = { ...DEFAULT_LIMITS, ...Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) } as Required<RateLimits>;
     checkRate(merged.requestsPerSecond, 'requestsPerSecond');
     checkRate(merged.bytesPerSecond, 'bytesPerSecond');
     if (!Number.isFinite(merged.burstSeconds) || merged.burstSeconds <= 0) throw new RangeError('options.limits.burstSeconds must be a number > 0');
     this.limits = Object.freeze(merged);
-    this.#now = now;
+    this.#now = options.now ?? Date.now;
+    this.#refused = options.registry === undefined ? undefined : new Counter({ name: 'cairn_gateway_rate_limited_total', help: 'Calls refused by per-tenant rate limits, by the budget that was exhausted.', labelNames: ['limit'], registers: [options.registry] });
   }
 
   #of(tenant: string): TenantBuckets {
@@ -146,9 +149,15 @@ export class TenantLimiter {
     const b = this.#of(tenant);
     const now = this.#now();
     const debt = b.bytes?.debtMs(now) ?? 0;
-    if (debt > 0) throw limited(tenant, debt, 'bytes');
+    if (debt > 0) {
+      this.#refused?.inc({ limit: 'bytes' });
+      throw limited(tenant, debt, 'bytes');
+    }
     const wait = b.requests?.tryTake(1, now) ?? 0;
-    if (wait > 0) throw limited(tenant, wait, 'requests');
+    if (wait > 0) {
+      this.#refused?.inc({ limit: 'requests' });
+      throw limited(tenant, wait, 'requests');
+    }
   }
 
   /** Charges `n` bytes to `tenant`; returns the ms until its byte bucket is out of debt again. */

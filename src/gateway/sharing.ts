@@ -224,7 +224,7 @@ export function guardService<I extends grpc.UntypedServiceImplementation>(defini
     // with no more than the caller's role and the share allow.
     Object.assign(ctx, { principal: { tenant: owner, role: effectiveRole(caller, access), subject: grantee } satisfies Principal });
     acting.set(ctx, { owner, grantee, caller, access });
-    ctx.log.info({ owner, grantee, method }, 'call on a shared tree');
+    ctx.log.debug({ owner, grantee, method }, 'call on a shared tree');
     return ctx;
   };
 
@@ -242,17 +242,20 @@ export function guardService<I extends grpc.UntypedServiceImplementation>(defini
     });
   };
 
-  const reading = (call: AnyCall, tenant: string, head: IteratorResult<unknown> | undefined, source: AsyncIterator<unknown>, signal: AbortSignal): AnyCall => {
+  /** The call with an iterator that yields `head` (already read) first and paces every message. */
+  const reading = (call: AnyCall, tenant: string, head: IteratorResult<unknown> | undefined, first: AsyncIterator<unknown> | undefined, signal: AbortSignal): AnyCall => {
     let pending = head;
+    let source = first;
     const iterator: AsyncIterableIterator<unknown> = {
       async next() {
+        source ??= (call as AsyncIterable<unknown>)[Symbol.asyncIterator]();
         const r = pending ?? (await source.next());
         pending = undefined;
         if (r.done !== true && limiter.pacesBytes) await limiter.pace(tenant, payloadBytes(r.value), signal);
         return r;
       },
       async return(value?: unknown) {
-        await source.return?.(value);
+        await source?.return?.(value);
         return { done: true, value };
       },
       [Symbol.asyncIterator]() {
@@ -269,14 +272,15 @@ export function guardService<I extends grpc.UntypedServiceImplementation>(defini
     if (def.requestStream) {
       wrapped = (call, callback) => {
         (async () => {
-          const source = (call as AsyncIterable<unknown>)[Symbol.asyncIterator]();
-          const crossTenant = call.metadata.get(OWNER_HEADER).length > 0;
-          // The upload rule needs the header message before the handler runs.
-          const head = crossTenant && rules[method] === 'upload' ? await source.next() : undefined;
+          // The upload rule needs the header message before the handler runs; otherwise the
+          // stream is left alone until the handler reads it.
+          const peek = call.metadata.get(OWNER_HEADER).length > 0 && rules[method] === 'upload';
+          const source = peek ? (call as AsyncIterable<unknown>)[Symbol.asyncIterator]() : undefined;
+          const head = source === undefined ? undefined : await source.next();
           const ctx = await prepare(method, call, head?.value, head !== undefined && head.done !== true);
-          const caller = acting.get(ctx)?.caller.tenant ?? principalOf(ctx).tenant;
-          const view = reading(call, caller, head, source, ctx.signal);
-          handler(def.responseStream ? paced(view, caller) : view, callback);
+          const payer = acting.get(ctx)?.caller.tenant ?? principalOf(ctx).tenant;
+          const view = head !== undefined || limiter.pacesBytes ? reading(call, payer, head, source, ctx.signal) : call;
+          handler(def.responseStream ? paced(view, payer) : view, callback);
         })().catch((err: unknown) => {
           const status = statusOf(err, log);
           if (callback !== undefined) callback(status);

@@ -3,7 +3,7 @@
 import test from 'ava';
 import { runCli } from '../helpers/cluster.js';
 import { registerUser, startStack } from './harness.js';
-import { clientsFor, mint, putBytes, random, readAll } from './helpers.js';
+import { clientsFor, mint, putBytes, random, readAll, request } from './helpers.js';
 
 test('share, shares, unshare and presign from the command line', async (t) => {
   const stack = await startStack(t);
@@ -21,7 +21,7 @@ test('share, shares, unshare and presign from the command line', async (t) => {
   t.is(link.code, 0, link.stderr);
   const linkOut = JSON.parse(link.stdout) as { url: string; linkId: string; expiresMs: number };
   t.true(linkOut.expiresMs > Date.now() + 3500_000);
-  t.deepEqual(Buffer.from(await (await fetch(linkOut.url)).arrayBuffer()), data);
+  t.deepEqual((await request(linkOut.url)).body, data);
 
   const listed = await cli('--json', 'shares', '/team');
   t.is(listed.code, 0, listed.stderr);
@@ -34,13 +34,13 @@ test('share, shares, unshare and presign from the command line', async (t) => {
   t.is(get.code, 0, get.stderr);
   const url = get.stdout.trim();
   t.true(url.startsWith(`${stack.http}/v1/presigned/acme/team/a.bin?`), url);
-  const res = await fetch(url, { headers: { range: 'bytes=0-99' } });
+  const res = await request(url, { headers: { range: 'bytes=0-99' } });
   t.is(res.status, 206);
-  t.deepEqual(Buffer.from(await res.arrayBuffer()), data.subarray(0, 100));
+  t.deepEqual(res.body, data.subarray(0, 100));
   const put = await cli('--json', 'presign', '/team/b.bin', '--put');
   const putUrl = (JSON.parse(put.stdout) as { url: string }).url;
   const body = random(5000);
-  t.is((await fetch(putUrl, { method: 'PUT', body })).status, 200);
+  t.is((await request(putUrl, { method: 'PUT', body })).status, 200);
   t.deepEqual(await readAll(files, '/team/b.bin'), body);
 
   const unshared = await cli('unshare', '/team', '--user', 'globex/bob');

@@ -63,13 +63,14 @@ export async function startStack(t: Scope, options: { limits?: RateLimits; metad
   });
   const keys = new TenantKeys(loadMasterKey(join(dataDir, 'master.key'), {}), adminClient);
   const where: { url?: string } = {};
+  const metrics = createMetrics();
   const gateway = await createGateway({
     host: H,
     port: 0,
     credentials: insecureServer,
     authSecret: secret,
     log,
-    metrics: createMetrics(),
+    metrics,
     metadata,
     blocks,
     keys,
@@ -79,7 +80,7 @@ export async function startStack(t: Scope, options: { limits?: RateLimits; metad
     publicHttpUrl: () => where.url,
   });
   stops.push(() => gateway.stop(1000));
-  const http = await startHttpServer(H, 0, { registry: createMetrics().registry, log, ready: () => true, routes: gateway.http });
+  const http = await startHttpServer(H, 0, { registry: metrics.registry, log, ready: () => true, routes: gateway.http });
   stops.push(() => http.close());
   where.url = `http://${H}:${http.port}`;
   return { grpc: `${H}:${gateway.port}`, http: where.url, secret, dataDir, metadataAddr, admin: adminClient, metadataService };

@@ -1,6 +1,7 @@
 // Shared helpers of the sharing tests: tokens minted with a server's signing secret, SDK clients
 // for a tenant (optionally acting on another tenant's shares), and random files.
 import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { loadOrCreateSecret, signToken, type Role } from '../../src/common/auth.js';
@@ -46,4 +47,44 @@ export async function readAll(c: CairnClient, path: string, version = 0): Promis
 
 export function random(size: number): Buffer {
   return randomBytes(size);
+}
+
+export interface HttpAnswer {
+  readonly status: number;
+  readonly headers: { get(name: string): string | null };
+  readonly body: Buffer;
+  json(): unknown;
+}
+
+/**
+ * One HTTP request on its own connection (no keep-alive: on a loaded machine a reused idle
+ * socket can be closed by the server just as a request is written, which says nothing about
+ * the server). A body given as an iterable of pieces is sent chunked.
+ */
+export function request(url: string | URL, init: { method?: string; headers?: Record<string, string>; body?: Buffer | string | Iterable<Buffer> } = {}): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = httpRequest({ host: u.hostname, port: u.port, path: u.pathname + u.search, method: init.method ?? 'GET', headers: init.headers ?? {}, agent: false }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('error', reject);
+      res.on('end', () => {
+        const body = Buffer.concat(parts);
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: { get: (name) => { const v = res.headers[name.toLowerCase()]; return v === undefined ? null : Array.isArray(v) ? v.join(', ') : v; } },
+          body,
+          json: () => JSON.parse(body.toString('utf8')) as unknown,
+        });
+      });
+    });
+    req.on('error', reject);
+    const b = init.body;
+    if (b === undefined) req.end();
+    else if (typeof b === 'string' || Buffer.isBuffer(b)) req.end(b);
+    else {
+      for (const piece of b) req.write(piece);
+      req.end();
+    }
+  });
 }
