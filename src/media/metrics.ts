@@ -28,7 +28,7 @@ export function mediaMetrics(registry: Registry): MediaMetrics {
   const completed = existing<Counter<'format'>>(registry, 'cairn_media_jobs_completed_total')
     ?? new Counter({ name: 'cairn_media_jobs_completed_total', help: 'Media jobs completed, by source format.', labelNames: ['format'], registers });
   const failedTotal = existing<Counter<'reason'>>(registry, 'cairn_media_jobs_failed_total')
-    ?? new Counter({ name: 'cairn_media_jobs_failed_total', help: 'Media job attempts and on-demand generations that failed, by reason.', labelNames: ['reason'], registers });
+    ?? new Counter({ name: 'cairn_media_jobs_failed_total', help: 'Media job attempts that failed, by reason.', labelNames: ['reason'], registers });
   const queueDepth = new Gauge({ name: 'cairn_media_queue_depth', help: 'Tasks waiting for a sharp pool thread.', registers });
   const queueWait = new Histogram({ name: 'cairn_media_queue_wait_seconds', help: 'Time tasks waited for a sharp pool thread.', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers });
   const run = new Histogram({ name: 'cairn_media_run_seconds', help: 'Time to derive one thumbnail size (decode counted in the largest size), by size and output format.', labelNames: ['size', 'format'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });

@@ -97,7 +97,6 @@ export class MediaPool {
   run(task: ImageTask): Promise<ImageResult> {
     if (this.#closed) return Promise.reject(new MediaFailure('overloaded', 'the media pool is closed'));
     if (this.#running >= this.threads && this.#queue.length >= this.#options.maxQueue) {
-      this.#metrics.failed('overloaded');
       return Promise.reject(new MediaFailure('overloaded', `the media pool queue is full (${this.#options.maxQueue} tasks waiting)`));
     }
     return new Promise<ImageResult>((resolve, reject) => {

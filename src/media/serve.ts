@@ -52,13 +52,30 @@ export interface Thumbnail {
   readonly notModified: boolean;
 }
 
-/** GPS is personal data: only principals who may change the tenant's files see it. */
-export function mayseeGps(principal: Principal): boolean {
-  return can(principal, 'write');
+/** gRPC metadata by which a call acts on another tenant's shared tree (the gateway's share guard). */
+const OWNER_HEADER = 'x-cairn-tenant';
+
+/**
+ * Whether a call reached us through a share: the guard then names the owner tenant in the header
+ * and makes the subject "<caller subject>@<caller tenant>", a tenant other than the owner.
+ * Ambiguous cases count as shared (GPS hidden), never the other way round.
+ */
+export function viaShare(header: string | undefined, principal: Principal): boolean {
+  if (header === undefined || header === '') return false;
+  const at = principal.subject.lastIndexOf('@');
+  return at < 0 || principal.subject.slice(at + 1) !== principal.tenant;
 }
 
-export function redact(record: MediaRecord, principal: Principal): MediaRecord {
-  if (mayseeGps(principal) || record.gps === undefined) return record;
+/**
+ * GPS is personal data: only the owner sees it — a principal of the tenant who may change its
+ * files, not acting through a share. Readers (what links and share recipients get) do not.
+ */
+export function mayseeGps(principal: Principal, shared: boolean): boolean {
+  return !shared && can(principal, 'write');
+}
+
+export function redact(record: MediaRecord, principal: Principal, shared = false): MediaRecord {
+  if (mayseeGps(principal, shared) || record.gps === undefined) return record;
   const { gps: _gps, ...rest } = record;
   return rest;
 }
@@ -160,12 +177,12 @@ export class ThumbnailService {
     return out;
   }
 
-  async info(principal: Principal, req: GetMediaInfoRequest__Output, requestId?: string): Promise<GetMediaInfoResponse> {
+  async info(principal: Principal, req: GetMediaInfoRequest__Output, requestId?: string, shared = false): Promise<GetMediaInfoResponse> {
     const path = normalizePath(req.path);
     const v = await this.#d.metadata.getFile({ tenant: principal.tenant, path, version: wireInt(req.version, 'version'), max_chunks: 1 }, requestId);
     const record = parseMediaRecord(v.media_json);
     if (record === undefined) return { path, version: v.version, state: 'pending', media_json: '', error: '' };
-    const shown = redact(record, principal);
+    const shown = redact(record, principal, shared);
     return { path, version: v.version, state: record.state, media_json: JSON.stringify(shown), error: record.state === 'failed' ? record.error ?? '' : '' };
   }
 
@@ -194,7 +211,13 @@ export class ThumbnailService {
         const t = await this.thumbnail(principalOf(ctx), req.path, wireInt(req.version, 'version'), req.size, req.if_none_match, ctx.requestId);
         return { data: t.data ?? Buffer.alloc(0), content_type: t.contentType, etag: t.etag, width: t.width, height: t.height, version: t.version, not_modified: t.notModified };
       }),
-      GetMediaInfo: unary(async (req: GetMediaInfoRequest__Output, ctx) => this.info(principalOf(ctx), req, ctx.requestId)),
+      GetMediaInfo: (call, callback) => {
+        const header = call.metadata.get(OWNER_HEADER)[0];
+        unary(async (req: GetMediaInfoRequest__Output, ctx) => {
+          const principal = principalOf(ctx);
+          return this.info(principal, req, ctx.requestId, viaShare(typeof header === 'string' ? header : undefined, principal));
+        })(call, callback);
+      },
       ListThumbnails: unary(async (req: ListThumbnailsRequest__Output, ctx) => this.list(principalOf(ctx), req, ctx.requestId)),
     };
   }
