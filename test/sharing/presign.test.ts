@@ -199,6 +199,15 @@ test('a presigned PUT stores a new version, with Content-Length or chunked', asy
   const info = await files.stat('/uploads/a.bin');
   t.is(info.version, 2);
   t.deepEqual(await readAll(files, '/uploads/a.bin'), second);
+
+  // Conditional PUTs: If-None-Match: * (must not exist) and If-Match (must be at that version).
+  t.is((await request(url, { method: 'PUT', body: random(10), headers: { 'if-none-match': '*' } })).status, 409);
+  const current = `"${info.contentHash}-2"`;
+  t.is((await request(url, { method: 'PUT', body: random(10), headers: { 'if-match': `"${info.contentHash}-1"` } })).status, 409);
+  t.is((await files.stat('/uploads/a.bin')).version, 2);
+  const matched = await request(url, { method: 'PUT', body: random(10), headers: { 'if-match': current } });
+  t.is(matched.status, 200);
+  t.is((await files.stat('/uploads/a.bin')).version, 3);
 });
 
 /** Sends a PUT by hand: headers, then `sent` bytes, then either closes the socket or waits for the answer. */

@@ -69,6 +69,12 @@ test.serial('a read share lets another tenant\'s user read and list the subtree,
   const carol = clientsFor(t, stack, await mint(stack.secret, 'globex', 'user', 'carol'), 'acme');
   await denied(t, readAll(carol.files, '/team/a.txt'), 'carol');
 
+  // The bearer HTTP route honours the same header and grants.
+  const viaHttp = (path: string) => request(`${stack.http}/v1/files${path}`, { headers: { authorization: `Bearer ${bobToken}`, 'x-cairn-tenant': 'acme' } });
+  t.deepEqual((await viaHttp('/team/sub/b.txt')).body, B);
+  t.is((await viaHttp('/private/c.txt')).status, 403);
+  t.is((await request(`${stack.http}/v1/files/team/a.txt`, { method: 'PUT', body: 'x', headers: { authorization: `Bearer ${bobToken}`, 'x-cairn-tenant': 'acme' } })).status, 403);
+
   t.deepEqual((await alice.sharing.listShares('/team')).map((s) => [s.user, s.access]), [['globex/bob', 'read']]);
   t.deepEqual((await bobHome.sharing.sharedWithMe('acme')).shares.map((s) => [s.path, s.access]), [['/team', 'read']]);
 });
