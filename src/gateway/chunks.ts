@@ -13,7 +13,7 @@ import type { UploadChunksResponse } from '../gen/cairn/v1/UploadChunksResponse.
 import type { FilesHandlers } from '../gen/cairn/v1/Files.js';
 import type { MetadataClient } from '../metadata/index.js';
 import { BlockUploader, chunkHead, toFileInfo, type FilesServiceOptions } from './files.js';
-import { seal } from './seal.js';
+import { sealMany, type SealInput } from './seal-pool.js';
 import { CHUNK_SESSION_PATH, SESSION_PERMISSIONS, sessionHandlers, type SessionHandlers } from './sessions.js';
 
 export const MAX_FIND_HASHES = 4096;
@@ -79,26 +79,26 @@ async function uploadChunks(call: grpc.ServerReadableStream<UploadChunksRequest_
     const missing = new Set((await missingOf(options.metadata, tenant, msg.chunks.map((c) => c.plain_hash), ctx.requestId)).map((h) => h.toString('hex')));
     const uploader = new BlockUploader(options.blocks);
     const refs: ChunkRef[] = [];
-    const sealedHere = new Map<string, { address: Buffer; storedSize: number }>();
+    const toSeal: SealInput[] = [];
+    const slot = new Map<string, number>();
     for (const c of msg.chunks) {
       const hex = c.plain_hash.toString('hex');
-      let address: Buffer = Buffer.alloc(0);
-      let storedSize = 0;
-      if (missing.has(hex)) {
-        let s = sealedHere.get(hex);
-        if (s === undefined) {
-          const sealed = seal(key, c.plain_hash, c.data);
-          s = { address: sealed.address, storedSize: sealed.sealed.length };
-          sealedHere.set(hex, s);
-          await uploader.add(sealed.address, sealed.sealed);
-          stored++;
-          storedBytes += sealed.sealed.length;
-        }
-        ({ address, storedSize } = s);
-      }
+      if (!missing.has(hex) || slot.has(hex)) continue;
+      slot.set(hex, toSeal.length);
+      toSeal.push({ hash: c.plain_hash, data: c.data });
+    }
+    const sealed = await sealMany(key, toSeal);
+    for (const s of sealed) {
+      await uploader.add(s.address, s.sealed);
+      stored++;
+      storedBytes += s.sealed.length;
+    }
+    for (const c of msg.chunks) {
+      const k = slot.get(c.plain_hash.toString('hex'));
+      const s = k === undefined ? undefined : sealed[k];
       // Known chunks are pinned too (empty address: the index's entry), so they outlive the
       // tenant's other references until the commit.
-      refs.push({ plain_hash: c.plain_hash, offset, size: c.data.length, address, stored_size: storedSize });
+      refs.push({ plain_hash: c.plain_hash, offset, size: c.data.length, address: s?.address ?? Buffer.alloc(0), stored_size: s?.sealed.length ?? 0 });
       offset += c.data.length;
     }
     // Blocks are durable before the index names them.

@@ -17,7 +17,8 @@ import type { BlockAccess } from '../blocknode/index.js';
 import type { FilesDataHandlers } from './tree.js';
 import type { MetadataClient } from '../metadata/index.js';
 import type { TenantKeys } from './keys.js';
-import { seal, unseal } from './seal.js';
+import { unseal } from './seal.js';
+import { sealMany, type SealInput } from './seal-pool.js';
 
 export const MAX_DATA_MESSAGE_BYTES = 1024 * 1024;
 /** Bytes of blocks sent to block nodes per PutBlocks call. */
@@ -113,19 +114,27 @@ export class ChunkDedup {
       const found = await this.#options.metadata.findChunks({ tenant: this.#tenant, plain_hashes: [...unknown.values()] }, this.#requestId);
       for (const c of found.chunks) this.#resolved.set(c.plain_hash.toString('hex'), INDEXED);
     }
+    const toSeal: SealInput[] = [];
+    const fresh = new Set<string>();
     for (const { ref, data } of batch) {
       const hash = ref.plain_hash as Buffer;
       const hex = hash.toString('hex');
-      let stored = this.#resolved.get(hex);
-      if (stored === undefined) {
-        const sealed = seal(this.#key, hash, data);
-        stored = { address: sealed.address, storedSize: sealed.sealed.length };
-        this.#resolved.set(hex, stored);
-        this.sealedBytes += data.length;
-        await this.#uploader.add(sealed.address, sealed.sealed);
-      } else if (stored === INDEXED) {
-        this.dedupedBytes += data.length;
-      }
+      if (this.#resolved.has(hex) || fresh.has(hex)) continue;
+      fresh.add(hex);
+      toSeal.push({ hash, data });
+    }
+    const sealed = await sealMany(this.#key, toSeal);
+    for (let i = 0; i < sealed.length; i++) {
+      const s = sealed[i]!;
+      const item = toSeal[i]!;
+      this.#resolved.set(item.hash.toString('hex'), { address: s.address, storedSize: s.sealed.length });
+      this.sealedBytes += item.data.length;
+      await this.#uploader.add(s.address, s.sealed);
+    }
+    for (const { ref, data } of batch) {
+      const stored = this.#resolved.get((ref.plain_hash as Buffer).toString('hex'));
+      if (stored === undefined) throw new CairnError('CAIRN_INTERNAL', 'a chunk was neither indexed nor sealed');
+      if (stored === INDEXED) this.dedupedBytes += data.length;
       ref.address = stored.address;
       ref.stored_size = stored.storedSize;
     }

@@ -14,7 +14,7 @@ import type { UploadSession__Output } from '../gen/cairn/v1/UploadSession.js';
 import type { WriteUploadRequest__Output } from '../gen/cairn/v1/WriteUploadRequest.js';
 import type { WriteUploadResponse } from '../gen/cairn/v1/WriteUploadResponse.js';
 import { BlockUploader, MAX_DATA_MESSAGE_BYTES, toFileInfo, type FilesServiceOptions } from './files.js';
-import { seal } from './seal.js';
+import { sealMany, type SealInput } from './seal-pool.js';
 
 /** The path chunk-level upload sessions record (chunks.ts); they are not byte sessions. */
 export const CHUNK_SESSION_PATH = '/.cairn-chunk-upload';
@@ -127,27 +127,26 @@ class SessionWriter {
     const found = await this.#options.metadata.findChunks({ tenant: this.#tenant, plain_hashes: [...unique.values()] }, this.#requestId);
     const known = new Set(found.chunks.map((c) => c.plain_hash.toString('hex')));
     const uploader = new BlockUploader(this.#options.blocks);
-    const sealedHere = new Map<string, { address: Buffer; storedSize: number }>();
+    const toSeal: SealInput[] = [];
+    const slot = new Map<string, number>();
     for (let i = 0; i < batch.refs.length; i++) {
-      const ref = batch.refs[i]!;
-      const hash = ref.plain_hash as Buffer;
+      const hash = batch.refs[i]!.plain_hash as Buffer;
       const hex = hash.toString('hex');
-      if (known.has(hex)) {
-        // Pinned through the index entry (empty address), like UploadFile's known chunks.
-        ref.address = Buffer.alloc(0);
-        ref.stored_size = 0;
-        continue;
-      }
-      let s = sealedHere.get(hex);
-      if (s === undefined) {
-        const sealed = seal(this.#key, hash, batch.data[i]!);
-        s = { address: sealed.address, storedSize: sealed.sealed.length };
-        sealedHere.set(hex, s);
-        this.storedBytes += sealed.sealed.length;
-        await uploader.add(sealed.address, sealed.sealed);
-      }
-      ref.address = s.address;
-      ref.stored_size = s.storedSize;
+      if (known.has(hex) || slot.has(hex)) continue;
+      slot.set(hex, toSeal.length);
+      toSeal.push({ hash, data: batch.data[i]! });
+    }
+    const sealed = await sealMany(this.#key, toSeal);
+    for (const s of sealed) {
+      this.storedBytes += s.sealed.length;
+      await uploader.add(s.address, s.sealed);
+    }
+    for (const ref of batch.refs) {
+      const k = slot.get((ref.plain_hash as Buffer).toString('hex'));
+      // Known chunks are pinned through the index entry (empty address), like UploadFile's.
+      const s = k === undefined ? undefined : sealed[k];
+      ref.address = s?.address ?? Buffer.alloc(0);
+      ref.stored_size = s?.sealed.length ?? 0;
     }
     // Blocks are durable before the session names them.
     await uploader.finish();
