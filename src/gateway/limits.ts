@@ -9,11 +9,11 @@ export interface RateLimits {
   readonly requestsPerSecond?: number;
   /** Bytes read or written per tenant per second; 0 = unlimited. */
   readonly bytesPerSecond?: number;
-  /** Bucket size as seconds of rate (the burst a quiet tenant may spend at once); default 2. */
+  /** Bucket size as seconds of rate (the burst a quiet tenant may spend at once); default 5. */
   readonly burstSeconds?: number;
 }
 
-export const DEFAULT_LIMITS = Object.freeze({ requestsPerSecond: 1000, bytesPerSecond: 0, burstSeconds: 2 } satisfies Required<RateLimits>);
+export const DEFAULT_LIMITS = Object.freeze({ requestsPerSecond: 1000, bytesPerSecond: 0, burstSeconds: 5 } satisfies Required<RateLimits>);
 
 /** Buckets of tenants idle this long (and full) are forgotten. */
 const IDLE_MS = 60_000;
