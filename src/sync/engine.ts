@@ -3,7 +3,7 @@
 // both last agreed on). All work runs one task at a time, so each decision sees settled state;
 // transfers inside a task run in parallel.
 import { randomBytes } from 'node:crypto';
-import { mkdir, rename, rm, rmdir } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../common/log.js';
 import { isCairnError, type CairnClient, type Change, type FileInfo } from '../client/index.js';
@@ -88,6 +88,9 @@ interface RemoteNode {
 }
 
 const DEFAULT_MAX_FILE_BYTES = 10 * 1024 ** 3;
+
+/** The built-in ignore patterns only: litter that may be removed with a deleted folder. */
+const JUNK = new IgnoreRules();
 
 function statMatches(local: LocalEntry, base: BaseEntry): boolean {
   return local.kind === base.kind && local.size === base.size && local.mtimeMs === base.mtimeMs && local.ino === base.ino;
@@ -518,7 +521,14 @@ export class SyncEngine {
       else kept.push(k);
     }
     const dirs = [...entries].filter(([, e]) => e.kind === 'dir').map(([k]) => k).sort().reverse();
-    for (const d of [...dirs, key]) await rmdir(this.#abs(d)).catch(() => undefined);
+    for (const d of [...dirs, key]) {
+      // Editor and system litter (.DS_Store, swap files) must not keep a deleted folder alive,
+      // or the next scan would send it back; files the user chose to ignore do keep it.
+      for (const name of await readdir(this.#abs(d)).catch(() => [] as string[])) {
+        if (JUNK.ignores(`${d}/${name}`, false)) await rm(join(this.#abs(d), name), { force: true });
+      }
+      await rmdir(this.#abs(d)).catch(() => undefined);
+    }
     await this.#state.deleteTree(key);
     this.stats.deleted++;
     this.#emit({ type: 'delete', side: 'local', path: key, folder: true });
@@ -723,15 +733,21 @@ export class SyncEngine {
       return;
     }
     const base = this.#state.get(key);
+    if (base?.kind !== 'file') {
+      // New here: nothing to compare with, and upload() hashes it anyway; hash only on a conflict.
+      await this.#upload(key, local, undefined, 0, signal);
+      return;
+    }
+    // Changed stat: only a different hash (not a touch) is an edit to send.
     const h = await hashFile(this.#abs(key), signal);
-    if (base?.kind === 'file' && h.hash === base.hash) {
+    if (h.hash === base.hash) {
       await this.#state.put(key, { ...base, size: local.size, mtimeMs: local.mtimeMs, ino: local.ino });
       return;
     }
-    await this.#upload(key, local, h, base?.kind === 'file' ? base.version : 0, signal);
+    await this.#upload(key, local, h, base.version, signal);
   }
 
-  async #upload(key: string, local: LocalEntry, h: LocalHash, baseVersion: number, signal?: AbortSignal): Promise<void> {
+  async #upload(key: string, local: LocalEntry, h: LocalHash | undefined, baseVersion: number, signal?: AbortSignal): Promise<void> {
     this.#emit({ type: 'upload-start', path: key, size: local.size });
     let result;
     let reported = Date.now();
@@ -753,16 +769,17 @@ export class SyncEngine {
       throw err;
     }
     const previous = await this.#state.chunks(key);
-    await this.#state.put(key, { kind: 'file', version: result.info.version, revision: result.info.revision, hash: result.info.contentHash, size: local.size, mtimeMs: local.mtimeMs, ino: local.ino }, h.chunks);
+    await this.#state.put(key, { kind: 'file', version: result.info.version, revision: result.info.revision, hash: result.info.contentHash, size: local.size, mtimeMs: local.mtimeMs, ino: local.ino }, h?.chunks);
     this.stats.uploaded++;
     this.stats.uploadedBytes += local.size;
     this.stats.bytesSent += result.bytesSent;
-    this.#emit({ type: 'upload', path: key, version: result.info.version, size: local.size, bytesSent: result.bytesSent, chunksSent: result.chunksSent, wireBytes: result.wireBytes, chunks: h.chunks.length / 32, newChunks: newChunkCount(previous, h.chunks) });
+    this.#emit({ type: 'upload', path: key, version: result.info.version, size: local.size, bytesSent: result.bytesSent, chunksSent: result.chunksSent, wireBytes: result.wireBytes, chunks: result.info.chunkCount, newChunks: h === undefined || previous === undefined ? result.chunksSent : newChunkCount(previous, h.chunks) });
     return undefined;
   }
 
   /** Our upload lost a race: adopt equal content, or keep ours as a conflicted copy and take theirs. */
-  async #uploadConflict(key: string, local: LocalEntry, h: LocalHash, baseVersion: number, signal?: AbortSignal): Promise<void> {
+  async #uploadConflict(key: string, local: LocalEntry, known: LocalHash | undefined, baseVersion: number, signal?: AbortSignal): Promise<void> {
+    const h = known ?? (await hashFile(this.#abs(key), signal));
     let remote: FileInfo | undefined;
     try {
       remote = await this.#o.client.stat(this.#remote(key));

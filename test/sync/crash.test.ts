@@ -10,7 +10,7 @@ import { hashFile } from '../../src/sync/index.js';
 import { startServer, tempDir } from '../helpers/cluster.js';
 import { FULL, converged, sha256, startSync, syncOnce, treeOf } from './helpers.js';
 
-const BIG = (FULL ? 128 : 48) * 1024 * 1024;
+const BIG = (FULL ? 128 : 32) * 1024 * 1024;
 
 test('kill -9 mid-download: no partial file under a final name; the restart completes it', async (t) => {
   t.timeout(170_000);

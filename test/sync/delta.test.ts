@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { startServer, tempDir } from '../helpers/cluster.js';
 import { FULL, sha256, syncOnce } from './helpers.js';
 
-const SIZE = (FULL ? 256 : 64) * 1024 * 1024;
+const SIZE = (FULL ? 256 : 32) * 1024 * 1024;
 const MAX_CHUNK = 256 * 1024;
 
 test(`a 1-byte edit in a ${SIZE / 1024 / 1024} MiB file sends only the changed chunks`, async (t) => {
