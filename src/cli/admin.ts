@@ -186,9 +186,27 @@ export function registerAdmin(program: Command): void {
     .argument('<file>', 'export file to write (replaced atomically)')
     .option('--data-dir <dir>', 'server data directory of an embedded (LevelDB) store (may be serving)')
     .option('--postgres-url <url>', 'PostgreSQL store (may be serving)')
-    .action(async (file: string, flags: StoreFlags) => {
-      const target = targetOf(flags);
+    .option('--metadata <host:port>', 'export through a running metadata service (Admin.Export) instead of opening the store')
+    .option('--token <jwt>', 'with --metadata: a cluster administrator\'s token (else CAIRN_TOKEN, or minted from --data-dir\'s auth.key)')
+    .action(async (file: string, flags: StoreFlags & RemoteFlags) => {
       const g = program.opts<GlobalFlags>();
+      if (flags.metadata !== undefined) {
+        if (flags.postgresUrl !== undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'give --metadata or --postgres-url, not both');
+        const { saveStreamedExport } = await import('../metadata/index.js');
+        const c = await adminClient(flags, program.opts<GlobalTls>(), 'admin');
+        const progress = createProgress('export', g.quiet !== true && g.json !== true);
+        try {
+          const summary = await saveStreamedExport(c.exportStream(), resolve(file), (bytes) => progress.update(bytes, undefined));
+          progress.stop();
+          if (g.json === true) process.stdout.write(JSON.stringify({ file: summary.file, entries: summary.entries, bytes: summary.bytes, sha256: summary.checksum, backend: summary.header.backend }) + '\n');
+          else if (g.quiet !== true) process.stdout.write(`exported ${summary.entries} entries (${summary.bytes} bytes, sha256 ${summary.checksum}) to ${summary.file}\n`);
+        } finally {
+          progress.stop();
+          c.close();
+        }
+        return;
+      }
+      const target = targetOf(flags);
       const { exportStore, openExportSource } = await import('../metadata/index.js');
       const source = await openExportSource(target);
       if (source.copied && g.quiet !== true) process.stderr.write('cairn: the store is in use by a running server: exporting a consistent copy of it\n');
@@ -215,7 +233,7 @@ export function registerAdmin(program: Command): void {
     .action(async (file: string, flags: StoreFlags & { force?: boolean; batchEntries?: number }) => {
       const target = targetOf(flags);
       const g = program.opts<GlobalFlags>();
-      const { importStore, openMetadataStore, verifyExport } = await import('../metadata/index.js');
+      const { importStore, openImportTarget, verifyExport } = await import('../metadata/index.js');
       const path = resolve(file);
       const { size: fileSize } = await stat(path);
       const show = g.quiet !== true && g.json !== true;
@@ -223,7 +241,7 @@ export function registerAdmin(program: Command): void {
       let progress = createProgress('import: verify', show);
       const verified = await verifyExport(path, (bytes) => progress.update(bytes, fileSize));
       progress.stop();
-      const kv = await openMetadataStore(target, false);
+      const kv = await openImportTarget(target, { ...(flags.force === true ? { force: true } : {}) });
       let label = 'verify';
       try {
         const summary = await importStore(kv, path, {

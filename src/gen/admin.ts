@@ -22,6 +22,8 @@ import type { DeletionRef as _cairn_v1_DeletionRef, DeletionRef__Output as _cair
 import type { DrainNodeRequest as _cairn_v1_DrainNodeRequest, DrainNodeRequest__Output as _cairn_v1_DrainNodeRequest__Output } from './cairn/v1/DrainNodeRequest.js';
 import type { DrainNodeResponse as _cairn_v1_DrainNodeResponse, DrainNodeResponse__Output as _cairn_v1_DrainNodeResponse__Output } from './cairn/v1/DrainNodeResponse.js';
 import type { DrainStatus as _cairn_v1_DrainStatus, DrainStatus__Output as _cairn_v1_DrainStatus__Output } from './cairn/v1/DrainStatus.js';
+import type { ExportRequest as _cairn_v1_ExportRequest, ExportRequest__Output as _cairn_v1_ExportRequest__Output } from './cairn/v1/ExportRequest.js';
+import type { ExportResponse as _cairn_v1_ExportResponse, ExportResponse__Output as _cairn_v1_ExportResponse__Output } from './cairn/v1/ExportResponse.js';
 import type { FailJobRequest as _cairn_v1_FailJobRequest, FailJobRequest__Output as _cairn_v1_FailJobRequest__Output } from './cairn/v1/FailJobRequest.js';
 import type { FailJobResponse as _cairn_v1_FailJobResponse, FailJobResponse__Output as _cairn_v1_FailJobResponse__Output } from './cairn/v1/FailJobResponse.js';
 import type { FinishDeletionsRequest as _cairn_v1_FinishDeletionsRequest, FinishDeletionsRequest__Output as _cairn_v1_FinishDeletionsRequest__Output } from './cairn/v1/FinishDeletionsRequest.js';
@@ -104,6 +106,8 @@ export interface ProtoGrpcType {
       DrainNodeRequest: MessageTypeDefinition<_cairn_v1_DrainNodeRequest, _cairn_v1_DrainNodeRequest__Output>
       DrainNodeResponse: MessageTypeDefinition<_cairn_v1_DrainNodeResponse, _cairn_v1_DrainNodeResponse__Output>
       DrainStatus: MessageTypeDefinition<_cairn_v1_DrainStatus, _cairn_v1_DrainStatus__Output>
+      ExportRequest: MessageTypeDefinition<_cairn_v1_ExportRequest, _cairn_v1_ExportRequest__Output>
+      ExportResponse: MessageTypeDefinition<_cairn_v1_ExportResponse, _cairn_v1_ExportResponse__Output>
       FailJobRequest: MessageTypeDefinition<_cairn_v1_FailJobRequest, _cairn_v1_FailJobRequest__Output>
       FailJobResponse: MessageTypeDefinition<_cairn_v1_FailJobResponse, _cairn_v1_FailJobResponse__Output>
       FinishDeletionsRequest: MessageTypeDefinition<_cairn_v1_FinishDeletionsRequest, _cairn_v1_FinishDeletionsRequest__Output>

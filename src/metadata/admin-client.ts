@@ -34,6 +34,7 @@ import type { ListUsersResponse__Output } from '../gen/cairn/v1/ListUsersRespons
 import type { ClaimDeletionsResponse__Output } from '../gen/cairn/v1/ClaimDeletionsResponse.js';
 import type { FinishDeletionsResponse__Output } from '../gen/cairn/v1/FinishDeletionsResponse.js';
 import type { RunGarbageCollectionResponse__Output } from '../gen/cairn/v1/RunGarbageCollectionResponse.js';
+import type { ExportResponse__Output } from '../gen/cairn/v1/ExportResponse.js';
 import { mapFromWire, stateFromWire } from './admin-wire.js';
 import type { DrainStatus, NodeStats } from './model/cluster.js';
 import type { QueueDepth } from './model/jobs.js';
@@ -416,6 +417,22 @@ export class AdminClient {
     const wire = (list: ReadonlyArray<{ tenant: string; plainHash: Buffer }> | undefined): Array<{ tenant: string; plain_hash: Buffer }> => (list ?? []).map((d) => ({ tenant: d.tenant, plain_hash: d.plainHash }));
     const res = await this.#unary<FinishDeletionsResponse__Output>('FinishDeletions', { done: wire(input.done), release: wire(input.release), retry_after_ms: input.retryAfterMs ?? 0 });
     return { removed: res.removed, released: res.released };
+  }
+
+  /** The bytes of a consistent export of the whole store, as the service streams them. */
+  async *exportStream(signal?: AbortSignal): AsyncGenerator<Buffer> {
+    const md = await callMetadata(this.#token);
+    const call = this.#client.Export({}, md);
+    const onAbort = (): void => call.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      for await (const msg of call as AsyncIterable<ExportResponse__Output>) yield msg.data;
+    } catch (err) {
+      throw fromServiceError(err);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      call.cancel();
+    }
   }
 
   /** Runs the metadata process's block GC now (cluster administrators). */

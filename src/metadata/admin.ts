@@ -36,6 +36,10 @@ import { validateUser } from './model/context.js';
 import type { TenantUsage as WireUsage } from '../gen/cairn/v1/TenantUsage.js';
 import type { UserInfo } from '../gen/cairn/v1/UserInfo.js';
 import type { GcWorker } from './gc.js';
+import { exportStore } from './export.js';
+import { mkdtemp, open as openFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** The tenant whose admins administer the cluster (create tenants, mint tokens for any tenant). */
 export const SYSTEM_TENANT = 'system';
@@ -72,6 +76,7 @@ export const ADMIN_PERMISSIONS = Object.freeze({
   ClaimDeletions: 'service',
   FinishDeletions: 'service',
   RunGarbageCollection: 'admin',
+  Export: 'admin',
 } satisfies Record<string, Permission>);
 
 export interface AdminServiceOptions {
@@ -80,6 +85,8 @@ export interface AdminServiceOptions {
   readonly model: ModelContext;
   /** This process's block GC, when it runs one (RunGarbageCollection). */
   readonly gc?: GcWorker | undefined;
+  /** Which backend `kv` is (written into export headers). */
+  readonly backend?: 'level' | 'postgres';
   /** Signs the tokens CreateToken mints. */
   readonly authSecret: Uint8Array;
   readonly log: Logger;
@@ -408,6 +415,30 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
         deletions: claimed.map((c) => ({ tenant: c.tenant, plain_hash: c.plainHash, address: c.address, stored_size: c.storedSize })),
         lease_expires_ms: String(options.model.now() + options.model.deletionLeaseMs),
       };
+    }),
+    Export: serverStream(async (_req, call, ctx) => {
+      if (principalOf(ctx).tenant !== SYSTEM_TENANT) throw new CairnError('CAIRN_PERMISSION_DENIED', `only admins of tenant "${SYSTEM_TENANT}" may export the metadata store`);
+      // The snapshot goes to a private temporary file first (the format writes its header last),
+      // then streams out; the snapshot never blocks or conflicts with the service's writers.
+      const dir = await mkdtemp(join(tmpdir(), 'cairn-export-'));
+      try {
+        const file = join(dir, 'metadata.export');
+        const summary = await exportStore(kv, file, { backend: options.backend ?? 'level' });
+        ctx.log.info({ entries: summary.entries, bytes: summary.bytes, by: principalOf(ctx).subject }, 'metadata export streamed');
+        const fh = await openFile(file, 'r');
+        try {
+          const chunk = Buffer.allocUnsafe(1024 * 1024);
+          for (;;) {
+            const { bytesRead } = await fh.read(chunk, 0, chunk.length, null);
+            if (bytesRead === 0) break;
+            await send(call, { data: Buffer.from(chunk.subarray(0, bytesRead)) }, ctx.signal);
+          }
+        } finally {
+          await fh.close();
+        }
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
     }),
     RunGarbageCollection: unary(async (_req, ctx) => {
       if (principalOf(ctx).tenant !== SYSTEM_TENANT) throw new CairnError('CAIRN_PERMISSION_DENIED', `only admins of tenant "${SYSTEM_TENANT}" may run the garbage collector`);

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { CairnError } from '../common/errors.js';
-import { openKv, type Kv, type KvEntry } from './kv/index.js';
+import { openKv, openPostgresKv, type Kv, type KvEntry } from './kv/index.js';
+import pg from 'pg';
 import { copyLiveLevelDb, isLocked } from './export-level-copy.js';
 import {
   HEADER_BYTES,
@@ -59,6 +60,71 @@ export async function openMetadataStore(target: MetadataStoreTarget, mustExist: 
   } catch (error) {
     // LevelDB admits one process: the usual cause is a server still running on this data dir.
     throw new CairnError('CAIRN_UNAVAILABLE', `cannot open the metadata store in ${dir}: is a server running on it? Stop it first (LevelDB admits one process)`, { cause: error });
+  }
+}
+
+/** The application_name metadata services connect with (see kv/postgres.ts). */
+const SERVICE_APPLICATION = 'cairn-metadata';
+
+/**
+ * Opens the target of an import, refusing one a running metadata service uses: LevelDB admits one
+ * process (the lock refuses it); on PostgreSQL, other sessions connected as a metadata service
+ * mean a live service would serve a half-loaded store. Only `force` into an empty store is allowed
+ * then (nothing is overwritten; the service sees the entries appear).
+ */
+export async function openImportTarget(target: MetadataStoreTarget, options: { force?: boolean } = {}): Promise<Kv> {
+  if (target.backend === 'level') return openMetadataStore(target, false);
+  const live = await liveServices(target.url);
+  const kv = await openPostgresKv({ connectionString: target.url, pool: { application_name: 'cairn-import' } });
+  if (live > 0) {
+    const empty = (await kv.scan({ limit: 2 })).every(([key]) => key.equals(IMPORT_MARKER_KEY));
+    if (options.force !== true || !empty) {
+      await kv.close();
+      throw new CairnError('CAIRN_FAILED_PRECONDITION', `${live} metadata service connection(s) are using this database: stop every metadata service before importing${empty ? ' (or pass --force to load into this empty store under it)' : ''}; to copy a running store, use cairn admin export --metadata <host:port>`, { metadata: { connections: String(live) } });
+    }
+  }
+  return kv;
+}
+
+/** Sessions of running metadata services on the target database. */
+async function liveServices(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url, application_name: 'cairn-import-check' });
+  await client.connect();
+  try {
+    const res = await client.query<{ n: string }>('select count(*)::text as n from pg_stat_activity where datname = current_database() and application_name = $1 and pid <> pg_backend_pid()', [SERVICE_APPLICATION]);
+    return Number(res.rows[0]?.n ?? 0);
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Writes an export streamed by a running service (Admin.Export) to `file`: into a temporary file
+ * next to it, verified (format, order, count, SHA-256) and synced, then renamed into place.
+ */
+export async function saveStreamedExport(chunks: AsyncIterable<Buffer>, file: string, onBytes?: (bytes: number) => void): Promise<ExportSummary> {
+  const temp = join(dirname(file), `.${basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await open(temp, 'wx');
+  let done = false;
+  try {
+    let bytes = 0;
+    for await (const chunk of chunks) {
+      await fh.write(chunk, 0, chunk.length, bytes);
+      bytes += chunk.length;
+      onBytes?.(bytes);
+    }
+    await fh.sync();
+    await fh.close();
+    const { header, checksum } = await verifyExport(temp);
+    await rename(temp, file);
+    await syncDir(dirname(file));
+    done = true;
+    return { file, entries: header.entries, bytes, checksum, header };
+  } finally {
+    if (!done) {
+      await fh.close().catch(() => undefined);
+      await unlink(temp).catch(() => undefined);
+    }
   }
 }
 

@@ -23,7 +23,7 @@ export { AdminClient, type AdminClientOptions, type AdminDeletion, type AdminUsa
 export { enqueueJob, type EnqueueInput, type JobRecord } from './model/jobs.js';
 export { MEDIA_JOB_KIND, type MediaDerivative, type MediaJobPayload } from './model/files.js';
 export { GcWorker, DEFAULT_GC_INTERVAL_MS, type DeletionSource, type GcNode, type GcRunResult, type GcWorkerOptions } from './gc.js';
-export { exportStore, importStore, openExportSource, openMetadataStore, verifyExport, type ExportSummary, type ImportSummary, type MetadataStoreTarget } from './export.js';
+export { exportStore, importStore, openExportSource, openImportTarget, openMetadataStore, saveStreamedExport, verifyExport, type ExportSummary, type ImportSummary, type MetadataStoreTarget } from './export.js';
 
 export interface MetadataServiceOptions {
   readonly dataDir: string;
@@ -91,7 +91,7 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
         intervalMs: options.gc.intervalMs ?? DEFAULT_GC_INTERVAL_MS,
         registry: options.metrics.registry,
       });
-  const admin = createAdminService({ kv, model: ctx, gc, authSecret: options.authSecret, log: log.child({ service: 'admin' }), registry: options.metrics.registry, ...options.cluster });
+  const admin = createAdminService({ kv, model: ctx, gc, backend: options.postgresUrl !== undefined ? 'postgres' : 'level', authSecret: options.authSecret, log: log.child({ service: 'admin' }), registry: options.metrics.registry, ...options.cluster });
   server.addService(proto.cairn.v1.Admin.service, admin.handlers, ADMIN_PERMISSIONS);
   let port: number;
   try {

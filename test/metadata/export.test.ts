@@ -42,7 +42,8 @@ async function postgresKv(t: ExecutionContext): Promise<{ kv: Kv; url: string }>
   const server = pg;
   if (server === undefined) throw new Error('PostgreSQL did not start');
   const url = await server.createDatabase(t.title);
-  const kv = await openPostgresKv({ connectionString: url, pool: { max: 8 } });
+  // Not named like a metadata service: the import guard refuses stores such sessions use.
+  const kv = await openPostgresKv({ connectionString: url, pool: { max: 8, application_name: 'cairn-test' } });
   t.teardown(async () => {
     await kv.close();
     await server.dropDatabase(url);

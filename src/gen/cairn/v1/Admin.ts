@@ -17,6 +17,8 @@ import type { DeleteUserRequest as _cairn_v1_DeleteUserRequest, DeleteUserReques
 import type { DeleteUserResponse as _cairn_v1_DeleteUserResponse, DeleteUserResponse__Output as _cairn_v1_DeleteUserResponse__Output } from '../../cairn/v1/DeleteUserResponse.js';
 import type { DrainNodeRequest as _cairn_v1_DrainNodeRequest, DrainNodeRequest__Output as _cairn_v1_DrainNodeRequest__Output } from '../../cairn/v1/DrainNodeRequest.js';
 import type { DrainNodeResponse as _cairn_v1_DrainNodeResponse, DrainNodeResponse__Output as _cairn_v1_DrainNodeResponse__Output } from '../../cairn/v1/DrainNodeResponse.js';
+import type { ExportRequest as _cairn_v1_ExportRequest, ExportRequest__Output as _cairn_v1_ExportRequest__Output } from '../../cairn/v1/ExportRequest.js';
+import type { ExportResponse as _cairn_v1_ExportResponse, ExportResponse__Output as _cairn_v1_ExportResponse__Output } from '../../cairn/v1/ExportResponse.js';
 import type { FailJobRequest as _cairn_v1_FailJobRequest, FailJobRequest__Output as _cairn_v1_FailJobRequest__Output } from '../../cairn/v1/FailJobRequest.js';
 import type { FailJobResponse as _cairn_v1_FailJobResponse, FailJobResponse__Output as _cairn_v1_FailJobResponse__Output } from '../../cairn/v1/FailJobResponse.js';
 import type { FinishDeletionsRequest as _cairn_v1_FinishDeletionsRequest, FinishDeletionsRequest__Output as _cairn_v1_FinishDeletionsRequest__Output } from '../../cairn/v1/FinishDeletionsRequest.js';
@@ -187,6 +189,23 @@ export interface AdminClient extends grpc.Client {
   drainNode(argument: _cairn_v1_DrainNodeRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_DrainNodeResponse__Output>): grpc.ClientUnaryCall;
   drainNode(argument: _cairn_v1_DrainNodeRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_DrainNodeResponse__Output>): grpc.ClientUnaryCall;
   drainNode(argument: _cairn_v1_DrainNodeRequest, callback: grpc.requestCallback<_cairn_v1_DrainNodeResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * Export streams a consistent snapshot of the whole metadata store in the checksummed export
+   * format of `cairn admin export` (header, records, end marker, SHA-256), taken without
+   * stopping the service or blocking its writers. Cluster administrators only.
+   * Errors: PERMISSION_DENIED, FAILED_PRECONDITION (an import into the store is unfinished).
+   */
+  Export(argument: _cairn_v1_ExportRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_ExportResponse__Output>;
+  Export(argument: _cairn_v1_ExportRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_ExportResponse__Output>;
+  /**
+   * Export streams a consistent snapshot of the whole metadata store in the checksummed export
+   * format of `cairn admin export` (header, records, end marker, SHA-256), taken without
+   * stopping the service or blocking its writers. Cluster administrators only.
+   * Errors: PERMISSION_DENIED, FAILED_PRECONDITION (an import into the store is unfinished).
+   */
+  export(argument: _cairn_v1_ExportRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_ExportResponse__Output>;
+  export(argument: _cairn_v1_ExportRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_ExportResponse__Output>;
   
   /**
    * FailJob reports a failed attempt: retried after a backoff, or dead-lettered when out of attempts.
@@ -601,6 +620,14 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   DrainNode: grpc.handleUnaryCall<_cairn_v1_DrainNodeRequest__Output, _cairn_v1_DrainNodeResponse>;
   
   /**
+   * Export streams a consistent snapshot of the whole metadata store in the checksummed export
+   * format of `cairn admin export` (header, records, end marker, SHA-256), taken without
+   * stopping the service or blocking its writers. Cluster administrators only.
+   * Errors: PERMISSION_DENIED, FAILED_PRECONDITION (an import into the store is unfinished).
+   */
+  Export: grpc.handleServerStreamingCall<_cairn_v1_ExportRequest__Output, _cairn_v1_ExportResponse>;
+  
+  /**
    * FailJob reports a failed attempt: retried after a backoff, or dead-lettered when out of attempts.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (not held under this lease).
    */
@@ -740,6 +767,7 @@ export interface AdminDefinition extends grpc.ServiceDefinition {
   CreateUser: MethodDefinition<_cairn_v1_CreateUserRequest, _cairn_v1_CreateUserResponse, _cairn_v1_CreateUserRequest__Output, _cairn_v1_CreateUserResponse__Output>
   DeleteUser: MethodDefinition<_cairn_v1_DeleteUserRequest, _cairn_v1_DeleteUserResponse, _cairn_v1_DeleteUserRequest__Output, _cairn_v1_DeleteUserResponse__Output>
   DrainNode: MethodDefinition<_cairn_v1_DrainNodeRequest, _cairn_v1_DrainNodeResponse, _cairn_v1_DrainNodeRequest__Output, _cairn_v1_DrainNodeResponse__Output>
+  Export: MethodDefinition<_cairn_v1_ExportRequest, _cairn_v1_ExportResponse, _cairn_v1_ExportRequest__Output, _cairn_v1_ExportResponse__Output>
   FailJob: MethodDefinition<_cairn_v1_FailJobRequest, _cairn_v1_FailJobResponse, _cairn_v1_FailJobRequest__Output, _cairn_v1_FailJobResponse__Output>
   FinishDeletions: MethodDefinition<_cairn_v1_FinishDeletionsRequest, _cairn_v1_FinishDeletionsResponse, _cairn_v1_FinishDeletionsRequest__Output, _cairn_v1_FinishDeletionsResponse__Output>
   GetClusterMap: MethodDefinition<_cairn_v1_GetClusterMapRequest, _cairn_v1_GetClusterMapResponse, _cairn_v1_GetClusterMapRequest__Output, _cairn_v1_GetClusterMapResponse__Output>
