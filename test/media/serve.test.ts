@@ -87,6 +87,16 @@ test('bad thumbnail requests get clear errors and change nothing', async (t) => 
   // gRPC errors carry the status codes.
   const client = mediaClient(server.grpc);
   t.teardown(() => client.close());
+  // Listing pages with the metadata paging: previous_last (after a name), previous_first (before).
+  type Page = { entries: Array<{ path: string; state: string }>; has_more: boolean };
+  const p1 = await call<object, Page>(client, 'ListThumbnails', { path: '/', page_size: 1 }, server.token);
+  t.deepEqual(p1.entries.map((e) => [e.path, e.state]), [['/notes.txt', 'failed']]);
+  t.true(p1.has_more);
+  const p2 = await call<object, Page>(client, 'ListThumbnails', { path: '/', page_size: 1, previous_last: 'notes.txt' }, server.token);
+  t.deepEqual(p2.entries.map((e) => [e.path, e.state]), [['/small.png', 'ready']]);
+  const back = await call<object, Page>(client, 'ListThumbnails', { path: '/', page_size: 1, previous_first: 'small.png' }, server.token);
+  t.deepEqual(back.entries.map((e) => e.path), ['/notes.txt']);
+  await t.throwsAsync(call(client, 'ListThumbnails', { path: '/', previous_last: 'a', previous_first: 'b' }, server.token));
   const err = await t.throwsAsync(call(client, 'GetThumbnail', { path: '/small.png', size: 7 }, server.token));
   t.is((err as grpc.ServiceError).code, grpc.status.INVALID_ARGUMENT);
   const other = await tokenFor(server.dataDir, 'reader', 'eve', 'other');
