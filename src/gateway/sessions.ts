@@ -107,7 +107,13 @@ class SessionWriter {
     const appended = (async () => {
       await stored;
       await previous;
-      await this.#options.metadata.appendUploadChunks({ tenant: this.#tenant, session_id: this.#id, offset: batch.start, chunks: batch.refs }, this.#requestId);
+      await this.#options.metadata.appendUploadChunks({ tenant: this.#tenant, session_id: this.#id, offset: batch.start, chunks: batch.refs }, this.#requestId).catch((err: unknown) => {
+        // Another stream moved the session meanwhile: say where it is now.
+        if (err instanceof CairnError && err.code === 'CAIRN_FAILED_PRECONDITION' && err.metadata['offset'] !== undefined) {
+          throw new CairnError('CAIRN_FAILED_PRECONDITION', `upload ${this.#id} was written by another stream; it continues at offset ${err.metadata['offset']}`, { metadata: { committed_offset: err.metadata['offset'] } });
+        }
+        throw err;
+      });
       this.committed = batch.start + batch.refs.reduce((n, r) => n + Number(r.size), 0);
     })();
     appended.catch(() => undefined);
