@@ -231,18 +231,21 @@ export function createOperator(options: OperatorOptions): Operator {
         await kube.writeStatus(c, a.status);
         return;
       case 'markDown':
-        // The Admin API has no MarkNodeDown yet: the metadata failure detector, configured with
-        // the same delay, marks the silent node down; say so once.
-        await event(c, s, { type: 'Warning', reason: 'NodeFailing', action: 'MarkDown', note: `${a.nodeId} NotReady or missing for ${c.spec.failoverDelaySeconds}s; the metadata failure detector marks it down` });
-        return;
       case 'admit':
       case 'drain':
       case 'remove': {
         if (admin === undefined) throw new Error('metadata client gone');
-        const call = a.kind === 'admit' ? admin.markNodeUp(a.nodeId) : a.kind === 'drain' ? admin.drainNode(a.nodeId) : admin.removeNode(a.nodeId);
-        await call;
-        const verb = a.kind === 'admit' ? 'admitted' : a.kind === 'drain' ? 'draining' : 'removed';
-        await event(c, s, { type: 'Normal', reason: a.kind === 'admit' ? 'NodeAdmitted' : a.kind === 'drain' ? 'NodeDraining' : 'NodeRemoved', action: a.kind, note: `${verb} block node ${a.nodeId}` });
+        // MarkNodeDown is capped at RF − 1 down by the metadata service too, so a stale decision
+        // cannot take more nodes down than reconcile allowed.
+        const call = { admit: () => admin.markNodeUp(a.nodeId), drain: () => admin.drainNode(a.nodeId), remove: () => admin.removeNode(a.nodeId), markDown: () => admin.markNodeDown(a.nodeId) }[a.kind];
+        await call();
+        const said = {
+          admit: { type: 'Normal', reason: 'NodeAdmitted', note: `admitted block node ${a.nodeId}` },
+          drain: { type: 'Normal', reason: 'NodeDraining', note: `draining block node ${a.nodeId}` },
+          remove: { type: 'Normal', reason: 'NodeRemoved', note: `removed drained block node ${a.nodeId}` },
+          markDown: { type: 'Warning', reason: 'NodeMarkedDown', note: `${a.nodeId} NotReady or missing for ${c.spec.failoverDelaySeconds}s: marked down, re-replication starts` },
+        } as const;
+        await event(c, s, { ...said[a.kind], action: a.kind });
         return;
       }
     }

@@ -55,7 +55,7 @@ export function spec(over: Partial<CairnClusterSpec> = {}): CairnClusterSpec {
   };
 }
 
-export async function world(t: Scope, options: { rf: number; failoverDelaySeconds?: number }): Promise<World> {
+export async function world(t: Scope, options: { rf: number; failoverDelaySeconds?: number; detectorDelaySeconds?: number }): Promise<World> {
   const root = tempDir(t, 'cairn-k8s-');
   const api = new FakeApiServer();
   await api.listen();
@@ -66,7 +66,7 @@ export async function world(t: Scope, options: { rf: number; failoverDelaySecond
   const secretPath = join(root, 'auth.key');
   writeFileSync(secretPath, secretText + '\n', { mode: 0o600 });
   api.create('secrets', NS, { metadata: { name: `${NAME}-auth` }, data: { 'auth.key': Buffer.from(secretText).toString('base64') } });
-  const metadata = await startServer(t, ['--auth-secret-file', secretPath, '--replication-factor', String(options.rf), '--failover-delay-ms', String((options.failoverDelaySeconds ?? 30) * 1000)], { role: 'metadata', dataDir: join(root, 'metadata') });
+  const metadata = await startServer(t, ['--auth-secret-file', secretPath, '--replication-factor', String(options.rf), '--failover-delay-ms', String((options.detectorDelaySeconds ?? options.failoverDelaySeconds ?? 30) * 1000)], { role: 'metadata', dataDir: join(root, 'metadata') });
   const kubelet = new KubeletSim({
     api,
     namespace: NS,

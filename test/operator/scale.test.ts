@@ -12,10 +12,13 @@ test('scale 3 → 5 → 3 under writes: admitted when Ready, drained before shri
   step('world up');
   w.operator('op-a');
   w.createCluster({ blocknodes: { replicas: 3, storage: { size: '1Gi' } } });
+  // The gateway starts while the block nodes come up (it needs only the metadata service).
+  const gateway = w.gateway();
+  gateway.catch(() => {});
   await settled(w, 3);
   step('three nodes settled');
   t.deepEqual(w.api.get('cairnclusters', 'store', 'demo')?.metadata.finalizers, ['cairn.dev/cleanup']);
-  const client = await w.gateway();
+  const client = await gateway;
   const load = writer(client, '/scale');
   await waitFor('some acknowledged writes', async () => load.acked.length >= 5);
 
