@@ -308,8 +308,11 @@ export class SyncEngine {
     await this.#pullFiles(files);
   }
 
-  /** Applies a batch of remote changes in order (consecutive file puts are downloaded in parallel). */
-  async applyRemote(changes: readonly Change[], notifiedMs: number): Promise<void> {
+  /**
+   * Applies remote changes in order (consecutive file puts are downloaded in parallel).
+   * `notifiedMs`: when the changes reached this client (one time, or one per change).
+   */
+  async applyRemote(changes: readonly Change[], notifiedMs: number | readonly number[]): Promise<void> {
     const root = this.#o.remoteRoot;
     let puts: RemoteFile[] = [];
     const flush = async (): Promise<void> => {
@@ -318,7 +321,7 @@ export class SyncEngine {
       puts = [];
       await this.#pullFiles(batch);
     };
-    for (const c of changes) {
+    for (const [i, c] of changes.entries()) {
       const key = keyOf(root, c.path);
       const fromKey = c.fromPath === '' ? null : keyOf(root, c.fromPath);
       try {
@@ -332,7 +335,7 @@ export class SyncEngine {
               break;
             }
             puts = puts.filter((p) => p.key !== key);
-            puts.push({ key, version: c.version, revision: c.revision, hash: c.contentHash, size: c.size, notifiedMs, committedMs: c.atMs });
+            puts.push({ key, version: c.version, revision: c.revision, hash: c.contentHash, size: c.size, notifiedMs: typeof notifiedMs === 'number' ? notifiedMs : (notifiedMs[i] ?? Date.now()), committedMs: c.atMs });
             break;
           case 'mkdir':
             if (key === null || key === '') break;

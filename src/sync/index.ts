@@ -2,7 +2,7 @@
 // directions. Client-side room: uses the SDK, chunking and common only — no server code.
 import { setMaxListeners } from 'node:events';
 import { watch as watchTree, type FSWatcher } from 'chokidar';
-import { isCairnError } from '../client/index.js';
+import { isCairnError, type Change } from '../client/index.js';
 import { SyncEngine, type SyncEngineOptions, type SyncEvent, type SyncStats } from './engine.js';
 
 export { SyncEngine, type SyncEngineOptions, type SyncEvent, type SyncProgress, type SyncStats } from './engine.js';
@@ -129,6 +129,9 @@ export async function runSync(options: RunSyncOptions): Promise<SyncResult> {
     watcher.on('error', (err) => log.warn({ err }, 'file-system watcher error; the periodic rescan covers it'));
     rescan = setInterval(() => scheduleScan(0), options.rescanIntervalMs ?? 60_000);
 
+    let pending: Array<{ change: Change; notifiedMs: number }> = [];
+    let pendingCursor = '';
+    let remoteQueued = false;
     const remote = (async () => {
       let failures = 0;
       while (!signal.aborted) {
@@ -141,13 +144,27 @@ export async function runSync(options: RunSyncOptions): Promise<SyncResult> {
           }
           for await (const batch of options.client.watch({ cursor: engine.cursor, path: options.remoteRoot, signal })) {
             failures = 0;
-            const notifiedMs = Date.now();
-            await enqueue('remote changes', async () => {
-              await engine.applyRemote(batch.changes, notifiedMs);
-              await engine.saveCursor(batch.cursor);
+            // Batches that arrive while earlier work runs are applied together, so their
+            // downloads run in parallel instead of one small batch at a time.
+            const now = Date.now();
+            for (const c of batch.changes) pending.push({ change: c, notifiedMs: now });
+            pendingCursor = batch.cursor;
+            if (remoteQueued) continue;
+            remoteQueued = true;
+            void enqueue('remote changes', async () => {
+              remoteQueued = false;
+              const todo = pending;
+              const cursor = pendingCursor;
+              pending = [];
+              await engine.applyRemote(
+                todo.map((p) => p.change),
+                todo.map((p) => p.notifiedMs),
+              );
+              await engine.saveCursor(cursor);
+              if (engine.rescanWanted) scheduleScan();
             });
-            if (engine.rescanWanted) scheduleScan();
           }
+          await chain;
         } catch (err) {
           if (signal.aborted) break;
           if (isCairnError(err, 'CAIRN_CURSOR_EXPIRED')) {
