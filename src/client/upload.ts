@@ -372,6 +372,7 @@ export class DeltaUploader {
     await saving;
 
     const size = list.reduce((n, c) => n + c.size, 0);
+    if (size !== st.size) throw new CairnError('CAIRN_FAILED_PRECONDITION', `${localPath} changed while it was read (${st.size} bytes before, ${size} read); nothing was committed`);
     const ids = [...new Set([...previousIds, ...uploadIds.filter((id) => id !== '')])];
     const newList: CachedChunk[] = list.map((c) => ({ h: c.hex, s: c.size }));
     const wire = (c: CachedChunk): { plain_hash: Buffer; size: number } => ({ plain_hash: Buffer.from(c.h, 'hex'), size: c.s });
@@ -399,7 +400,7 @@ export class DeltaUploader {
       }
       throw err;
     }
-    if (info.size !== size) throw new CairnError('CAIRN_DATA_LOSS', `committed ${info.size} bytes but the file had ${size} while it was read`);
+    if (info.size !== size) throw new CairnError('CAIRN_DATA_LOSS', `committed ${info.size} bytes for a file of ${size}`);
     await cache.save({ version: info.version, chunks: newList }).catch(() => undefined);
     return { info, chunks: list.length, chunksSent, bytesSent, wireBytes: this.wireBytes };
   }
