@@ -9,7 +9,7 @@ import { converged, startSync, syncOnce } from './helpers.js';
 const COPY = /^report \(conflicted copy (A|B) \d{4}-\d{2}-\d{2} \d{6}\)\.txt$/;
 
 test('concurrent edits of the same file give exactly one conflicted copy and lose nothing', async (t) => {
-  t.timeout(120_000);
+  t.timeout(170_000);
   const server = await startServer(t);
   const a = join(tempDir(t), 'a');
   const b = join(tempDir(t), 'b');
@@ -41,7 +41,7 @@ test('concurrent edits of the same file give exactly one conflicted copy and los
 });
 
 test('an edit made offline against a remote delete is kept, and a delete against a remote edit loses', async (t) => {
-  t.timeout(120_000);
+  t.timeout(170_000);
   const server = await startServer(t);
   const a = join(tempDir(t), 'a');
   const b = join(tempDir(t), 'b');

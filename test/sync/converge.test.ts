@@ -11,7 +11,7 @@ import { converged, startSync, type Event } from './helpers.js';
 const LOCAL_ONLY = (p: string): boolean => p.endsWith('.log') || p.endsWith('.swp') || p === 'link';
 
 test('two clients converge after creates, edits, deletes and renames on both sides', async (t) => {
-  t.timeout(150_000);
+  t.timeout(170_000);
   const server = await startServer(t);
   const a = join(tempDir(t), 'a');
   const b = join(tempDir(t), 'b');

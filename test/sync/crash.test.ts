@@ -13,7 +13,7 @@ import { FULL, converged, sha256, startSync, syncOnce, treeOf } from './helpers.
 const BIG = (FULL ? 128 : 32) * 1024 * 1024;
 
 test('kill -9 mid-download: no partial file under a final name; the restart completes it', async (t) => {
-  t.timeout(170_000);
+  t.timeout(FULL ? 600_000 : 170_000);
   const server = await startServer(t);
   const a = join(tempDir(t), 'a');
   const b = join(tempDir(t), 'b');
@@ -44,7 +44,7 @@ test('kill -9 mid-download: no partial file under a final name; the restart comp
 });
 
 test('kill -9 mid-upload: the restart commits the file exactly once and sends no committed data again', async (t) => {
-  t.timeout(170_000);
+  t.timeout(FULL ? 600_000 : 170_000);
   const server = await startServer(t);
   const a = join(tempDir(t), 'a');
   mkdirSync(a);
