@@ -2,6 +2,7 @@
 // process, the kubelet simulator running the block-node StatefulSet as real processes, the real
 // operator (in-process through client-node, or as `cairn operator` processes), a real gateway and
 // a writer that remembers every acknowledged file. Test support only.
+import { spawn } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -17,18 +18,56 @@ import { createOperator, type CairnClusterSpec, type Condition, type Operator } 
 import { FakeApiServer, type Obj } from '../k8s/apiserver.js';
 import { KubeletSim } from '../k8s/kubelet.js';
 import { waitFor } from '../cluster/harness.js';
-import { runCli, startServer, tempDir, type Scope, type ServerProcess } from '../helpers/cluster.js';
+import { CLI, ROOT, runCli, tempDir, type Scope } from '../helpers/cluster.js';
 
 export { waitFor };
 export const NS = 'store';
 export const NAME = 'demo';
 export const FULL = process.env['CAIRN_TEST_FULL'] === '1';
 
+export interface Started {
+  readonly grpc: string;
+  readonly http: string;
+}
+
+/**
+ * `cairn server --role <role>` like test/helpers' startServer, with a ready deadline that
+ * survives a machine shared by many suites (process start under tsx can take a minute there).
+ */
+export async function startRole(t: Scope, role: string, args: readonly string[], dataDir: string, readyWithinMs = 120_000): Promise<Started> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'server', '--role', role, '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  });
+  let stderr = '';
+  proc.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-10_000)));
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${role} not ready in ${readyWithinMs} ms; stderr:\n${stderr}`)), readyWithinMs);
+    proc.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const ready = out.split('\n').find((l) => l.includes('ready'));
+      if (ready !== undefined) {
+        clearTimeout(timer);
+        resolve(ready);
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${role} exited with ${code} before ready; stderr:\n${stderr}`));
+    });
+  });
+  const grpc = /grpc=(\S+)/.exec(line)?.[1];
+  const http = /http=(\S+)/.exec(line)?.[1];
+  if (grpc === undefined || http === undefined) throw new Error(`unexpected ready line: ${line}`);
+  return { grpc, http };
+}
+
 export interface World {
   readonly api: FakeApiServer;
   readonly root: string;
   readonly secretPath: string;
-  readonly metadata: ServerProcess;
+  readonly metadata: Started;
   readonly kubelet: KubeletSim;
   readonly admin: AdminClient;
   kubeconfig(user: string): string;
@@ -66,7 +105,7 @@ export async function world(t: Scope, options: { rf: number; failoverDelaySecond
   const secretPath = join(root, 'auth.key');
   writeFileSync(secretPath, secretText + '\n', { mode: 0o600 });
   api.create('secrets', NS, { metadata: { name: `${NAME}-auth` }, data: { 'auth.key': Buffer.from(secretText).toString('base64') } });
-  const metadata = await startServer(t, ['--auth-secret-file', secretPath, '--replication-factor', String(options.rf), '--failover-delay-ms', String((options.detectorDelaySeconds ?? options.failoverDelaySeconds ?? 30) * 1000)], { role: 'metadata', dataDir: join(root, 'metadata') });
+  const metadata = await startRole(t, 'metadata', ['--auth-secret-file', secretPath, '--replication-factor', String(options.rf), '--failover-delay-ms', String((options.detectorDelaySeconds ?? options.failoverDelaySeconds ?? 30) * 1000)], join(root, 'metadata'));
   const kubelet = new KubeletSim({
     api,
     namespace: NS,
@@ -124,7 +163,7 @@ export async function world(t: Scope, options: { rf: number; failoverDelaySecond
     nodes: () => admin.listNodes(),
     async gateway() {
       if (gatewayClient !== undefined) return gatewayClient;
-      const gw = await startServer(t, ['--auth-secret-file', secretPath, '--metadata-addr', metadata.grpc], { role: 'gateway', dataDir: join(root, 'gateway') });
+      const gw = await startRole(t, 'gateway', ['--auth-secret-file', secretPath, '--metadata-addr', metadata.grpc], join(root, 'gateway'));
       const minted = await runCli(['token', 'create', '--auth-secret-file', secretPath, '--tenant', 'acme', '--role', 'user']);
       if (minted.code !== 0) throw new Error(minted.stderr);
       const client = new CairnClient({ endpoint: gw.grpc, token: minted.stdout.trim() });
