@@ -184,7 +184,8 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
       const failed = page.entries.filter((e) => e.state === 'failed').length;
       if (failed > 0) throw new Error(`${failed} images failed in Cairn`);
       if (ready === count) break;
-      await new Promise((r) => setTimeout(r, 20));
+      // Each poll lists the folder and reads every version: poll gently, it competes for the CPU.
+      await new Promise((r) => setTimeout(r, 250));
     }
     cairnSeconds = (performance.now() - c0) / 1000;
   } finally {

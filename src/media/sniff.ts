@@ -6,7 +6,7 @@ import { fileTypeFromBuffer } from 'file-type';
 /** Image types media workers decode (each maps to one allowed libvips loader family). */
 export const IMAGE_TYPES: ReadonlySet<string> = new Set(['image/jpeg', 'image/png', 'image/webp', 'image/avif', 'image/heic', 'image/heif', 'image/gif', 'image/tiff', 'image/svg+xml']);
 /** Video containers handed to ffprobe/ffmpeg. */
-export const VIDEO_TYPES: ReadonlySet<string> = new Set(['video/mp4', 'video/quicktime', 'video/webm', 'video/x-matroska', 'video/x-msvideo', 'video/mpeg', 'video/mp2t', 'video/3gpp', 'video/ogg']);
+export const VIDEO_TYPES: ReadonlySet<string> = new Set(['video/mp4', 'video/quicktime', 'video/webm', 'video/x-matroska', 'video/matroska', 'video/x-msvideo', 'video/vnd.avi', 'video/mpeg', 'video/mp2t', 'video/3gpp', 'video/ogg']);
 
 const ascii = (b: Uint8Array, at: number, s: string): boolean => {
   if (b.length < at + s.length) return false;
