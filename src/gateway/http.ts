@@ -25,6 +25,8 @@ export const FILES_PREFIX = '/v1/files/';
 const READ_BATCH = 32;
 const READ_AHEAD = 2;
 const LIST_PAGE = 1000;
+/** Plain bytes handed to the media sniffer at commit. */
+const SNIFF_BYTES = 4096;
 
 export interface HttpRoutesOptions {
   readonly metadata: MetadataClient;
@@ -36,6 +38,8 @@ export interface HttpRoutesOptions {
   readonly limiter: TenantLimiter;
   readonly maxFileBytes: number;
   readonly chunker?: ChunkerOptions;
+  /** Classifies a new version from its first plain bytes for media jobs (see GatewayExtension.sniff). */
+  readonly sniffMedia?: (head: Uint8Array) => string | undefined;
   readonly log: Logger;
 }
 
@@ -230,7 +234,13 @@ async function receiveFile(options: HttpRoutesOptions, req: IncomingMessage, res
     await dedup.add(ref, chunk);
   };
   let received = 0;
+  const head: Buffer[] = [];
+  let headBytes = 0;
   for await (const piece of req as AsyncIterable<Buffer>) {
+    if (options.sniffMedia !== undefined && headBytes < SNIFF_BYTES) {
+      head.push(Buffer.from(piece.subarray(0, SNIFF_BYTES - headBytes)));
+      headBytes += Math.min(piece.length, SNIFF_BYTES - headBytes);
+    }
     received += piece.length;
     if (received > options.maxFileBytes) throw new CairnError('CAIRN_FILE_TOO_LARGE', `file exceeds the limit of ${options.maxFileBytes} bytes`);
     await options.limiter.pace(t.payer, piece.length, signal);
@@ -242,6 +252,7 @@ async function receiveFile(options: HttpRoutesOptions, req: IncomingMessage, res
   for (const chunk of chunker.finish()) await add(chunk);
   await dedup.finish();
   await uploader.finish();
+  const mediaKind = headBytes > 0 ? options.sniffMedia?.(Buffer.concat(head)) : undefined;
   const v = await options.metadata.commitFile({
     tenant: t.tenant,
     path: t.path,
@@ -250,6 +261,7 @@ async function receiveFile(options: HttpRoutesOptions, req: IncomingMessage, res
     mtime_ms: Date.now(),
     author_device: t.author,
     chunks,
+    ...(mediaKind !== undefined ? { media_kind: mediaKind } : {}),
   });
   options.log.info({ tenant: t.tenant, path: t.path, version: v.version, bytes: received }, 'file committed over HTTP');
   sendJson(res, 200, { file: toFileInfo(v) }, { etag: etagOf(v) });

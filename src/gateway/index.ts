@@ -115,7 +115,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     if (ext.service !== undefined) server.addService(ext.service.definition, guardService(ext.service.definition, ext.service.implementation, {}, guard), ext.service.permissions);
   }
   const routes = [
-    httpRoutes({ metadata: options.metadata, blocks: options.blocks, keys: options.keys, authSecret: options.authSecret, presignKey: key, checker, limiter, maxFileBytes: options.maxFileBytes, log, ...(options.chunker ? { chunker: options.chunker } : {}) }),
+    httpRoutes({ metadata: options.metadata, blocks: options.blocks, keys: options.keys, authSecret: options.authSecret, presignKey: key, checker, limiter, maxFileBytes: options.maxFileBytes, log, ...(options.chunker ? { chunker: options.chunker } : {}), ...(sniffer !== undefined ? { sniffMedia: sniffer } : {}) }),
     ...extensions.flatMap((ext) => (ext.http !== undefined ? [ext.http] : [])),
   ];
   const port = await server.listen(options.host, options.port, options.credentials);

@@ -7,7 +7,7 @@ import test from 'ava';
 import { runCli, startServer, tempDir } from '../helpers/cluster.js';
 import type { ClusterStatus } from '../../src/client/index.js';
 import { startStack } from './harness.js';
-import { clientsFor, mint, putBytes, random } from './helpers.js';
+import { clientsFor, mint, putBytes, random, request } from './helpers.js';
 
 async function statusJson(grpc: string, token: string): Promise<ClusterStatus> {
   const res = await runCli(['--endpoint', grpc, '--token', token, '--json', 'cluster', 'status']);
@@ -25,12 +25,21 @@ async function waitFor<T>(what: string, f: () => Promise<T | undefined>, timeout
   }
 }
 
-test('embedded: status reports the map and queues; non-admins are refused', async (t) => {
-  const stack = await startStack(t);
+const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+test('embedded: status reports the map and job queues; non-admins are refused', async (t) => {
+  // A sniffer like the media room's: a presigned PUT of a PNG enqueues one media job.
+  const stack = await startStack(t, { extensions: [{ sniff: (head) => (Buffer.from(head.subarray(0, 8)).equals(PNG) ? 'image/png' : undefined) }] });
   const admin = await mint(stack.secret, 'acme', 'admin', 'root');
+  const empty = await statusJson(stack.grpc, admin);
+  t.is(empty.queueDepth, 0);
+  const { sharing } = clientsFor(t, stack, await mint(stack.secret, 'acme'));
+  const put = await request((await sharing.presign('/pics/a.png', { method: 'PUT' })).url, { method: 'PUT', body: Buffer.concat([PNG, random(2000)]) });
+  t.is(put.status, 200);
   const s = await statusJson(stack.grpc, admin);
   t.is(s.nodes.length, 0);
-  t.is(s.queueDepth, 0);
+  t.is(s.queueDepth, 1);
+  t.deepEqual(s.queues.map((q) => [q.kind, q.ready + q.delayed + q.leased]), [['media', 1]]);
   t.is(s.soleCopies, 0);
   t.true(Number.isInteger(s.mapEpoch));
   const human = await runCli(['--endpoint', stack.grpc, '--token', admin, 'cluster', 'status']);

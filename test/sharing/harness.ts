@@ -9,7 +9,7 @@ import { createLogger } from '../../src/common/log.js';
 import { createMetrics } from '../../src/common/metrics.js';
 import { ReplicatedBlockClient, StaticMapSource, createBlockNode, singleNodeMap, type MapSource } from '../../src/blocknode/index.js';
 import { MetadataMapSource } from '../../src/blocknode/index.js';
-import { TenantKeys, createGateway, loadMasterKey, type RateLimits } from '../../src/gateway/index.js';
+import { TenantKeys, createGateway, loadMasterKey, type GatewayExtension, type RateLimits } from '../../src/gateway/index.js';
 import { AdminClient, MetadataClient, createMetadataService, type MetadataService } from '../../src/metadata/index.js';
 import { tempDir, type Scope } from '../helpers/cluster.js';
 import type { Endpoints } from './helpers.js';
@@ -24,7 +24,7 @@ export interface Stack extends Endpoints {
 
 const H = '127.0.0.1';
 
-export async function startStack(t: Scope, options: { limits?: RateLimits; metadataAddr?: string; secretFile?: string; withAdmin?: boolean } = {}): Promise<Stack> {
+export async function startStack(t: Scope, options: { limits?: RateLimits; metadataAddr?: string; secretFile?: string; withAdmin?: boolean; extensions?: readonly GatewayExtension[] } = {}): Promise<Stack> {
   const dataDir = tempDir(t, 'cairn-sharing-');
   const secret = loadOrCreateSecret(options.secretFile ?? join(dataDir, 'auth.key'));
   const log = createLogger({ level: 'warn', name: 'sharing-test' });
@@ -76,6 +76,7 @@ export async function startStack(t: Scope, options: { limits?: RateLimits; metad
     keys,
     maxFileBytes: 64 * 1024 * 1024,
     ...(options.limits !== undefined ? { limits: options.limits } : {}),
+    ...(options.extensions !== undefined ? { extensions: options.extensions } : {}),
     ...(options.withAdmin !== false ? { admin: adminClient } : {}),
     publicHttpUrl: () => where.url,
   });
