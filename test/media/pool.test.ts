@@ -75,3 +75,20 @@ test('a full queue refuses new work (backpressure); deadlines abort queued tasks
   // And the pool keeps serving.
   t.is((await p.run(task(await sharp({ create: { width: 10, height: 10, channels: 3, background: '#fff' } }).png().toBuffer()))).thumbs.length, 4);
 });
+
+test('AVIF and JPEG output are configurable; every output is stripped of metadata', async (t) => {
+  const p = pool(t, { threads: 1 });
+  const input = await sharp({ create: { width: 700, height: 500, channels: 4, background: { r: 10, g: 20, b: 30, alpha: 0.5 } } })
+    .png()
+    .withExif({ IFD0: { Make: 'Leaky' } })
+    .toBuffer();
+  for (const [format, expected] of [['jpeg', 'jpeg'], ['avif', 'heif'], ['webp', 'webp']] as const) {
+    const r = await p.run({ ...task(input), format });
+    for (const th of r.thumbs) {
+      const meta = await sharp(Buffer.from(th.data)).metadata();
+      t.is(meta.format, expected, `${format} ${th.size}`);
+      t.is(meta.exif, undefined);
+      t.deepEqual([meta.width, meta.height], [th.width, th.height]);
+    }
+  }
+});
