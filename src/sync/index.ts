@@ -126,6 +126,8 @@ export async function runSync(options: RunSyncOptions): Promise<SyncResult> {
       ignored: (path, stats) => engine.ignoresAbsolute(path, stats?.isDirectory() === true),
     });
     watcher.on('all', () => scheduleScan());
+    // Changes made while the first pass ran, before the watcher was ready.
+    watcher.once('ready', () => scheduleScan());
     watcher.on('error', (err) => log.warn({ err }, 'file-system watcher error; the periodic rescan covers it'));
     rescan = setInterval(() => scheduleScan(0), options.rescanIntervalMs ?? 60_000);
 
