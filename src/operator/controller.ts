@@ -44,8 +44,6 @@ export interface Operator {
   isLeader(): boolean;
   /** Every informer has listed and is watching. */
   ready(): boolean;
-  /** Resolves after the next complete reconcile pass (tests). */
-  nextPass(): Promise<void>;
 }
 
 type Cluster = CairnCluster & { readonly metadata: CairnCluster['metadata'] & { readonly resourceVersion?: string; readonly finalizers?: readonly string[] } };
@@ -100,7 +98,6 @@ export function createOperator(options: OperatorOptions): Operator {
   let running: Promise<void> | undefined;
   let dirty = false;
   let stopped = true;
-  let waiters: Array<() => void> = [];
 
   const kick = (): void => {
     if (stopped || debounce !== undefined) return;
@@ -349,9 +346,6 @@ export function createOperator(options: OperatorOptions): Operator {
       .catch((err: unknown) => log.error({ err: errorText(err) }, 'operator pass failed'))
       .finally(() => {
         running = undefined;
-        const w = waiters;
-        waiters = [];
-        for (const fn of w) fn();
         if (dirty && !stopped) {
           dirty = false;
           runPass();
@@ -379,16 +373,5 @@ export function createOperator(options: OperatorOptions): Operator {
     },
     isLeader: () => leader.isLeader(),
     ready: () => informers.every((i) => i.synced),
-    nextPass: () =>
-      new Promise<void>((resolve) => {
-        if (running === undefined) {
-          waiters.push(resolve);
-          runPass();
-          return;
-        }
-        // A pass is under way: wait for the one after it, which sees everything up to now.
-        dirty = true;
-        waiters.push(() => void waiters.push(resolve));
-      }),
   };
 }
