@@ -67,7 +67,7 @@ async function settledOffset(client: CairnClient, uploadId: string): Promise<num
 }
 
 for (const cut of ['connection', 'gateway'] as const) {
-  test(`session: cut the ${cut} mid-upload, resume through the other gateway; ≤ one chunk resent`, async (t) => {
+  test.serial(`session: cut the ${cut} mid-upload, resume through the other gateway; ≤ one chunk resent`, async (t) => {
     const { g1, c1, c2 } = await cluster(t);
     const data = randomBytes(24 * 1024 * 1024 + 333);
     const sentBeforeCut = 10 * 1024 * 1024;
@@ -102,7 +102,7 @@ for (const cut of ['connection', 'gateway'] as const) {
     t.is(info.contentHash, direct.contentHash);
   });
 
-  test(`delta upload: cut the ${cut} mid-upload, resume through the other gateway; ≤ one chunk per stream resent`, async (t) => {
+  test.serial(`delta upload: cut the ${cut} mid-upload, resume through the other gateway; ≤ one chunk per stream resent`, async (t) => {
     const { g1, c1, c2 } = await cluster(t);
     const cacheDir = tempDir(t, 'cairn-cache-');
     const data = randomBytes(40 * 1024 * 1024 + 77);
