@@ -376,7 +376,7 @@ export function sharingHandlers(options: SharingServiceOptions): SharingHandlers
         if (!(err instanceof CairnError) || err.code !== 'CAIRN_NOT_FOUND') throw err;
         const entry = await metadata.getEntry({ tenant: p.tenant, path }, ctx.requestId).catch(() => undefined);
         if (entry?.entry == null || entry.entry.deleted) throw err;
-        throw new CairnError('CAIRN_NOT_FOUND', `${req.user} is not a user of tenant ${p.tenant}: an admin of ${p.tenant} registers it first (Admin.CreateUser, user "${recipient.id}")`, { metadata: { user: recipient.id } });
+        throw new CairnError('CAIRN_NOT_FOUND', `${req.user} is not a user of tenant ${p.tenant}: an admin of ${p.tenant} registers it first (cairn admin user create ${recipient.id} --tenant ${p.tenant}, or Admin.CreateUser)`, { metadata: { user: recipient.id } });
       });
       if (res.grant === null) throw new CairnError('CAIRN_INTERNAL', 'GrantShare returned no grant');
       ctx.log.info({ path, user: recipient.id, permission }, 'share granted');
