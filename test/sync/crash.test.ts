@@ -25,7 +25,7 @@ test('kill -9 mid-download: no partial file under a final name; the restart comp
   const expected = treeOf(a);
 
   const syncB = startSync(t, server, b, '/crash', ['--device', 'B', '--concurrency', '1']);
-  await syncB.waitEvent((e) => e.type === 'download-start' && e.path === 'media/big.bin', 60_000, 'download start');
+  await syncB.waitEvent((e) => e.type === 'download-start' && e.path === 'media/big.bin', 150_000, 'download start');
   syncB.proc.kill('SIGKILL');
   await syncB.exited;
   // Whatever is under a final name is complete.
@@ -55,7 +55,7 @@ test('kill -9 mid-upload: the restart commits the file exactly once and sends no
 
   const syncA = startSync(t, server, a, '/up', ['--device', 'A']);
   // Killed once a quarter of the file is acknowledged durable by the server.
-  await syncA.waitEvent((e) => e.type === 'upload-progress' && e.path === 'big.bin' && (e['doneBytes'] as number) >= BIG / 4, 90_000, 'upload progress');
+  await syncA.waitEvent((e) => e.type === 'upload-progress' && e.path === 'big.bin' && (e['doneBytes'] as number) >= BIG / 4, 150_000, 'upload progress');
   syncA.proc.kill('SIGKILL');
   await syncA.exited;
   const acked = Math.max(...syncA.events.filter((e) => e.type === 'upload-progress').map((e) => e['doneBytes'] as number));
