@@ -39,9 +39,10 @@ export function observePods(c: CairnCluster, pods: readonly PodLike[], nowMs: nu
     const image = p.spec?.containers?.find((x) => x.name === 'cairn')?.image ?? p.spec?.containers?.[0]?.image ?? '';
     let since: number | undefined;
     if (!ready) {
-      // NotReady since the condition flipped; never Ready: since the pod was created.
-      since = (cond?.status === 'False' ? ms(cond.lastTransitionTime) : undefined) ?? ms(p.metadata?.creationTimestamp) ?? nowMs;
-      if (terminating) since = Math.min(since, ms(p.metadata?.deletionTimestamp) ?? since);
+      // NotReady since the condition flipped, a Ready pod being deleted since its deletion, a pod
+      // never Ready since it was created.
+      if (terminating && cond?.status === 'True') since = ms(p.metadata?.deletionTimestamp) ?? nowMs;
+      else since = (cond?.status === 'False' ? ms(cond.lastTransitionTime) : undefined) ?? ms(p.metadata?.creationTimestamp) ?? nowMs;
     }
     out.push({ name, ordinal, ready, image, ...(since !== undefined ? { notReadySinceMs: since } : {}) });
   }

@@ -134,3 +134,27 @@ test('two electors on one Lease: exactly one leads; when it stops, the other tak
   t.is(after.spec?.holderIdentity, 'b');
   t.is(after.spec?.leaseTransitions, 1);
 });
+
+test('a leader whose renewals fail stops acting within the renew deadline, before the Lease expires for others', async (t) => {
+  const { api, kc } = await fake(t);
+  const a = new LeaderElector({ client: new KubeClient(kc('a'), 'a'), namespace: 'store', name: 'cairn-operator', identity: 'a', leaseDurationSeconds: 3, retryPeriodMs: 100, log: silentLogger() });
+  a.start();
+  t.teardown(() => a.stop());
+  await until('a leads', () => a.isLeader());
+  // The API server stops accepting a's Lease writes (a partition, say).
+  api.faults.push({ match: (m, u) => m === 'PUT' && u.includes('/leases/'), status: 503, remaining: 1_000_000 });
+  const cut = Date.now();
+  await until('a steps down', () => !a.isLeader(), 5000);
+  const after = Date.now() - cut;
+  // Renew deadline is 2/3 of the 3 s lease: a stopped acting before anyone else could take over.
+  t.true(after < 3000, `stepped down after ${after} ms`);
+  const b = new LeaderElector({ client: new KubeClient(kc('b'), 'b'), namespace: 'store', name: 'cairn-operator', identity: 'b', leaseDurationSeconds: 3, retryPeriodMs: 100, log: silentLogger() });
+  api.faults.length = 0;
+  b.start();
+  t.teardown(() => b.stop());
+  // a renews again as soon as the server accepts it, so b keeps waiting: never both.
+  for (let i = 0; i < 20; i++) {
+    t.false(a.isLeader() && b.isLeader());
+    await sleep(50);
+  }
+});
