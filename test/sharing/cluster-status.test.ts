@@ -57,7 +57,8 @@ test('a multi-process cluster: nodes, states, capacity, usage and the map epoch'
   const shared = ['--auth-secret-file', secretFile];
   const metadata = await startServer(t, [...shared, '--replication-factor', '2'], { role: 'metadata', dataDir: join(root, 'm') });
   const nodeArgs = [...shared, '--metadata-addr', metadata.grpc, '--heartbeat-interval-ms', '300', '--anti-entropy-interval-ms', '300', '--scrub-interval-ms', '0', '--reserve-bytes', '0', '--zone'];
-  await Promise.all(['b1', 'b2'].map((id, i) => startServer(t, [...nodeArgs, `z${i + 1}`, '--node-id', id, '--capacity-bytes', String(1024 ** 3)], { role: 'blocknode', dataDir: join(root, id) })));
+  // One at a time: on a loaded machine, processes started together may each miss the ready timeout.
+  for (const [i, id] of ['b1', 'b2'].entries()) await startServer(t, [...nodeArgs, `z${i + 1}`, '--node-id', id, '--capacity-bytes', String(1024 ** 3)], { role: 'blocknode', dataDir: join(root, id) });
   const stack = await startStack(t, { metadataAddr: metadata.grpc, secretFile });
   const admin = await mint(stack.secret, 'ops', 'admin', 'root');
 
