@@ -120,13 +120,27 @@ class PostgresTx extends BufferedTx implements KvTx {
     }
   }
 
+  /**
+   * Values this transaction already read (undefined = absent). Inside one SERIALIZABLE transaction
+   * a key reads the same until the transaction writes it (the write buffer answers then), so a
+   * repeated read (a commit's usage counter, read by several steps) costs no second round trip.
+   */
+  private readonly reads = new Map<string, Buffer | undefined>();
+
   async get(key: Buffer): Promise<Buffer | undefined> {
     this.checkOpen('get');
     checkKey(key);
-    const own = this.writes.get(keyHex(key));
+    const hex = keyHex(key);
+    const own = this.writes.get(hex);
     if (own !== undefined) return own.value === undefined ? undefined : Buffer.from(own.value);
+    if (this.reads.has(hex)) {
+      const seen = this.reads.get(hex);
+      return seen === undefined ? undefined : Buffer.from(seen);
+    }
     const result = await this.query<{ v: Buffer }>('SELECT v FROM kv WHERE k = $1', [key]);
-    return result.rows[0]?.v;
+    const value = result.rows[0]?.v;
+    this.reads.set(hex, value === undefined ? undefined : Buffer.from(value));
+    return value;
   }
 
   async scan(range: KvRange): Promise<KvEntry[]> {
