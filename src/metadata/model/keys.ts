@@ -37,7 +37,7 @@ export function u32(n: number): Buffer {
  * (jobs, cluster map) pick tags not listed here.
  */
 export const keys = {
-  /** Tenant settings (retention policy); absent = defaults. */
+  /** Tenant settings (retention policy) and usage counters (usage.ts); absent = defaults. */
   tenant: (tenant: string) => tuple('t', tenant),
   /** A user of a tenant (share grantee). */
   user: (tenant: string, user: string) => tuple('u', tenant, user),
@@ -57,8 +57,6 @@ export const keys = {
   chunk: (tenant: string, plainHash: Buffer) => tuple('c', tenant, plainHash),
   /** Chunk delete queue, ordered by due time across tenants. */
   deleteQueue: (due: number, tenant: string, plainHash: Buffer) => tuple('q', u64(due), tenant, plainHash),
-  /** The tenant's usage counters and storage quota. */
-  usage: (tenant: string) => tuple('U', tenant),
   /** The tenant's change-feed revision counter. */
   revision: (tenant: string) => tuple('r', tenant),
   /** The oldest revision the change feed has trimmed (cursors at or before it are expired). */

@@ -9,6 +9,8 @@ import { keys, under } from './keys.js';
 
 interface TenantRecord {
   policy?: RetentionPolicy;
+  /** Usage counters and quota, owned by usage.ts (kept here: every commit reads this record). */
+  u?: unknown;
 }
 
 export interface UserRecord {

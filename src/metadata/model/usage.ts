@@ -1,6 +1,8 @@
 // Per-tenant usage counters and the storage quota. The quota limits the logical bytes of every
 // version retention keeps (current, older, deleted-but-restorable), counted where versions are
 // written and dropped, in the same transactions; stored bytes (sealed, deduplicated) are reported.
+// They live in the tenant record, which every commit reads anyway (its retention policy), so on
+// PostgreSQL they cost no extra round trip.
 import { validateTenant } from '../../common/auth.js';
 import { CairnError } from '../../common/errors.js';
 import type { Kv, KvReader, KvTx } from '../kv/types.js';
@@ -40,18 +42,38 @@ export interface UsageDelta {
 
 const empty = (): StoredUsage => ({ b: 0, v: 0, s: 0, c: 0 });
 
+/** The tenant record (see tenants.ts): its policy and, under `u`, the usage counters. */
+interface TenantRecord {
+  u?: StoredUsage;
+  [other: string]: unknown;
+}
+
+async function readRecord(tx: Pick<KvReader, 'get'>, tenant: string): Promise<TenantRecord> {
+  return (await readJson<TenantRecord>(tx, keys.tenant(tenant))) ?? {};
+}
+
+async function readUsage(tx: Pick<KvReader, 'get'>, tenant: string): Promise<StoredUsage> {
+  return (await readRecord(tx, tenant)).u ?? empty();
+}
+
+async function writeUsage(tx: KvTx, tenant: string, u: StoredUsage): Promise<void> {
+  const record = await readRecord(tx, tenant);
+  record.u = u;
+  tx.put(keys.tenant(tenant), json(record));
+}
+
 function toUsage(tenant: string, u: StoredUsage): TenantUsage {
   return { tenant, versionBytes: u.b, versions: u.v, storedBytes: u.s, chunks: u.c, quotaBytes: u.q ?? 0 };
 }
 
 /** Applies `delta` to the tenant's counters inside `tx` (see enforceQuota for the limit). */
 export async function adjustUsage(tx: KvTx, tenant: string, delta: UsageDelta): Promise<void> {
-  const u = (await readJson<StoredUsage>(tx, keys.usage(tenant))) ?? empty();
+  const u = await readUsage(tx, tenant);
   u.b = Math.max(0, u.b + (delta.versionBytes ?? 0));
   u.v = Math.max(0, u.v + (delta.versions ?? 0));
   u.s = Math.max(0, u.s + (delta.storedBytes ?? 0));
   u.c = Math.max(0, u.c + (delta.chunks ?? 0));
-  tx.put(keys.usage(tenant), json(u));
+  await writeUsage(tx, tenant, u);
 }
 
 /**
@@ -59,7 +81,7 @@ export async function adjustUsage(tx: KvTx, tenant: string, delta: UsageDelta): 
  * at the end of a commit, after keep-last pruning, so a commit that replaces what it prunes fits).
  */
 export async function enforceQuota(tx: KvTx, tenant: string, before: number): Promise<void> {
-  const u = (await readJson<StoredUsage>(tx, keys.usage(tenant))) ?? empty();
+  const u = await readUsage(tx, tenant);
   if (u.q === undefined || u.b <= before || u.b <= u.q) return;
   throw new CairnError('CAIRN_QUOTA_EXCEEDED', `tenant ${tenant} would use ${u.b} bytes, over its quota of ${u.q} bytes (${before} used)`, {
     metadata: { tenant, quota_bytes: String(u.q), used_bytes: String(before), requested_bytes: String(u.b - before) },
@@ -68,12 +90,12 @@ export async function enforceQuota(tx: KvTx, tenant: string, before: number): Pr
 
 /** The tenant's version bytes as seen by `tx`. */
 export async function versionBytes(tx: Pick<KvTx, 'get'>, tenant: string): Promise<number> {
-  return (await readJson<StoredUsage>(tx, keys.usage(tenant)))?.b ?? 0;
+  return (await readUsage(tx, tenant)).b;
 }
 
 export async function getUsage(kv: KvReader, tenant: string): Promise<TenantUsage> {
   validateTenant(tenant);
-  return toUsage(tenant, (await readJson<StoredUsage>(kv, keys.usage(tenant))) ?? empty());
+  return toUsage(tenant, await readUsage(kv, tenant));
 }
 
 /** Sets (bytes > 0) or removes (0) a tenant's quota; usage above a new quota only blocks growth. */
@@ -81,10 +103,10 @@ export async function setQuota(kv: Kv, tenant: string, quotaBytes: number): Prom
   validateTenant(tenant);
   if (!Number.isSafeInteger(quotaBytes) || quotaBytes < 0) throw invalid('quota_bytes', 'quota_bytes must be a non-negative integer (0 = no quota)');
   return kv.transact(async (tx) => {
-    const u = (await readJson<StoredUsage>(tx, keys.usage(tenant))) ?? empty();
+    const u = await readUsage(tx, tenant);
     if (quotaBytes === 0) delete u.q;
     else u.q = quotaBytes;
-    tx.put(keys.usage(tenant), json(u));
+    await writeUsage(tx, tenant, u);
     return toUsage(tenant, u);
   });
 }
