@@ -439,8 +439,10 @@ export class AntiEntropy {
       if (page.length === 0) break;
       after = page[page.length - 1];
       const presence = new Map<string, boolean[] | undefined>();
-      // An owner holding a GC tombstone for a block says it was deleted: our copy is a leftover
-      // (this node missed the deletion), confirmed like a copy, never pushed back.
+      // An owner's GC tombstone is not a confirmation: this copy may be a leftover that missed
+      // the deletion, or a fresh re-upload handed off here while the owners were away — the two
+      // cannot be told apart without write times, and deleting the second would lose data. Such
+      // a copy stays (counted as a sole copy) until the owners' tombstones expire.
       for (const id of owners) {
         const addr = addrOf(map, undefined, id);
         if (addr === undefined || this.#failedPeers.has(id)) {
@@ -448,8 +450,7 @@ export class AntiEntropy {
           continue;
         }
         try {
-          const p = await this.#o.peers.get(addr).presence(page);
-          presence.set(id, p.present.map((has, i) => has || p.tombstoned[i] === true));
+          presence.set(id, await this.#o.peers.get(addr).hasBlocks(page));
         } catch (err) {
           this.#peerFailed(id, err);
           presence.set(id, undefined);
