@@ -27,6 +27,8 @@ export interface MediaServer {
   readonly http: string;
   readonly token: string;
   readonly media: MediaClient;
+  /** CPU seconds the server process has used so far (all threads), from /proc. */
+  cpuSeconds(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -52,6 +54,12 @@ export async function startMediaServer(dataDir: string, env: Record<string, stri
     http,
     token,
     media,
+    async cpuSeconds() {
+      // /proc/<pid>/stat fields 14 and 15: utime and stime in clock ticks (100 Hz on Linux).
+      const stat = await readFile(`/proc/${proc.pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    },
     async stop() {
       media.close();
       const exited = new Promise((resolve) => proc.once('exit', resolve));
@@ -141,7 +149,7 @@ async function rejectMs(input: Buffer, runs: number): Promise<number> {
 }
 
 export const run: BenchMain = async (args): Promise<BenchReport> => {
-  const { values } = parseArgs({ args: [...args], options: { images: { type: 'string', default: '50' }, uploads: { type: 'string', default: '4' } } });
+  const { values } = parseArgs({ args: [...args], options: { images: { type: 'string', default: '50' }, uploads: { type: 'string', default: '4' }, unbounded: { type: 'boolean', default: false } } });
   const count = Number(values.images);
   const uploads = Number(values.uploads);
   if (!Number.isInteger(count) || count < 1) throw new RangeError('--images must be a positive integer');
@@ -153,19 +161,25 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
   // each ladder's sizes one after another), measured before and after Cairn and averaged, since
   // the machine is shared. Also reported: the unbounded variant (every size of an image at once
   // on libuv's threads), which on a loaded machine wins CPU share by running more threads.
-  const bare = async (unbounded: boolean): Promise<{ seconds: number; bytes: number }> => {
+  const cpu = (): number => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  };
+  const bare = async (unbounded: boolean): Promise<{ seconds: number; bytes: number; cpu: number }> => {
+    const c0 = cpu();
     const t0 = performance.now();
     let bytes = 0;
     await inParallel(images, threads, async (img) => {
       bytes += await bareLadder(img, unbounded);
     });
-    return { seconds: (performance.now() - t0) / 1000, bytes };
+    return { seconds: (performance.now() - t0) / 1000, bytes, cpu: cpu() - c0 };
   };
   const before = await bare(false);
   const dir = await mkdtemp(join(tmpdir(), 'cairn-bench-thumbs-'));
   const server = await startMediaServer(join(dir, 'data'), { CAIRN_MEDIA_ON_DEMAND: 'unavailable' });
   let cairnSeconds: number;
   let uploadSeconds: number;
+  let cairnCpu: number;
   try {
     const files: string[] = [];
     for (let i = 0; i < count; i++) {
@@ -174,27 +188,34 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
       files.push(f);
     }
     const client = new CairnClient({ endpoint: server.grpc, token: server.token });
+    const serverCpu0 = await server.cpuSeconds();
+    const clientCpu0 = cpu();
     const c0 = performance.now();
     await inParallel(files, uploads, (f, i) => client.put(f, `/bench/img-${String(i).padStart(3, '0')}.jpg`));
     uploadSeconds = (performance.now() - c0) / 1000;
     client.close();
+    // Wait on the server's own counter (one cheap /metrics read per poll), then confirm with
+    // ListThumbnails once: listing the folder on every poll would cost more CPU than it measures.
     for (;;) {
-      const page = await listThumbnails(server, '/bench', LADDER[LADDER.length - 1]!);
-      const ready = page.entries.filter((e) => e.state === 'ready').length;
-      const failed = page.entries.filter((e) => e.state === 'failed').length;
-      if (failed > 0) throw new Error(`${failed} images failed in Cairn`);
-      if (ready === count) break;
-      // Each poll lists the folder and reads every version: poll gently, it competes for the CPU.
-      await new Promise((r) => setTimeout(r, 250));
+      const text = await (await fetch(`${server.http}/metrics`)).text();
+      const done = Number(/^cairn_media_generations_total\{trigger="job"\} (\S+)$/m.exec(text)?.[1] ?? 0);
+      const failed = Number(/^cairn_media_jobs_failed_total\{[^}]*\} (\S+)$/m.exec(text)?.[1] ?? 0);
+      if (failed > 0) throw new Error(`${failed} media jobs failed in Cairn`);
+      if (done >= count) break;
+      await new Promise((r) => setTimeout(r, 100));
     }
+    const page = await listThumbnails(server, '/bench', LADDER[LADDER.length - 1]!);
+    const ready = page.entries.filter((e) => e.state === 'ready').length;
+    if (ready !== count) throw new Error(`only ${ready} of ${count} images have their ladder`);
     cairnSeconds = (performance.now() - c0) / 1000;
+    cairnCpu = (await server.cpuSeconds()) - serverCpu0 + (cpu() - clientCpu0);
   } finally {
     await server.stop();
     await rm(dir, { recursive: true, force: true });
   }
 
   const after = await bare(false);
-  const unbounded = await bare(true);
+  const unbounded = values.unbounded ? await bare(true) : undefined;
   const sharpSeconds = (before.seconds + after.seconds) / 2;
   const bareBytes = before.bytes;
   const png = await pngBomb();
@@ -217,8 +238,12 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
       anchor_sharp_images_per_s: count / sharpSeconds,
       anchor_sharp_before_seconds: before.seconds,
       anchor_sharp_after_seconds: after.seconds,
-      anchor_sharp_unbounded_seconds: unbounded.seconds,
+      ...(unbounded !== undefined ? { anchor_sharp_unbounded_seconds: unbounded.seconds } : {}),
       anchor_sharp_output_bytes: bareBytes,
+      // CPU seconds are far less sensitive to a shared machine's load than wall time.
+      cairn_cpu_seconds: cairnCpu,
+      anchor_sharp_cpu_seconds: (before.cpu + after.cpu) / 2,
+      cpu_ratio: (before.cpu + after.cpu) / 2 / cairnCpu,
       png_bomb_reject_ms: await rejectMs(png, 21),
       gif_bomb_reject_ms: await rejectMs(gif, 21),
     },
