@@ -143,6 +143,11 @@ function decideUpgrade(c: CairnCluster, o: Observed, nodes: readonly ObservedNod
   const nextPod = pods.get(next);
   // A pod of the updated revision that is not Ready yet (just restarted): wait for it.
   if (nextPod !== undefined && nextPod.image === image) return { partition: top - 1, upgrading: yes('WaitingForPod', `${blockPodName(c, next)} is starting on the new image`) };
+  // The pod the partition already let go is between deletion and re-creation: hold the partition
+  // where it is. Raising it now would bring the pod back on the old image.
+  const current = o.blockStatefulSet?.partition;
+  // Same verdict as the pass that lowered it, so a repeated pass decides the same.
+  if (nextPod === undefined && current !== undefined && current <= next) return { partition: current, upgrading: yes('Rolling', `upgrading ${blockPodName(c, next)} (${outdated} block nodes left)`) };
   if (nodes === undefined) return { partition: top, upgrading: yes('MetadataUnavailable', 'the metadata service is unreachable; cannot tell whether a block node may stop') };
   const unsafe = nodes.find((n) => n.state === 'down' || n.state === 'draining' || n.underReplicatedPartitions > 0);
   if (unsafe !== undefined) return { partition: top, upgrading: yes('WaitingForReplicas', `${unsafe.id} is ${unsafe.state} with ${unsafe.underReplicatedPartitions} under-replicated partitions; waiting before stopping ${blockPodName(c, next)}`) };

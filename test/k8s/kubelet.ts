@@ -72,7 +72,7 @@ export class KubeletSim {
   #syncing: Promise<void> | undefined;
   #again = false;
   #stopped = false;
-  /** Every pod-readiness transition, in order (for invariants such as "one pod down at a time"). */
+  /** Every serving transition of a pod's process (probe flips, kills), in order: invariants such as "one pod down at a time". */
   readonly readiness: { pod: string; ready: boolean; at: number }[] = [];
 
   constructor(options: KubeletOptions) {
@@ -265,7 +265,6 @@ export class KubeletSim {
       conditions: [{ type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: new Date().toISOString() }],
       containerStatuses: [{ name: container.name, image: container.image, ready, restartCount: 0 }],
     };
-    this.readiness.push({ pod: p.metadata.name, ready, at: Date.now() });
     this.#o.api.update('pods', this.#o.namespace, p.metadata.name, { ...p, metadata: { ...p.metadata, resourceVersion: '' }, status }, { subresource: 'status', user: 'kubelet' });
   }
 
@@ -354,8 +353,9 @@ export class KubeletSim {
           ready = false;
         }
       }
-      if (ready !== r.ready) {
+      if (ready !== r.ready && !r.stopping) {
         r.ready = ready;
+        this.readiness.push({ pod: r.pod, ready, at: Date.now() });
         this.kick();
       }
       await sleep(250);
@@ -363,6 +363,7 @@ export class KubeletSim {
   }
 
   async #kill(r: Running, signal: NodeJS.Signals): Promise<void> {
+    if (r.ready) this.readiness.push({ pod: r.pod, ready: false, at: Date.now() });
     r.stopping = true;
     r.ready = false;
     if (r.proc.exitCode === null && r.proc.signalCode === null) r.proc.kill(signal);

@@ -28,7 +28,10 @@ test('a pod down past failoverDelay: marked down, re-replicated, replaced with a
   const before = (await w.nodes()).find((n) => n.id === victim)!;
 
   await w.kubelet.fail(victim);
-  await waitFor('the pod reported NotReady', async () => w.api.get('pods', 'store', victim)?.['status'] !== undefined && w.kubelet.readiness.some((r) => r.pod === victim && !r.ready));
+  await waitFor('the pod reported NotReady', async () => {
+    const conditions = (w.api.get('pods', 'store', victim)?.['status'] as { conditions?: { type: string; status: string }[] } | undefined)?.conditions ?? [];
+    return conditions.some((c) => c.type === 'Ready' && c.status === 'False');
+  });
   await waitFor(`${victim} marked down after failoverDelay`, async () => (await w.nodes()).find((n) => n.id === victim)?.state === 'down', 90_000, 500);
   await waitFor('Degraded reported', async () => w.condition('Degraded')?.status === 'True', 20_000);
   // Re-replication from the surviving copies: both survivors end up with every chunk.

@@ -176,3 +176,20 @@ test('block nodes spread over the topology key, avoid sharing a host and stay in
   t.is(spec.volumeClaimTemplates[0]?.spec.storageClassName, 'fast');
   t.deepEqual(spec.persistentVolumeClaimRetentionPolicy, { whenDeleted: 'Delete', whenScaled: 'Delete' });
 });
+
+test('regression: a pod the rolling upgrade deleted and the StatefulSet has not recreated yet does not raise the partition', (t) => {
+  const c = cluster();
+  // Upgrading 0.1.0 → 0.2.0: pod 2 done, the partition at 1 let pod 1 go, which is gone for a moment.
+  const base = steady(c, 3);
+  const o = {
+    ...base,
+    blockPods: [pod(c, 0, { image: OLD_IMAGE }), pod(c, 2)],
+    missingSinceMs: new Map([['demo-blocknode-1', base.nowMs]]),
+    blockStatefulSet: { replicas: 3, partition: 1 },
+    metadata: { reachable: true as const, nodes: [node(c, 0), node(c, 1, { underReplicatedPartitions: 4 }), node(c, 2)] },
+  };
+  const actions = reconcile(c, o);
+  const sts = applied(actions, 'StatefulSet', 'demo-blocknode');
+  t.is(sts === undefined ? 1 : stsPartition(sts), 1);
+  t.like(condition(actions, 'Upgrading'), { status: 'True', reason: 'Rolling' });
+});
