@@ -117,9 +117,19 @@ class ByteLru {
   }
 }
 
+/** How long a pinned version's thumbnail lookup and a verified token are reused. */
+const LOOKUP_TTL_MS = 1_000;
+const TOKEN_TTL_MS = 10_000;
+const MAX_SMALL_CACHE = 4_096;
+
+type Derivative = FileVersion__Output['derivatives'][number];
+
 export class ThumbnailService {
   readonly #d: ServeDeps;
   readonly #cache = new ByteLru(CACHE_BYTES);
+  /** (tenant, path, pinned version, size) → its derivative, briefly: spares a metadata call per GET. */
+  readonly #lookups = new Map<string, { d: Derivative; version: number; until: number }>();
+  readonly #tokens = new Map<string, { principal: Principal; until: number }>();
 
   constructor(deps: ServeDeps) {
     this.#d = deps;
@@ -128,6 +138,9 @@ export class ThumbnailService {
   async thumbnail(principal: Principal, rawPath: string, version: number, size: number, ifNoneMatch: string | undefined, requestId?: string): Promise<Thumbnail> {
     const path = normalizePath(rawPath);
     checkSize(size);
+    const lookupKey = version > 0 ? `${principal.tenant}\0${path}\0${version}\0${size}` : undefined;
+    const hit = lookupKey === undefined ? undefined : this.#lookups.get(lookupKey);
+    if (hit !== undefined && hit.until > Date.now()) return this.#serve(principal, hit.d, hit.version, ifNoneMatch);
     let v = await this.#d.metadata.getFile({ tenant: principal.tenant, path, version, max_chunks: 1 }, requestId);
     if (v.deleted) throw new CairnError('CAIRN_NOT_FOUND', `${path} was deleted in version ${v.version}`);
     let d = v.derivatives.find((x) => x.name === derivativeName(size));
@@ -149,9 +162,17 @@ export class ThumbnailService {
       d = v.derivatives.find((x) => x.name === derivativeName(size));
       if (d === undefined) throw new CairnError('CAIRN_UNAVAILABLE', `the ${size} px thumbnail of ${path} is not ready yet`, { retryAfterMs: this.#d.options.retryAfterSeconds * 1000 });
     }
+    if (lookupKey !== undefined) {
+      if (this.#lookups.size >= MAX_SMALL_CACHE) this.#lookups.clear();
+      this.#lookups.set(lookupKey, { d, version: Number(v.version), until: Date.now() + LOOKUP_TTL_MS });
+    }
+    return this.#serve(principal, d, Number(v.version), ifNoneMatch);
+  }
+
+  async #serve(principal: Principal, d: Derivative, version: number, ifNoneMatch: string | undefined): Promise<Thumbnail> {
     const etag = derivativeEtag(d);
     const contentType = CONTENT_TYPES[d.format as OutputFormat] ?? `image/${d.format}`;
-    const base = { etag, contentType, width: d.width, height: d.height, version: Number(v.version) };
+    const base = { etag, contentType, width: d.width, height: d.height, version };
     if (etagMatches(ifNoneMatch, etag)) return { ...base, data: undefined, notModified: true };
     const cacheKey = `${principal.tenant}\0${etag}`;
     let data = this.#cache.get(cacheKey);
@@ -222,6 +243,19 @@ export class ThumbnailService {
     };
   }
 
+  /** A verified token's principal, reused for a few seconds (HS256 verification per GET adds up). */
+  async #verify(token: string): Promise<Principal> {
+    const now = Date.now();
+    const hit = this.#tokens.get(token);
+    if (hit !== undefined && hit.until > now) return hit.principal;
+    const principal = await verifyToken(this.#d.authSecret, token);
+    if (this.#tokens.size >= MAX_SMALL_CACHE) this.#tokens.clear();
+    // Never past the token's own expiry (verified just now, so the payload is the signed one).
+    const exp = (JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { exp?: unknown }).exp;
+    this.#tokens.set(token, { principal, until: Math.min(now + TOKEN_TTL_MS, typeof exp === 'number' ? exp * 1000 : now) });
+    return principal;
+  }
+
   /** GET /v1/thumbnails?path=…&size=…[&version=…] with `Authorization: Bearer <token>`. */
   async http(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
     const url = new URL(req.url ?? '/', 'http://localhost');
@@ -238,7 +272,7 @@ export class ThumbnailService {
       const auth = req.headers.authorization ?? '';
       const m = /^Bearer\s+(\S+)$/i.exec(auth);
       if (m === null) throw new CairnError('CAIRN_UNAUTHENTICATED', 'Authorization: Bearer <token> is required');
-      const principal = await verifyToken(this.#d.authSecret, m[1]!);
+      const principal = await this.#verify(m[1]!);
       if (!can(principal, 'read')) throw new CairnError('CAIRN_PERMISSION_DENIED', `role ${principal.role} may not read files`);
       const path = url.searchParams.get('path') ?? '';
       const sizeText = url.searchParams.get('size') ?? String(LADDER[0]);
