@@ -60,7 +60,7 @@ export async function startServer(t: Scope, args: string[] = [], options: { data
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
   });
   const line = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server not ready in 30 s; stderr:\n${stderr}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`server not ready in 60 s; stderr:\n${stderr}`)), 60_000);
     proc.stdout.on('data', (d: Buffer) => {
       stdout += d.toString();
       const ready = stdout.split('\n').find((l) => l.includes('ready'));

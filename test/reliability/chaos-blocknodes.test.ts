@@ -14,9 +14,9 @@ test.serial('kill -9 one of three block nodes during uploads: no acknowledged fi
   const ledger = new Ledger();
   const stop = new AbortController();
   const writers = Promise.all([0, 1, 2].map((w) => ledger.writeUntil(client, `/w${w}`, stop.signal)));
-  await sleep(WRITE_MS);
+  await ledger.ackedAtLeast(10, WRITE_MS);
   await cluster.kill('blocknode-2');
-  await sleep(WRITE_MS);
+  await ledger.ackedAtLeast(ledger.acked.size + 10, WRITE_MS);
   stop.abort();
   await writers;
   t.true(ledger.acked.size > 10, `only ${ledger.acked.size} uploads were acknowledged`);
@@ -39,7 +39,7 @@ test.serial('kill -9 two of three: reads still succeed, writes fail UNAVAILABLE,
   const ledger = new Ledger();
   const stop = new AbortController();
   const writing = ledger.writeUntil(client, '/before', stop.signal, 200_000);
-  await sleep(WRITE_MS / 2);
+  await ledger.ackedAtLeast(6, WRITE_MS / 2);
   stop.abort();
   await writing;
   t.is(ledger.failures, 0);
@@ -71,7 +71,7 @@ test.serial('kill -9 two of three: reads still succeed, writes fail UNAVAILABLE,
     return probe.acked.size > 0 || (await Promise.resolve(false));
   }, 60_000, 1000).catch(() => undefined);
   const w = after.writeUntil(client, '/after', again.signal, 200_000);
-  await sleep(WRITE_MS / 2);
+  await after.ackedAtLeast(3, WRITE_MS / 2);
   again.abort();
   await w;
   t.true(after.acked.size > 0, `writes work again: ${after.errors.slice(0, 3).join('; ')}`);

@@ -43,12 +43,12 @@ test.serial('kill -9 the LevelDB metadata service mid-commit: every acknowledged
   const stop = new AbortController();
   const writers = Promise.all([0, 1, 2].map((w) => ledger.writeUntil(client, `/m${w}`, stop.signal, 200_000)));
   for (let round = 0; round < 2; round++) {
-    await sleep(WRITE_MS / 2);
+    await ledger.ackedAtLeast(ledger.acked.size + 4, WRITE_MS / 2);
     await cluster.kill('metadata-1');
     await sleep(500);
     await cluster.restart('metadata-1');
   }
-  await sleep(WRITE_MS / 2);
+  await ledger.ackedAtLeast(ledger.acked.size + 4, WRITE_MS / 2);
   stop.abort();
   await writers;
   t.log(`acknowledged ${ledger.acked.size}, failed ${ledger.failures}`);
@@ -67,10 +67,10 @@ test.serial('PostgreSQL with two metadata replicas: kill -9 one during uploads, 
   const ledger = new Ledger();
   const stop = new AbortController();
   const writers = Promise.all([0, 1, 2, 3].map((w) => ledger.writeUntil(clients[w % 2]!, `/q${w}`, stop.signal, 200_000)));
-  await sleep(WRITE_MS);
+  await ledger.ackedAtLeast(8, WRITE_MS);
   await cluster.kill('metadata-1');
   const atKill = ledger.acked.size;
-  await sleep(WRITE_MS * 1.5);
+  await ledger.ackedAtLeast(atKill + 8, WRITE_MS * 1.5);
   stop.abort();
   await writers;
   t.log(`acknowledged ${ledger.acked.size} (${ledger.acked.size - atKill} after the kill), failed ${ledger.failures}`);

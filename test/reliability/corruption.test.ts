@@ -5,7 +5,6 @@ import test from 'ava';
 import { randomInt } from 'node:crypto';
 import { closeSync, openSync, readSync, readdirSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { credentials } from '@grpc/grpc-js';
 import { BlockClient } from '../../src/blocknode/index.js';
 import { ServiceTokenSource, loadOrCreateSecret } from '../../src/common/auth.js';
@@ -42,7 +41,7 @@ test('random bytes flipped in a block node’s segments: detected, repaired from
   const ledger = new Ledger();
   const stop = new AbortController();
   const writing = Promise.all([0, 1].map((w) => ledger.writeUntil(client, `/c${w}`, stop.signal, 400_000)));
-  await sleep(3000);
+  await ledger.ackedAtLeast(12, 3000);
   stop.abort();
   await writing;
   t.is(ledger.failures, 0);

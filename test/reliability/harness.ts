@@ -57,6 +57,18 @@ export class Ledger {
     }
   }
 
+  /**
+   * Waits until at least `count` uploads are acknowledged and `minMs` have passed (a busy machine
+   * gets more time instead of a weaker check); fails after `capMs`.
+   */
+  async ackedAtLeast(count: number, minMs = 0, capMs = 120_000): Promise<void> {
+    const start = Date.now();
+    while (this.acked.size < count || Date.now() - start < minMs) {
+      if (Date.now() - start > capMs) throw new Error(`only ${this.acked.size} of ${count} uploads acknowledged in ${capMs} ms; last errors: ${this.errors.slice(-3).join('; ')}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
   /** Reads every acknowledged file; returns the paths that are missing or differ. */
   async verify(client: CairnClient): Promise<string[]> {
     const bad: string[] = [];
