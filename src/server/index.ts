@@ -53,6 +53,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
   let ready = false;
   let grpcPort: number | undefined;
   let routes: RouteHandler | undefined;
+  const publicHttp: { url?: string } = {};
   /** The embedded metadata service's Admin API (loopback), for `cairn admin` commands on this machine. */
   let adminEndpoint: string | undefined;
 
@@ -70,7 +71,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const blocknode = await createBlockNode({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, ...storeLimits(config), scrub: { intervalMs: config.scrubIntervalMs, bytesPerSecond: config.scrubBytesPerSecond } });
       stops.push((t) => blocknode.stop(t));
       const gcNodes = [{ id: 'blocknode', addr: hostPort(INTERNAL_HOST, blocknode.port), state: 'up' as const }];
-      const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, gc: { credentials: grpcJs.credentials.createInsecure(), token: () => tokens.token(), intervalMs: config.gcIntervalMs, nodes: () => Promise.resolve(gcNodes) } });
+      const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, model: { deleteGraceMs: config.deleteGraceMs, changeRetentionMs: config.changeRetentionMs }, gc: { credentials: grpcJs.credentials.createInsecure(), token: () => tokens.token(), intervalMs: config.gcIntervalMs, nodes: () => Promise.resolve(gcNodes) } });
       stops.push((t) => metadataSvc.stop(t));
       adminEndpoint = hostPort(INTERNAL_HOST, metadataSvc.port);
       const insecure = grpcJs.credentials.createInsecure();
@@ -78,7 +79,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       // Media runs in this process too: its pool serves the gateway's on-demand thumbnails and
       // the job runner leases the media jobs commits enqueue.
       const media = startMedia(config, common, data, stops);
-      const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension]);
+      const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension], publicHttp);
       media.startJobs(data.admin);
       grpcPort = gateway.port;
       routes = gateway.http;
@@ -117,7 +118,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       }
       grpcPort = blocknode.port;
     } else if (config.role === 'metadata') {
-      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, cluster: { replicationFactor: config.replicationFactor, failoverDelayMs: config.failoverDelayMs }, gc: { credentials: clientCredentials(tls), token: () => tokens.token(), intervalMs: config.gcIntervalMs } });
+      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, model: { deleteGraceMs: config.deleteGraceMs, changeRetentionMs: config.changeRetentionMs }, cluster: { replicationFactor: config.replicationFactor, failoverDelayMs: config.failoverDelayMs }, gc: { credentials: clientCredentials(tls), token: () => tokens.token(), intervalMs: config.gcIntervalMs } });
       stops.push((t) => metadataSvc.stop(t));
       grpcPort = metadataSvc.port;
     } else if (config.role === 'media') {
@@ -133,7 +134,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const data = await connectData(config, common, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops);
       // Gateways serve thumbnails (and generate missing ones on demand); jobs run on media workers.
       const media = startMedia(config, common, data, stops);
-      const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension]);
+      const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension], publicHttp);
       grpcPort = gateway.port;
       routes = gateway.http;
     }
@@ -144,6 +145,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
     const grpcEndpoint = grpcPort === undefined ? 'none' : hostPort(dialHost(config.host), grpcPort);
     const scheme = tls.cert !== undefined ? 'https' : 'http';
     const httpEndpoint = `${scheme}://${hostPort(dialHost(config.host), http.port)}`;
+    publicHttp.url = httpEndpoint;
     let clientConfigPath: string | undefined;
     if (config.role === 'embedded') clientConfigPath = await writeClientConfig(dataDir, grpcEndpoint, secret, config, adminEndpoint);
     ready = true;
@@ -271,8 +273,23 @@ async function startGateway(
   data: DataAccess,
   stops: Array<(timeoutMs: number) => Promise<void>>,
   extensions: readonly GatewayExtension[],
+  publicHttp: { url?: string },
 ): Promise<{ port: number; http: RouteHandler }> {
-  const gateway = await createGateway({ ...common, host: config.host, port: config.grpcPort, credentials, metadata: data.metadata, blocks: data.blocks, keys: data.keys, maxFileBytes: config.maxFileBytes, extensions });
+  const gateway = await createGateway({
+    ...common,
+    host: config.host,
+    port: config.grpcPort,
+    credentials,
+    metadata: data.metadata,
+    blocks: data.blocks,
+    keys: data.keys,
+    maxFileBytes: config.maxFileBytes,
+    extensions,
+    admin: data.admin,
+    limits: { requestsPerSecond: config.rateLimitRequestsPerSecond, bytesPerSecond: config.rateLimitBytesPerSecond, burstSeconds: config.rateLimitBurstSeconds },
+    // Known once the HTTP server has bound (port 0 picks one).
+    publicHttpUrl: () => config.publicHttpUrl ?? publicHttp.url,
+  });
   stops.push((t) => gateway.stop(t));
   return { port: gateway.port, http: gateway.http };
 }
