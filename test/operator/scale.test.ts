@@ -53,9 +53,10 @@ test('scale 3 → 5 → 3 under writes: admitted when Ready, drained before shri
   t.deepEqual(violations, []);
   const nodes = await w.nodes();
   t.deepEqual(nodes.filter((n) => n.state === 'removed').map((n) => n.id).sort(), ['demo-blocknode-3', 'demo-blocknode-4']);
-  t.deepEqual(w.kubelet.running(), ['demo-blocknode-0', 'demo-blocknode-1', 'demo-blocknode-2']);
-  // Scale-down PVCs go with their pods (whenScaled: Delete): the nodes were drained first.
-  t.deepEqual(w.api.list('persistentvolumeclaims', 'store').map((p) => p.metadata.name), ['data-demo-blocknode-0', 'data-demo-blocknode-1', 'data-demo-blocknode-2']);
+  // The removed pods' processes finish their graceful shutdown; their PVCs go with them
+  // (whenScaled: Delete): the nodes were drained first.
+  await waitFor('only three block-node processes left', async () => w.kubelet.running().join() === 'demo-blocknode-0,demo-blocknode-1,demo-blocknode-2', 30_000);
+  await waitFor('only three PVCs left', async () => w.api.list('persistentvolumeclaims', 'store').map((p) => p.metadata.name).join() === 'data-demo-blocknode-0,data-demo-blocknode-1,data-demo-blocknode-2', 30_000);
   t.log(`${load.acked.length} files acknowledged, ${load.failures} writes failed during the scaling`);
   t.true(load.acked.length >= 5);
   t.deepEqual(await unreadable(client, load.acked), []);
