@@ -4,7 +4,7 @@ import { resolve, join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { CairnError } from '../common/errors.js';
 import { ROLES as TOKEN_ROLES, loadOrCreateSecret, signToken, type Role } from '../common/auth.js';
-import { CairnClient, resolveClientSettings, type FileInfo } from '../client/index.js';
+import { CairnClient, resolveClientSettings, sharedTreeOptions, type FileInfo } from '../client/index.js';
 import { EXIT, describeError, exitCodeFor } from './exit.js';
 import { createProgress } from './progress.js';
 import { registerAdmin } from './admin.js';
@@ -16,6 +16,7 @@ import { registerOperator } from './operator.js';
 
 interface GlobalOptions {
   endpoint?: string;
+  owner?: string;
   token?: string;
   tlsCa?: string;
   tlsCert?: string;
@@ -57,7 +58,9 @@ function parseRange(value: string): ByteRange {
 
 function client(program: Command): CairnClient {
   const g = program.opts<GlobalOptions>();
-  return new CairnClient(resolveClientSettings({ endpoint: g.endpoint, token: g.token, tlsCa: g.tlsCa, tlsCert: g.tlsCert, tlsKey: g.tlsKey }));
+  const settings = resolveClientSettings({ endpoint: g.endpoint, token: g.token, tlsCa: g.tlsCa, tlsCert: g.tlsCert, tlsKey: g.tlsKey });
+  // --owner: act in a tree another tenant shares with this token's user (docs/sharing.md).
+  return g.owner === undefined ? new CairnClient(settings) : new CairnClient(settings, sharedTreeOptions(g.owner));
 }
 
 function printInfo(program: Command, info: FileInfo, verb: string): void {
@@ -172,6 +175,7 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .option('--endpoint <host:port>', 'gateway address (else CAIRN_ENDPOINT, ~/.config/cairn/config.json, ./data/client.json)')
     .option('--token <token>', 'bearer token (else CAIRN_TOKEN, then the config files)')
+    .option('--owner <tenant>', "work in the tree that tenant shares with you (file commands)")
     .option('--tls-ca <file>', 'trust this CA for the gateway')
     .option('--tls-cert <file>', 'client certificate (mTLS)')
     .option('--tls-key <file>', 'client key (mTLS)')

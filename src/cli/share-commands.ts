@@ -156,7 +156,7 @@ export function registerShareCommands(program: Command): void {
         const url = p.url.startsWith('/') && base !== undefined && base !== '' ? base.replace(/\/+$/, '') + p.pathAndQuery : p.url;
         if (url.startsWith('/') && g().json !== true) process.stderr.write('cairn: the gateway does not know its public HTTP URL; prefix this path with its HTTP endpoint (or pass --http)\n');
         print({ url, pathAndQuery: p.pathAndQuery, expiresMs: p.expiresMs, method: opts.put === true ? 'PUT' : 'GET' }, url);
-      }, opts.owner);
+      }, opts.owner ?? program.opts<{ owner?: string }>().owner);
     });
 
   const cluster = program.command('cluster').description('the storage cluster behind the gateway');

@@ -43,6 +43,17 @@ test('share, shares, unshare and presign from the command line', async (t) => {
   t.is((await request(putUrl, { method: 'PUT', body })).status, 200);
   t.deepEqual(await readAll(files, '/team/b.bin'), body);
 
+  // The grantee works in the shared tree with the file commands' global --owner.
+  const bobToken = await mint(stack.secret, 'globex', 'user', 'bob');
+  const bob = (...args: string[]) => runCli(['--endpoint', stack.grpc, '--token', bobToken, '--owner', 'acme', ...args]);
+  const read = await bob('get', '/team/a.bin', '-');
+  t.is(read.code, 0, read.stderr);
+  t.true(read.stdout.length > 0);
+  const listedByBob = await bob('ls', '/team');
+  t.is(listedByBob.code, 0, listedByBob.stderr);
+  t.regex(listedByBob.stdout, /a\.bin/);
+  t.is((await bob('ls', '/')).code, 4, 'outside the share is refused');
+
   const unshared = await cli('unshare', '/team', '--user', 'globex/bob');
   t.is(unshared.code, 0, unshared.stderr);
   t.is((await cli('--json', 'shares', '/team')).stdout.split('\n').filter((l) => l.includes('globex/bob')).length, 0);
