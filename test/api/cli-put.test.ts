@@ -25,24 +25,35 @@ test('cairn put killed mid-upload, then run again: sends only the rest; --json r
   t.teardown(() => {
     if (proc.exitCode === null) proc.kill('SIGKILL');
   });
-  // Kill it once an upload id is recorded (some chunks are durable), well before the end.
-  for (let i = 0; i < 600; i++) {
+  // What the server holds: the rerun must send exactly the chunks still missing.
+  const hashes = chunkBuffer(data).map((c) => createHash('sha256').update(data.subarray(c.offset, c.offset + c.length)).digest());
+  const files = filesClient(server.grpc);
+  t.teardown(() => files.close());
+  const countMissing = async (): Promise<number> => {
+    let n = 0;
+    for (let i = 0; i < hashes.length; i += 4096) {
+      n += await new Promise<number>((resolve, reject) => files.FindMissingChunks({ plain_hashes: hashes.slice(i, i + 4096) }, bearer(server.token), (err, res) => (err ? reject(fromServiceError(err)) : resolve(res!.missing.length))));
+    }
+    return n;
+  };
+  // Kill it once the server holds some of the file (an upload id is recorded and chunks are
+  // durable), well before the end; on a busy machine this may take a while.
+  for (let i = 0; i < 1200; i++) {
+    if (proc.exitCode !== null) break;
     const files = existsSync(cacheFiles) ? readdirSync(cacheFiles).filter((f) => f.endsWith('.json')) : [];
     const entry = files[0] === undefined ? undefined : (JSON.parse(readFileSync(join(cacheFiles, files[0]), 'utf8')) as { pending?: { uploadIds: string[] } });
-    if ((entry?.pending?.uploadIds.length ?? 0) > 0) break;
-    if (proc.exitCode !== null) break;
+    if ((entry?.pending?.uploadIds.length ?? 0) > 0 && (await countMissing()) < hashes.length) break;
     await sleep(50);
   }
   proc.kill('SIGKILL');
   await exited;
-
-  // What the server holds now: the rerun must send exactly the chunks still missing.
-  const hashes = chunkBuffer(data).map((c) => createHash('sha256').update(data.subarray(c.offset, c.offset + c.length)).digest());
-  const files = filesClient(server.grpc);
-  t.teardown(() => files.close());
-  let missing = 0;
-  for (let i = 0; i < hashes.length; i += 4096) {
-    missing += await new Promise<number>((resolve, reject) => files.FindMissingChunks({ plain_hashes: hashes.slice(i, i + 4096) }, bearer(server.token), (err, res) => (err ? reject(fromServiceError(err)) : resolve(res!.missing.length))));
+  // Calls the killed client had in flight may still finish on the server: wait until what the
+  // server holds stops changing before counting.
+  let missing = await countMissing();
+  for (let previous = -1; previous !== missing; ) {
+    await sleep(1000);
+    previous = missing;
+    missing = await countMissing();
   }
   t.true(missing > 0 && missing < hashes.length, `${missing} of ${hashes.length} chunks missing after the kill`);
 
