@@ -117,9 +117,13 @@ export function fitInside(width: number, height: number, size: number): [number,
   return [Math.max(1, Math.round((width * size) / height)), size];
 }
 
-/** Owns its ArrayBuffer exactly, so it can be transferred without detaching anything else. */
+/**
+ * A fresh ArrayBuffer holding exactly `b`, so it can be transferred without detaching anything
+ * else. Always a copy (thumbnails are small): sharp's output buffers are backed by native
+ * (external) memory, which Node 24 refuses to transfer ("Cannot transfer object of unsupported
+ * type"), while Node 20 allowed it.
+ */
 function ownBuffer(b: Buffer): ArrayBuffer {
-  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) return b.buffer;
   const ab = new ArrayBuffer(b.byteLength);
   new Uint8Array(ab).set(b);
   return ab;
