@@ -336,8 +336,9 @@ export class AdminClient {
     await this.#unary('CompleteJob', { job_id: jobId, lease_token: leaseToken });
   }
 
-  async failJob(jobId: string, leaseToken: string, reason: string): Promise<{ deadLettered: boolean; retryAtMs: number }> {
-    const res = await this.#unary<FailJobResponse__Output>('FailJob', { job_id: jobId, lease_token: leaseToken, reason });
+  /** `permanent`: the failure cannot succeed on a retry, so the job is dead-lettered now. */
+  async failJob(jobId: string, leaseToken: string, reason: string, options: { permanent?: boolean } = {}): Promise<{ deadLettered: boolean; retryAtMs: number }> {
+    const res = await this.#unary<FailJobResponse__Output>('FailJob', { job_id: jobId, lease_token: leaseToken, reason, permanent: options.permanent === true });
     return { deadLettered: res.dead_lettered, retryAtMs: Number(res.retry_at_ms) };
   }
 

@@ -313,7 +313,7 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
       return {};
     }),
     FailJob: unary(async (req) => {
-      const { job, deadLettered } = await failJob(kv, req.job_id, req.lease_token, req.reason, { now });
+      const { job, deadLettered } = await failJob(kv, req.job_id, req.lease_token, req.reason, { now }, { permanent: req.permanent });
       return { dead_lettered: deadLettered, retry_at_ms: String(deadLettered ? 0 : job.readyAtMs) };
     }),
     ListDeadLetters: unary(async (req) => {

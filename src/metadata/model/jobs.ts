@@ -327,15 +327,26 @@ export interface FailResult {
   readonly deadLettered: boolean;
 }
 
-/** Reports a failed attempt: the job is retried after a backoff, or dead-lettered with `reason`. */
-export async function failJob(kv: Kv, jobId: string, leaseToken: string, reason: string, clock: QueueClock = {}): Promise<FailResult> {
+export interface FailOptions {
+  /** The failure cannot succeed on a retry: dead-letter now with the reason, whatever attempts are left. */
+  readonly permanent?: boolean | undefined;
+}
+
+/**
+ * Reports a failed attempt: the job is retried after a backoff, or dead-lettered with `reason`
+ * when it is out of attempts or the failure is `permanent`.
+ */
+export async function failJob(kv: Kv, jobId: string, leaseToken: string, reason: string, clock: QueueClock = {}, options: FailOptions = {}): Promise<FailResult> {
   validateLeaseRef(jobId, leaseToken);
   if (typeof reason !== 'string') throw invalid('reason must be a string', 'reason');
+  if (options.permanent !== undefined && typeof options.permanent !== 'boolean') throw invalid('permanent must be a boolean', 'permanent');
+  const permanent = options.permanent === true;
+  if (permanent && reason.trim() === '') throw invalid('a permanent failure needs a reason', 'reason');
   const now = (clock.now ?? Date.now)();
   const random = clock.random ?? Math.random;
   return kv.transact(async (tx) => {
     const job = await leasedJob(tx, jobId, leaseToken);
-    if (job.attempts >= job.max) return { job: toRecord(deadLetter(tx, job, reason, now)), deadLettered: true };
+    if (permanent || job.attempts >= job.max) return { job: toRecord(deadLetter(tx, job, reason, now)), deadLettered: true };
     tx.del(adminKeys.jobReady(job.kind, job.ready, job.id));
     const next: StoredJob = { ...job, ready: now + backoffMs(job.attempts, job.base, job.cap, random), error: reason.slice(0, MAX_REASON_CHARS) };
     delete next.lease;

@@ -208,7 +208,8 @@ export interface AdminClient extends grpc.Client {
   export(argument: _cairn_v1_ExportRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_cairn_v1_ExportResponse__Output>;
   
   /**
-   * FailJob reports a failed attempt: retried after a backoff, or dead-lettered when out of attempts.
+   * FailJob reports a failed attempt: retried after a backoff, or dead-lettered when out of attempts
+   * or when the failure is marked permanent.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (not held under this lease).
    */
   FailJob(argument: _cairn_v1_FailJobRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FailJobResponse__Output>): grpc.ClientUnaryCall;
@@ -216,7 +217,8 @@ export interface AdminClient extends grpc.Client {
   FailJob(argument: _cairn_v1_FailJobRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FailJobResponse__Output>): grpc.ClientUnaryCall;
   FailJob(argument: _cairn_v1_FailJobRequest, callback: grpc.requestCallback<_cairn_v1_FailJobResponse__Output>): grpc.ClientUnaryCall;
   /**
-   * FailJob reports a failed attempt: retried after a backoff, or dead-lettered when out of attempts.
+   * FailJob reports a failed attempt: retried after a backoff, or dead-lettered when out of attempts
+   * or when the failure is marked permanent.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (not held under this lease).
    */
   failJob(argument: _cairn_v1_FailJobRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_FailJobResponse__Output>): grpc.ClientUnaryCall;
@@ -628,7 +630,8 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   Export: grpc.handleServerStreamingCall<_cairn_v1_ExportRequest__Output, _cairn_v1_ExportResponse>;
   
   /**
-   * FailJob reports a failed attempt: retried after a backoff, or dead-lettered when out of attempts.
+   * FailJob reports a failed attempt: retried after a backoff, or dead-lettered when out of attempts
+   * or when the failure is marked permanent.
    * Errors: NOT_FOUND, FAILED_PRECONDITION (not held under this lease).
    */
   FailJob: grpc.handleUnaryCall<_cairn_v1_FailJobRequest__Output, _cairn_v1_FailJobResponse>;

@@ -9,6 +9,11 @@ export interface FailJobRequest {
   'job_id'?: (string);
   'lease_token'?: (string);
   'reason'?: (string);
+  /**
+   * The failure cannot succeed on a retry (a decompression bomb, a refused or unsupported format,
+   * an over-limit input): the job is dead-lettered now with the reason, whatever attempts are left.
+   */
+  'permanent'?: (boolean);
 }
 
 /**
@@ -18,4 +23,9 @@ export interface FailJobRequest__Output {
   'job_id': (string);
   'lease_token': (string);
   'reason': (string);
+  /**
+   * The failure cannot succeed on a retry (a decompression bomb, a refused or unsupported format,
+   * an over-limit input): the job is dead-lettered now with the reason, whatever attempts are left.
+   */
+  'permanent': (boolean);
 }
