@@ -62,14 +62,25 @@ export const FAILURE_REASONS = [
 ] as const;
 export type FailureReason = (typeof FAILURE_REASONS)[number];
 
-/** Failures that will fail again on retry (the source itself is at fault). */
+/** Failures recorded on the version (state "failed") so readers learn why instead of waiting for a thumbnail. */
 export const PERMANENT_REASONS: ReadonlySet<FailureReason> = new Set(['file_too_large', 'pixel_limit', 'frame_limit', 'unsupported_format', 'corrupt', 'svg_refused', 'ffmpeg_missing', 'video_failed']);
+
+/**
+ * Failures of the source itself (a bomb, a refused or unsupported format, an over-limit or corrupt
+ * input): a retry fails the same way, so the job is dead-lettered at once (FailJob permanent).
+ * `ffmpeg_missing` is not among them: another media worker may have ffmpeg.
+ */
+export const NO_RETRY_REASONS: ReadonlySet<FailureReason> = new Set(['file_too_large', 'pixel_limit', 'frame_limit', 'unsupported_format', 'corrupt', 'svg_refused', 'video_failed']);
 
 export class MediaFailure extends Error {
   readonly reason: FailureReason;
-  constructor(reason: FailureReason, detail: string) {
+  /** A retry cannot succeed: the job is dead-lettered immediately. */
+  readonly permanent: boolean;
+  /** `transient` overrides the reason's default (an ffmpeg time cap on a loaded worker may pass next time). */
+  constructor(reason: FailureReason, detail: string, options: { transient?: boolean } = {}) {
     super(`${reason}: ${detail}`);
     this.name = 'MediaFailure';
     this.reason = reason;
+    this.permanent = options.transient !== true && NO_RETRY_REASONS.has(reason);
   }
 }

@@ -162,7 +162,7 @@ export class MediaProcessor {
       log.info({ tenant: ref.tenant, path: v.path, version: target.version, type, trigger, width: record.width, height: record.height, ms: Math.round(performance.now() - started) }, 'media derived');
       return { ...updated.file!, derivatives: updated.file!.derivatives.length > 0 ? updated.file!.derivatives : derivatives.map(toOutput) };
     } catch (err) {
-      if (err instanceof MediaFailure && PERMANENT_REASONS.has(err.reason)) {
+      if (err instanceof MediaFailure && PERMANENT_REASONS.has(err.reason) && (err.permanent || err.reason === 'ffmpeg_missing')) {
         // Recorded on the version so readers learn why instead of waiting for a thumbnail.
         const failed: MediaRecord = { v: 1, state: 'failed', reason: err.reason, error: err.message.slice(0, 1000) };
         await this.#d.metadata.setVersionMedia({ tenant: ref.tenant, file_id: target.fileId!, version: target.version, media_json: JSON.stringify(failed), derivatives: [] }).catch((e: unknown) => log.warn({ err: e }, 'could not record the media failure on the version'));

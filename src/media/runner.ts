@@ -1,7 +1,8 @@
 // The media job loop: leases "media" jobs from the metadata service as the pool has room
 // (backpressure reaches the queue, not memory), derives each version, completes the job under
-// its lease (exactly once across re-leases), or fails it with a reason: the queue retries with
-// backoff and dead-letters after its attempts run out.
+// its lease (exactly once across re-leases), or fails it with a reason: transient failures are
+// retried with backoff and dead-lettered after their attempts run out; failures of the source
+// itself (bombs, refused/unsupported formats, over-limit or corrupt input) are dead-lettered at once.
 import { z } from 'zod';
 import { CairnError, isCairnError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
@@ -121,8 +122,10 @@ export class MediaJobRunner {
       const message = err instanceof Error ? (err instanceof MediaFailure || err instanceof CairnError ? err.message : `${reason}: ${err.message}`) : String(err);
       metrics.failed(reason);
       try {
-        const res = await admin.failJob(job.id, lease.leaseToken, message.slice(0, 1_900));
-        log.warn({ reason, error: message, deadLettered: res.deadLettered, retryAtMs: res.retryAtMs, ms: Math.round(performance.now() - started) }, res.deadLettered ? 'media job dead-lettered' : 'media job failed; will retry');
+        // A failure of the source itself is dead-lettered now; retries are for transient failures.
+        const permanent = err instanceof MediaFailure && err.permanent;
+        const res = await admin.failJob(job.id, lease.leaseToken, message.slice(0, 1_900), { permanent });
+        log.warn({ reason, permanent, error: message, deadLettered: res.deadLettered, retryAtMs: res.retryAtMs, ms: Math.round(performance.now() - started) }, res.deadLettered ? 'media job dead-lettered' : 'media job failed; will retry');
       } catch (e) {
         log.warn({ err: e, reason, error: message }, 'could not fail a media job (lease lost?)');
       }

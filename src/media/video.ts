@@ -34,7 +34,7 @@ export function runCapped(cmd: string, args: readonly string[], caps: Caps): Pro
       failure ??= f;
       child.kill('SIGKILL');
     };
-    const timer = setTimeout(() => kill(new MediaFailure('video_failed', `${cmd} ran longer than ${caps.timeoutMs} ms`)), caps.timeoutMs);
+    const timer = setTimeout(() => kill(new MediaFailure('video_failed', `${cmd} ran longer than ${caps.timeoutMs} ms`, { transient: true })), caps.timeoutMs);
     child.stdout.on('data', (d: Buffer) => {
       outBytes += d.length;
       if (outBytes > caps.maxOutputBytes) kill(new MediaFailure('video_failed', `${cmd} wrote more than ${caps.maxOutputBytes} bytes`));
@@ -45,7 +45,7 @@ export function runCapped(cmd: string, args: readonly string[], caps: Caps): Pro
     });
     child.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      reject(e.code === 'ENOENT' ? new MediaFailure('ffmpeg_missing', `${cmd} is not installed on this media worker (install ffmpeg)`) : new MediaFailure('video_failed', `${cmd}: ${e.message}`));
+      reject(e.code === 'ENOENT' ? new MediaFailure('ffmpeg_missing', `${cmd} is not installed on this media worker (install ffmpeg)`) : new MediaFailure('video_failed', `${cmd}: ${e.message}`, { transient: true }));
     });
     child.once('close', (code) => {
       clearTimeout(timer);
