@@ -16,6 +16,10 @@
 # and limits itself to sharp.concurrency() = 1; with it preloaded sharp sees jemalloc and uses
 # the CPUs (the pool then sizes itself so that threads × sharp.concurrency() ≤ CPUs). MALLOC_CONF
 # returns freed pages within a second, so RSS follows the decode peaks down (docs/media.md).
+#
+# Video: media workers run `ffprobe` (duration, codecs, bitrate, dimensions) and `ffmpeg` (the
+# poster frame) as child processes with time and output caps; both come from Debian's ffmpeg
+# package in the runtime stage. Without them video jobs fail with the reason ffmpeg_missing.
 
 ARG NODE_IMAGE=node:20-slim
 
@@ -39,7 +43,7 @@ RUN npm ci --no-audit --no-fund \
 # ---- runtime: slim, non-root, read-only friendly ----
 FROM ${NODE_IMAGE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libjemalloc2 tini ca-certificates \
+ && apt-get install -y --no-install-recommends libjemalloc2 tini ca-certificates ffmpeg \
  && rm -rf /var/lib/apt/lists/* \
  && ln -s "$(find /usr/lib -name libjemalloc.so.2 | head -n 1)" /usr/local/lib/libjemalloc.so.2 \
  && groupadd --gid 10001 cairn \
