@@ -11,9 +11,9 @@ import { ResilientInformer, errorText, type InformerState } from './informer.js'
 import { FINALIZER, KubeClient, type EventInput } from './k8s.js';
 import { LeaderElector } from './leader.js';
 import { names } from './objects.js';
-import { observeNode, observePods, trackMissing } from './observe.js';
+import { observeNode, observeNodeZones, observePods, trackMissing } from './observe.js';
 import { reconcile } from './reconcile.js';
-import { API_VERSION, GRPC_PORT, KIND, objectKey, type Action, type CairnCluster, type KubeObject, type Observed, type ObservedMetadata } from './types.js';
+import { API_VERSION, GRPC_PORT, KIND, ZONE_ANNOTATION, objectKey, type Action, type CairnCluster, type KubeObject, type Observed, type ObservedMetadata } from './types.js';
 
 export interface OperatorOptions {
   readonly kubeConfig: KubeConfig;
@@ -116,7 +116,9 @@ export function createOperator(options: OperatorOptions): Operator {
   const deployments = informer<KubernetesObject>('apps/v1', 'Deployment', 'deployments', 'app.kubernetes.io/managed-by=cairn-operator');
   const pods = informer<KubernetesObject>('v1', 'Pod', 'pods', 'app.kubernetes.io/name=cairn');
   const pvcs = informer<KubernetesObject>('v1', 'PersistentVolumeClaim', 'persistentvolumeclaims');
-  const informers = [clusters, statefulSets, deployments, pods, pvcs];
+  // Nodes are cluster-scoped: their zone labels become the block-node pods' zone annotations.
+  const k8sNodes = new ResilientInformer<KubernetesObject>({ kubeConfig: options.kubeConfig, apiVersion: 'v1', kind: 'Node', plural: 'nodes', namespace: '', log, onChange: kick, onState });
+  const informers = [clusters, statefulSets, deployments, pods, pvcs, k8sNodes];
 
   const leader = new LeaderElector({
     client: kube,
@@ -227,6 +229,10 @@ export function createOperator(options: OperatorOptions): Operator {
       case 'status':
         await kube.writeStatus(c, a.status);
         return;
+      case 'annotateZone':
+        await kube.annotatePod(c.metadata.namespace, a.pod, { [ZONE_ANNOTATION]: a.zone });
+        await event(c, s, { type: 'Normal', reason: 'ZoneAssigned', action: 'Annotate', note: `${a.pod}: zone ${a.zone === '' ? '(none: its node has no zone label)' : a.zone}` });
+        return;
       case 'markDown':
       case 'admit':
       case 'drain':
@@ -283,13 +289,14 @@ export function createOperator(options: OperatorOptions): Operator {
       secrets: s.secrets,
       blockPods,
       missingSinceMs,
+      nodeZones: observeNodeZones(c, k8sNodes.list()),
       ...(blockStatefulSet !== undefined ? { blockStatefulSet } : {}),
       metadata,
       ...(c.status !== undefined ? { status: c.status } : {}),
     };
     // Cluster-map changes go first: the StatefulSet shrinks only after RemoveNode succeeded in
     // this same pass (reconcile already required the drain to be done).
-    const order: Record<Action['kind'], number> = { ensureSecret: 0, admit: 1, markDown: 1, drain: 1, remove: 1, apply: 2, status: 3 };
+    const order: Record<Action['kind'], number> = { ensureSecret: 0, admit: 1, markDown: 1, drain: 1, remove: 1, apply: 2, annotateZone: 2, status: 3 };
     const actions = reconcile(c, observed).sort((x, y) => order[x.kind] - order[y.kind]);
     let removeFailed = false;
     for (const a of actions) {

@@ -1,6 +1,6 @@
 // The operator's writes to Kubernetes on @kubernetes/client-node 1.4: server-side apply with the
 // cairn-operator field manager, the CairnCluster status subresource and finalizer, Secrets,
-// events.k8s.io/v1 Events, PVC deletion, and the Lease calls leader election needs.
+// events.k8s.io/v1 Events, pod zone annotations, PVC deletion, and the Lease calls leader election needs.
 import { randomBytes } from 'node:crypto';
 import {
   CoordinationV1Api,
@@ -129,6 +129,15 @@ export class KubeClient {
     } catch (err) {
       if (statusOf(err) === 409) return false;
       throw err;
+    }
+  }
+
+  /** Merge-patches a pod's annotations (a pod gone meanwhile is not an error: its successor gets its own). */
+  async annotatePod(namespace: string, name: string, annotations: Readonly<Record<string, string>>): Promise<void> {
+    try {
+      await this.#core.patchNamespacedPod({ namespace, name, body: { metadata: { annotations: { ...annotations } } }, fieldManager: FIELD_MANAGER }, mergePatch);
+    } catch (err) {
+      if (statusOf(err) !== 404) throw err;
     }
   }
 

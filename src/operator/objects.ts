@@ -1,6 +1,8 @@
 // Desired Kubernetes objects for a CairnCluster: pure builders, one per workload. Reconcile
 // decides the moving parts (block replicas, partition, PDB budget) and passes them in.
-import { API_VERSION, GRPC_PORT, HTTP_PORT, KIND, type CairnCluster, type KubeObject, type ResourcesSpec } from './types.js';
+import { API_VERSION, GRPC_PORT, HTTP_PORT, KIND, ZONE_ANNOTATION, type CairnCluster, type KubeObject, type ResourcesSpec } from './types.js';
+
+export const DEFAULT_TOPOLOGY_KEY = 'topology.kubernetes.io/zone';
 
 export type Component = 'blocknode' | 'metadata' | 'gateway' | 'media';
 
@@ -124,10 +126,47 @@ const configMount = { name: 'config', mountPath: '/etc/cairn/config', readOnly: 
 const configEnv = { name: 'CAIRN_CONFIG', value: '/etc/cairn/config/config.json' };
 const configVolume = (c: CairnCluster) => ({ name: 'config', configMap: { name: names(c).config } });
 
+/** The pod's annotations as a downward-API file: kubelet rewrites it when they change. */
+const PODINFO_VOLUME = { name: 'podinfo', downwardAPI: { items: [{ path: 'annotations', fieldRef: { fieldPath: 'metadata.annotations' } }] } };
+const PODINFO_FILE = '/etc/cairn/podinfo/annotations';
+
+/**
+ * Waits (≤ 120 s, then exits 1 so kubelet retries with backoff) until the pod carries
+ * ZONE_ANNOTATION. The downward-API file lists annotations as `key="value"` lines; an empty value
+ * is a node without a zone label. Plain `node -e` in the Cairn image: no API access in the pod.
+ */
+export const ZONE_WAIT_SCRIPT = [
+  "const fs = require('node:fs');",
+  'const file = process.env.CAIRN_PODINFO_FILE;',
+  `const key = '${ZONE_ANNOTATION}=';`,
+  'const until = Date.now() + 120000;',
+  '(function poll() {',
+  "  let text = '';",
+  "  try { text = fs.readFileSync(file, 'utf8'); } catch {}",
+  "  const line = text.split('\\n').find((l) => l.startsWith(key));",
+  "  if (line !== undefined) { console.log('zone ' + line.slice(key.length)); process.exit(0); }",
+  "  if (Date.now() > until) { console.error('no ' + key.slice(0, -1) + ' annotation after 120 s: the operator sets it once the pod is scheduled'); process.exit(1); }",
+  '  setTimeout(poll, 500);',
+  '})();',
+].join('\n');
+
+function zoneInitContainer(c: CairnCluster) {
+  return {
+    name: 'zone',
+    image: `${c.spec.image.repository}:${c.spec.image.tag}`,
+    imagePullPolicy: c.spec.image.pullPolicy ?? 'IfNotPresent',
+    command: ['node', '-e', ZONE_WAIT_SCRIPT],
+    env: [{ name: 'CAIRN_PODINFO_FILE', value: PODINFO_FILE }],
+    resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '64Mi' } },
+    securityContext: RESTRICTED_CONTAINER,
+    volumeMounts: [{ name: 'podinfo', mountPath: '/etc/cairn/podinfo', readOnly: true }],
+  };
+}
+
 /** The block-node StatefulSet: `replicas` and `partition` come from reconcile's scale and upgrade gates. */
 export function blockStatefulSet(c: CairnCluster, replicas: number, partition: number): KubeObject {
   const b = c.spec.blocknodes;
-  const topologyKey = b.topologyKey ?? 'topology.kubernetes.io/zone';
+  const topologyKey = b.topologyKey ?? DEFAULT_TOPOLOGY_KEY;
   const sel = selector(c, 'blocknode');
   const env = [
     configEnv,
@@ -135,6 +174,9 @@ export function blockStatefulSet(c: CairnCluster, replicas: number, partition: n
     { name: 'CAIRN_NODE_ID', value: '$(POD_NAME)' },
     { name: 'CAIRN_METADATA_ADDR', value: metadataAddr(c) },
     { name: 'CAIRN_ADVERTISE_ADDR', value: `$(POD_NAME).${names(c).blocknode}.${c.metadata.namespace}.svc:${GRPC_PORT}` },
+    // The node's failure domain, copied onto the pod by the operator; resolved when the container
+    // starts, which is after the zone init container saw the annotation.
+    { name: 'CAIRN_ZONE', valueFrom: { fieldRef: { fieldPath: `metadata.annotations['${ZONE_ANNOTATION}']` } } },
   ];
   const zones = b.zones ?? [];
   const affinity: Record<string, unknown> = {
@@ -159,9 +201,10 @@ export function blockStatefulSet(c: CairnCluster, replicas: number, partition: n
       persistentVolumeClaimRetentionPolicy: { whenDeleted: retain ? 'Retain' : 'Delete', whenScaled: 'Delete' },
       template: {
         metadata: { labels: sel },
-        spec: podSpec(c, 'blocknode', env, b.resources, [{ name: 'data', mountPath: '/var/lib/cairn' }, configMount], [configVolume(c)], {
+        spec: podSpec(c, 'blocknode', env, b.resources, [{ name: 'data', mountPath: '/var/lib/cairn' }, configMount], [configVolume(c), PODINFO_VOLUME], {
           affinity,
           topologySpreadConstraints: [{ maxSkew: 1, topologyKey, whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: sel } }],
+          initContainers: [zoneInitContainer(c)],
           terminationGracePeriodSeconds: 60,
         }),
       },

@@ -1,12 +1,24 @@
 // Turning what the informers and the Admin API report into reconcile's Observed pieces: pure
 // functions over plain objects (client-node hands out Date or string timestamps; both work).
 import type { AdminNode } from '../metadata/index.js';
-import { names } from './objects.js';
-import type { CairnCluster, ObservedNode, ObservedPod } from './types.js';
+import { DEFAULT_TOPOLOGY_KEY, names } from './objects.js';
+import { ZONE_ANNOTATION, type CairnCluster, type ObservedNode, type ObservedPod } from './types.js';
+
+export interface NodeLike {
+  readonly metadata?: { readonly name?: string; readonly labels?: Readonly<Record<string, string>> };
+}
+
+/** Kubernetes node → its failure domain: the `topologyKey` label, '' when the node has none. */
+export function observeNodeZones(c: CairnCluster, nodes: readonly NodeLike[]): Map<string, string> {
+  const key = c.spec.blocknodes.topologyKey ?? DEFAULT_TOPOLOGY_KEY;
+  const out = new Map<string, string>();
+  for (const n of nodes) if (n.metadata?.name !== undefined) out.set(n.metadata.name, n.metadata.labels?.[key] ?? '');
+  return out;
+}
 
 export interface PodLike {
-  readonly metadata?: { readonly name?: string; readonly creationTimestamp?: Date | string; readonly deletionTimestamp?: Date | string; readonly labels?: Readonly<Record<string, string>> };
-  readonly spec?: { readonly containers?: readonly { readonly name?: string; readonly image?: string }[] };
+  readonly metadata?: { readonly name?: string; readonly creationTimestamp?: Date | string; readonly deletionTimestamp?: Date | string; readonly labels?: Readonly<Record<string, string>>; readonly annotations?: Readonly<Record<string, string>> };
+  readonly spec?: { readonly nodeName?: string; readonly containers?: readonly { readonly name?: string; readonly image?: string }[] };
   readonly status?: { readonly conditions?: readonly { readonly type?: string; readonly status?: string; readonly lastTransitionTime?: Date | string }[] };
 }
 
@@ -44,7 +56,9 @@ export function observePods(c: CairnCluster, pods: readonly PodLike[], nowMs: nu
       if (terminating && cond?.status === 'True') since = ms(p.metadata?.deletionTimestamp) ?? nowMs;
       else since = (cond?.status === 'False' ? ms(cond.lastTransitionTime) : undefined) ?? ms(p.metadata?.creationTimestamp) ?? nowMs;
     }
-    out.push({ name, ordinal, ready, image, ...(since !== undefined ? { notReadySinceMs: since } : {}) });
+    const nodeName = p.spec?.nodeName;
+    const zone = p.metadata?.annotations?.[ZONE_ANNOTATION];
+    out.push({ name, ordinal, ready, image, ...(since !== undefined ? { notReadySinceMs: since } : {}), ...(nodeName !== undefined && nodeName !== '' ? { nodeName } : {}), ...(zone !== undefined ? { zone } : {}) });
   }
   return out.sort((a, b) => a.ordinal - b.ordinal);
 }

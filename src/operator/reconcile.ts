@@ -212,6 +212,20 @@ export function desiredObjects(c: CairnCluster, replicas: number, partition: num
   return objects;
 }
 
+/**
+ * Rack awareness: every scheduled block-node pod carries its node's failure domain as an
+ * annotation, which its zone init container waits for and its CAIRN_ZONE reads; the block node
+ * registers with it, so the cluster map places replicas in distinct zones.
+ */
+function zoneAnnotations(o: Observed): Action[] {
+  const out: Action[] = [];
+  for (const p of o.blockPods) {
+    const zone = p.nodeName === undefined ? undefined : o.nodeZones?.get(p.nodeName);
+    if (zone !== undefined && p.zone !== zone) out.push({ kind: 'annotateZone', pod: p.name, zone });
+  }
+  return out;
+}
+
 export function reconcile(c: CairnCluster, o: Observed): Action[] {
   if (c.metadata.deletionTimestamp !== undefined) return []; // owner references garbage-collect the rest
   const nodes = o.metadata.reachable ? o.metadata.nodes : undefined;
@@ -245,6 +259,7 @@ export function reconcile(c: CairnCluster, o: Observed): Action[] {
     if (!isDeepStrictEqual(o.objects.get(objectKey(object)), object)) actions.push({ kind: 'apply', object });
   }
   actions.push(...adminActions);
+  actions.push(...zoneAnnotations(o));
 
   const bytesToMove = after?.reduce((s, n) => s + n.bytesToMove, 0) ?? 0;
   const want = c.spec.blocknodes.replicas;

@@ -7,6 +7,11 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const KIND = 'CairnCluster';
 /** Field manager for server-side apply: the operator owns exactly the fields it sets. */
 export const FIELD_MANAGER = 'cairn-operator';
+/**
+ * Pod annotation holding a block node's failure domain, copied by the operator from the label
+ * `topologyKey` of the node the pod is scheduled on; the pod reads it through the downward API.
+ */
+export const ZONE_ANNOTATION = 'cairn.dev/zone';
 /** Ports every Cairn process listens on inside a pod (README "Server options"). */
 export const GRPC_PORT = 7400;
 export const HTTP_PORT = 7480;
@@ -122,6 +127,10 @@ export interface ObservedPod {
   readonly notReadySinceMs?: number;
   /** The image of its cairn container. */
   readonly image: string;
+  /** The Kubernetes node it is scheduled on (spec.nodeName); undefined while unscheduled. */
+  readonly nodeName?: string;
+  /** Its ZONE_ANNOTATION as the API server holds it; undefined while the annotation is absent. */
+  readonly zone?: string;
 }
 
 /** A block node as the metadata Admin API reports it (ListNodes + GetDrainStatus). */
@@ -152,6 +161,11 @@ export interface Observed {
   /** Block-node StatefulSet as the API server holds it (replicas and partition), if it exists. */
   readonly blockStatefulSet?: { readonly replicas: number; readonly partition: number };
   readonly metadata: ObservedMetadata;
+  /**
+   * Failure domain of each Kubernetes node the cluster's pods are scheduled on: the node's
+   * `topologyKey` label ('' when it has none). A node missing here is not known yet.
+   */
+  readonly nodeZones?: ReadonlyMap<string, string>;
   /** The CairnCluster status as last written. */
   readonly status?: CairnClusterStatus;
 }
@@ -172,6 +186,8 @@ export type Action =
   | { readonly kind: 'remove'; readonly nodeId: string }
   /** Mark a node down so re-replication starts (the metadata failure detector does the same on silence). */
   | { readonly kind: 'markDown'; readonly nodeId: string }
+  /** Merge-patch a block-node pod's ZONE_ANNOTATION with its node's zone (its init container waits for it). */
+  | { readonly kind: 'annotateZone'; readonly pod: string; readonly zone: string }
   /** Write the status subresource. */
   | { readonly kind: 'status'; readonly status: CairnClusterStatus };
 

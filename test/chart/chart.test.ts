@@ -171,7 +171,7 @@ test('every pod runs restricted: non-root, read-only root, no capabilities, Runt
   }
 });
 
-test('RBAC is least privilege: no wildcards, secrets only get/create, pods read-only, no deletes but volumes of deleted clusters', (t) => {
+test('RBAC is least privilege: no wildcards, secrets only get/create, nodes read-only, pods read and patched for zones, no deletes but volumes of deleted clusters', (t) => {
   const rules = render(undefined).filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role').flatMap((o) => o['rules'] as { apiGroups: string[]; resources: string[]; verbs: string[] }[]);
   for (const r of rules) {
     t.false([...r.apiGroups, ...r.resources, ...r.verbs].includes('*'));
@@ -179,10 +179,17 @@ test('RBAC is least privilege: no wildcards, secrets only get/create, pods read-
     // The only delete: PVCs, for volumeReclaimPolicy: Delete.
     if (r.verbs.includes('delete')) t.deepEqual(r.resources, ['persistentvolumeclaims']);
     if (r.resources.includes('secrets')) t.deepEqual(r.verbs, ['get', 'create']);
-    if (r.resources.includes('pods')) t.deepEqual(r.verbs, ['get', 'list', 'watch']);
+    // Pods: read, plus patch for the zone annotation (rack awareness); nodes: read-only.
+    if (r.resources.includes('pods')) t.deepEqual(r.verbs, ['get', 'list', 'watch', 'patch']);
+    if (r.resources.includes('nodes')) t.deepEqual(r.verbs, ['get', 'list', 'watch']);
   }
   const resources = new Set(rules.flatMap((r) => r.resources));
-  for (const need of ['cairnclusters', 'cairnclusters/status', 'statefulsets', 'deployments', 'services', 'poddisruptionbudgets', 'configmaps', 'pods', 'persistentvolumeclaims', 'leases', 'events']) t.true(resources.has(need), need);
+  for (const need of ['cairnclusters', 'cairnclusters/status', 'statefulsets', 'deployments', 'services', 'poddisruptionbudgets', 'configmaps', 'pods', 'nodes', 'persistentvolumeclaims', 'leases', 'events']) t.true(resources.has(need), need);
+  // Nodes are cluster-scoped: only a ClusterRole (bound by a ClusterRoleBinding) can grant them.
+  const objects = render(undefined);
+  const nodeRole = objects.find((o) => o.kind === 'ClusterRole' && (o['rules'] as { resources: string[] }[]).some((r) => r.resources.includes('nodes')));
+  t.truthy(nodeRole, 'a ClusterRole grants nodes');
+  t.true(objects.some((o) => o.kind === 'ClusterRoleBinding' && (o['roleRef'] as { name: string }).name === nodeRole?.metadata.name));
 });
 
 /** Metric names Cairn registers (name: '…' in src), plus the process metrics prom-client adds. */

@@ -23,6 +23,7 @@ export const RESOURCES: readonly ResourceType[] = [
   { group: '', version: 'v1', plural: 'configmaps', kind: 'ConfigMap', namespaced: true, status: false },
   { group: '', version: 'v1', plural: 'secrets', kind: 'Secret', namespaced: true, status: false },
   { group: '', version: 'v1', plural: 'namespaces', kind: 'Namespace', namespaced: false, status: true },
+  { group: '', version: 'v1', plural: 'nodes', kind: 'Node', namespaced: false, status: true },
   { group: 'apps', version: 'v1', plural: 'statefulsets', kind: 'StatefulSet', namespaced: true, status: true },
   { group: 'apps', version: 'v1', plural: 'deployments', kind: 'Deployment', namespaced: true, status: true },
   { group: 'policy', version: 'v1', plural: 'poddisruptionbudgets', kind: 'PodDisruptionBudget', namespaced: true, status: true },

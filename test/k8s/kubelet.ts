@@ -2,10 +2,13 @@
 // StatefulSet pods become real `cairn server` processes built from the pod spec (args, env,
 // secret/configMap volumes, one data dir per PVC kept across pod restarts), pod readiness follows
 // the process's /readyz, partitioned rolling updates replace one pod at a time, and a test can
-// fail a pod (kill its process and keep it down) or lose it with its volume.
+// fail a pod (kill its process and keep it down) or lose it with its volume. A scheduler binds
+// pods to simulated Nodes (their labels, e.g. zones, set by the test) honouring the pod's zone
+// affinity and topology spread; init containers run to completion first (with retries), and
+// downward-API volumes and env (annotations, labels, node name) follow the live pod.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CLI, ROOT } from '../helpers/cluster.js';
@@ -14,13 +17,56 @@ import type { FakeApiServer, Obj } from './apiserver.js';
 interface Container {
   name: string;
   image: string;
+  command?: string[];
   args?: string[];
   env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string }; secretKeyRef?: { name: string; key: string } } }[];
   volumeMounts?: { name: string; mountPath: string }[];
 }
+interface DownwardItem {
+  path: string;
+  fieldRef: { fieldPath: string };
+}
+interface Volume {
+  name: string;
+  secret?: { secretName: string };
+  configMap?: { name: string };
+  emptyDir?: object;
+  persistentVolumeClaim?: { claimName: string };
+  downwardAPI?: { items: DownwardItem[] };
+}
+interface LabelSelector {
+  matchLabels?: Record<string, string>;
+}
 interface PodSpec {
+  nodeName?: string;
+  initContainers?: Container[];
   containers: Container[];
-  volumes?: { name: string; secret?: { secretName: string }; configMap?: { name: string }; emptyDir?: object; persistentVolumeClaim?: { claimName: string } }[];
+  volumes?: Volume[];
+  affinity?: { nodeAffinity?: { requiredDuringSchedulingIgnoredDuringExecution?: { nodeSelectorTerms: { matchExpressions?: { key: string; operator: string; values?: string[] }[] }[] } } };
+  topologySpreadConstraints?: { topologyKey: string; labelSelector?: LabelSelector }[];
+}
+
+/** A simulated Kubernetes node. */
+export interface SimNode {
+  readonly name: string;
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+/** A pod's view of one field (downward API): name, namespace, node, labels[...], annotations[...] or all of them. */
+export function fieldValue(p: Obj, fieldPath: string): string {
+  const spec = p['spec'] as PodSpec;
+  if (fieldPath === 'metadata.name') return p.metadata.name;
+  if (fieldPath === 'metadata.namespace') return p.metadata.namespace ?? '';
+  if (fieldPath === 'metadata.uid') return p.metadata.uid ?? '';
+  if (fieldPath === 'spec.nodeName') return spec.nodeName ?? '';
+  const one = /^metadata\.(labels|annotations)\['([^']+)'\]$/.exec(fieldPath);
+  if (one !== null) return (one[1] === 'labels' ? p.metadata.labels : p.metadata.annotations)?.[one[2]!] ?? '';
+  if (fieldPath === 'metadata.labels' || fieldPath === 'metadata.annotations') {
+    // The kubelet's format: sorted `key="value"` lines, values quoted like Go's %q.
+    const m = (fieldPath === 'metadata.labels' ? p.metadata.labels : p.metadata.annotations) ?? {};
+    return Object.keys(m).sort().map((k) => `${k}=${JSON.stringify(m[k])}`).join('\n');
+  }
+  throw new Error(`unsupported fieldPath ${fieldPath}`);
 }
 interface StsSpec {
   replicas?: number;
@@ -54,6 +100,20 @@ export interface KubeletOptions {
   readonly dns: ReadonlyMap<string, string>;
   /** Extra environment for every container (test tuning such as heartbeat periods). */
   readonly extraEnv?: Readonly<Record<string, string>>;
+  /** The cluster's nodes (created as Node objects at start); default one node without a zone. */
+  readonly nodes?: readonly SimNode[];
+}
+
+const baseEnv = (): Record<string, string | undefined> => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CAIRN_')));
+
+function writeIfChanged(file: string, text: string): void {
+  let old: string | undefined;
+  try {
+    old = readFileSync(file, 'utf8');
+  } catch {
+    old = undefined;
+  }
+  if (old !== text) writeFileSync(file, text);
 }
 
 const revisionOf = (template: unknown): string => createHash('sha256').update(JSON.stringify(template)).digest('hex').slice(0, 10);
@@ -67,11 +127,15 @@ export class KubeletSim {
   /** Templates by revision, so pods below the partition keep the old one. */
   readonly #templates = new Map<string, StsSpec['template']>();
   readonly #starting = new Set<string>();
+  /** Downward-API files of pods being started or running, refreshed on every sync. */
+  readonly #downward = new Map<string, { uid: string; files: { file: string; fieldPath: string }[] }>();
   #unsubscribe: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
   #syncing: Promise<void> | undefined;
   #again = false;
   #stopped = false;
+  /** Init containers that exited non-zero (each is retried). */
+  readonly initFailures: { pod: string; container: string; stderr: string }[] = [];
   /** Every serving transition of a pod's process (probe flips, kills), in order: invariants such as "one pod down at a time". */
   readonly readiness: { pod: string; ready: boolean; at: number }[] = [];
 
@@ -80,6 +144,10 @@ export class KubeletSim {
   }
 
   start(): void {
+    for (const n of this.#o.nodes ?? [{ name: 'sim-node-0' }]) {
+      if (this.#o.api.get('nodes', undefined, n.name) !== undefined) continue;
+      this.#o.api.create('nodes', undefined, { metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name, ...n.labels } }, status: { conditions: [{ type: 'Ready', status: 'True' }] } }, 'node-controller');
+    }
     this.#unsubscribe = this.#o.api.subscribe((_type, plural, obj) => {
       if (obj.metadata.namespace !== this.#o.namespace) return;
       if (plural === 'statefulsets' || plural === 'pods' || plural === 'persistentvolumeclaims') this.kick();
@@ -170,9 +238,19 @@ export class KubeletSim {
       if (sts === undefined) continue;
       this.#syncStatefulSet(sts);
     }
-    // Kubelet: run what exists, stop what is gone or terminating.
-    const pods = api.list('pods', namespace).filter((p) => this.#o.statefulSets.some((s) => p.metadata.name.startsWith(`${s}-`)));
+    let pods = api.list('pods', namespace).filter((p) => this.#o.statefulSets.some((s) => p.metadata.name.startsWith(`${s}-`)));
+    this.#schedule(pods);
+    // Kubelet: run what is bound to a node, stop what is gone or terminating.
+    pods = api.list('pods', namespace).filter((p) => this.#o.statefulSets.some((s) => p.metadata.name.startsWith(`${s}-`)) && (p['spec'] as PodSpec).nodeName !== undefined);
     const live = new Map(pods.map((p) => [p.metadata.name, p]));
+    for (const [name, d] of this.#downward) {
+      const p = live.get(name);
+      if (p === undefined || p.metadata.uid !== d.uid) {
+        if (!this.#starting.has(name) && !this.#running.has(name)) this.#downward.delete(name);
+        continue;
+      }
+      for (const f of d.files) writeIfChanged(f.file, fieldValue(p, f.fieldPath));
+    }
     for (const r of [...this.#running.values()]) {
       const p = live.get(r.pod);
       if (p === undefined || p.metadata.uid !== r.uid || p.metadata.deletionTimestamp !== undefined) await this.#kill(r, 'SIGTERM');
@@ -183,6 +261,30 @@ export class KubeletSim {
       void this.#run(p).finally(() => this.#starting.delete(p.metadata.name));
     }
     for (const p of pods) this.#reportStatus(p);
+  }
+
+  /** The scheduler: each unbound pod goes to an eligible node in the least-used domain of its spread constraint, then the least-used node. */
+  #schedule(pods: readonly Obj[]): void {
+    const nodes = this.#o.api.list('nodes');
+    if (nodes.length === 0) return;
+    const bound = pods.filter((p) => (p['spec'] as PodSpec).nodeName !== undefined && p.metadata.deletionTimestamp === undefined);
+    for (const p of pods) {
+      const spec = p['spec'] as PodSpec;
+      if (spec.nodeName !== undefined || p.metadata.deletionTimestamp !== undefined) continue;
+      const terms = spec.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms ?? [];
+      const eligible = nodes.filter((n) => terms.length === 0 || terms.some((t) => (t.matchExpressions ?? []).every((e) => e.operator === 'In' && (e.values ?? []).includes(n.metadata.labels?.[e.key] ?? '\u0000'))));
+      if (eligible.length === 0) continue; // Pending: unschedulable
+      const spread = spec.topologySpreadConstraints?.[0];
+      const peers = bound.filter((b) => Object.entries(spread?.labelSelector?.matchLabels ?? {}).every(([k, v]) => b.metadata.labels?.[k] === v));
+      const nodeOf = (name: string | undefined) => nodes.find((n) => n.metadata.name === name);
+      const domain = (n: Obj | undefined): string => (spread === undefined ? '' : (n?.metadata.labels?.[spread.topologyKey] ?? ''));
+      const inDomain = (d: string) => peers.filter((b) => domain(nodeOf((b['spec'] as PodSpec).nodeName)) === d).length;
+      const onNode = (n: Obj) => peers.filter((b) => (b['spec'] as PodSpec).nodeName === n.metadata.name).length;
+      const best = [...eligible].sort((a, b) => inDomain(domain(a)) - inDomain(domain(b)) || onNode(a) - onNode(b) || (a.metadata.name < b.metadata.name ? -1 : 1))[0]!;
+      const next = { ...p, metadata: { ...p.metadata, resourceVersion: '' }, spec: { ...spec, nodeName: best.metadata.name } };
+      this.#o.api.update('pods', this.#o.namespace, p.metadata.name, next, { user: 'default-scheduler' });
+      bound.push(next);
+    }
   }
 
   #syncStatefulSet(sts: Obj): void {
@@ -268,13 +370,13 @@ export class KubeletSim {
     this.#o.api.update('pods', this.#o.namespace, p.metadata.name, { ...p, metadata: { ...p.metadata, resourceVersion: '' }, status }, { subresource: 'status', user: 'kubelet' });
   }
 
-  /** Builds the container's files and environment from the pod spec. */
-  #prepare(p: Obj): { args: string[]; env: Record<string, string> } {
+  /** Builds the pod's volumes (directories) from its spec. */
+  #volumes(p: Obj): Map<string, string> {
     const { api, namespace } = this.#o;
     const spec = p['spec'] as PodSpec;
-    const c = spec.containers[0]!;
     const podDir = join(this.#o.root, 'pods', `${p.metadata.name}-${(p.metadata.uid ?? '').slice(0, 8)}`);
     const dirs = new Map<string, string>();
+    const downward: { file: string; fieldPath: string }[] = [];
     for (const v of spec.volumes ?? []) {
       let dir = join(podDir, v.name);
       if (v.persistentVolumeClaim !== undefined) {
@@ -287,13 +389,27 @@ export class KubeletSim {
       if ((v.secret !== undefined || v.configMap !== undefined) && source === undefined) throw new Error(`volume ${v.name}: source missing`);
       if (v.secret !== undefined) for (const [k, val] of Object.entries((source!['data'] ?? {}) as Record<string, string>)) writeFileSync(join(dir, k), Buffer.from(val, 'base64'), { mode: 0o600 });
       if (v.configMap !== undefined) for (const [k, val] of Object.entries((source!['data'] ?? {}) as Record<string, string>)) writeFileSync(join(dir, k), val);
+      for (const item of v.downwardAPI?.items ?? []) {
+        const file = join(dir, item.path);
+        writeFileSync(file, fieldValue(p, item.fieldRef.fieldPath));
+        downward.push({ file, fieldPath: item.fieldRef.fieldPath });
+      }
       dirs.set(v.name, dir);
     }
+    dirs.set('', podDir);
+    if (downward.length > 0) this.#downward.set(p.metadata.name, { uid: p.metadata.uid ?? '', files: downward });
+    return dirs;
+  }
+
+  /** A container's command line and environment, resolved against the pod as it is now. */
+  #prepare(p: Obj, c: Container, dirs: ReadonlyMap<string, string>): { command: string[]; env: Record<string, string> } {
+    const { api, namespace } = this.#o;
+    const podDir = dirs.get('')!;
     const mounts = (c.volumeMounts ?? []).map((m) => ({ path: m.mountPath, dir: dirs.get(m.name) ?? join(podDir, m.name) })).sort((a, b) => b.path.length - a.path.length);
     const env: Record<string, string> = {};
     for (const e of c.env ?? []) {
       let value = e.value ?? '';
-      if (e.valueFrom?.fieldRef !== undefined) value = e.valueFrom.fieldRef.fieldPath === 'metadata.namespace' ? namespace : p.metadata.name;
+      if (e.valueFrom?.fieldRef !== undefined) value = fieldValue(p, e.valueFrom.fieldRef.fieldPath);
       if (e.valueFrom?.secretKeyRef !== undefined) {
         const s = api.get('secrets', namespace, e.valueFrom.secretKeyRef.name);
         value = Buffer.from(((s?.['data'] ?? {}) as Record<string, string>)[e.valueFrom.secretKeyRef.key] ?? '', 'base64').toString('utf8');
@@ -310,18 +426,56 @@ export class KubeletSim {
     delete env['CAIRN_ADVERTISE_ADDR'];
     for (const [k, v] of Object.entries(env)) if (this.#o.dns.has(v)) env[k] = this.#o.dns.get(v)!;
     Object.assign(env, this.#o.extraEnv);
-    return { args: c.args ?? [], env };
+    // The image's entrypoint is the Cairn CLI; a `node …` command runs plain Node (init containers).
+    const command = c.command?.[0] === 'node' ? [...c.command.slice(1), ...(c.args ?? [])] : ['--import', 'tsx', CLI, ...(c.args ?? []), '--log-level', 'warn'];
+    return { command, env };
+  }
+
+  /** Runs the pod's init containers in order; false when the pod went away meanwhile. A failing one is retried after a pause (kubelet's backoff). */
+  async #init(p: Obj, dirs: ReadonlyMap<string, string>): Promise<boolean> {
+    const live = () => {
+      const now = this.#o.api.get('pods', this.#o.namespace, p.metadata.name);
+      return !this.#stopped && now !== undefined && now.metadata.uid === p.metadata.uid && now.metadata.deletionTimestamp === undefined && !this.#held.has(p.metadata.name) ? now : undefined;
+    };
+    for (const c of (p['spec'] as PodSpec).initContainers ?? []) {
+      for (;;) {
+        const now = live();
+        if (now === undefined) return false;
+        const { command, env } = this.#prepare(now, c, dirs);
+        const proc = spawn(process.execPath, command, { cwd: ROOT, env: { ...baseEnv(), ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        proc.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+        const code = await new Promise<number | null>((resolve) => {
+          const check = setInterval(() => {
+            if (live() === undefined) proc.kill('SIGKILL');
+          }, 500);
+          proc.once('exit', (exit) => {
+            clearInterval(check);
+            resolve(exit);
+          });
+        });
+        if (code === 0) break;
+        this.initFailures.push({ pod: p.metadata.name, container: c.name, stderr });
+        await sleep(1000);
+      }
+    }
+    return live() !== undefined;
   }
 
   async #run(p: Obj): Promise<void> {
-    let prepared: { args: string[]; env: Record<string, string> };
+    let prepared: { command: string[]; env: Record<string, string> };
     try {
-      prepared = this.#prepare(p);
+      const dirs = this.#volumes(p);
+      if (!(await this.#init(p, dirs))) return;
+      // Env is resolved when the container starts: annotations set while init ran are seen.
+      const now = this.#o.api.get('pods', this.#o.namespace, p.metadata.name);
+      if (now === undefined || now.metadata.uid !== p.metadata.uid) return;
+      prepared = this.#prepare(now, (now['spec'] as PodSpec).containers[0]!, dirs);
     } catch {
       return; // a volume source is not there yet (like ContainerCreating); the next sync retries
     }
-    const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CAIRN_')));
-    const proc = spawn(process.execPath, ['--import', 'tsx', CLI, ...prepared.args, '--log-level', 'warn'], { cwd: ROOT, env: { ...base, ...prepared.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    if (this.#stopped || this.#held.has(p.metadata.name)) return;
+    const proc = spawn(process.execPath, prepared.command, { cwd: ROOT, env: { ...baseEnv(), ...prepared.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     const r: Running = { pod: p.metadata.name, uid: p.metadata.uid!, proc, exited: new Promise((resolve) => proc.once('exit', () => resolve())), grpc: undefined, http: undefined, ready: false, stopping: false, stderr: '' };
     this.#running.set(r.pod, r);
     let stdout = '';

@@ -16,7 +16,7 @@ import { CairnClient } from '../../src/client/index.js';
 import { AdminClient, type AdminNode } from '../../src/metadata/index.js';
 import { createOperator, type CairnClusterSpec, type Condition, type Operator } from '../../src/operator/index.js';
 import { FakeApiServer, type Obj } from '../k8s/apiserver.js';
-import { KubeletSim } from '../k8s/kubelet.js';
+import { KubeletSim, type SimNode } from '../k8s/kubelet.js';
 import { waitFor } from '../cluster/harness.js';
 import { CLI, ROOT, runCli, tempDir, type Scope } from '../helpers/cluster.js';
 
@@ -94,7 +94,7 @@ export function spec(over: Partial<CairnClusterSpec> = {}): CairnClusterSpec {
   };
 }
 
-export async function world(t: Scope, options: { rf: number; failoverDelaySeconds?: number; detectorDelaySeconds?: number }): Promise<World> {
+export async function world(t: Scope, options: { rf: number; failoverDelaySeconds?: number; detectorDelaySeconds?: number; nodes?: readonly SimNode[] }): Promise<World> {
   const root = tempDir(t, 'cairn-k8s-');
   const api = new FakeApiServer();
   await api.listen();
@@ -112,6 +112,7 @@ export async function world(t: Scope, options: { rf: number; failoverDelaySecond
     statefulSets: [`${NAME}-blocknode`],
     root,
     dns: new Map([[`${NAME}-metadata.${NS}.svc:7400`, metadata.grpc]]),
+    ...(options.nodes !== undefined ? { nodes: options.nodes } : {}),
     extraEnv: { CAIRN_HEARTBEAT_INTERVAL_MS: '300', CAIRN_ANTI_ENTROPY_INTERVAL_MS: '300', CAIRN_REBALANCE_SETTLE_MS: '1500', CAIRN_SCRUB_INTERVAL_MS: '0', CAIRN_RESERVE_BYTES: '0', CAIRN_SHUTDOWN_TIMEOUT_MS: '3000' },
   });
   kubelet.start();

@@ -193,3 +193,23 @@ test('regression: a pod the rolling upgrade deleted and the StatefulSet has not 
   t.is(sts === undefined ? 1 : stsPartition(sts), 1);
   t.like(condition(actions, 'Upgrading'), { status: 'True', reason: 'Rolling' });
 });
+
+test('rack awareness: a scheduled pod gets its node\'s zone annotation once; unscheduled pods and unknown nodes wait', (t) => {
+  const c = cluster();
+  const base = settled(c, steady(c, 3));
+  const o: Observed = {
+    ...base,
+    blockPods: [pod(c, 0, { nodeName: 'n-a' }), pod(c, 1, { nodeName: 'n-b', zone: 'zone-b' }), pod(c, 2, { nodeName: 'n-unknown' })],
+    nodeZones: new Map([['n-a', 'zone-a'], ['n-b', 'zone-b'], ['n-bare', '']]),
+  };
+  t.deepEqual(reconcile(c, o).filter((a) => a.kind === 'annotateZone'), [{ kind: 'annotateZone', pod: 'demo-blocknode-0', zone: 'zone-a' }]);
+  // A relabelled node: the annotation follows; a node without the label: an empty zone.
+  const moved: Observed = { ...o, blockPods: [pod(c, 0, { nodeName: 'n-a', zone: 'zone-x' }), pod(c, 1, { nodeName: 'n-bare' }), pod(c, 2, { nodeName: 'n-b', zone: 'zone-b' })] };
+  t.deepEqual(reconcile(c, moved).filter((a) => a.kind === 'annotateZone'), [
+    { kind: 'annotateZone', pod: 'demo-blocknode-0', zone: 'zone-a' },
+    { kind: 'annotateZone', pod: 'demo-blocknode-1', zone: '' },
+  ]);
+  // Idempotent: with the annotations written, nothing more to do.
+  const after = applyActions(c, moved, reconcile(c, moved));
+  t.deepEqual(reconcile(c, after), []);
+});

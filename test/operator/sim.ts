@@ -55,6 +55,7 @@ export function applyActions(c: CairnCluster, o: Observed, actions: readonly Act
   const secrets = new Set(o.secrets);
   let sts = o.blockStatefulSet;
   let status = o.status;
+  const zones = new Map<string, string>();
   const states = new Map<string, ObservedNode['state']>();
   const drainsStarted = new Set<string>();
   for (const a of actions) {
@@ -69,10 +70,12 @@ export function applyActions(c: CairnCluster, o: Observed, actions: readonly Act
       case 'markDown': states.set(a.nodeId, 'down'); break;
       case 'remove': states.set(a.nodeId, 'removed'); break;
       case 'status': status = a.status; break;
+      case 'annotateZone': zones.set(a.pod, a.zone); break;
     }
   }
+  const blockPods = o.blockPods.map((p) => (zones.has(p.name) ? { ...p, zone: zones.get(p.name)! } : p));
   const metadata = o.metadata.reachable ? { reachable: true as const, nodes: o.metadata.nodes.map((n) => ({ ...n, state: states.get(n.id) ?? n.state, ...(drainsStarted.has(n.id) ? { drainDone: false } : {}) })) } : o.metadata;
-  return { ...o, objects, secrets, metadata, ...(sts !== undefined ? { blockStatefulSet: sts } : {}), ...(status !== undefined ? { status } : {}) };
+  return { ...o, objects, secrets, metadata, blockPods, ...(sts !== undefined ? { blockStatefulSet: sts } : {}), ...(status !== undefined ? { status } : {}) };
 }
 
 /**
