@@ -1,12 +1,12 @@
 // `cairn admin export|import`: copy the whole metadata store to a checksummed file and load it
 // into LevelDB or PostgreSQL (also the way an embedded installation migrates to PostgreSQL); and
-// the Admin API commands (`node down`, `quota`, `user`, `gc run`) against a running metadata service.
+// the Admin API commands (`node down`, `quota`, `retention`, `user`, `gc run`) against a running metadata service.
 import { existsSync, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { CairnError } from '../common/errors.js';
-import type { AdminClient, AdminUsage, MetadataStoreTarget } from '../metadata/index.js';
+import type { AdminClient, AdminRetentionPolicy, AdminUsage, MetadataStoreTarget } from '../metadata/index.js';
 import { createProgress } from './progress.js';
 
 interface StoreFlags {
@@ -98,6 +98,13 @@ function human(bytes: number): string {
   return i === 0 ? `${bytes} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
+function parseCount(value: string, flag: string, min: number, max: number): number {
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+    throw new CairnError('CAIRN_INVALID_ARGUMENT', `${flag} must be an integer in ${min}..${max}, got "${value}"`);
+  }
+  return Number(value);
+}
+
 function parseBatch(value: string): number {
   if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 100_000) {
     throw new CairnError('CAIRN_INVALID_ARGUMENT', `--batch-entries must be an integer in 1..100000, got "${value}"`);
@@ -152,6 +159,40 @@ export function registerAdmin(program: Command): void {
       out(u, usageLine(u));
     }));
 
+  remote(quota.command('recount').description('recompute a tenant\'s usage counters from its versions and chunks; cluster administrators').argument('<tenant>'))
+    .action((tenant: string, flags: RemoteFlags) => withAdmin(flags, async (c) => {
+      const u = await c.recountUsage(tenant);
+      out(u, usageLine(u));
+    }));
+
+  const policyLine = (tenant: string, p: AdminRetentionPolicy): string => {
+    const rules = [
+      ...(p.keepLast !== undefined ? [`keep the last ${p.keepLast} versions`] : []),
+      ...(p.keepDays !== undefined ? [`keep replaced versions ${p.keepDays} days`] : []),
+    ];
+    return `${tenant}: ${rules.length === 0 ? 'keep only current versions' : rules.join(' and ')}; trash ${p.trashDays ?? 'default'} days`;
+  };
+  const retention = admin.command('retention').description('tenant version retention (keep last N versions and/or D days; trash window)');
+  remote(retention.command('set').description('replace a tenant\'s retention policy (rules not given are removed)').argument('[tenant]', 'default: the token\'s tenant')
+    .option('--keep-last <n>', 'keep the newest N versions of each file (1..1000000)')
+    .option('--keep-days <d>', 'keep versions D days after they were replaced (0..36500)')
+    .option('--trash-days <d>', 'days a deleted entry stays restorable (0..36500; default: the server\'s)'))
+    .action((tenant: string | undefined, flags: RemoteFlags & { keepLast?: string; keepDays?: string; trashDays?: string }) => withAdmin(flags, async (c) => {
+      if (flags.keepLast === undefined && flags.keepDays === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'give --keep-last and/or --keep-days');
+      const policy: AdminRetentionPolicy = {
+        ...(flags.keepLast !== undefined ? { keepLast: parseCount(flags.keepLast, '--keep-last', 1, 1_000_000) } : {}),
+        ...(flags.keepDays !== undefined ? { keepDays: parseCount(flags.keepDays, '--keep-days', 0, 36_500) } : {}),
+        ...(flags.trashDays !== undefined ? { trashDays: parseCount(flags.trashDays, '--trash-days', 0, 36_500) } : {}),
+      };
+      const r = await c.setRetentionPolicy(tenant ?? '', policy);
+      out(r, policyLine(r.tenant, r.policy));
+    }));
+  remote(retention.command('get').description('the retention policy in force for a tenant').argument('[tenant]', 'default: the token\'s tenant'))
+    .action((tenant: string | undefined, flags: RemoteFlags) => withAdmin(flags, async (c) => {
+      const r = await c.getRetentionPolicy(tenant ?? '');
+      out(r, policyLine(r.tenant, r.policy));
+    }));
+
   const user = admin.command('user').description('users of a tenant (share grantees; ids are token subjects)');
   remote(user.command('create').description('add a user (or update its display name)').argument('<user>').option('--tenant <tenant>', 'default: the token\'s tenant').option('--display-name <name>', 'display name', ''))
     .action((id: string, flags: RemoteFlags & { tenant?: string; displayName: string }) => withAdmin(flags, async (c) => {
@@ -174,10 +215,12 @@ export function registerAdmin(program: Command): void {
     }));
 
   const gc = admin.command('gc').description('block garbage collection');
-  remote(gc.command('run').description('collect now: delete the blocks of chunks unreferenced for the grace period'))
-    .action((flags: RemoteFlags) => withAdmin(flags, async (c) => {
-      const r = await c.runGarbageCollection();
-      out(r, `claimed ${r.claimed}, deleted ${r.finished} chunks (${r.blocksDeleted} block copies), handed back ${r.released}`);
+  remote(gc.command('run').description('collect now: delete the blocks of chunks unreferenced for the grace period')
+    .option('--orphans', 'also sweep orphan blocks (on block nodes, named by no chunk; deleted after the orphan grace)'))
+    .action((flags: RemoteFlags & { orphans?: boolean }) => withAdmin(flags, async (c) => {
+      const r = await c.runGarbageCollection(600_000, { sweepOrphans: flags.orphans === true });
+      const orphans = flags.orphans === true ? `; orphan blocks: ${r.orphansSeen} unreferenced, ${r.orphansDeleted} deleted` : '';
+      out(r, `claimed ${r.claimed}, deleted ${r.finished} chunks (${r.blocksDeleted} block copies), handed back ${r.released}${orphans}`);
     }));
 
   admin

@@ -36,6 +36,8 @@ import type { GetOrCreateTenantKeyRequest as _cairn_v1_GetOrCreateTenantKeyReque
 import type { GetOrCreateTenantKeyResponse as _cairn_v1_GetOrCreateTenantKeyResponse, GetOrCreateTenantKeyResponse__Output as _cairn_v1_GetOrCreateTenantKeyResponse__Output } from './cairn/v1/GetOrCreateTenantKeyResponse.js';
 import type { GetQueueDepthRequest as _cairn_v1_GetQueueDepthRequest, GetQueueDepthRequest__Output as _cairn_v1_GetQueueDepthRequest__Output } from './cairn/v1/GetQueueDepthRequest.js';
 import type { GetQueueDepthResponse as _cairn_v1_GetQueueDepthResponse, GetQueueDepthResponse__Output as _cairn_v1_GetQueueDepthResponse__Output } from './cairn/v1/GetQueueDepthResponse.js';
+import type { GetRetentionPolicyRequest as _cairn_v1_GetRetentionPolicyRequest, GetRetentionPolicyRequest__Output as _cairn_v1_GetRetentionPolicyRequest__Output } from './cairn/v1/GetRetentionPolicyRequest.js';
+import type { GetRetentionPolicyResponse as _cairn_v1_GetRetentionPolicyResponse, GetRetentionPolicyResponse__Output as _cairn_v1_GetRetentionPolicyResponse__Output } from './cairn/v1/GetRetentionPolicyResponse.js';
 import type { GetTenantUsageRequest as _cairn_v1_GetTenantUsageRequest, GetTenantUsageRequest__Output as _cairn_v1_GetTenantUsageRequest__Output } from './cairn/v1/GetTenantUsageRequest.js';
 import type { GetTenantUsageResponse as _cairn_v1_GetTenantUsageResponse, GetTenantUsageResponse__Output as _cairn_v1_GetTenantUsageResponse__Output } from './cairn/v1/GetTenantUsageResponse.js';
 import type { HeartbeatRequest as _cairn_v1_HeartbeatRequest, HeartbeatRequest__Output as _cairn_v1_HeartbeatRequest__Output } from './cairn/v1/HeartbeatRequest.js';
@@ -59,14 +61,19 @@ import type { NodeInfo as _cairn_v1_NodeInfo, NodeInfo__Output as _cairn_v1_Node
 import type { NodeStats as _cairn_v1_NodeStats, NodeStats__Output as _cairn_v1_NodeStats__Output } from './cairn/v1/NodeStats.js';
 import type { QueueDepth as _cairn_v1_QueueDepth, QueueDepth__Output as _cairn_v1_QueueDepth__Output } from './cairn/v1/QueueDepth.js';
 import type { QueuedJob as _cairn_v1_QueuedJob, QueuedJob__Output as _cairn_v1_QueuedJob__Output } from './cairn/v1/QueuedJob.js';
+import type { RecountUsageRequest as _cairn_v1_RecountUsageRequest, RecountUsageRequest__Output as _cairn_v1_RecountUsageRequest__Output } from './cairn/v1/RecountUsageRequest.js';
+import type { RecountUsageResponse as _cairn_v1_RecountUsageResponse, RecountUsageResponse__Output as _cairn_v1_RecountUsageResponse__Output } from './cairn/v1/RecountUsageResponse.js';
 import type { RegisterNodeRequest as _cairn_v1_RegisterNodeRequest, RegisterNodeRequest__Output as _cairn_v1_RegisterNodeRequest__Output } from './cairn/v1/RegisterNodeRequest.js';
 import type { RegisterNodeResponse as _cairn_v1_RegisterNodeResponse, RegisterNodeResponse__Output as _cairn_v1_RegisterNodeResponse__Output } from './cairn/v1/RegisterNodeResponse.js';
 import type { RemoveNodeRequest as _cairn_v1_RemoveNodeRequest, RemoveNodeRequest__Output as _cairn_v1_RemoveNodeRequest__Output } from './cairn/v1/RemoveNodeRequest.js';
 import type { RemoveNodeResponse as _cairn_v1_RemoveNodeResponse, RemoveNodeResponse__Output as _cairn_v1_RemoveNodeResponse__Output } from './cairn/v1/RemoveNodeResponse.js';
+import type { RetentionPolicy as _cairn_v1_RetentionPolicy, RetentionPolicy__Output as _cairn_v1_RetentionPolicy__Output } from './cairn/v1/RetentionPolicy.js';
 import type { RetryDeadLetterRequest as _cairn_v1_RetryDeadLetterRequest, RetryDeadLetterRequest__Output as _cairn_v1_RetryDeadLetterRequest__Output } from './cairn/v1/RetryDeadLetterRequest.js';
 import type { RetryDeadLetterResponse as _cairn_v1_RetryDeadLetterResponse, RetryDeadLetterResponse__Output as _cairn_v1_RetryDeadLetterResponse__Output } from './cairn/v1/RetryDeadLetterResponse.js';
 import type { RunGarbageCollectionRequest as _cairn_v1_RunGarbageCollectionRequest, RunGarbageCollectionRequest__Output as _cairn_v1_RunGarbageCollectionRequest__Output } from './cairn/v1/RunGarbageCollectionRequest.js';
 import type { RunGarbageCollectionResponse as _cairn_v1_RunGarbageCollectionResponse, RunGarbageCollectionResponse__Output as _cairn_v1_RunGarbageCollectionResponse__Output } from './cairn/v1/RunGarbageCollectionResponse.js';
+import type { SetRetentionPolicyRequest as _cairn_v1_SetRetentionPolicyRequest, SetRetentionPolicyRequest__Output as _cairn_v1_SetRetentionPolicyRequest__Output } from './cairn/v1/SetRetentionPolicyRequest.js';
+import type { SetRetentionPolicyResponse as _cairn_v1_SetRetentionPolicyResponse, SetRetentionPolicyResponse__Output as _cairn_v1_SetRetentionPolicyResponse__Output } from './cairn/v1/SetRetentionPolicyResponse.js';
 import type { SetTenantQuotaRequest as _cairn_v1_SetTenantQuotaRequest, SetTenantQuotaRequest__Output as _cairn_v1_SetTenantQuotaRequest__Output } from './cairn/v1/SetTenantQuotaRequest.js';
 import type { SetTenantQuotaResponse as _cairn_v1_SetTenantQuotaResponse, SetTenantQuotaResponse__Output as _cairn_v1_SetTenantQuotaResponse__Output } from './cairn/v1/SetTenantQuotaResponse.js';
 import type { TenantInfo as _cairn_v1_TenantInfo, TenantInfo__Output as _cairn_v1_TenantInfo__Output } from './cairn/v1/TenantInfo.js';
@@ -120,6 +127,8 @@ export interface ProtoGrpcType {
       GetOrCreateTenantKeyResponse: MessageTypeDefinition<_cairn_v1_GetOrCreateTenantKeyResponse, _cairn_v1_GetOrCreateTenantKeyResponse__Output>
       GetQueueDepthRequest: MessageTypeDefinition<_cairn_v1_GetQueueDepthRequest, _cairn_v1_GetQueueDepthRequest__Output>
       GetQueueDepthResponse: MessageTypeDefinition<_cairn_v1_GetQueueDepthResponse, _cairn_v1_GetQueueDepthResponse__Output>
+      GetRetentionPolicyRequest: MessageTypeDefinition<_cairn_v1_GetRetentionPolicyRequest, _cairn_v1_GetRetentionPolicyRequest__Output>
+      GetRetentionPolicyResponse: MessageTypeDefinition<_cairn_v1_GetRetentionPolicyResponse, _cairn_v1_GetRetentionPolicyResponse__Output>
       GetTenantUsageRequest: MessageTypeDefinition<_cairn_v1_GetTenantUsageRequest, _cairn_v1_GetTenantUsageRequest__Output>
       GetTenantUsageResponse: MessageTypeDefinition<_cairn_v1_GetTenantUsageResponse, _cairn_v1_GetTenantUsageResponse__Output>
       HeartbeatRequest: MessageTypeDefinition<_cairn_v1_HeartbeatRequest, _cairn_v1_HeartbeatRequest__Output>
@@ -144,14 +153,19 @@ export interface ProtoGrpcType {
       NodeStats: MessageTypeDefinition<_cairn_v1_NodeStats, _cairn_v1_NodeStats__Output>
       QueueDepth: MessageTypeDefinition<_cairn_v1_QueueDepth, _cairn_v1_QueueDepth__Output>
       QueuedJob: MessageTypeDefinition<_cairn_v1_QueuedJob, _cairn_v1_QueuedJob__Output>
+      RecountUsageRequest: MessageTypeDefinition<_cairn_v1_RecountUsageRequest, _cairn_v1_RecountUsageRequest__Output>
+      RecountUsageResponse: MessageTypeDefinition<_cairn_v1_RecountUsageResponse, _cairn_v1_RecountUsageResponse__Output>
       RegisterNodeRequest: MessageTypeDefinition<_cairn_v1_RegisterNodeRequest, _cairn_v1_RegisterNodeRequest__Output>
       RegisterNodeResponse: MessageTypeDefinition<_cairn_v1_RegisterNodeResponse, _cairn_v1_RegisterNodeResponse__Output>
       RemoveNodeRequest: MessageTypeDefinition<_cairn_v1_RemoveNodeRequest, _cairn_v1_RemoveNodeRequest__Output>
       RemoveNodeResponse: MessageTypeDefinition<_cairn_v1_RemoveNodeResponse, _cairn_v1_RemoveNodeResponse__Output>
+      RetentionPolicy: MessageTypeDefinition<_cairn_v1_RetentionPolicy, _cairn_v1_RetentionPolicy__Output>
       RetryDeadLetterRequest: MessageTypeDefinition<_cairn_v1_RetryDeadLetterRequest, _cairn_v1_RetryDeadLetterRequest__Output>
       RetryDeadLetterResponse: MessageTypeDefinition<_cairn_v1_RetryDeadLetterResponse, _cairn_v1_RetryDeadLetterResponse__Output>
       RunGarbageCollectionRequest: MessageTypeDefinition<_cairn_v1_RunGarbageCollectionRequest, _cairn_v1_RunGarbageCollectionRequest__Output>
       RunGarbageCollectionResponse: MessageTypeDefinition<_cairn_v1_RunGarbageCollectionResponse, _cairn_v1_RunGarbageCollectionResponse__Output>
+      SetRetentionPolicyRequest: MessageTypeDefinition<_cairn_v1_SetRetentionPolicyRequest, _cairn_v1_SetRetentionPolicyRequest__Output>
+      SetRetentionPolicyResponse: MessageTypeDefinition<_cairn_v1_SetRetentionPolicyResponse, _cairn_v1_SetRetentionPolicyResponse__Output>
       SetTenantQuotaRequest: MessageTypeDefinition<_cairn_v1_SetTenantQuotaRequest, _cairn_v1_SetTenantQuotaRequest__Output>
       SetTenantQuotaResponse: MessageTypeDefinition<_cairn_v1_SetTenantQuotaResponse, _cairn_v1_SetTenantQuotaResponse__Output>
       TenantInfo: MessageTypeDefinition<_cairn_v1_TenantInfo, _cairn_v1_TenantInfo__Output>

@@ -35,6 +35,8 @@ import type { ClaimDeletionsResponse__Output } from '../gen/cairn/v1/ClaimDeleti
 import type { FinishDeletionsResponse__Output } from '../gen/cairn/v1/FinishDeletionsResponse.js';
 import type { RunGarbageCollectionResponse__Output } from '../gen/cairn/v1/RunGarbageCollectionResponse.js';
 import type { ExportResponse__Output } from '../gen/cairn/v1/ExportResponse.js';
+import type { RetentionPolicy__Output } from '../gen/cairn/v1/RetentionPolicy.js';
+import type { SetRetentionPolicyResponse__Output } from '../gen/cairn/v1/SetRetentionPolicyResponse.js';
 import { mapFromWire, stateFromWire } from './admin-wire.js';
 import type { DrainStatus, NodeStats } from './model/cluster.js';
 import type { QueueDepth } from './model/jobs.js';
@@ -88,6 +90,22 @@ export interface AdminTenant {
   readonly createdMs: number;
 }
 
+/** A tenant's version retention policy (absent fields: no such rule). */
+export interface AdminRetentionPolicy {
+  readonly keepLast?: number;
+  readonly keepDays?: number;
+  readonly trashDays?: number;
+}
+
+export interface AdminGcResult {
+  readonly claimed: number;
+  readonly finished: number;
+  readonly released: number;
+  readonly blocksDeleted: number;
+  readonly orphansSeen: number;
+  readonly orphansDeleted: number;
+}
+
 export interface AdminUsage {
   readonly tenant: string;
   readonly versionBytes: number;
@@ -125,7 +143,7 @@ type Method =
   | 'GetClusterMap' | 'RegisterNode' | 'Heartbeat' | 'DrainNode' | 'RemoveNode' | 'MarkNodeUp' | 'MarkNodeDown' | 'GetDrainStatus' | 'ListNodes'
   | 'LeaseJobs' | 'CompleteJob' | 'FailJob' | 'ListDeadLetters' | 'RetryDeadLetter' | 'GetQueueDepth'
   | 'CreateTenant' | 'ListTenants' | 'CreateToken' | 'GetOrCreateTenantKey'
-  | 'SetTenantQuota' | 'GetTenantUsage' | 'CreateUser' | 'ListUsers' | 'DeleteUser' | 'ClaimDeletions' | 'FinishDeletions' | 'RunGarbageCollection';
+  | 'SetTenantQuota' | 'GetTenantUsage' | 'RecountUsage' | 'SetRetentionPolicy' | 'GetRetentionPolicy' | 'CreateUser' | 'ListUsers' | 'DeleteUser' | 'ClaimDeletions' | 'FinishDeletions' | 'RunGarbageCollection';
 
 function node(n: NodeInfo__Output | null): AdminNode {
   if (n === null || n.node === null || n.drain === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no node');
@@ -168,6 +186,15 @@ function tenant(t: TenantInfo__Output | null): AdminTenant {
 function usage(u: TenantUsage__Output | null): AdminUsage {
   if (u === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no usage');
   return { tenant: u.tenant, versionBytes: Number(u.version_bytes), versions: Number(u.versions), storedBytes: Number(u.stored_bytes), chunks: Number(u.chunks), quotaBytes: Number(u.quota_bytes) };
+}
+
+function policy(p: RetentionPolicy__Output | null): AdminRetentionPolicy {
+  if (p === null) throw new CairnError('CAIRN_INTERNAL', 'Admin API returned no policy');
+  return {
+    ...(p.keep_last !== undefined ? { keepLast: p.keep_last } : {}),
+    ...(p.keep_days !== undefined ? { keepDays: p.keep_days } : {}),
+    ...(p.trash_days !== undefined ? { trashDays: p.trash_days } : {}),
+  };
 }
 
 function user(u: UserInfo__Output | null): AdminUser {
@@ -390,6 +417,25 @@ export class AdminClient {
     return usage(res.usage);
   }
 
+  /** Recomputes a tenant's usage counters from its versions and chunk index (cluster administrators). */
+  async recountUsage(tenant: string): Promise<AdminUsage> {
+    const res = await this.#unary<SetTenantQuotaResponse__Output>('RecountUsage', { tenant });
+    return usage(res.usage);
+  }
+
+  /** Replaces a tenant's retention policy ('' = the caller's tenant); returns the policy in force. */
+  async setRetentionPolicy(tenant: string, p: AdminRetentionPolicy): Promise<{ tenant: string; policy: AdminRetentionPolicy }> {
+    const wire = { ...(p.keepLast !== undefined ? { keep_last: p.keepLast } : {}), ...(p.keepDays !== undefined ? { keep_days: p.keepDays } : {}), ...(p.trashDays !== undefined ? { trash_days: p.trashDays } : {}) };
+    const res = await this.#unary<SetRetentionPolicyResponse__Output>('SetRetentionPolicy', { tenant, policy: wire });
+    return { tenant: res.tenant, policy: policy(res.policy) };
+  }
+
+  /** The retention policy in force for a tenant ('' = the caller's). */
+  async getRetentionPolicy(tenant = ''): Promise<{ tenant: string; policy: AdminRetentionPolicy }> {
+    const res = await this.#unary<SetRetentionPolicyResponse__Output>('GetRetentionPolicy', { tenant });
+    return { tenant: res.tenant, policy: policy(res.policy) };
+  }
+
   async createUser(input: { tenant?: string; user: string; displayName?: string }): Promise<AdminUser> {
     const res = await this.#unary<CreateUserResponse__Output>('CreateUser', { tenant: input.tenant ?? '', user: input.user, display_name: input.displayName ?? '' });
     return user(res.user);
@@ -437,16 +483,16 @@ export class AdminClient {
   }
 
   /** Runs the metadata process's block GC now (cluster administrators). */
-  async runGarbageCollection(timeoutMs = 600_000): Promise<{ claimed: number; finished: number; released: number; blocksDeleted: number }> {
+  async runGarbageCollection(timeoutMs = 600_000, options: { sweepOrphans?: boolean } = {}): Promise<AdminGcResult> {
     const md = await callMetadata(this.#token);
     const fn = (this.#client as unknown as Record<string, Parameters<typeof unaryCall<object, RunGarbageCollectionResponse__Output>>[0]>)['RunGarbageCollection']!;
     let res: RunGarbageCollectionResponse__Output;
     try {
-      res = await unaryCall<object, RunGarbageCollectionResponse__Output>(fn.bind(this.#client), {}, md, deadlineIn(timeoutMs));
+      res = await unaryCall<object, RunGarbageCollectionResponse__Output>(fn.bind(this.#client), { sweep_orphans: options.sweepOrphans === true }, md, deadlineIn(timeoutMs));
     } catch (err) {
       throw fromServiceError(err);
     }
-    return { claimed: Number(res.claimed), finished: Number(res.finished), released: Number(res.released), blocksDeleted: Number(res.blocks_deleted) };
+    return { claimed: Number(res.claimed), finished: Number(res.finished), released: Number(res.released), blocksDeleted: Number(res.blocks_deleted), orphansSeen: Number(res.orphans_seen), orphansDeleted: Number(res.orphans_deleted) };
   }
 
   close(): void {

@@ -31,7 +31,8 @@ import {
   type NodeStats,
 } from './model/cluster.js';
 import { completeJob, failJob, leaseJobs, listDeadLetters, queueDepth, retryDeadLetter } from './model/jobs.js';
-import { claimDeletions, deleteUser, finishDeletions, getUsage, listUsers, putUser, releaseDeletions, setQuota, type ModelContext, type TenantUsage, type UserRecord } from './model/index.js';
+import { claimDeletions, deleteUser, finishDeletions, getPolicy, getUsage, listUsers, putUser, recountUsage, releaseDeletions, setPolicy, setQuota, type ModelContext, type RetentionPolicy, type TenantUsage, type UserRecord } from './model/index.js';
+import type { RetentionPolicy as WirePolicy, RetentionPolicy__Output as WirePolicyIn } from '../gen/cairn/v1/RetentionPolicy.js';
 import { validateUser } from './model/context.js';
 import type { TenantUsage as WireUsage } from '../gen/cairn/v1/TenantUsage.js';
 import type { UserInfo } from '../gen/cairn/v1/UserInfo.js';
@@ -70,6 +71,9 @@ export const ADMIN_PERMISSIONS = Object.freeze({
   GetOrCreateTenantKey: 'service',
   SetTenantQuota: 'admin',
   GetTenantUsage: 'admin',
+  RecountUsage: 'admin',
+  SetRetentionPolicy: 'admin',
+  GetRetentionPolicy: 'admin',
   CreateUser: 'admin',
   ListUsers: 'admin',
   DeleteUser: 'admin',
@@ -121,6 +125,23 @@ const DEFAULT_RELEASE_RETRY_MS = 60_000;
 
 function usageToWire(u: TenantUsage): WireUsage {
   return { tenant: u.tenant, version_bytes: String(u.versionBytes), versions: String(u.versions), stored_bytes: String(u.storedBytes), chunks: String(u.chunks), quota_bytes: String(u.quotaBytes) };
+}
+
+function policyToWire(p: RetentionPolicy): WirePolicy {
+  return {
+    ...(p.keepLast !== undefined ? { keep_last: p.keepLast } : {}),
+    ...(p.keepDays !== undefined ? { keep_days: p.keepDays } : {}),
+    ...(p.trashDays !== undefined ? { trash_days: p.trashDays } : {}),
+  };
+}
+
+function policyFromWire(p: WirePolicyIn | null): RetentionPolicy {
+  if (p === null) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'policy is required', { fieldViolations: [{ field: 'policy', description: 'missing' }] });
+  return {
+    ...(p.keep_last !== undefined ? { keepLast: p.keep_last } : {}),
+    ...(p.keep_days !== undefined ? { keepDays: p.keep_days } : {}),
+    ...(p.trash_days !== undefined ? { trashDays: p.trash_days } : {}),
+  };
 }
 
 function userToWire(u: UserRecord): UserInfo {
@@ -384,6 +405,22 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
       return { usage: usageToWire(usage) };
     }),
     GetTenantUsage: unary(async (req, ctx) => ({ usage: usageToWire(await getUsage(kv, scopedTenant(principalOf(ctx), req.tenant))) })),
+    RecountUsage: unary(async (req, ctx) => {
+      if (principalOf(ctx).tenant !== SYSTEM_TENANT) throw new CairnError('CAIRN_PERMISSION_DENIED', `only admins of tenant "${SYSTEM_TENANT}" may recount usage`);
+      const usage = await recountUsage(options.model, req.tenant);
+      ctx.log.info({ tenant: req.tenant, versionBytes: usage.versionBytes, storedBytes: usage.storedBytes }, 'tenant usage recounted');
+      return { usage: usageToWire(usage) };
+    }),
+    SetRetentionPolicy: unary(async (req, ctx) => {
+      const tenant = scopedTenant(principalOf(ctx), req.tenant);
+      const policy = await setPolicy(options.model, tenant, policyFromWire(req.policy));
+      ctx.log.info({ tenant, policy }, 'retention policy set');
+      return { tenant, policy: policyToWire(policy) };
+    }),
+    GetRetentionPolicy: unary(async (req, ctx) => {
+      const tenant = scopedTenant(principalOf(ctx), req.tenant);
+      return { tenant, policy: policyToWire(await getPolicy(options.model, tenant)) };
+    }),
     CreateUser: unary(async (req, ctx) => ({ user: userToWire(await putUser(options.model, scopedTenant(principalOf(ctx), req.tenant), req.user, req.display_name)) })),
     ListUsers: unary(async (req, ctx) => {
       const tenant = scopedTenant(principalOf(ctx), req.tenant);
@@ -440,12 +477,13 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
         await rm(dir, { recursive: true, force: true });
       }
     }),
-    RunGarbageCollection: unary(async (_req, ctx) => {
+    RunGarbageCollection: unary(async (req, ctx) => {
       if (principalOf(ctx).tenant !== SYSTEM_TENANT) throw new CairnError('CAIRN_PERMISSION_DENIED', `only admins of tenant "${SYSTEM_TENANT}" may run the garbage collector`);
       if (options.gc === undefined) throw new CairnError('CAIRN_FAILED_PRECONDITION', 'this metadata process runs no block GC (start it with a GC interval and reachable block nodes)');
       const r = await options.gc.runOnce();
-      ctx.log.info(r, 'GC run on request');
-      return { claimed: String(r.claimed), finished: String(r.finished), released: String(r.released), blocks_deleted: String(r.blocksDeleted) };
+      const o = req.sweep_orphans ? await options.gc.sweepOrphans() : { seen: 0, deleted: 0, released: 0 };
+      ctx.log.info({ ...r, orphansSeen: o.seen, orphansDeleted: o.deleted }, 'GC run on request');
+      return { claimed: String(r.claimed), finished: String(r.finished), released: String(r.released + o.released), blocks_deleted: String(r.blocksDeleted), orphans_seen: String(o.seen), orphans_deleted: String(o.deleted) };
     }),
     FinishDeletions: unary(async (req) => {
       const done = deletionRefs(req.done, 'done');

@@ -31,6 +31,30 @@ export interface DeletionSource {
   release(claims: readonly GcClaim[], retryAfterMs: number): Promise<number>;
 }
 
+/** The orphan sweep's view of the index (model/orphans.ts), in-process. */
+export interface OrphanSource {
+  /** Every address (hex) the chunk index names. */
+  referenced(): Promise<Set<string>>;
+  /** Records this sweep's candidates; returns those unreferenced for the grace period. */
+  note(candidates: ReadonlySet<string>, graceMs: number): Promise<string[]>;
+  claim(addresses: readonly string[], holdMs: number): Promise<string[]>;
+  end(addresses: readonly string[], keepHoldMs: number): Promise<void>;
+  forget(addresses: readonly string[]): Promise<void>;
+}
+
+export interface OrphanSweepResult {
+  /** Addresses found on some node that no chunk names (now). */
+  readonly seen: number;
+  /** Orphans unreferenced past the grace period, deleted on every live node. */
+  readonly deleted: number;
+  /** Due orphans handed back because a node could not be reached. */
+  readonly released: number;
+}
+
+/** The block address space is listed in this many partitions (the first 12 bits). */
+const PARTITIONS = 4096;
+const LIST_PAGE = 4096;
+
 export interface GcNode {
   readonly id: string;
   readonly addr: string;
@@ -50,6 +74,12 @@ export interface GcWorkerOptions {
   readonly batch?: number;
   readonly registry?: Registry | undefined;
   readonly now?: () => number;
+  /**
+   * The orphan-block sweep: blocks no chunk names are deleted once unreferenced for `graceMs`;
+   * a deleted address stays refused to commits for `holdMs` (an upload that wrote it before the
+   * deletion must upload it again). Periodic runs sweep at most every `intervalMs`.
+   */
+  readonly orphans?: { readonly source: OrphanSource; readonly graceMs: number; readonly holdMs: number; readonly intervalMs: number } | undefined;
 }
 
 export interface GcRunResult {
@@ -71,12 +101,16 @@ export class GcWorker {
   #stopped = false;
   #state: GcState = 'idle';
   #failures = 0;
+  #lastOrphanSweep = 0;
+  #sweeping: Promise<OrphanSweepResult> | undefined;
 
   constructor(options: GcWorkerOptions) {
     if (!Number.isSafeInteger(options.intervalMs) || options.intervalMs < 0) throw new RangeError('options.intervalMs must be a non-negative integer');
     const batch = options.batch ?? DEFAULT_BATCH;
     if (!Number.isInteger(batch) || batch < 1 || batch > 1000) throw new RangeError('options.batch must be an integer in 1..1000');
     this.#o = options;
+    // The first periodic orphan sweep comes an interval after start, not with the first GC run.
+    this.#lastOrphanSweep = (options.now ?? Date.now)();
     const registers = options.registry !== undefined ? [options.registry] : [];
     this.#counters = options.registry === undefined
       ? {}
@@ -102,6 +136,10 @@ export class GcWorker {
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.runOnce()
+        .then(async () => {
+          const o = this.#o.orphans;
+          if (o !== undefined && o.intervalMs > 0 && (this.#o.now ?? Date.now)() - this.#lastOrphanSweep >= o.intervalMs) await this.sweepOrphans();
+        })
         .then(() => {
           this.#failures = 0;
           this.#schedule(this.#o.intervalMs / 2 + Math.random() * this.#o.intervalMs);
@@ -153,6 +191,67 @@ export class GcWorker {
     return total;
   }
 
+  /**
+   * One orphan sweep: lists every node's blocks, compares them with the index, records candidates
+   * and deletes those unreferenced past the grace period (claim, re-read the index, delete on every
+   * live node, then hold). Concurrent calls share a sweep.
+   */
+  sweepOrphans(): Promise<OrphanSweepResult> {
+    const o = this.#o.orphans;
+    if (o === undefined) return Promise.reject(new Error('this GC worker has no orphan sweep configured'));
+    if (this.#sweeping !== undefined) return this.#sweeping;
+    this.#sweeping = this.#sweep(o).finally(() => {
+      this.#sweeping = undefined;
+    });
+    return this.#sweeping;
+  }
+
+  async #sweep(o: NonNullable<GcWorkerOptions['orphans']>): Promise<OrphanSweepResult> {
+    const started = (this.#o.now ?? Date.now)();
+    const nodes = (await this.#o.nodes()).filter((n) => n.state !== 'removed' && n.state !== 'down');
+    // List the nodes first, then read the index: a block committed in between is seen referenced,
+    // and one written after the listing is not a candidate at all.
+    const onNodes = new Set<string>();
+    for (const node of nodes) {
+      const client = this.#client(node.addr);
+      for (let p = 0; p < PARTITIONS && !this.#stopped; p++) {
+        let cursor = '';
+        do {
+          const page = await client.listPartition(p, cursor, LIST_PAGE);
+          for (const a of page.addresses) onNodes.add(a.toString('hex'));
+          cursor = page.cursor;
+        } while (cursor !== '');
+      }
+    }
+    const referenced = await o.source.referenced();
+    const candidates = new Set([...onNodes].filter((hex) => !referenced.has(hex)));
+    const due = await o.source.note(candidates, o.graceMs);
+    let deleted = 0;
+    let released = 0;
+    if (due.length > 0 && !this.#stopped) {
+      const claimed = await o.source.claim(due, o.holdMs);
+      // Claimed addresses can no longer be adopted; anything adopted before the claim is in the index now.
+      const now = await o.source.referenced();
+      const adopted = claimed.filter((hex) => now.has(hex));
+      const doomed = claimed.filter((hex) => !now.has(hex));
+      if (adopted.length > 0) await o.source.forget(adopted);
+      if (doomed.length > 0) {
+        const outcome = await this.#deleteEverywhere(doomed.map((hex) => ({ tenant: '', plainHash: Buffer.alloc(0), address: Buffer.from(hex, 'hex') })));
+        if (outcome.ok) {
+          await o.source.end(doomed, o.holdMs);
+          deleted = doomed.length;
+        } else {
+          await o.source.end(doomed, 0);
+          released = doomed.length;
+        }
+      }
+    }
+    this.#lastOrphanSweep = started;
+    const result = { seen: candidates.size, deleted, released };
+    if (candidates.size > 0) this.#o.log.info(result, 'orphan sweep done');
+    return result;
+  }
+
   /** Deletes the claimed blocks on every node that is not down or removed; ok only if all succeeded. */
   async #deleteEverywhere(claims: readonly GcClaim[]): Promise<{ ok: boolean; deleted: number }> {
     const nodes = (await this.#o.nodes()).filter((n) => n.state !== 'removed' && n.state !== 'down');
@@ -195,6 +294,7 @@ export class GcWorker {
     this.#state = 'stopped';
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     await this.#running?.catch(() => undefined);
+    await this.#sweeping?.catch(() => undefined);
     for (const c of this.#clients.values()) c.close();
     this.#clients.clear();
   }

@@ -14,15 +14,17 @@ import { Sweeper } from './sweeper.js';
 import { ChangeHub } from './watch.js';
 import { ADMIN_PERMISSIONS, createAdminService } from './admin.js';
 import { DEFAULT_GC_INTERVAL_MS, GcWorker, type GcNode } from './gc.js';
-import { claimDeletions, finishDeletions, releaseDeletions } from './model/index.js';
+import { claimDeletions, claimOrphans, DEFAULT_ORPHAN_GRACE_MS, endOrphanClaims, finishDeletions, forgetOrphans, listTenantIds, noteOrphans, recountUncounted, referencedAddresses, releaseDeletions } from './model/index.js';
+
+const DEFAULT_ORPHAN_INTERVAL_MS = 60 * 60 * 1000;
 import { getClusterMap } from './model/cluster.js';
 import type { TokenProvider } from '../common/grpc-client.js';
 
 export { MetadataClient, type MetadataClientOptions } from './client.js';
-export { AdminClient, type AdminClientOptions, type AdminDeletion, type AdminUsage, type AdminUser, type AdminNode, type AdminJob, type AdminLease, type AdminTenant, type RegisterNodeInput, type DrainStatus, type NodeStats, type QueueDepth } from './admin-client.js';
+export { AdminClient, type AdminClientOptions, type AdminDeletion, type AdminGcResult, type AdminRetentionPolicy, type AdminUsage, type AdminUser, type AdminNode, type AdminJob, type AdminLease, type AdminTenant, type RegisterNodeInput, type DrainStatus, type NodeStats, type QueueDepth } from './admin-client.js';
 export { enqueueJob, type EnqueueInput, type JobRecord } from './model/jobs.js';
 export { MEDIA_JOB_KIND, type MediaDerivative, type MediaJobPayload } from './model/files.js';
-export { GcWorker, DEFAULT_GC_INTERVAL_MS, type DeletionSource, type GcNode, type GcRunResult, type GcWorkerOptions } from './gc.js';
+export { GcWorker, DEFAULT_GC_INTERVAL_MS, type DeletionSource, type GcNode, type GcRunResult, type GcWorkerOptions, type OrphanSource, type OrphanSweepResult } from './gc.js';
 export { exportStore, importStore, openExportSource, openImportTarget, openMetadataStore, saveStreamedExport, verifyExport, type ExportSummary, type ImportSummary, type MetadataStoreTarget } from './export.js';
 
 export interface MetadataServiceOptions {
@@ -54,6 +56,10 @@ export interface MetadataServiceOptions {
     readonly token: TokenProvider;
     readonly intervalMs?: number;
     readonly nodes?: () => Promise<readonly GcNode[]>;
+    /** Orphan blocks (named by no chunk) are deleted after this long unreferenced; default 1 day. */
+    readonly orphanGraceMs?: number;
+    /** Periodic runs sweep orphans at most this often (default 1 h; 0 = only on request). */
+    readonly orphanIntervalMs?: number;
   } | undefined;
 }
 
@@ -69,9 +75,17 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
   const kv = options.postgresUrl !== undefined
     ? await openKv({ backend: 'postgres', url: options.postgresUrl })
     : await openKv({ backend: 'level', dir: join(options.dataDir, 'metadata') });
+  const ctx = createContext(kv, { ...options.model, ...(options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}) });
+  try {
+    // Stores written before the usage counters existed are counted once, before serving.
+    const recounted = await recountUncounted(ctx, (after) => listTenantIds(ctx, after));
+    if (recounted.length > 0) log.info({ tenants: recounted.length }, 'usage counters recounted for tenants written before they existed');
+  } catch (err) {
+    await kv.close();
+    throw err;
+  }
   const { definition, proto } = loadProto();
   const server = new CairnGrpcServer({ name: 'metadata', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
-  const ctx = createContext(kv, { ...options.model, ...(options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}) });
   const hub = new ChangeHub(kv);
   const metadata = metadataHandlers(ctx, { secret: options.authSecret, hub, ...(options.watchPollMs !== undefined ? { watchPollMs: options.watchPollMs } : {}) });
   server.addService(proto.cairn.v1.Metadata.service, metadata.handlers, METADATA_PERMISSIONS);
@@ -90,6 +104,18 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
         log: log.child({ task: 'gc' }),
         intervalMs: options.gc.intervalMs ?? DEFAULT_GC_INTERVAL_MS,
         registry: options.metrics.registry,
+        orphans: {
+          source: {
+            referenced: () => referencedAddresses(ctx),
+            note: (candidates, graceMs) => noteOrphans(ctx, candidates, graceMs),
+            claim: (addresses, holdMs) => claimOrphans(ctx, addresses, holdMs),
+            end: (addresses, holdMs) => endOrphanClaims(ctx, addresses, holdMs),
+            forget: (addresses) => forgetOrphans(ctx, addresses),
+          },
+          graceMs: options.gc.orphanGraceMs ?? DEFAULT_ORPHAN_GRACE_MS,
+          holdMs: ctx.deletionLeaseMs,
+          intervalMs: options.gc.orphanIntervalMs ?? DEFAULT_ORPHAN_INTERVAL_MS,
+        },
       });
   const admin = createAdminService({ kv, model: ctx, gc, backend: options.postgresUrl !== undefined ? 'postgres' : 'level', authSecret: options.authSecret, log: log.child({ service: 'admin' }), registry: options.metrics.registry, ...options.cluster });
   server.addService(proto.cairn.v1.Admin.service, admin.handlers, ADMIN_PERMISSIONS);

@@ -222,3 +222,37 @@ test.serial('quotas and users over the Admin API: cluster admins set quotas, ten
   t.is(await code(svc.claimDeletions(5000)), 'CAIRN_INVALID_ARGUMENT');
   t.is(await code(svc.finishDeletions({ done: [{ tenant: 'acme', plainHash: Buffer.alloc(3) }] })), 'CAIRN_INVALID_HASH');
 });
+
+test.serial('retention policy over the Admin API: pruning by count releases refs exactly once; usage recount', async (t) => {
+  t.timeout(60_000);
+  const root = await client(t, 'system', 'admin');
+  const initech = await client(t, 'initech', 'admin');
+  const globex = await client(t, 'globex', 'admin');
+  const serviceToken = await signToken(secret!, { tenant: 'system', role: 'service' });
+  const metadata = new MetadataClient({ address: server!.grpc, credentials: credentials.createInsecure(), token: () => serviceToken });
+  t.teardown(() => metadata.close());
+  const chunk = (seed: string): { plain_hash: Buffer; offset: number; size: number; address: Buffer; stored_size: number } => {
+    const h = createHash('sha256').update(seed).digest();
+    return { plain_hash: h, offset: 0, size: 100, address: createHash('sha256').update('sealed:' + seed).digest(), stored_size: 128 };
+  };
+  const commit = (seed: string): Promise<unknown> => metadata.commitFile({ tenant: 'initech', path: '/doc', size: 100, mtime_ms: 1, author_device: 'd', chunks: [chunk(seed)] });
+
+  t.like(await initech.getRetentionPolicy(), { tenant: 'initech', policy: { keepDays: 30, trashDays: 30 } }, 'the service default');
+  t.deepEqual(await initech.setRetentionPolicy('', { keepLast: 2 }), { tenant: 'initech', policy: { keepLast: 2, trashDays: 30 } });
+  t.deepEqual((await root.getRetentionPolicy('initech')).policy, { keepLast: 2, trashDays: 30 });
+  t.is(await code(globex.setRetentionPolicy('initech', { keepLast: 1 })), 'CAIRN_PERMISSION_DENIED', 'another tenant\'s admin');
+  t.is(await code(initech.setRetentionPolicy('', { keepLast: 0 })), 'CAIRN_INVALID_ARGUMENT');
+  t.is(await code(initech.setRetentionPolicy('', { keepDays: 40_000 })), 'CAIRN_INVALID_ARGUMENT');
+  t.deepEqual((await initech.getRetentionPolicy()).policy, { keepLast: 2, trashDays: 30 }, 'bad input changed nothing');
+
+  for (const seed of ['v1', 'v2', 'v3', 'v4']) await commit(seed);
+  const versions = await metadata.listVersions({ tenant: 'initech', path: '/doc', page_size: 100, page_token: '' });
+  t.is(versions.versions.length, 2, 'keep-last 2 pruned the older versions');
+  const refs = await metadata.findChunks({ tenant: 'initech', plain_hashes: ['v1', 'v2', 'v3', 'v4'].map((s) => chunk(s).plain_hash) });
+  t.deepEqual(refs.chunks.map((c) => Number(c.refs)).sort(), [0, 0, 1, 1], 'each pruned version released its ref once');
+  const usage = await root.getTenantUsage('initech');
+  t.like(usage, { versionBytes: 200, versions: 2, chunks: 4 });
+  t.deepEqual(await root.recountUsage('initech'), usage, 'a recount of consistent counters changes nothing');
+  t.is(await code(initech.recountUsage('initech')), 'CAIRN_PERMISSION_DENIED', 'only cluster admins recount');
+  t.is(await code(root.recountUsage('')), 'CAIRN_INVALID_ARGUMENT');
+});

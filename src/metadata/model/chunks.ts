@@ -6,6 +6,7 @@ import type { KvTx } from '../kv/types.js';
 import { json, parseJson, readJson, type ChunkRecord } from './codec.js';
 import { invalid, type ModelContext } from './context.js';
 import { keys, tuple, u64, under } from './keys.js';
+import { adoptAddress } from './orphans.js';
 import { adjustUsage } from './usage.js';
 
 interface StoredChunk {
@@ -77,6 +78,7 @@ export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunk
     if (entry?.x !== undefined) throw beingDeleted(hex);
     if (entry === undefined) {
       if (chunk.address.length !== 32) throw new CairnError('CAIRN_FAILED_PRECONDITION', `chunk ${hex} is not stored yet: upload it first`, { metadata: { plain_hash: hex } });
+      await adoptAddress(tx, ctx, chunk.address, hex);
       entry = { a: chunk.address.toString('hex'), p: chunk.size, s: chunk.storedSize, r: 0, n: 0 };
       newStored += chunk.storedSize;
       newChunks++;

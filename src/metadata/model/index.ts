@@ -16,4 +16,5 @@ export {
 export { deleteUser, getPolicy, getUser, listTenantIds, listUsers, putUser, setPolicy, type UserRecord } from './tenants.js';
 export { purgeDeleted, pruneExpiredVersions, runMaintenance, type MaintenanceStats } from './maintenance.js';
 export { CHANGE_CHANNEL } from './keys.js';
-export { adjustUsage, getUsage, setQuota, type TenantUsage } from './usage.js';
+export { adjustUsage, getUsage, recountUncounted, recountUsage, setQuota, type TenantUsage } from './usage.js';
+export { adoptAddress, claimOrphans, DEFAULT_ORPHAN_GRACE_MS, endOrphanClaims, forgetOrphans, noteOrphans, referencedAddresses } from './orphans.js';

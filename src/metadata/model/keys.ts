@@ -55,6 +55,7 @@ export const keys = {
   deleted: (tenant: string, at: number, id: string) => tuple('D', tenant, u64(at), id),
   /** Per-tenant chunk index entry: plain hash → stored block, refs and pins. */
   chunk: (tenant: string, plainHash: Buffer) => tuple('c', tenant, plainHash),
+  /** (`tuple('o', address)`, orphans.ts) A block address on block nodes that no chunk names. */
   /** Chunk delete queue, ordered by due time across tenants. */
   deleteQueue: (due: number, tenant: string, plainHash: Buffer) => tuple('q', u64(due), tenant, plainHash),
   /** The tenant's change-feed revision counter. */

@@ -6,9 +6,9 @@
 import { validateTenant } from '../../common/auth.js';
 import { CairnError } from '../../common/errors.js';
 import type { Kv, KvReader, KvTx } from '../kv/types.js';
-import { json, readJson } from './codec.js';
-import { invalid } from './context.js';
-import { keys } from './keys.js';
+import { json, parseJson, readJson } from './codec.js';
+import { invalid, type ModelContext } from './context.js';
+import { keys, under } from './keys.js';
 
 interface StoredUsage {
   /** Logical bytes and count of kept versions (tombstones are versions of 0 bytes). */
@@ -109,4 +109,66 @@ export async function setQuota(kv: Kv, tenant: string, quotaBytes: number): Prom
     await writeUsage(tx, tenant, u);
     return toUsage(tenant, u);
   });
+}
+
+const RECOUNT_PAGE = 1000;
+
+/** Sums a tenant's kept versions (headers) and chunk-index entries as `tx` sees them. */
+async function countStored(tx: Pick<KvReader, 'scan'>, tenant: string): Promise<Omit<StoredUsage, 'q'>> {
+  const u = { b: 0, v: 0, s: 0, c: 0 };
+  const sumRange = async (range: { gt: Buffer; lt: Buffer }, add: (value: Buffer) => void): Promise<void> => {
+    let gt = range.gt;
+    for (;;) {
+      const rows = await tx.scan({ gt, lt: range.lt, limit: RECOUNT_PAGE });
+      for (const [, v] of rows) add(v);
+      const last = rows.at(-1);
+      if (last === undefined || rows.length < RECOUNT_PAGE) return;
+      gt = last[0];
+    }
+  };
+  await sumRange(under('v', tenant), (v) => {
+    u.b += parseJson<{ size: number }>(v).size;
+    u.v++;
+  });
+  await sumRange(under('c', tenant), (v) => {
+    u.s += parseJson<{ s: number }>(v).s;
+    u.c++;
+  });
+  return u;
+}
+
+/**
+ * Recomputes a tenant's counters from its versions and chunk index in one transaction on the
+ * tenant's write lane (so no commit of the tenant interleaves), keeping its quota.
+ */
+export async function recountUsage(ctx: ModelContext, tenant: string): Promise<TenantUsage> {
+  validateTenant(tenant);
+  return ctx.write(tenant, async (tx) => {
+    const counted = await countStored(tx, tenant);
+    const record = await readRecord(tx, tenant);
+    const u: StoredUsage = { ...counted, ...(record.u?.q !== undefined ? { q: record.u.q } : {}) };
+    record.u = u;
+    tx.put(keys.tenant(tenant), json(record));
+    return toUsage(tenant, u);
+  });
+}
+
+/**
+ * Recounts every tenant that has data but no counters yet: stores written before the counters
+ * existed. A tenant's first commit creates its counters, so this finds work only once per store.
+ */
+export async function recountUncounted(ctx: ModelContext, listTenants: (after: string) => Promise<string[]>): Promise<string[]> {
+  const recounted: string[] = [];
+  let after = '';
+  for (;;) {
+    const tenants = await listTenants(after);
+    for (const tenant of tenants) {
+      if ((await readRecord(ctx.kv, tenant)).u !== undefined) continue;
+      await recountUsage(ctx, tenant);
+      recounted.push(tenant);
+    }
+    const last = tenants.at(-1);
+    if (last === undefined) return recounted;
+    after = last;
+  }
 }

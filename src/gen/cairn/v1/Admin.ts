@@ -31,6 +31,8 @@ import type { GetOrCreateTenantKeyRequest as _cairn_v1_GetOrCreateTenantKeyReque
 import type { GetOrCreateTenantKeyResponse as _cairn_v1_GetOrCreateTenantKeyResponse, GetOrCreateTenantKeyResponse__Output as _cairn_v1_GetOrCreateTenantKeyResponse__Output } from '../../cairn/v1/GetOrCreateTenantKeyResponse.js';
 import type { GetQueueDepthRequest as _cairn_v1_GetQueueDepthRequest, GetQueueDepthRequest__Output as _cairn_v1_GetQueueDepthRequest__Output } from '../../cairn/v1/GetQueueDepthRequest.js';
 import type { GetQueueDepthResponse as _cairn_v1_GetQueueDepthResponse, GetQueueDepthResponse__Output as _cairn_v1_GetQueueDepthResponse__Output } from '../../cairn/v1/GetQueueDepthResponse.js';
+import type { GetRetentionPolicyRequest as _cairn_v1_GetRetentionPolicyRequest, GetRetentionPolicyRequest__Output as _cairn_v1_GetRetentionPolicyRequest__Output } from '../../cairn/v1/GetRetentionPolicyRequest.js';
+import type { GetRetentionPolicyResponse as _cairn_v1_GetRetentionPolicyResponse, GetRetentionPolicyResponse__Output as _cairn_v1_GetRetentionPolicyResponse__Output } from '../../cairn/v1/GetRetentionPolicyResponse.js';
 import type { GetTenantUsageRequest as _cairn_v1_GetTenantUsageRequest, GetTenantUsageRequest__Output as _cairn_v1_GetTenantUsageRequest__Output } from '../../cairn/v1/GetTenantUsageRequest.js';
 import type { GetTenantUsageResponse as _cairn_v1_GetTenantUsageResponse, GetTenantUsageResponse__Output as _cairn_v1_GetTenantUsageResponse__Output } from '../../cairn/v1/GetTenantUsageResponse.js';
 import type { HeartbeatRequest as _cairn_v1_HeartbeatRequest, HeartbeatRequest__Output as _cairn_v1_HeartbeatRequest__Output } from '../../cairn/v1/HeartbeatRequest.js';
@@ -49,6 +51,8 @@ import type { MarkNodeDownRequest as _cairn_v1_MarkNodeDownRequest, MarkNodeDown
 import type { MarkNodeDownResponse as _cairn_v1_MarkNodeDownResponse, MarkNodeDownResponse__Output as _cairn_v1_MarkNodeDownResponse__Output } from '../../cairn/v1/MarkNodeDownResponse.js';
 import type { MarkNodeUpRequest as _cairn_v1_MarkNodeUpRequest, MarkNodeUpRequest__Output as _cairn_v1_MarkNodeUpRequest__Output } from '../../cairn/v1/MarkNodeUpRequest.js';
 import type { MarkNodeUpResponse as _cairn_v1_MarkNodeUpResponse, MarkNodeUpResponse__Output as _cairn_v1_MarkNodeUpResponse__Output } from '../../cairn/v1/MarkNodeUpResponse.js';
+import type { RecountUsageRequest as _cairn_v1_RecountUsageRequest, RecountUsageRequest__Output as _cairn_v1_RecountUsageRequest__Output } from '../../cairn/v1/RecountUsageRequest.js';
+import type { RecountUsageResponse as _cairn_v1_RecountUsageResponse, RecountUsageResponse__Output as _cairn_v1_RecountUsageResponse__Output } from '../../cairn/v1/RecountUsageResponse.js';
 import type { RegisterNodeRequest as _cairn_v1_RegisterNodeRequest, RegisterNodeRequest__Output as _cairn_v1_RegisterNodeRequest__Output } from '../../cairn/v1/RegisterNodeRequest.js';
 import type { RegisterNodeResponse as _cairn_v1_RegisterNodeResponse, RegisterNodeResponse__Output as _cairn_v1_RegisterNodeResponse__Output } from '../../cairn/v1/RegisterNodeResponse.js';
 import type { RemoveNodeRequest as _cairn_v1_RemoveNodeRequest, RemoveNodeRequest__Output as _cairn_v1_RemoveNodeRequest__Output } from '../../cairn/v1/RemoveNodeRequest.js';
@@ -57,6 +61,8 @@ import type { RetryDeadLetterRequest as _cairn_v1_RetryDeadLetterRequest, RetryD
 import type { RetryDeadLetterResponse as _cairn_v1_RetryDeadLetterResponse, RetryDeadLetterResponse__Output as _cairn_v1_RetryDeadLetterResponse__Output } from '../../cairn/v1/RetryDeadLetterResponse.js';
 import type { RunGarbageCollectionRequest as _cairn_v1_RunGarbageCollectionRequest, RunGarbageCollectionRequest__Output as _cairn_v1_RunGarbageCollectionRequest__Output } from '../../cairn/v1/RunGarbageCollectionRequest.js';
 import type { RunGarbageCollectionResponse as _cairn_v1_RunGarbageCollectionResponse, RunGarbageCollectionResponse__Output as _cairn_v1_RunGarbageCollectionResponse__Output } from '../../cairn/v1/RunGarbageCollectionResponse.js';
+import type { SetRetentionPolicyRequest as _cairn_v1_SetRetentionPolicyRequest, SetRetentionPolicyRequest__Output as _cairn_v1_SetRetentionPolicyRequest__Output } from '../../cairn/v1/SetRetentionPolicyRequest.js';
+import type { SetRetentionPolicyResponse as _cairn_v1_SetRetentionPolicyResponse, SetRetentionPolicyResponse__Output as _cairn_v1_SetRetentionPolicyResponse__Output } from '../../cairn/v1/SetRetentionPolicyResponse.js';
 import type { SetTenantQuotaRequest as _cairn_v1_SetTenantQuotaRequest, SetTenantQuotaRequest__Output as _cairn_v1_SetTenantQuotaRequest__Output } from '../../cairn/v1/SetTenantQuotaRequest.js';
 import type { SetTenantQuotaResponse as _cairn_v1_SetTenantQuotaResponse, SetTenantQuotaResponse__Output as _cairn_v1_SetTenantQuotaResponse__Output } from '../../cairn/v1/SetTenantQuotaResponse.js';
 import type { WatchClusterMapRequest as _cairn_v1_WatchClusterMapRequest, WatchClusterMapRequest__Output as _cairn_v1_WatchClusterMapRequest__Output } from '../../cairn/v1/WatchClusterMapRequest.js';
@@ -316,6 +322,23 @@ export interface AdminClient extends grpc.Client {
   getQueueDepth(argument: _cairn_v1_GetQueueDepthRequest, callback: grpc.requestCallback<_cairn_v1_GetQueueDepthResponse__Output>): grpc.ClientUnaryCall;
   
   /**
+   * GetRetentionPolicy returns the policy in force for a tenant (its own or the service default).
+   * Same permissions as SetRetentionPolicy.
+   */
+  GetRetentionPolicy(argument: _cairn_v1_GetRetentionPolicyRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  GetRetentionPolicy(argument: _cairn_v1_GetRetentionPolicyRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  GetRetentionPolicy(argument: _cairn_v1_GetRetentionPolicyRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  GetRetentionPolicy(argument: _cairn_v1_GetRetentionPolicyRequest, callback: grpc.requestCallback<_cairn_v1_GetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * GetRetentionPolicy returns the policy in force for a tenant (its own or the service default).
+   * Same permissions as SetRetentionPolicy.
+   */
+  getRetentionPolicy(argument: _cairn_v1_GetRetentionPolicyRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  getRetentionPolicy(argument: _cairn_v1_GetRetentionPolicyRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  getRetentionPolicy(argument: _cairn_v1_GetRetentionPolicyRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  getRetentionPolicy(argument: _cairn_v1_GetRetentionPolicyRequest, callback: grpc.requestCallback<_cairn_v1_GetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
    * GetTenantUsage reports a tenant's usage counters and quota. Tenant admins see their own
    * tenant (empty tenant = the caller's); cluster administrators any.
    * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
@@ -465,6 +488,27 @@ export interface AdminClient extends grpc.Client {
   markNodeUp(argument: _cairn_v1_MarkNodeUpRequest, callback: grpc.requestCallback<_cairn_v1_MarkNodeUpResponse__Output>): grpc.ClientUnaryCall;
   
   /**
+   * RecountUsage recomputes a tenant's usage counters from its versions and chunk index in one
+   * transaction (stores written before the counters existed are recounted once at start-up;
+   * this repairs one on demand). Cluster administrators only.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  RecountUsage(argument: _cairn_v1_RecountUsageRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RecountUsageResponse__Output>): grpc.ClientUnaryCall;
+  RecountUsage(argument: _cairn_v1_RecountUsageRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RecountUsageResponse__Output>): grpc.ClientUnaryCall;
+  RecountUsage(argument: _cairn_v1_RecountUsageRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RecountUsageResponse__Output>): grpc.ClientUnaryCall;
+  RecountUsage(argument: _cairn_v1_RecountUsageRequest, callback: grpc.requestCallback<_cairn_v1_RecountUsageResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * RecountUsage recomputes a tenant's usage counters from its versions and chunk index in one
+   * transaction (stores written before the counters existed are recounted once at start-up;
+   * this repairs one on demand). Cluster administrators only.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  recountUsage(argument: _cairn_v1_RecountUsageRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RecountUsageResponse__Output>): grpc.ClientUnaryCall;
+  recountUsage(argument: _cairn_v1_RecountUsageRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RecountUsageResponse__Output>): grpc.ClientUnaryCall;
+  recountUsage(argument: _cairn_v1_RecountUsageRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RecountUsageResponse__Output>): grpc.ClientUnaryCall;
+  recountUsage(argument: _cairn_v1_RecountUsageRequest, callback: grpc.requestCallback<_cairn_v1_RecountUsageResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
    * RegisterNode admits a block node. Without an incarnation (empty storage) the node gets a
    * new incarnation and starts joining; with its current incarnation the call is idempotent.
    * Errors: INVALID_ARGUMENT, NOT_FOUND (incarnation of an unknown node),
@@ -537,6 +581,29 @@ export interface AdminClient extends grpc.Client {
   runGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
   runGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
   runGarbageCollection(argument: _cairn_v1_RunGarbageCollectionRequest, callback: grpc.requestCallback<_cairn_v1_RunGarbageCollectionResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * SetRetentionPolicy replaces a tenant's version retention policy (keep the last N versions
+   * and/or versions replaced within D days, and the trash window); the next commit of a file
+   * prunes it by count and the maintenance sweep by time, releasing chunk refs exactly once.
+   * Tenant admins for their own tenant (empty tenant = the caller's); cluster administrators any.
+   * Errors: INVALID_ARGUMENT (out of range), PERMISSION_DENIED.
+   */
+  SetRetentionPolicy(argument: _cairn_v1_SetRetentionPolicyRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  SetRetentionPolicy(argument: _cairn_v1_SetRetentionPolicyRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_SetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  SetRetentionPolicy(argument: _cairn_v1_SetRetentionPolicyRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  SetRetentionPolicy(argument: _cairn_v1_SetRetentionPolicyRequest, callback: grpc.requestCallback<_cairn_v1_SetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * SetRetentionPolicy replaces a tenant's version retention policy (keep the last N versions
+   * and/or versions replaced within D days, and the trash window); the next commit of a file
+   * prunes it by count and the maintenance sweep by time, releasing chunk refs exactly once.
+   * Tenant admins for their own tenant (empty tenant = the caller's); cluster administrators any.
+   * Errors: INVALID_ARGUMENT (out of range), PERMISSION_DENIED.
+   */
+  setRetentionPolicy(argument: _cairn_v1_SetRetentionPolicyRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  setRetentionPolicy(argument: _cairn_v1_SetRetentionPolicyRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_SetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  setRetentionPolicy(argument: _cairn_v1_SetRetentionPolicyRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_SetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
+  setRetentionPolicy(argument: _cairn_v1_SetRetentionPolicyRequest, callback: grpc.requestCallback<_cairn_v1_SetRetentionPolicyResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * SetTenantQuota sets (quota_bytes > 0) or removes (0) a tenant's storage quota: the logical
@@ -669,6 +736,12 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   GetQueueDepth: grpc.handleUnaryCall<_cairn_v1_GetQueueDepthRequest__Output, _cairn_v1_GetQueueDepthResponse>;
   
   /**
+   * GetRetentionPolicy returns the policy in force for a tenant (its own or the service default).
+   * Same permissions as SetRetentionPolicy.
+   */
+  GetRetentionPolicy: grpc.handleUnaryCall<_cairn_v1_GetRetentionPolicyRequest__Output, _cairn_v1_GetRetentionPolicyResponse>;
+  
+  /**
    * GetTenantUsage reports a tenant's usage counters and quota. Tenant admins see their own
    * tenant (empty tenant = the caller's); cluster administrators any.
    * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
@@ -721,6 +794,14 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   MarkNodeUp: grpc.handleUnaryCall<_cairn_v1_MarkNodeUpRequest__Output, _cairn_v1_MarkNodeUpResponse>;
   
   /**
+   * RecountUsage recomputes a tenant's usage counters from its versions and chunk index in one
+   * transaction (stores written before the counters existed are recounted once at start-up;
+   * this repairs one on demand). Cluster administrators only.
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED.
+   */
+  RecountUsage: grpc.handleUnaryCall<_cairn_v1_RecountUsageRequest__Output, _cairn_v1_RecountUsageResponse>;
+  
+  /**
    * RegisterNode admits a block node. Without an incarnation (empty storage) the node gets a
    * new incarnation and starts joining; with its current incarnation the call is idempotent.
    * Errors: INVALID_ARGUMENT, NOT_FOUND (incarnation of an unknown node),
@@ -746,6 +827,15 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
    * Errors: FAILED_PRECONDITION (this process runs no GC), PERMISSION_DENIED.
    */
   RunGarbageCollection: grpc.handleUnaryCall<_cairn_v1_RunGarbageCollectionRequest__Output, _cairn_v1_RunGarbageCollectionResponse>;
+  
+  /**
+   * SetRetentionPolicy replaces a tenant's version retention policy (keep the last N versions
+   * and/or versions replaced within D days, and the trash window); the next commit of a file
+   * prunes it by count and the maintenance sweep by time, releasing chunk refs exactly once.
+   * Tenant admins for their own tenant (empty tenant = the caller's); cluster administrators any.
+   * Errors: INVALID_ARGUMENT (out of range), PERMISSION_DENIED.
+   */
+  SetRetentionPolicy: grpc.handleUnaryCall<_cairn_v1_SetRetentionPolicyRequest__Output, _cairn_v1_SetRetentionPolicyResponse>;
   
   /**
    * SetTenantQuota sets (quota_bytes > 0) or removes (0) a tenant's storage quota: the logical
@@ -777,6 +867,7 @@ export interface AdminDefinition extends grpc.ServiceDefinition {
   GetDrainStatus: MethodDefinition<_cairn_v1_GetDrainStatusRequest, _cairn_v1_GetDrainStatusResponse, _cairn_v1_GetDrainStatusRequest__Output, _cairn_v1_GetDrainStatusResponse__Output>
   GetOrCreateTenantKey: MethodDefinition<_cairn_v1_GetOrCreateTenantKeyRequest, _cairn_v1_GetOrCreateTenantKeyResponse, _cairn_v1_GetOrCreateTenantKeyRequest__Output, _cairn_v1_GetOrCreateTenantKeyResponse__Output>
   GetQueueDepth: MethodDefinition<_cairn_v1_GetQueueDepthRequest, _cairn_v1_GetQueueDepthResponse, _cairn_v1_GetQueueDepthRequest__Output, _cairn_v1_GetQueueDepthResponse__Output>
+  GetRetentionPolicy: MethodDefinition<_cairn_v1_GetRetentionPolicyRequest, _cairn_v1_GetRetentionPolicyResponse, _cairn_v1_GetRetentionPolicyRequest__Output, _cairn_v1_GetRetentionPolicyResponse__Output>
   GetTenantUsage: MethodDefinition<_cairn_v1_GetTenantUsageRequest, _cairn_v1_GetTenantUsageResponse, _cairn_v1_GetTenantUsageRequest__Output, _cairn_v1_GetTenantUsageResponse__Output>
   Heartbeat: MethodDefinition<_cairn_v1_HeartbeatRequest, _cairn_v1_HeartbeatResponse, _cairn_v1_HeartbeatRequest__Output, _cairn_v1_HeartbeatResponse__Output>
   LeaseJobs: MethodDefinition<_cairn_v1_LeaseJobsRequest, _cairn_v1_LeaseJobsResponse, _cairn_v1_LeaseJobsRequest__Output, _cairn_v1_LeaseJobsResponse__Output>
@@ -786,10 +877,12 @@ export interface AdminDefinition extends grpc.ServiceDefinition {
   ListUsers: MethodDefinition<_cairn_v1_ListUsersRequest, _cairn_v1_ListUsersResponse, _cairn_v1_ListUsersRequest__Output, _cairn_v1_ListUsersResponse__Output>
   MarkNodeDown: MethodDefinition<_cairn_v1_MarkNodeDownRequest, _cairn_v1_MarkNodeDownResponse, _cairn_v1_MarkNodeDownRequest__Output, _cairn_v1_MarkNodeDownResponse__Output>
   MarkNodeUp: MethodDefinition<_cairn_v1_MarkNodeUpRequest, _cairn_v1_MarkNodeUpResponse, _cairn_v1_MarkNodeUpRequest__Output, _cairn_v1_MarkNodeUpResponse__Output>
+  RecountUsage: MethodDefinition<_cairn_v1_RecountUsageRequest, _cairn_v1_RecountUsageResponse, _cairn_v1_RecountUsageRequest__Output, _cairn_v1_RecountUsageResponse__Output>
   RegisterNode: MethodDefinition<_cairn_v1_RegisterNodeRequest, _cairn_v1_RegisterNodeResponse, _cairn_v1_RegisterNodeRequest__Output, _cairn_v1_RegisterNodeResponse__Output>
   RemoveNode: MethodDefinition<_cairn_v1_RemoveNodeRequest, _cairn_v1_RemoveNodeResponse, _cairn_v1_RemoveNodeRequest__Output, _cairn_v1_RemoveNodeResponse__Output>
   RetryDeadLetter: MethodDefinition<_cairn_v1_RetryDeadLetterRequest, _cairn_v1_RetryDeadLetterResponse, _cairn_v1_RetryDeadLetterRequest__Output, _cairn_v1_RetryDeadLetterResponse__Output>
   RunGarbageCollection: MethodDefinition<_cairn_v1_RunGarbageCollectionRequest, _cairn_v1_RunGarbageCollectionResponse, _cairn_v1_RunGarbageCollectionRequest__Output, _cairn_v1_RunGarbageCollectionResponse__Output>
+  SetRetentionPolicy: MethodDefinition<_cairn_v1_SetRetentionPolicyRequest, _cairn_v1_SetRetentionPolicyResponse, _cairn_v1_SetRetentionPolicyRequest__Output, _cairn_v1_SetRetentionPolicyResponse__Output>
   SetTenantQuota: MethodDefinition<_cairn_v1_SetTenantQuotaRequest, _cairn_v1_SetTenantQuotaResponse, _cairn_v1_SetTenantQuotaRequest__Output, _cairn_v1_SetTenantQuotaResponse__Output>
   WatchClusterMap: MethodDefinition<_cairn_v1_WatchClusterMapRequest, _cairn_v1_WatchClusterMapResponse, _cairn_v1_WatchClusterMapRequest__Output, _cairn_v1_WatchClusterMapResponse__Output>
 }

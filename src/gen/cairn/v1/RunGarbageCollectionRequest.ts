@@ -3,13 +3,23 @@
 
 
 /**
- * RunGarbageCollectionRequest has no fields.
+ * RunGarbageCollectionRequest says what to collect.
  */
 export interface RunGarbageCollectionRequest {
+  /**
+   * Also sweep orphan blocks: blocks on the block nodes that no chunk index entry names (left by
+   * uploads that never committed), deleted once seen unreferenced for the orphan grace period.
+   */
+  'sweep_orphans'?: (boolean);
 }
 
 /**
- * RunGarbageCollectionRequest has no fields.
+ * RunGarbageCollectionRequest says what to collect.
  */
 export interface RunGarbageCollectionRequest__Output {
+  /**
+   * Also sweep orphan blocks: blocks on the block nodes that no chunk index entry names (left by
+   * uploads that never committed), deleted once seen unreferenced for the orphan grace period.
+   */
+  'sweep_orphans': (boolean);
 }

@@ -20,6 +20,12 @@ export interface RunGarbageCollectionResponse {
    * Block copies the block nodes reported deleted.
    */
   'blocks_deleted'?: (number | string | Long);
+  /**
+   * With sweep_orphans: orphan blocks seen (unreferenced now), and those deleted (unreferenced
+   * past the orphan grace period, deleted on every live node).
+   */
+  'orphans_seen'?: (number | string | Long);
+  'orphans_deleted'?: (number | string | Long);
 }
 
 /**
@@ -39,4 +45,10 @@ export interface RunGarbageCollectionResponse__Output {
    * Block copies the block nodes reported deleted.
    */
   'blocks_deleted': (string);
+  /**
+   * With sweep_orphans: orphan blocks seen (unreferenced now), and those deleted (unreferenced
+   * past the orphan grace period, deleted on every live node).
+   */
+  'orphans_seen': (string);
+  'orphans_deleted': (string);
 }
