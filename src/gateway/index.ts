@@ -18,12 +18,13 @@ import { httpRoutes } from './http.js';
 import type { TenantKeys } from './keys.js';
 import { TenantLimiter, type RateLimits } from './limits.js';
 import { presignKey } from './presign.js';
-import { FILES_SHARE_RULES, SHARING_PERMISSIONS, SHARING_SHARE_RULES, ShareChecker, guardService, sharingHandlers } from './sharing.js';
+import { FILES_SHARE_RULES, SHARING_PERMISSIONS, SHARING_SHARE_RULES, ShareChecker, guardService, sharingHandlers, type ShareRule } from './sharing.js';
 
 export { TenantKeys, loadMasterKey, type TenantKeyStore } from './keys.js';
 export { DEFAULT_LIMITS, type RateLimits } from './limits.js';
 export type { ClusterAdmin } from './cluster-status.js';
 export { seal, unseal } from './seal.js';
+export { actingOf, granteeOf, shareRulesFor, type Acting, type ShareRule, type ShareTarget } from './sharing.js';
 import { TREE_PERMISSIONS, treeHandlers } from './tree.js';
 
 export interface GatewayOptions {
@@ -62,6 +63,8 @@ export interface GatewayExtension {
     readonly definition: grpc.ServiceDefinition;
     readonly implementation: grpc.UntypedServiceImplementation;
     readonly permissions: Readonly<Record<string, Permission>>;
+    /** What share recipients may call (x-cairn-tenant), see shareRulesFor; without it the service is owner-only. */
+    readonly shareRules?: Readonly<Record<string, ShareRule>>;
   };
   /** Returns true when it handled the request. */
   readonly http?: RouteHandler;
@@ -112,7 +115,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   server.addService(Cluster.service, guardService(Cluster.service, clusterHandlers(options.admin), {}, guard), CLUSTER_PERMISSIONS);
   const extensions = options.extensions ?? [];
   for (const ext of extensions) {
-    if (ext.service !== undefined) server.addService(ext.service.definition, guardService(ext.service.definition, ext.service.implementation, {}, guard), ext.service.permissions);
+    if (ext.service !== undefined) server.addService(ext.service.definition, guardService(ext.service.definition, ext.service.implementation, ext.service.shareRules ?? {}, guard), ext.service.permissions);
   }
   const routes = [
     httpRoutes({ metadata: options.metadata, blocks: options.blocks, keys: options.keys, authSecret: options.authSecret, presignKey: key, checker, limiter, maxFileBytes: options.maxFileBytes, log, ...(options.chunker ? { chunker: options.chunker } : {}), ...(sniffer !== undefined ? { sniffMedia: sniffer } : {}) }),

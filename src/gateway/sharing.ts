@@ -133,6 +133,33 @@ export const FILES_SHARE_RULES: Readonly<Record<string, ShareRule>> = Object.fre
   UploadFile: 'upload',
 });
 
+/** Where a method of an extension service names the path it touches. */
+export interface ShareTarget {
+  /** The request field holding the path. */
+  readonly field: string;
+  /** The path is a folder: "" and "/" mean the root (which nothing grants). */
+  readonly folder?: boolean;
+}
+
+/**
+ * Share rules for an extension service (e.g. Media), derived from the permissions the methods
+ * declare at registration: a `read` method needs a read (or write) share on its path; any other
+ * permission needs a write share, so a read share never passes a method that changes anything.
+ * Methods not named in `targets` stay owner-only. A target for a method without a declared
+ * permission is a programming error, refused at startup.
+ */
+export function shareRulesFor(permissions: Readonly<Record<string, Permission>>, targets: Readonly<Record<string, ShareTarget>>): Readonly<Record<string, ShareRule>> {
+  const rules: Record<string, ShareRule> = {};
+  for (const [method, target] of Object.entries(targets)) {
+    const permission = permissions[method];
+    if (permission === undefined) throw new Error(`share rule for ${method}, which declares no permission`);
+    if (permission === 'admin' || permission === 'service') throw new Error(`${method} needs ${permission}: such methods are never available on shares`);
+    const need: Access = permission === 'read' ? 'read' : 'write';
+    rules[method] = target.folder === true && need === 'read' ? (r) => [folder(target.field)(r)] : (r) => [file(target.field, need)(r)];
+  }
+  return Object.freeze(rules);
+}
+
 export const SHARING_SHARE_RULES: Readonly<Record<string, ShareRule>> = Object.freeze({
   Presign: (r) => [file('path', r['method'] === 'PRESIGN_METHOD_PUT' ? 'write' : 'read')(r)],
 });

@@ -9,6 +9,8 @@ import type { GetThumbnailResponse as _cairn_v1_GetThumbnailResponse, GetThumbna
 import type { ListThumbnailsRequest as _cairn_v1_ListThumbnailsRequest, ListThumbnailsRequest__Output as _cairn_v1_ListThumbnailsRequest__Output } from './cairn/v1/ListThumbnailsRequest.js';
 import type { ListThumbnailsResponse as _cairn_v1_ListThumbnailsResponse, ListThumbnailsResponse__Output as _cairn_v1_ListThumbnailsResponse__Output } from './cairn/v1/ListThumbnailsResponse.js';
 import type { MediaClient as _cairn_v1_MediaClient, MediaDefinition as _cairn_v1_MediaDefinition } from './cairn/v1/Media.js';
+import type { PresignThumbnailRequest as _cairn_v1_PresignThumbnailRequest, PresignThumbnailRequest__Output as _cairn_v1_PresignThumbnailRequest__Output } from './cairn/v1/PresignThumbnailRequest.js';
+import type { PresignThumbnailResponse as _cairn_v1_PresignThumbnailResponse, PresignThumbnailResponse__Output as _cairn_v1_PresignThumbnailResponse__Output } from './cairn/v1/PresignThumbnailResponse.js';
 import type { ThumbnailEntry as _cairn_v1_ThumbnailEntry, ThumbnailEntry__Output as _cairn_v1_ThumbnailEntry__Output } from './cairn/v1/ThumbnailEntry.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
@@ -26,9 +28,12 @@ export interface ProtoGrpcType {
       ListThumbnailsResponse: MessageTypeDefinition<_cairn_v1_ListThumbnailsResponse, _cairn_v1_ListThumbnailsResponse__Output>
       /**
        * Media serves thumbnails and media metadata of committed image and video versions.
-       * Every method needs a read permission on the caller's tenant.
+       * Every method needs a read permission on the caller's tenant; share recipients (x-cairn-tenant)
+       * may call every method on paths a share grants them read access to.
        */
       Media: SubtypeConstructor<typeof grpc.Client, _cairn_v1_MediaClient> & { service: _cairn_v1_MediaDefinition }
+      PresignThumbnailRequest: MessageTypeDefinition<_cairn_v1_PresignThumbnailRequest, _cairn_v1_PresignThumbnailRequest__Output>
+      PresignThumbnailResponse: MessageTypeDefinition<_cairn_v1_PresignThumbnailResponse, _cairn_v1_PresignThumbnailResponse__Output>
       ThumbnailEntry: MessageTypeDefinition<_cairn_v1_ThumbnailEntry, _cairn_v1_ThumbnailEntry__Output>
     }
   }

@@ -6,7 +6,7 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { loadProto } from '../common/proto.js';
 import type { ProtoGrpcType as MediaProto } from '../gen/media.js';
-import type { GatewayExtension, TenantKeys } from '../gateway/index.js';
+import { shareRulesFor, type GatewayExtension, type TenantKeys } from '../gateway/index.js';
 import type { MetadataClient } from '../metadata/index.js';
 import { mediaMetrics } from './metrics.js';
 import { resolveMediaOptions, type MediaOptions, type MediaOptionsInput } from './options.js';
@@ -21,9 +21,18 @@ export { sniffMedia, detectMedia, mediaClass } from './sniff.js';
 export { cgroupCpus, poolThreads } from './pool.js';
 export { MEDIA_JOB_KIND } from './runner.js';
 export { THUMBNAIL_ROUTE, IMMUTABLE, etagMatches } from './serve.js';
+export { PRESIGNED_THUMBNAIL_PREFIX } from './presign.js';
 export { derivativeName, parseMediaRecord, type MediaRecord } from './processor.js';
 
-export const MEDIA_PERMISSIONS = Object.freeze({ GetThumbnail: 'read', GetMediaInfo: 'read', ListThumbnails: 'read' } as const);
+export const MEDIA_PERMISSIONS = Object.freeze({ GetThumbnail: 'read', GetMediaInfo: 'read', ListThumbnails: 'read', PresignThumbnail: 'read' } as const);
+
+/** Share recipients (x-cairn-tenant) may call every Media method on paths shared with them for reading. */
+export const MEDIA_SHARE_RULES = shareRulesFor(MEDIA_PERMISSIONS, {
+  GetThumbnail: { field: 'path' },
+  GetMediaInfo: { field: 'path' },
+  ListThumbnails: { field: 'path', folder: true },
+  PresignThumbnail: { field: 'path' },
+});
 
 export interface CreateMediaOptions {
   readonly metadata: MetadataClient;
@@ -67,7 +76,7 @@ export function createMedia(opts: CreateMediaOptions): Media {
     options,
     pool,
     extension: {
-      service: { definition, implementation: serve.handlers(), permissions: MEDIA_PERMISSIONS },
+      service: { definition, implementation: serve.handlers(), permissions: MEDIA_PERMISSIONS, shareRules: MEDIA_SHARE_RULES },
       http: (req, res) => serve.http(req, res),
       sniff: sniffMedia,
       close: stop,

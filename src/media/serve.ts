@@ -5,8 +5,8 @@
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { BlockAccess } from '../blocknode/index.js';
-import { can, verifyToken, type Principal } from '../common/auth.js';
-import { CairnError } from '../common/errors.js';
+import { can, validateTenant, verifyToken, type Principal } from '../common/auth.js';
+import { CairnError, isCairnError } from '../common/errors.js';
 import { principalOf, unary } from '../common/grpc-server.js';
 import type { Logger } from '../common/log.js';
 import { normalizePath } from '../common/paths.js';
@@ -19,10 +19,13 @@ import type { GetThumbnailResponse } from '../gen/cairn/v1/GetThumbnailResponse.
 import type { ListThumbnailsRequest__Output } from '../gen/cairn/v1/ListThumbnailsRequest.js';
 import type { ListThumbnailsResponse } from '../gen/cairn/v1/ListThumbnailsResponse.js';
 import type { MediaHandlers } from '../gen/cairn/v1/Media.js';
+import type { PresignThumbnailRequest__Output } from '../gen/cairn/v1/PresignThumbnailRequest.js';
+import type { PresignThumbnailResponse } from '../gen/cairn/v1/PresignThumbnailResponse.js';
 import type { ThumbnailEntry } from '../gen/cairn/v1/ThumbnailEntry.js';
-import { unseal, type TenantKeys } from '../gateway/index.js';
+import { actingOf, granteeOf, unseal, type TenantKeys } from '../gateway/index.js';
 import type { MetadataClient } from '../metadata/index.js';
 import { CONTENT_TYPES, LADDER, MediaFailure, type MediaOptions, type OutputFormat } from './options.js';
+import { DEFAULT_THUMBNAIL_URL_SECONDS, MAX_THUMBNAIL_URL_SECONDS, PRESIGNED_THUMBNAIL_PREFIX, signThumbnailUrl, thumbnailPresignKey, verifyThumbnailUrl } from './presign.js';
 import { derivativeEtag, derivativeName, parseMediaRecord, type MediaProcessor, type MediaRecord } from './processor.js';
 
 export const THUMBNAIL_ROUTE = '/v1/thumbnails';
@@ -52,19 +55,8 @@ export interface Thumbnail {
   readonly notModified: boolean;
 }
 
-/** gRPC metadata by which a call acts on another tenant's shared tree (the gateway's share guard). */
+/** The header by which a request acts on another tenant's shared tree (the gateway's share guard). */
 const OWNER_HEADER = 'x-cairn-tenant';
-
-/**
- * Whether a call reached us through a share: the guard then names the owner tenant in the header
- * and makes the subject "<caller subject>@<caller tenant>", a tenant other than the owner.
- * Ambiguous cases count as shared (GPS hidden), never the other way round.
- */
-export function viaShare(header: string | undefined, principal: Principal): boolean {
-  if (header === undefined || header === '') return false;
-  const at = principal.subject.lastIndexOf('@');
-  return at < 0 || principal.subject.slice(at + 1) !== principal.tenant;
-}
 
 /**
  * GPS is personal data: only the owner sees it — a principal of the tenant who may change its
@@ -117,31 +109,117 @@ class ByteLru {
   }
 }
 
-/** How long a pinned version's thumbnail lookup and a verified token are reused. */
-const LOOKUP_TTL_MS = 1_000;
+/**
+ * Hot derivatives of pinned versions. A derivative's bytes never change (its ETag names them), but
+ * the version can go away (delete, prune) or be derived again in another format, so an entry is
+ * confirmed with the metadata service: fresh for FRESH_MS; after that it is still served while
+ * one background lookup confirms it (stale-while-revalidate, single-flight), and past STALE_MS
+ * without a confirmation a request looks it up itself. A version that is gone stops being served
+ * about FRESH_MS + one metadata round trip after it went.
+ */
+const FRESH_MS = 1_000;
+const STALE_MS = 10_000;
 const TOKEN_TTL_MS = 10_000;
+const MAX_HOT = 4_096;
 const MAX_SMALL_CACHE = 4_096;
 
 type Derivative = FileVersion__Output['derivatives'][number];
 
+interface HotEntry {
+  readonly tenant: string;
+  readonly path: string;
+  readonly size: number;
+  d: Derivative;
+  etag: string;
+  contentType: string;
+  version: number;
+  /** When the metadata service last confirmed it. */
+  checked: number;
+  refreshing: boolean;
+}
+
+function entryOf(tenant: string, path: string, size: number, d: Derivative, version: number, now: number): HotEntry {
+  return { tenant, path, size, d, etag: derivativeEtag(d), contentType: CONTENT_TYPES[d.format as OutputFormat] ?? `image/${d.format}`, version, checked: now, refreshing: false };
+}
+
 export class ThumbnailService {
   readonly #d: ServeDeps;
   readonly #cache = new ByteLru(CACHE_BYTES);
-  /** (tenant, path, pinned version, size) → its derivative, briefly: spares a metadata call per GET. */
-  readonly #lookups = new Map<string, { d: Derivative; version: number; until: number }>();
+  /** (tenant, path, pinned version, size) → its derivative and ETag, most recently used last. */
+  readonly #hot = new Map<string, HotEntry>();
+  /** Block reads in flight, by (tenant, ETag): concurrent misses of one thumbnail read it once. */
+  readonly #reading = new Map<string, Promise<Buffer>>();
   readonly #tokens = new Map<string, { principal: Principal; until: number }>();
+  readonly #presignKey: Buffer;
 
   constructor(deps: ServeDeps) {
     this.#d = deps;
+    this.#presignKey = thumbnailPresignKey(deps.authSecret);
   }
 
-  async thumbnail(principal: Principal, rawPath: string, version: number, size: number, ifNoneMatch: string | undefined, requestId?: string): Promise<Thumbnail> {
+  /** One ladder size of a version of `tenant`'s file (the caller has been authorised for it). */
+  async thumbnail(tenant: string, rawPath: string, version: number, size: number, ifNoneMatch: string | undefined, requestId?: string): Promise<Thumbnail> {
     const path = normalizePath(rawPath);
     checkSize(size);
-    const lookupKey = version > 0 ? `${principal.tenant}\0${path}\0${version}\0${size}` : undefined;
-    const hit = lookupKey === undefined ? undefined : this.#lookups.get(lookupKey);
-    if (hit !== undefined && hit.until > Date.now()) return this.#serve(principal, hit.d, hit.version, ifNoneMatch);
-    let v = await this.#d.metadata.getFile({ tenant: principal.tenant, path, version, max_chunks: 1 }, requestId);
+    if (version > 0) {
+      const key = `${tenant}\0${path}\0${version}\0${size}`;
+      const hit = this.#hot.get(key);
+      if (hit !== undefined) {
+        const age = Date.now() - hit.checked;
+        if (age < STALE_MS) {
+          this.#hot.delete(key);
+          this.#hot.set(key, hit);
+          if (age >= FRESH_MS && !hit.refreshing) this.#revalidate(key, hit, requestId);
+          return this.#serve(hit, ifNoneMatch);
+        }
+      }
+    }
+    const { d, version: found } = await this.#lookup(tenant, path, version, size, requestId);
+    const entry = entryOf(tenant, path, size, d, found, Date.now());
+    if (version > 0) this.#remember(`${tenant}\0${path}\0${version}\0${size}`, entry);
+    return this.#serve(entry, ifNoneMatch);
+  }
+
+  #remember(key: string, entry: HotEntry): void {
+    this.#hot.delete(key);
+    this.#hot.set(key, entry);
+    if (this.#hot.size > MAX_HOT) {
+      const oldest = this.#hot.keys().next();
+      if (oldest.done !== true) this.#hot.delete(oldest.value);
+    }
+  }
+
+  /** Confirms a hot entry in the background; drops it when its version or derivative is gone. */
+  #revalidate(key: string, entry: HotEntry, requestId?: string): void {
+    entry.refreshing = true;
+    this.#d.metadata.getFile({ tenant: entry.tenant, path: entry.path, version: entry.version, max_chunks: 1 }, requestId).then(
+      (v) => {
+        entry.refreshing = false;
+        const d = v.deleted ? undefined : v.derivatives.find((x) => x.name === derivativeName(entry.size));
+        if (d === undefined) {
+          if (this.#hot.get(key) === entry) this.#hot.delete(key);
+          return;
+        }
+        const etag = derivativeEtag(d);
+        if (etag !== entry.etag) {
+          entry.d = d;
+          entry.etag = etag;
+          entry.contentType = CONTENT_TYPES[d.format as OutputFormat] ?? `image/${d.format}`;
+        }
+        entry.checked = Date.now();
+      },
+      (err: unknown) => {
+        entry.refreshing = false;
+        // Gone: stop serving it. Anything else: keep it until STALE_MS, then requests look it up.
+        if (isCairnError(err, 'CAIRN_NOT_FOUND') && this.#hot.get(key) === entry) this.#hot.delete(key);
+        else this.#d.log.debug({ err }, 'thumbnail revalidation failed');
+      },
+    );
+  }
+
+  /** The version's derivative of `size`: stored, generated on demand, or a clear error. */
+  async #lookup(tenant: string, path: string, version: number, size: number, requestId?: string): Promise<{ d: Derivative; version: number }> {
+    let v = await this.#d.metadata.getFile({ tenant, path, version, max_chunks: 1 }, requestId);
     if (v.deleted) throw new CairnError('CAIRN_NOT_FOUND', `${path} was deleted in version ${v.version}`);
     let d = v.derivatives.find((x) => x.name === derivativeName(size));
     if (d === undefined) {
@@ -151,7 +229,7 @@ export class ThumbnailService {
         throw new CairnError('CAIRN_UNAVAILABLE', `the ${size} px thumbnail of ${path} is not ready yet`, { retryAfterMs: this.#d.options.retryAfterSeconds * 1000 });
       }
       try {
-        v = await this.#d.processor.derive({ tenant: principal.tenant, fileId: v.node_id, version: Number(v.version) }, 'on_demand');
+        v = await this.#d.processor.derive({ tenant, fileId: v.node_id, version: Number(v.version) }, 'on_demand');
       } catch (err) {
         if (err instanceof MediaFailure) {
           if (err.reason === 'overloaded' || err.reason === 'deadline') throw new CairnError('CAIRN_UNAVAILABLE', `thumbnail not ready: ${err.message}`, { retryAfterMs: this.#d.options.retryAfterSeconds * 1000 });
@@ -162,22 +240,21 @@ export class ThumbnailService {
       d = v.derivatives.find((x) => x.name === derivativeName(size));
       if (d === undefined) throw new CairnError('CAIRN_UNAVAILABLE', `the ${size} px thumbnail of ${path} is not ready yet`, { retryAfterMs: this.#d.options.retryAfterSeconds * 1000 });
     }
-    if (lookupKey !== undefined) {
-      if (this.#lookups.size >= MAX_SMALL_CACHE) this.#lookups.clear();
-      this.#lookups.set(lookupKey, { d, version: Number(v.version), until: Date.now() + LOOKUP_TTL_MS });
-    }
-    return this.#serve(principal, d, Number(v.version), ifNoneMatch);
+    return { d, version: Number(v.version) };
   }
 
-  async #serve(principal: Principal, d: Derivative, version: number, ifNoneMatch: string | undefined): Promise<Thumbnail> {
-    const etag = derivativeEtag(d);
-    const contentType = CONTENT_TYPES[d.format as OutputFormat] ?? `image/${d.format}`;
-    const base = { etag, contentType, width: d.width, height: d.height, version };
-    if (etagMatches(ifNoneMatch, etag)) return { ...base, data: undefined, notModified: true };
-    const cacheKey = `${principal.tenant}\0${etag}`;
+  async #serve(e: HotEntry, ifNoneMatch: string | undefined): Promise<Thumbnail> {
+    const base = { etag: e.etag, contentType: e.contentType, width: e.d.width, height: e.d.height, version: e.version };
+    if (etagMatches(ifNoneMatch, e.etag)) return { ...base, data: undefined, notModified: true };
+    const cacheKey = `${e.tenant}\0${e.etag}`;
     let data = this.#cache.get(cacheKey);
     if (data === undefined) {
-      data = await this.#read(principal.tenant, d.chunks, Number(d.size));
+      let reading = this.#reading.get(cacheKey);
+      if (reading === undefined) {
+        reading = this.#read(e.tenant, e.d.chunks, Number(e.d.size)).finally(() => this.#reading.delete(cacheKey));
+        this.#reading.set(cacheKey, reading);
+      }
+      data = await reading;
       this.#cache.set(cacheKey, data);
     }
     return { ...base, data, notModified: false };
@@ -196,6 +273,25 @@ export class ThumbnailService {
       unseal(key, c.plain_hash, block).copy(out, Number(c.offset));
     }
     return out;
+  }
+
+  /** A presigned GET URL for one size of a pinned version (the current one when `version` is 0). */
+  async presign(tenant: string, user: string, req: PresignThumbnailRequest__Output, requestId?: string): Promise<PresignThumbnailResponse> {
+    const path = normalizePath(req.path);
+    const size = checkSize(req.size);
+    const raw = wireInt(req.expires_in_seconds, 'expires_in_seconds');
+    if (raw < 0 || raw > MAX_THUMBNAIL_URL_SECONDS) throw new CairnError('CAIRN_INVALID_ARGUMENT', `expires_in_seconds must be at most ${MAX_THUMBNAIL_URL_SECONDS}`, { fieldViolations: [{ field: 'expires_in_seconds', description: `0..${MAX_THUMBNAIL_URL_SECONDS}` }] });
+    const ttl = raw === 0 ? DEFAULT_THUMBNAIL_URL_SECONDS : raw;
+    // Pin the version now (a URL for "the current version" would not name immutable bytes) and
+    // fail now for something that is not there rather than when the URL is used.
+    const v = await this.#d.metadata.getFile({ tenant, path, version: wireInt(req.version, 'version'), max_chunks: 1 }, requestId);
+    if (v.deleted) throw new CairnError('CAIRN_NOT_FOUND', `${path} is deleted`);
+    const record = parseMediaRecord(v.media_json);
+    if (record?.state === 'failed') throw new CairnError('CAIRN_FAILED_PRECONDITION', `no thumbnail: ${record.error ?? record.reason ?? 'media processing failed'}`, { metadata: { reason: record.reason ?? 'failed' } });
+    const expires = Math.ceil(Date.now() / 1000) + ttl;
+    const pathAndQuery = signThumbnailUrl(this.#presignKey, { tenant, path, version: Number(v.version), size, expires, user });
+    this.#d.log.info({ tenant, path, version: Number(v.version), size, expires, user }, 'thumbnail URL presigned');
+    return { url: pathAndQuery, path_and_query: pathAndQuery, expires_ms: expires * 1000, version: v.version };
   }
 
   async info(principal: Principal, req: GetMediaInfoRequest__Output, requestId?: string, shared = false): Promise<GetMediaInfoResponse> {
@@ -229,18 +325,21 @@ export class ThumbnailService {
   handlers(): MediaHandlers {
     return {
       GetThumbnail: unary(async (req: GetThumbnailRequest__Output, ctx): Promise<GetThumbnailResponse> => {
-        const t = await this.thumbnail(principalOf(ctx), req.path, wireInt(req.version, 'version'), req.size, req.if_none_match, ctx.requestId);
+        const t = await this.thumbnail(principalOf(ctx).tenant, req.path, wireInt(req.version, 'version'), req.size, req.if_none_match, ctx.requestId);
         return { data: t.data ?? Buffer.alloc(0), content_type: t.contentType, etag: t.etag, width: t.width, height: t.height, version: t.version, not_modified: t.notModified };
       }),
-      GetMediaInfo: (call, callback) => {
-        const header = call.metadata.get(OWNER_HEADER)[0];
-        unary(async (req: GetMediaInfoRequest__Output, ctx) => {
-          const principal = principalOf(ctx);
-          return this.info(principal, req, ctx.requestId, viaShare(typeof header === 'string' ? header : undefined, principal));
-        })(call, callback);
-      },
+      GetMediaInfo: unary(async (req: GetMediaInfoRequest__Output, ctx) => this.info(principalOf(ctx), req, ctx.requestId, actingOf(ctx) !== undefined)),
       ListThumbnails: unary(async (req: ListThumbnailsRequest__Output, ctx) => this.list(principalOf(ctx), req, ctx.requestId)),
+      // A recipient's URL carries their user id: their share is checked again on every use.
+      PresignThumbnail: unary(async (req: PresignThumbnailRequest__Output, ctx) => this.presign(principalOf(ctx).tenant, actingOf(ctx)?.grantee ?? '', req, ctx.requestId)),
     };
+  }
+
+  /** Throws PERMISSION_DENIED unless `grantee` holds at least a read share on `path` of `owner` (asked every time: revocation is immediate). */
+  async #requireShare(owner: string, path: string, grantee: string, requestId?: string): Promise<void> {
+    const res = path === '/' ? undefined : await this.#d.metadata.checkAccess({ tenant: owner, path, user: grantee }, requestId);
+    const p = res?.permission;
+    if (p !== 'SHARE_PERMISSION_READ' && p !== 'SHARE_PERMISSION_WRITE') throw new CairnError('CAIRN_PERMISSION_DENIED', `${path} of tenant ${owner} is not shared with you`);
   }
 
   /** A verified token's principal, reused for a few seconds (HS256 verification per GET adds up). */
@@ -256,10 +355,16 @@ export class ThumbnailService {
     return principal;
   }
 
-  /** GET /v1/thumbnails?path=…&size=…[&version=…] with `Authorization: Bearer <token>`. */
+  /**
+   * GET /v1/thumbnails?path=…&size=…[&version=…] with `Authorization: Bearer <token>` (and
+   * `x-cairn-tenant: <owner>` for a tree shared with the caller), or a presigned
+   * GET /v1/thumbnails/presigned/<tenant>/<path>?v=…&size=…&x=…[&u=…]&s=… without a token.
+   */
   async http(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    if (url.pathname !== THUMBNAIL_ROUTE) return false;
+    const target = req.url ?? '/';
+    const presigned = target.startsWith(PRESIGNED_THUMBNAIL_PREFIX);
+    if (!presigned && target !== THUMBNAIL_ROUTE && !target.startsWith(`${THUMBNAIL_ROUTE}?`)) return false;
+    const url = new URL(target, 'http://localhost');
     const send = (status: number, headers: Record<string, string>, body?: Buffer | string): void => {
       res.writeHead(status, headers);
       res.end(req.method === 'HEAD' ? undefined : body);
@@ -269,19 +374,37 @@ export class ThumbnailService {
         send(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }, 'method not allowed\n');
         return true;
       }
-      const auth = req.headers.authorization ?? '';
-      const m = /^Bearer\s+(\S+)$/i.exec(auth);
-      if (m === null) throw new CairnError('CAIRN_UNAUTHENTICATED', 'Authorization: Bearer <token> is required');
-      const principal = await this.#verify(m[1]!);
-      if (!can(principal, 'read')) throw new CairnError('CAIRN_PERMISSION_DENIED', `role ${principal.role} may not read files`);
-      const path = url.searchParams.get('path') ?? '';
-      const sizeText = url.searchParams.get('size') ?? String(LADDER[0]);
-      const versionText = url.searchParams.get('version') ?? '0';
-      if (!/^\d{1,6}$/.test(sizeText)) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'size must be a number');
-      if (!/^\d{1,15}$/.test(versionText)) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'version must be a number');
-      const pinned = Number(versionText) > 0;
-      const t = await this.thumbnail(principal, path, Number(versionText), Number(sizeText), req.headers['if-none-match']);
-      const headers: Record<string, string> = { etag: t.etag, 'cache-control': pinned ? IMMUTABLE : REVALIDATE, vary: 'Authorization' };
+      let t: Thumbnail;
+      let headers: Record<string, string>;
+      if (presigned) {
+        // The signature first: a tampered or expired URL costs no lookup and changes nothing.
+        const c = verifyThumbnailUrl(this.#presignKey, url.pathname, url.searchParams, Date.now());
+        if (c.user !== '') await this.#requireShare(c.tenant, c.path, c.user);
+        t = await this.thumbnail(c.tenant, c.path, c.version, c.size, req.headers['if-none-match']);
+        headers = { etag: t.etag, 'cache-control': IMMUTABLE };
+      } else {
+        const auth = req.headers.authorization ?? '';
+        const m = /^Bearer\s+(\S+)$/i.exec(auth);
+        if (m === null) throw new CairnError('CAIRN_UNAUTHENTICATED', 'Authorization: Bearer <token> is required');
+        const principal = await this.#verify(m[1]!);
+        if (!can(principal, 'read')) throw new CairnError('CAIRN_PERMISSION_DENIED', `role ${principal.role} may not read files`);
+        const path = url.searchParams.get('path') ?? '';
+        const sizeText = url.searchParams.get('size') ?? String(LADDER[0]);
+        const versionText = url.searchParams.get('version') ?? '0';
+        if (!/^\d{1,6}$/.test(sizeText)) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'size must be a number');
+        if (!/^\d{1,15}$/.test(versionText)) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'version must be a number');
+        let tenant = principal.tenant;
+        const owner = req.headers[OWNER_HEADER];
+        if (typeof owner === 'string' && owner !== '' && owner !== principal.tenant) {
+          validateTenant(owner);
+          await this.#requireShare(owner, normalizePath(path), granteeOf(principal));
+          tenant = owner;
+        }
+        const pinned = Number(versionText) > 0;
+        t = await this.thumbnail(tenant, path, Number(versionText), Number(sizeText), req.headers['if-none-match']);
+        // A shared tree's bytes are not public: caches keep them per Authorization only.
+        headers = { etag: t.etag, 'cache-control': pinned && tenant === principal.tenant ? IMMUTABLE : pinned ? 'private, max-age=31536000, immutable' : REVALIDATE, vary: 'Authorization, X-Cairn-Tenant' };
+      }
       if (t.notModified) {
         send(304, headers);
       } else {

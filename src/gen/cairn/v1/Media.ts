@@ -9,10 +9,13 @@ import type { GetThumbnailRequest as _cairn_v1_GetThumbnailRequest, GetThumbnail
 import type { GetThumbnailResponse as _cairn_v1_GetThumbnailResponse, GetThumbnailResponse__Output as _cairn_v1_GetThumbnailResponse__Output } from '../../cairn/v1/GetThumbnailResponse.js';
 import type { ListThumbnailsRequest as _cairn_v1_ListThumbnailsRequest, ListThumbnailsRequest__Output as _cairn_v1_ListThumbnailsRequest__Output } from '../../cairn/v1/ListThumbnailsRequest.js';
 import type { ListThumbnailsResponse as _cairn_v1_ListThumbnailsResponse, ListThumbnailsResponse__Output as _cairn_v1_ListThumbnailsResponse__Output } from '../../cairn/v1/ListThumbnailsResponse.js';
+import type { PresignThumbnailRequest as _cairn_v1_PresignThumbnailRequest, PresignThumbnailRequest__Output as _cairn_v1_PresignThumbnailRequest__Output } from '../../cairn/v1/PresignThumbnailRequest.js';
+import type { PresignThumbnailResponse as _cairn_v1_PresignThumbnailResponse, PresignThumbnailResponse__Output as _cairn_v1_PresignThumbnailResponse__Output } from '../../cairn/v1/PresignThumbnailResponse.js';
 
 /**
  * Media serves thumbnails and media metadata of committed image and video versions.
- * Every method needs a read permission on the caller's tenant.
+ * Every method needs a read permission on the caller's tenant; share recipients (x-cairn-tenant)
+ * may call every method on paths a share grants them read access to.
  */
 export interface MediaClient extends grpc.Client {
   /**
@@ -70,11 +73,37 @@ export interface MediaClient extends grpc.Client {
   listThumbnails(argument: _cairn_v1_ListThumbnailsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_ListThumbnailsResponse__Output>): grpc.ClientUnaryCall;
   listThumbnails(argument: _cairn_v1_ListThumbnailsRequest, callback: grpc.requestCallback<_cairn_v1_ListThumbnailsResponse__Output>): grpc.ClientUnaryCall;
   
+  /**
+   * PresignThumbnail returns an HTTP GET URL for one ladder size of a version that works without a
+   * token until it expires. The URL pins the version (the current one when version is 0), so it
+   * is served with a strong ETag and `Cache-Control: public, max-age=31536000, immutable`; it
+   * grants that thumbnail only, never the file. A share recipient's URL is checked against the
+   * share again on every use. A tampered or expired URL is answered 403.
+   * Errors: NOT_FOUND (no such file/version), INVALID_ARGUMENT (size, expiry).
+   */
+  PresignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
+  PresignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
+  PresignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
+  PresignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * PresignThumbnail returns an HTTP GET URL for one ladder size of a version that works without a
+   * token until it expires. The URL pins the version (the current one when version is 0), so it
+   * is served with a strong ETag and `Cache-Control: public, max-age=31536000, immutable`; it
+   * grants that thumbnail only, never the file. A share recipient's URL is checked against the
+   * share again on every use. A tampered or expired URL is answered 403.
+   * Errors: NOT_FOUND (no such file/version), INVALID_ARGUMENT (size, expiry).
+   */
+  presignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
+  presignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
+  presignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
+  presignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
+  
 }
 
 /**
  * Media serves thumbnails and media metadata of committed image and video versions.
- * Every method needs a read permission on the caller's tenant.
+ * Every method needs a read permission on the caller's tenant; share recipients (x-cairn-tenant)
+ * may call every method on paths a share grants them read access to.
  */
 export interface MediaHandlers extends grpc.UntypedServiceImplementation {
   /**
@@ -97,10 +126,21 @@ export interface MediaHandlers extends grpc.UntypedServiceImplementation {
    */
   ListThumbnails: grpc.handleUnaryCall<_cairn_v1_ListThumbnailsRequest__Output, _cairn_v1_ListThumbnailsResponse>;
   
+  /**
+   * PresignThumbnail returns an HTTP GET URL for one ladder size of a version that works without a
+   * token until it expires. The URL pins the version (the current one when version is 0), so it
+   * is served with a strong ETag and `Cache-Control: public, max-age=31536000, immutable`; it
+   * grants that thumbnail only, never the file. A share recipient's URL is checked against the
+   * share again on every use. A tampered or expired URL is answered 403.
+   * Errors: NOT_FOUND (no such file/version), INVALID_ARGUMENT (size, expiry).
+   */
+  PresignThumbnail: grpc.handleUnaryCall<_cairn_v1_PresignThumbnailRequest__Output, _cairn_v1_PresignThumbnailResponse>;
+  
 }
 
 export interface MediaDefinition extends grpc.ServiceDefinition {
   GetMediaInfo: MethodDefinition<_cairn_v1_GetMediaInfoRequest, _cairn_v1_GetMediaInfoResponse, _cairn_v1_GetMediaInfoRequest__Output, _cairn_v1_GetMediaInfoResponse__Output>
   GetThumbnail: MethodDefinition<_cairn_v1_GetThumbnailRequest, _cairn_v1_GetThumbnailResponse, _cairn_v1_GetThumbnailRequest__Output, _cairn_v1_GetThumbnailResponse__Output>
   ListThumbnails: MethodDefinition<_cairn_v1_ListThumbnailsRequest, _cairn_v1_ListThumbnailsResponse, _cairn_v1_ListThumbnailsRequest__Output, _cairn_v1_ListThumbnailsResponse__Output>
+  PresignThumbnail: MethodDefinition<_cairn_v1_PresignThumbnailRequest, _cairn_v1_PresignThumbnailResponse, _cairn_v1_PresignThumbnailRequest__Output, _cairn_v1_PresignThumbnailResponse__Output>
 }
