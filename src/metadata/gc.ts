@@ -214,7 +214,10 @@ export class GcWorker {
     const onNodes = new Set<string>();
     for (const node of nodes) {
       const client = this.#client(node.addr);
-      for (let p = 0; p < PARTITIONS && !this.#stopped; p++) {
+      // One digest call tells which partitions hold anything; only those are listed.
+      const digests = await client.partitionDigests(Array.from({ length: PARTITIONS }, (_, p) => p));
+      for (const p of digests.filter((d) => d.count > 0).map((d) => d.partition)) {
+        if (this.#stopped) break;
         let cursor = '';
         do {
           const page = await client.listPartition(p, cursor, LIST_PAGE);
