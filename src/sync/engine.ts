@@ -26,8 +26,9 @@ export type SyncEvent =
   | { type: 'delete'; side: 'local' | 'remote'; path: string; folder: boolean }
   | { type: 'move'; side: 'local' | 'remote'; from: string; path: string; folder: boolean }
   | { type: 'mkdir'; side: 'local' | 'remote'; path: string }
-  | { type: 'conflict'; path: string; copy: string; reason: string }
-  | { type: 'skip'; path: string; reason: 'symlink' | 'special' | 'invalid-name' | 'too-large' | 'type-clash'; size?: number }
+  /** `reason` 'name-clash': two local names (`names`, NFC and NFD) for one remote path; neither syncs. */
+  | { type: 'conflict'; path: string; copy: string; reason: string; names?: readonly string[] }
+  | { type: 'skip'; path: string; reason: 'symlink' | 'special' | 'invalid-name' | 'too-large'; size?: number }
   | { type: 'error'; path: string; code: string; message: string }
   | { type: 'idle'; cursor: string };
 
@@ -117,6 +118,9 @@ export class SyncEngine {
   readonly #rules: IgnoreRules;
   readonly #tmpDir: string;
   readonly #reported = new Set<string>();
+  /** On-disk names (when not the key) from the last scan. */
+  readonly #scanReal = new Map<string, string>();
+  #clashes: string[] = [];
   #pendingFiles = 0;
   #pendingBytes = 0;
   #transferred = 0;
@@ -195,8 +199,70 @@ export class SyncEngine {
     this.#emit({ type: 'error', path, code: errorCode(err), message: (err as Error).message ?? String(err) });
   }
 
+  /**
+   * The on-disk relative path of `key`: as the last scan found it, as the state DB recorded it,
+   * or else under its parent's on-disk path with the (NFC) name. A local NFD name keeps its form.
+   */
+  #real(key: string): string {
+    if (key === '') return '';
+    const known = this.#scanReal.get(key) ?? this.#state.get(key)?.real;
+    if (known !== undefined) return known;
+    const slash = key.lastIndexOf('/');
+    return slash < 0 ? key : `${this.#real(key.slice(0, slash))}/${key.slice(slash + 1)}`;
+  }
+
   #abs(key: string): string {
-    return join(this.#o.localRoot, ...key.split('/'));
+    return join(this.#o.localRoot, ...this.#real(key).split('/'));
+  }
+
+  /** Drops the scanned on-disk names at and under `key` (the engine renamed or removed it). */
+  #forgetReal(key: string): void {
+    for (const k of [...this.#scanReal.keys()]) if (isWithin(k, key)) this.#scanReal.delete(k);
+  }
+
+  #stat(key: string): Promise<LocalEntry | undefined> {
+    return statLocal(this.#o.localRoot, this.#real(key));
+  }
+
+  /** `entry` with the on-disk name recorded when it differs from the key. */
+  #withReal(key: string, entry: BaseEntry): BaseEntry {
+    const { real: _old, ...rest } = entry;
+    const real = this.#real(key);
+    return real === key ? rest : { ...rest, real };
+  }
+
+  /** Whether `key` is (under) a path with two local names (NFC and NFD twins): never synced. */
+  #clashed(key: string): boolean {
+    return this.#clashes.some((c) => isWithin(key, c));
+  }
+
+  /** Scans the local tree, reports what is skipped (once per run) and records on-disk names. */
+  async #scanLocal(): Promise<Map<string, LocalEntry>> {
+    await this.#rules.reload(this.#o.localRoot);
+    const { entries, issues, clashes } = await scanTree(this.#o.localRoot, this.#rules);
+    this.#clashes = clashes;
+    this.#scanReal.clear();
+    for (const [k, e] of entries) if (e.real !== k) this.#scanReal.set(k, e.real);
+    for (const issue of issues) {
+      const id = `${issue.reason}:${issue.key}:${issue.names?.join('|') ?? ''}`;
+      if (this.#reported.has(id)) continue;
+      this.#reported.add(id);
+      if (issue.reason === 'name-clash') {
+        // Both names map to one remote path: report it and sync neither until one is renamed.
+        this.stats.conflicts++;
+        this.#emit({ type: 'conflict', path: issue.key, copy: issue.names?.at(-1) ?? issue.key, reason: 'name-clash', names: issue.names ?? [] });
+        continue;
+      }
+      this.stats.skipped++;
+      this.#o.log.warn({ path: issue.key, reason: issue.reason }, issue.reason === 'symlink' ? 'symlink skipped' : 'entry skipped');
+      this.#emit({ type: 'skip', path: issue.key, reason: issue.reason });
+    }
+    // On-disk names of synced paths follow the disk (e.g. an NFC file replaced by its NFD twin).
+    for (const [k, e] of entries) {
+      const base = this.#state.get(k);
+      if (base !== undefined && (base.real ?? k) !== e.real) await this.#state.put(k, this.#withReal(k, base));
+    }
+    return entries;
   }
 
   #remote(key: string): string {
@@ -220,6 +286,8 @@ export class SyncEngine {
    * expired cursor) by listing the remote tree without downloading unchanged files.
    */
   async catchUp(signal?: AbortSignal): Promise<void> {
+    // On-disk names (NFD forms, NFC/NFD twins) must be known before remote changes land here.
+    await this.#scanLocal();
     let cursor = this.#state.meta('cursor');
     if (cursor === undefined) {
       cursor = await this.nowCursor(signal);
@@ -270,8 +338,10 @@ export class SyncEngine {
     let gone: string | undefined;
     for (const key of this.#state.paths()) {
       if (gone !== undefined && isWithin(key, gone)) continue;
-      if (remote.has(key)) continue;
       const base = this.#state.get(key)!;
+      // Gone remotely, or replaced by the other kind (file ↔ folder): deleted there.
+      const r = remote.get(key);
+      if (r !== undefined && r.folder === (base.kind === 'dir')) continue;
       gone = base.kind === 'dir' ? key : undefined;
       await this.#remoteDeleted(key, base.kind === 'dir', Number.MAX_SAFE_INTEGER);
     }
@@ -372,15 +442,24 @@ export class SyncEngine {
   }
 
   async #ensureLocalDir(key: string, revision: number): Promise<void> {
-    if (this.#rules.ignores(key, true)) return;
-    const local = await statLocal(this.#o.localRoot, key);
+    if (this.#rules.ignores(key, true) || this.#clashed(key)) return;
+    let local = await this.#stat(key);
     // A folder both sides knew that is missing here was moved or deleted here: the local pass
     // sends that; re-creating it would undo it.
     if (local === undefined && this.#state.get(key)?.kind === 'dir') return;
     if (local?.kind === 'file') {
-      this.#emit({ type: 'skip', path: key, reason: 'type-clash' });
-      this.stats.skipped++;
-      return;
+      const base = this.#state.get(key);
+      // A replayed mkdir older than the file we hold.
+      if (base?.kind === 'file' && revision !== 0 && base.revision >= revision) return;
+      // The remote side replaced the file with a folder: the synced, unchanged file goes; an edit
+      // (or a file never synced) is kept as a conflicted copy, which the next scan uploads.
+      if (await this.#isClean(key, local, base)) {
+        await rm(this.#abs(key), { force: true });
+        this.stats.deleted++;
+        this.#emit({ type: 'delete', side: 'local', path: key, folder: false });
+      } else await this.#keepConflictedCopy(key, 'replaced by a folder remotely');
+      await this.#state.deleteTree(key);
+      local = undefined;
     }
     // Parents first, so each folder is known to the state DB.
     const parent = parentOf(key);
@@ -390,10 +469,10 @@ export class SyncEngine {
       this.#emit({ type: 'mkdir', side: 'local', path: key });
       this.stats.folders++;
     }
-    const st = await statLocal(this.#o.localRoot, key);
+    const st = await this.#stat(key);
     if (st === undefined) return;
     const base = this.#state.get(key);
-    if (base?.kind !== 'dir' || base.ino !== st.ino) await this.#state.put(key, { kind: 'dir', version: 0, revision, hash: '', size: 0, mtimeMs: 0, ino: st.ino });
+    if (base?.kind !== 'dir' || base.ino !== st.ino) await this.#state.put(key, this.#withReal(key, { kind: 'dir', version: 0, revision, hash: '', size: 0, mtimeMs: 0, ino: st.ino }));
   }
 
   /** Whether the local file still holds the synced content (re-hashing only when stat changed). */
@@ -420,26 +499,50 @@ export class SyncEngine {
     });
   }
 
+  /** Whether the remote path holds a file right now (not a folder, not gone). */
+  async #remoteIsFile(key: string): Promise<boolean> {
+    try {
+      await this.#o.client.stat(this.#remote(key));
+      return true;
+    } catch (err) {
+      if (isCairnError(err, 'CAIRN_NOT_FOUND') || isCairnError(err, 'CAIRN_FAILED_PRECONDITION')) return false;
+      throw err;
+    }
+  }
+
   async #pullFile(rc: RemoteFile): Promise<void> {
     const { key } = rc;
+    if (this.#clashed(key)) return;
     const base = this.#state.get(key);
     // Our own upload coming back, or a change older than what we hold.
     if (base?.kind === 'file' && rc.revision <= base.revision) return;
-    const local = await statLocal(this.#o.localRoot, key);
+    const local = await this.#stat(key);
     if (base?.kind === 'file' && base.hash === rc.hash && local !== undefined && statMatches(local, base)) {
       await this.#state.put(key, { ...base, version: rc.version, revision: rc.revision });
       return;
     }
     if (local?.kind === 'dir') {
-      this.#emit({ type: 'skip', path: key, reason: 'type-clash' });
-      this.stats.skipped++;
+      // A replayed put older than the folder we hold.
+      if (base?.kind === 'dir' && rc.revision <= base.revision) return;
+      if (!(await this.#remoteIsFile(key))) return;
+      // Edited remotely while replaced by a folder here: the folder keeps the name, the edit is
+      // moved aside on the server as a conflicted copy.
+      if (base?.kind === 'file') return this.#pushRetype(key, base);
+      // The remote side replaced the folder with a file: synced, unchanged files go with the
+      // folder; what is left (edits, new files) is kept under a conflicted-copy name.
+      if (base?.kind === 'dir') await this.#remoteDeleted(key, true, Number.MAX_SAFE_INTEGER);
+      if ((await this.#stat(key))?.kind === 'dir') {
+        await this.#keepConflictedCopy(key, 'replaced by a file remotely');
+        await this.#state.deleteTree(key);
+      }
+      await this.#download(rc);
       return;
     }
     if (local !== undefined && !(base?.kind === 'file' && statMatches(local, base))) {
       const h = await hashFile(this.#abs(key));
       if (h.hash === rc.hash) {
         // Same content on both sides (e.g. our upload that committed before a crash): adopt it.
-        await this.#state.put(key, { kind: 'file', version: rc.version, revision: rc.revision, hash: h.hash, size: local.size, mtimeMs: local.mtimeMs, ino: local.ino }, h.chunks);
+        await this.#state.put(key, this.#withReal(key, { kind: 'file', version: rc.version, revision: rc.revision, hash: h.hash, size: local.size, mtimeMs: local.mtimeMs, ino: local.ino }), h.chunks);
         return;
       }
       if (!(base?.kind === 'file' && h.hash === base.hash)) {
@@ -453,7 +556,7 @@ export class SyncEngine {
   async #download(rc: RemoteFile): Promise<void> {
     const { key } = rc;
     this.#emit({ type: 'download-start', path: key, size: rc.size, notifiedMs: rc.notifiedMs, committedMs: rc.committedMs });
-    const before = await statLocal(this.#o.localRoot, key);
+    const before = await this.#stat(key);
     let got;
     try {
       got = await downloadToTemp(this.#o.client, this.#remote(key), this.#tmpDir, { onProgress: (d) => (this.#transferred += d) });
@@ -465,7 +568,7 @@ export class SyncEngine {
       const parent = parentOf(key);
       if (parent !== '') await this.#ensureLocalDir(parent, 0);
       // The local file changed while we downloaded: keep that edit too.
-      const now = await statLocal(this.#o.localRoot, key);
+      const now = await this.#stat(key);
       if (now !== undefined && (before === undefined || !statMatchesLocal(now, before))) {
         const base = this.#state.get(key);
         if (!(await this.#isClean(key, now, base))) await this.#keepConflictedCopy(key, 'edited here during download');
@@ -475,9 +578,9 @@ export class SyncEngine {
       await rm(got.tmpPath, { force: true });
       throw err;
     }
-    const st = await statLocal(this.#o.localRoot, key);
+    const st = await this.#stat(key);
     if (st === undefined) return;
-    await this.#state.put(key, { kind: 'file', version: got.info.version, revision: Math.max(rc.revision, got.info.revision), hash: got.info.contentHash, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino }, got.chunks);
+    await this.#state.put(key, this.#withReal(key, { kind: 'file', version: got.info.version, revision: Math.max(rc.revision, got.info.revision), hash: got.info.contentHash, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino }), got.chunks);
     this.stats.downloaded++;
     this.stats.downloadedBytes += got.info.size;
     this.#emit({ type: 'download', path: key, version: got.info.version, size: got.info.size });
@@ -487,8 +590,9 @@ export class SyncEngine {
   async #keepConflictedCopy(key: string, reason: string): Promise<string> {
     const at = new Date();
     let copy = conflictedCopyName(key, this.#o.device, at);
-    for (let n = 2; (await statLocal(this.#o.localRoot, copy)) !== undefined; n++) copy = conflictedCopyName(key, this.#o.device, at, n);
+    for (let n = 2; (await this.#stat(copy)) !== undefined; n++) copy = conflictedCopyName(key, this.#o.device, at, n);
     await rename(this.#abs(key), this.#abs(copy));
+    this.#forgetReal(key);
     this.stats.conflicts++;
     this.#rescan = true;
     this.#emit({ type: 'conflict', path: key, copy, reason });
@@ -496,10 +600,11 @@ export class SyncEngine {
   }
 
   async #remoteDeleted(key: string, folder: boolean, revision: number): Promise<void> {
+    if (this.#clashed(key)) return;
     // A replayed delete older than what we hold (the path was re-created since).
     const held = this.#state.get(key);
     if (held !== undefined && held.revision >= revision) return;
-    const local = await statLocal(this.#o.localRoot, key);
+    const local = await this.#stat(key);
     if (local === undefined) {
       await this.#state.deleteTree(key);
       return;
@@ -516,21 +621,22 @@ export class SyncEngine {
     }
     if (!folder && this.#state.get(key)?.kind === 'file') return;
     // A folder: remove what is synced and unchanged; keep local edits and new files.
-    const { entries } = await scanTree(this.#o.localRoot, this.#rules, key);
+    const { entries } = await scanTree(this.#o.localRoot, this.#rules, this.#real(key));
     const kept: string[] = [];
     for (const [k, e] of entries) {
       if (e.kind !== 'file') continue;
-      if (await this.#isClean(k, e, this.#state.get(k))) await rm(this.#abs(k), { force: true });
+      if (await this.#isClean(k, e, this.#state.get(k))) await rm(join(this.#o.localRoot, e.real), { force: true });
       else kept.push(k);
     }
     const dirs = [...entries].filter(([, e]) => e.kind === 'dir').map(([k]) => k).sort().reverse();
     for (const d of [...dirs, key]) {
+      const abs = d === key ? this.#abs(key) : join(this.#o.localRoot, entries.get(d)!.real);
       // Editor and system litter (.DS_Store, swap files) must not keep a deleted folder alive,
       // or the next scan would send it back; files the user chose to ignore do keep it.
-      for (const name of await readdir(this.#abs(d)).catch(() => [] as string[])) {
-        if (JUNK.ignores(`${d}/${name}`, false)) await rm(join(this.#abs(d), name), { force: true });
+      for (const name of await readdir(abs).catch(() => [] as string[])) {
+        if (JUNK.ignores(`${d}/${name.normalize('NFC')}`, false)) await rm(join(abs, name), { force: true });
       }
-      await rmdir(this.#abs(d)).catch(() => undefined);
+      await rmdir(abs).catch(() => undefined);
     }
     await this.#state.deleteTree(key);
     this.stats.deleted++;
@@ -551,9 +657,13 @@ export class SyncEngine {
       await this.#remoteDeleted(fromKey, c.folder, c.revision);
       return;
     }
+    if (this.#clashed(fromKey) || this.#clashed(toKey)) return;
+    // Our own move (e.g. a conflicted copy made on the server) coming back after we took it.
+    const held = this.#state.get(toKey);
+    if (held !== undefined && held.revision >= c.revision && this.#state.get(fromKey) === undefined) return;
     const base = this.#state.get(fromKey);
-    const src = await statLocal(this.#o.localRoot, fromKey);
-    const dst = await statLocal(this.#o.localRoot, toKey);
+    const src = await this.#stat(fromKey);
+    const dst = await this.#stat(toKey);
     if (src === undefined && dst !== undefined && this.#state.get(toKey) !== undefined) {
       // Our own move coming back.
       const e = this.#state.get(toKey)!;
@@ -564,9 +674,11 @@ export class SyncEngine {
     if (src !== undefined && base !== undefined && (dst === undefined || caseOnly) && !this.#rules.ignores(toKey, c.folder)) {
       const parent = parentOf(toKey);
       if (parent !== '') await this.#ensureLocalDir(parent, 0);
+      const [realFrom, realTo] = [this.#real(fromKey), this.#real(toKey)];
       await renameLocal(this.#abs(fromKey), this.#abs(toKey), caseOnly);
+      this.#forgetReal(fromKey);
       // An unsynced local edit moves with the file: the next scan uploads it at the new path.
-      await this.#state.moveTree(fromKey, toKey, c.revision);
+      await this.#state.moveTree(fromKey, toKey, c.revision, realFrom, realTo);
       this.stats.moved++;
       this.#emit({ type: 'move', side: 'local', from: fromKey, path: toKey, folder: c.folder });
       this.#rescan = true;
@@ -593,17 +705,23 @@ export class SyncEngine {
   /** Scans the local folder and sends every difference from the state DB to the remote side. */
   async pushLocal(signal?: AbortSignal): Promise<void> {
     this.#rescan = false;
-    await this.#rules.reload(this.#o.localRoot);
-    const { entries: local, issues } = await scanTree(this.#o.localRoot, this.#rules);
-    for (const issue of issues) {
-      const id = `${issue.reason}:${issue.key}`;
-      if (this.#reported.has(id)) continue;
-      this.#reported.add(id);
-      this.stats.skipped++;
-      this.#o.log.warn({ path: issue.key, reason: issue.reason }, issue.reason === 'symlink' ? 'symlink skipped' : 'entry skipped');
-      this.#emit({ type: 'skip', path: issue.key, reason: issue.reason });
-    }
+    let local = await this.#scanLocal();
     await this.#pushMoves(local);
+    if (aborted(signal)) return;
+
+    // Paths that changed kind here (a file replaced by a folder, or the reverse), shallowest
+    // first: the old kind goes remotely (keeping a remote edit), then the new one is sent below.
+    const retyped = [...local].filter(([k, e]) => this.#state.get(k) !== undefined && this.#state.get(k)!.kind !== e.kind).map(([k]) => k).sort();
+    for (const key of retyped) {
+      const base = this.#state.get(key);
+      if (base === undefined || aborted(signal)) continue; // went with a parent
+      try {
+        await this.#pushRetype(key, base);
+      } catch (err) {
+        this.#fail(key, err);
+      }
+    }
+    if (retyped.length > 0) local = await this.#scanLocal();
     if (aborted(signal)) return;
 
     // Folders first (parents before children), then files in parallel, then deletions.
@@ -611,11 +729,19 @@ export class SyncEngine {
     for (const [key, e] of added) {
       if (e.kind !== 'dir' || aborted(signal)) continue;
       try {
-        const made = await this.#o.client.mkdir(this.#remote(key)).catch((err: unknown) => {
-          if (!isCairnError(err, 'CAIRN_ALREADY_EXISTS')) throw err;
-          return undefined;
-        });
-        await this.#state.put(key, { kind: 'dir', version: 0, revision: made?.revision ?? 0, hash: '', size: 0, mtimeMs: 0, ino: e.ino });
+        let made;
+        try {
+          made = await this.#o.client.mkdir(this.#remote(key));
+        } catch (err) {
+          if (isCairnError(err, 'CAIRN_ALREADY_EXISTS')) made = undefined;
+          else if (isCairnError(err, 'CAIRN_FAILED_PRECONDITION') && (await this.#remoteIsFile(key))) {
+            // A file arrived remotely at the name of this new folder: the file keeps the name.
+            await this.#keepConflictedCopy(key, 'a file was made at this name remotely');
+            await this.#pullByStat(key, 0, 0);
+            continue;
+          } else throw err;
+        }
+        await this.#state.put(key, this.#withReal(key, { kind: 'dir', version: 0, revision: made?.revision ?? 0, hash: '', size: 0, mtimeMs: 0, ino: e.ino }));
         this.stats.folders++;
         this.#emit({ type: 'mkdir', side: 'remote', path: key });
       } catch (err) {
@@ -645,10 +771,10 @@ export class SyncEngine {
     for (const key of this.#state.paths()) {
       if (gone !== undefined && isWithin(key, gone)) continue;
       const base = this.#state.get(key);
-      if (base === undefined || local.get(key)?.kind === base.kind) continue;
+      if (base === undefined || local.get(key)?.kind === base.kind || this.#clashed(key)) continue;
       if (local.has(key)) continue; // replaced by the other kind: handled as added above
       // Made during this pass (a conflicted copy, a file pulled back): not gone.
-      if ((await statLocal(this.#o.localRoot, key)) !== undefined) continue;
+      if ((await this.#stat(key)) !== undefined) continue;
       if (this.#rules.ignores(key, base.kind === 'dir')) {
         // Newly ignored: stop syncing it, but do not delete the remote copy.
         await this.#state.deleteTree(key);
@@ -663,9 +789,55 @@ export class SyncEngine {
     }
   }
 
+  /**
+   * `key` changed kind here. A file replaced by a folder: the remote file is deleted at its synced
+   * version; if it was edited remotely meanwhile, that edit is moved (on the server) to a
+   * conflicted-copy name and downloaded. A folder replaced by a file: the remote folder goes as a
+   * deleted folder does (changed remote files come back, the folder with them, and the local file
+   * then becomes a conflicted copy). Unless the remote side already made the same change.
+   */
+  async #pushRetype(key: string, base: BaseEntry): Promise<void> {
+    if (base.kind === 'dir') {
+      if (await this.#remoteIsFile(key)) await this.#state.deleteTree(key); // replaced there too: the upload decides
+      else await this.#pushDelete(key, base);
+      return;
+    }
+    try {
+      await this.#o.client.delete(this.#remote(key), { baseVersion: base.version });
+      this.stats.deleted++;
+      this.#emit({ type: 'delete', side: 'remote', path: key, folder: false });
+    } catch (err) {
+      // Gone, or already a folder there (base_version applies to files only).
+      if (isCairnError(err, 'CAIRN_NOT_FOUND') || isCairnError(err, 'CAIRN_INVALID_ARGUMENT')) {
+        await this.#state.deleteTree(key);
+        return;
+      }
+      if (!isCairnError(err, 'CAIRN_CONFLICT')) throw err;
+      // Edited remotely while replaced by a folder here: the edit moves aside on the server.
+      const at = new Date();
+      for (let n = 1; ; n++) {
+        const copy = conflictedCopyName(key, this.#o.device, at, n);
+        if ((await this.#stat(copy)) !== undefined) continue;
+        let moved;
+        try {
+          moved = await this.#o.client.move(this.#remote(key), this.#remote(copy));
+        } catch (e) {
+          if (isCairnError(e, 'CAIRN_ALREADY_EXISTS') && n < 100) continue;
+          throw e;
+        }
+        await this.#state.deleteTree(key);
+        this.stats.conflicts++;
+        this.#emit({ type: 'conflict', path: key, copy, reason: 'edited remotely, replaced by a folder here' });
+        await this.#pullByStat(copy, moved.revision, 0);
+        return;
+      }
+    }
+    await this.#state.deleteTree(key);
+  }
+
   /** Detects local renames (same inode, or same content) and sends them as moves. */
   async #pushMoves(local: Map<string, LocalEntry>): Promise<void> {
-    const goneOf = (kind: 'file' | 'dir'): string[] => this.#state.paths().filter((k) => this.#state.get(k)!.kind === kind && local.get(k)?.kind !== kind);
+    const goneOf = (kind: 'file' | 'dir'): string[] => this.#state.paths().filter((k) => this.#state.get(k)!.kind === kind && local.get(k)?.kind !== kind && !this.#clashed(k));
     const addedOf = (kind: 'file' | 'dir'): Array<[string, LocalEntry]> => [...local].filter(([k, e]) => e.kind === kind && this.#state.get(k)?.kind !== kind);
     // Folders: shallowest first; a moved folder takes its subtree along.
     for (;;) {
@@ -706,9 +878,9 @@ export class SyncEngine {
     const base = this.#state.get(from)!;
     try {
       const e = await this.#o.client.move(this.#remote(from), this.#remote(to), folder ? {} : { baseVersion: base.version });
-      await this.#state.moveTree(from, to, e.revision);
+      await this.#state.moveTree(from, to, e.revision, this.#real(from), this.#real(to));
       if (!folder) {
-        const st = await statLocal(this.#o.localRoot, to);
+        const st = await this.#stat(to);
         const moved = this.#state.get(to)!;
         // Keep the synced stat only if the content is the synced one; else the upload pass sees it.
         if (st !== undefined && st.ino === moved.ino && st.size === moved.size) await this.#state.put(to, { ...moved, mtimeMs: st.mtimeMs });
@@ -764,6 +936,7 @@ export class SyncEngine {
       result = await uploadFile(this.#o.client, this.#abs(key), this.#remote(key), { baseVersion, mtimeMs: local.mtimeMs, size: local.size, cacheDir: join(this.#o.stateDir, 'chunk-cache'), ...(signal !== undefined ? { signal } : {}), onProgress });
     } catch (err) {
       if (isCairnError(err, 'CAIRN_CONFLICT')) return this.#uploadConflict(key, local, h, baseVersion, signal);
+      if (isCairnError(err, 'CAIRN_FAILED_PRECONDITION')) return this.#uploadRetyped(key, local, err);
       if (isCairnError(err, 'CAIRN_FILE_TOO_LARGE')) {
         this.stats.skipped++;
         this.#emit({ type: 'skip', path: key, reason: 'too-large', size: local.size });
@@ -772,11 +945,34 @@ export class SyncEngine {
       throw err;
     }
     const previous = await this.#state.chunks(key);
-    await this.#state.put(key, { kind: 'file', version: result.info.version, revision: result.info.revision, hash: result.info.contentHash, size: local.size, mtimeMs: local.mtimeMs, ino: local.ino }, h?.chunks);
+    await this.#state.put(key, this.#withReal(key, { kind: 'file', version: result.info.version, revision: result.info.revision, hash: result.info.contentHash, size: local.size, mtimeMs: local.mtimeMs, ino: local.ino }), h?.chunks);
     this.stats.uploaded++;
     this.stats.uploadedBytes += local.size;
     this.stats.bytesSent += result.bytesSent;
     this.#emit({ type: 'upload', path: key, version: result.info.version, size: local.size, bytesSent: result.bytesSent, chunksSent: result.chunksSent, wireBytes: result.wireBytes, chunks: result.info.chunkCount, newChunks: h === undefined || previous === undefined ? result.chunksSent : newChunkCount(previous, h.chunks) });
+    return undefined;
+  }
+
+  /**
+   * Our upload was refused because the remote side changed kind: the path is a folder there now
+   * (our file loses the name, is kept as a conflicted copy and the folder comes here), or a parent
+   * folder became a file (its change events bring that here; the file is sent again after).
+   */
+  async #uploadRetyped(key: string, local: LocalEntry, err: Error): Promise<undefined> {
+    let folder = false;
+    try {
+      await this.#o.client.stat(this.#remote(key));
+    } catch (e) {
+      folder = isCairnError(e, 'CAIRN_FAILED_PRECONDITION');
+      if (!folder && !isCairnError(e, 'CAIRN_NOT_FOUND')) throw e;
+    }
+    if (!folder) {
+      this.#o.log.info({ path: key, size: local.size, message: err.message }, 'upload refused: a parent changed kind remotely; waiting for its changes');
+      return undefined;
+    }
+    await this.#keepConflictedCopy(key, 'replaced by a folder remotely');
+    await this.#state.deleteTree(key);
+    await this.#relistFolder(key);
     return undefined;
   }
 
@@ -795,11 +991,11 @@ export class SyncEngine {
       throw new Error(`${key}: conflict on a new file, but the remote file is gone`);
     }
     if (remote.contentHash === h.hash) {
-      await this.#state.put(key, { kind: 'file', version: remote.version, revision: remote.revision, hash: h.hash, size: local.size, mtimeMs: local.mtimeMs, ino: local.ino }, h.chunks);
+      await this.#state.put(key, this.#withReal(key, { kind: 'file', version: remote.version, revision: remote.revision, hash: h.hash, size: local.size, mtimeMs: local.mtimeMs, ino: local.ino }), h.chunks);
       return undefined;
     }
     const copy = await this.#keepConflictedCopy(key, 'uploaded from a stale version');
-    const moved = await statLocal(this.#o.localRoot, copy);
+    const moved = await this.#stat(copy);
     if (moved !== undefined) await this.#upload(copy, moved, h, 0, signal);
     await this.#download({ key, version: remote.version, revision: remote.revision, hash: remote.contentHash, size: remote.size, notifiedMs: Date.now(), committedMs: 0 });
     return undefined;

@@ -18,6 +18,11 @@ export interface BaseEntry {
   /** The local file's mtime and inode when it matched, to skip re-hashing unchanged files. */
   readonly mtimeMs: number;
   readonly ino: number;
+  /**
+   * The relative path as it is on disk when it differs from the key (the key is NFC, the remote
+   * form; a local name may be NFD). Absent when they are equal.
+   */
+  readonly real?: string;
 }
 
 const ENTRY = 'e\0';
@@ -92,14 +97,22 @@ export class SyncState {
     await this.#db.batch(victims.flatMap((p) => [{ type: 'del' as const, key: ENTRY + p }, { type: 'del' as const, key: CHUNKS + p }]));
   }
 
-  /** Re-keys `from` and everything under it to `to` (a move both sides agree on). */
-  async moveTree(from: string, to: string, revision?: number): Promise<void> {
+  /**
+   * Re-keys `from` and everything under it to `to` (a move both sides agree on). On-disk names
+   * recorded under `realFrom` move under `realTo` (the new on-disk path of `to`).
+   */
+  async moveTree(from: string, to: string, revision?: number, realFrom = from, realTo = to): Promise<void> {
     const moved = [from, ...this.under(from)].filter((p) => this.#entries.has(p));
     const ops: Array<{ type: 'put'; key: string; value: string } | { type: 'del'; key: string }> = [];
     const renamed: Array<[string, BaseEntry]> = [];
     for (const p of moved) {
-      const e = this.#entries.get(p)!;
+      let e = this.#entries.get(p)!;
       const q = to + p.slice(from.length);
+      if (e.real !== undefined || realTo !== to) {
+        const { real, ...rest } = e;
+        const r = real !== undefined && (real === realFrom || real.startsWith(realFrom + '/')) ? realTo + real.slice(realFrom.length) : realTo + p.slice(from.length);
+        e = r === q ? rest : { ...rest, real: r };
+      }
       renamed.push([q, p === from && revision !== undefined ? { ...e, revision: Math.max(e.revision, revision) } : e]);
       this.#entries.delete(p);
       ops.push({ type: 'del', key: ENTRY + p });
