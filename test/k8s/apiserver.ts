@@ -1,11 +1,13 @@
 // A fake Kubernetes API server for tests: the subset of the real REST and watch protocol the
 // operator and @kubernetes/client-node use — discovery, LIST/WATCH with resourceVersion and 410
 // Gone, create/update with 409 conflicts, merge and server-side-apply patches with managedFields,
-// the status subresource, generation, finalizers and deletionTimestamp, owner-reference GC.
+// the status subresource, generation, finalizers and deletionTimestamp, owner-reference GC, and
+// for custom resources the CRD's defaults, OpenAPI schema and CEL rules (422 Invalid, test/k8s/crd.ts).
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
 import { parse as parseYaml } from 'yaml';
+import { applyDefaults, chartCrd, crdSchema, validateCustomResource, type Cause, type Schema } from './crd.js';
 
 export interface ResourceType {
   readonly group: string;
@@ -66,7 +68,7 @@ export interface WriteRecord {
 }
 
 class HttpError extends Error {
-  constructor(readonly code: number, readonly reason: string, message: string) {
+  constructor(readonly code: number, readonly reason: string, message: string, readonly details?: Record<string, unknown>) {
     super(message);
   }
 }
@@ -168,6 +170,8 @@ export class FakeApiServer {
   readonly #server: Server;
   /** Objects by `plural/namespace/name`. */
   readonly #objects = new Map<string, Obj>();
+  /** Structural schemas of custom resources by plural (the chart's CairnCluster CRD is installed). */
+  readonly #schemas = new Map<string, { schema: Schema; group: string }>();
   /** Per object: manager → the leaf paths it applied (server-side apply ownership). */
   readonly #owners = new Map<string, Map<string, { paths: string[][]; operation: 'Apply' | 'Update' }>>();
   readonly #events: StoredEvent[] = [];
@@ -181,9 +185,10 @@ export class FakeApiServer {
   port = 0;
 
   constructor() {
+    this.installCrd(chartCrd());
     this.#server = createServer((req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
-        if (err instanceof HttpError) return this.#status(res, err.code, err.reason, err.message);
+        if (err instanceof HttpError) return this.#status(res, err.code, err.reason, err.message, err.details);
         this.#status(res, 500, 'InternalError', String(err));
       });
     });
@@ -239,6 +244,26 @@ export class FakeApiServer {
     return () => this.#listeners.delete(fn);
   }
 
+  /** Registers a CustomResourceDefinition's schema: writes of its kind are defaulted and validated from then on. */
+  installCrd(crd: Record<string, unknown>): void {
+    const spec = crd['spec'] as { group: string; names: { plural: string } };
+    this.type(spec.names.plural);
+    this.#schemas.set(spec.names.plural, { schema: crdSchema(crd), group: spec.group });
+  }
+
+  /** Defaulting and validation of a custom resource write; throws 422 Invalid with the causes. */
+  #admit(t: ResourceType, obj: Obj, old: Obj | undefined, subresource: 'status' | undefined): void {
+    const crd = this.#schemas.get(t.plural);
+    if (crd === undefined) return;
+    if (subresource === 'status') applyDefaults(crd.schema.properties?.['status'] ?? {}, obj['status']);
+    else for (const [k, sub] of Object.entries(crd.schema.properties ?? {})) if (k !== 'status' && k !== 'metadata' && obj[k] !== undefined) applyDefaults(sub, obj[k]);
+    const causes: Cause[] = validateCustomResource(crd.schema, obj, old, subresource);
+    if (causes.length === 0) return;
+    const each = causes.map((c) => `${c.field}: ${c.message}`);
+    const message = `${t.kind}.${crd.group} "${obj.metadata.name}" is invalid: ${each.length === 1 ? each[0]! : `[${each.join(', ')}]`}`;
+    throw new HttpError(422, 'Invalid', message, { name: obj.metadata.name, group: crd.group, kind: t.kind, causes });
+  }
+
   // ---- the store, also used in-process by simulated controllers ----
 
   type(plural: string): ResourceType {
@@ -279,6 +304,7 @@ export class FakeApiServer {
     delete obj.metadata.resourceVersion;
     delete obj.metadata.deletionTimestamp;
     if (t.status && t.kind === 'CairnCluster') delete obj['status'];
+    this.#admit(t, obj, undefined, undefined);
     this.#recordUpdate(key, user, body);
     return this.#commit(key, 'ADDED', obj);
   }
@@ -438,6 +464,7 @@ export class FakeApiServer {
       } else if ('status' in live) next['status'] = clone(live['status']);
       else delete next['status'];
     }
+    this.#admit(t, next, live, subresource);
     if (!isDeepStrictEqual(next['spec'], live['spec'])) next.metadata.generation = (live.metadata.generation ?? 1) + 1;
     if (!ownershipDone && operation === 'Update') {
       const changed = leafPaths(next).filter((p) => !(p[0] === 'metadata' && SERVER_META.has(p[1] ?? '')) && !isDeepStrictEqual(getPath(next, p), getPath(live, p)));
@@ -494,13 +521,13 @@ export class FakeApiServer {
     w.res.write(JSON.stringify({ type: e.type, object: this.#withManagedFields(`${w.type.plural}/${e.object.metadata.namespace ?? ''}/${e.object.metadata.name}`, w.type, clone(e.object)) }) + '\n');
   }
 
-  #status(res: ServerResponse, code: number, reason: string, message: string): void {
+  #status(res: ServerResponse, code: number, reason: string, message: string, details?: Record<string, unknown>): void {
     if (res.headersSent) {
       res.end();
       return;
     }
     res.writeHead(code, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }));
+    res.end(JSON.stringify({ kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details !== undefined ? { details } : {}), code }));
   }
 
   #json(res: ServerResponse, code: number, body: unknown): void {
