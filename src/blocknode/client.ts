@@ -30,7 +30,18 @@ export interface StoredBlock {
   readonly data: Buffer;
 }
 
-export class BlockClient {
+/** What the replication client asks of one node: a BlockClient, or the node in this very process. */
+export interface BlockPeer {
+  putBlocks(blocks: readonly StoredBlock[], options?: { handoff?: boolean; repair?: boolean; timeoutMs?: number }): Promise<PutBlocksResponse__Output>;
+  getBlocks(addresses: readonly Buffer[], signal?: AbortSignal): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }>;
+}
+
+/** A block node in this process: what it returns was verified against its address by its store. */
+export interface LocalBlockPeer extends BlockPeer {
+  readonly verified: true;
+}
+
+export class BlockClient implements BlockPeer {
   readonly address: string;
   readonly #client: GenClient;
   readonly #token: TokenProvider;

@@ -16,11 +16,12 @@ import { BlockStore } from './engine/index.js';
 import { ConcurrencyLimit } from './limits.js';
 import type { MapSource } from './map-source.js';
 import { PeerPool } from './peers.js';
+import type { LocalBlockPeer } from './client.js';
 import { Scrubber } from './scrub.js';
-import { blockNodeHandlers, type NodeStatus } from './service.js';
+import { blockNodeHandlers, localBlockPeer, type BlockNodeServiceDeps, type NodeStatus } from './service.js';
 import { GcTombstones } from './tombstones.js';
 
-export { BlockClient, type BlockClientOptions, type StoredBlock } from './client.js';
+export { BlockClient, type BlockClientOptions, type BlockPeer, type LocalBlockPeer, type StoredBlock } from './client.js';
 export { ReplicatedBlockClient, type BlockAccess, type ReplicatedBlockClientOptions } from './replication.js';
 export { FileMapSource, StaticMapSource, emptyMap, parseMapFile, singleNodeMap, type FileMapSourceOptions, type MapSource } from './map-source.js';
 export { MetadataMapSource, type ClusterMapFeed, type MetadataMapSourceOptions } from './map-source-metadata.js';
@@ -57,6 +58,8 @@ export interface BlockNodeOptions {
 export interface BlockNode {
   readonly port: number;
   readonly store: BlockStore;
+  /** This node as a peer for a gateway in the same process (no gRPC hop; same checks and limits). */
+  readonly local: LocalBlockPeer;
   /** What the node reports about itself (Stats, metrics, the metadata heartbeat). */
   status(): NodeStatus;
   stop(timeoutMs?: number): Promise<void>;
@@ -150,7 +153,7 @@ export async function createBlockNode(options: BlockNodeOptions): Promise<BlockN
 
   const { definition, proto } = loadProto();
   const server = new CairnGrpcServer({ name: 'blocknode', log, metrics: options.metrics, authSecret: options.authSecret, packageDefinition: definition });
-  const handlers = blockNodeHandlers({
+  const deps: BlockNodeServiceDeps = {
     store,
     digests,
     limit: new ConcurrencyLimit(options.maxConcurrentCalls ?? 64, 1024),
@@ -163,7 +166,8 @@ export async function createBlockNode(options: BlockNodeOptions): Promise<BlockN
       putBytes.inc(bytes);
     },
     observeGet: (seconds) => getSeconds.observe(seconds),
-  });
+  };
+  const handlers = blockNodeHandlers(deps);
   server.addService(proto.cairn.v1.BlockNode.service, handlers, {
     PutBlocks: 'service',
     GetBlocks: 'service',
@@ -189,6 +193,7 @@ export async function createBlockNode(options: BlockNodeOptions): Promise<BlockN
     port,
     store,
     status,
+    local: localBlockPeer(deps, log),
     async stop(timeoutMs?: number) {
       await antiEntropy?.stop();
       await scrubber.stop();

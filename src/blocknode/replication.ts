@@ -8,7 +8,7 @@ import { Counter, type Registry } from 'prom-client';
 import { CairnError, isCairnError } from '../common/errors.js';
 import type { TokenProvider } from '../common/grpc-client.js';
 import { partitionOf, type ClusterMap } from '../placement/index.js';
-import type { StoredBlock } from './client.js';
+import type { BlockPeer, LocalBlockPeer, StoredBlock } from './client.js';
 import type { MapSource } from './map-source.js';
 import { PeerPool, addrOf, handoffOrder, readCandidates } from './peers.js';
 
@@ -36,6 +36,8 @@ export interface ReplicatedBlockClientOptions {
   readonly registry?: Registry;
   /** Read repairs queued at once; more are dropped (anti-entropy repairs them later). */
   readonly maxPendingRepairs?: number;
+  /** Block nodes in this process, by the address the map gives them: called directly, not over gRPC. */
+  readonly localPeers?: ReadonlyMap<string, LocalBlockPeer>;
 }
 
 interface WriteState {
@@ -67,6 +69,7 @@ function isBadInput(err: unknown): boolean {
 export class ReplicatedBlockClient implements BlockAccess {
   readonly #map: MapSource;
   readonly #peers: PeerPool;
+  readonly #local: ReadonlyMap<string, LocalBlockPeer>;
   readonly #w: number;
   readonly #log: ReplicationLogger;
   readonly #suspect = new Map<string, number>();
@@ -82,6 +85,7 @@ export class ReplicatedBlockClient implements BlockAccess {
     this.#w = w;
     this.#log = options.log ?? silent;
     this.#maxRepairs = options.maxPendingRepairs ?? 64;
+    this.#local = options.localPeers ?? new Map();
     this.#peers = new PeerPool({ credentials: options.credentials, token: options.token, timeoutMs: options.timeoutMs ?? 60_000 });
     const registers = options.registry ? [options.registry] : undefined;
     this.#counters = registers
@@ -157,7 +161,7 @@ export class ReplicatedBlockClient implements BlockAccess {
         const addr = addrOf(map, this.#map.previous(), id);
         if (addr === undefined) throw new CairnError('CAIRN_UNAVAILABLE', `node ${id} has no address in the map`);
         try {
-          await this.#peers.get(addr).putBlocks(list.map((s) => s.block), { handoff });
+          await this.#peer(addr).putBlocks(list.map((s) => s.block), { handoff });
         } catch (err) {
           this.#counters.failures?.inc({ op: 'put' });
           this.#log.warn({ node: id, blocks: list.length, handoff, err: isCairnError(err) ? err.code : String(err) }, 'block put to node failed');
@@ -220,11 +224,14 @@ export class ReplicatedBlockClient implements BlockAccess {
           const addr = addrOf(map, previous, id);
           if (addr === undefined) return;
           const answered = new Set<string>();
+          const peer = this.#peer(addr);
+          // A node in this process hands back what its store just verified: hashing again buys nothing.
+          const verified = 'verified' in peer && peer.verified;
           try {
-            for await (const b of this.#peers.get(addr).getBlocks(list, signal)) {
+            for await (const b of peer.getBlocks(list, signal)) {
               const key = hex(b.address);
               answered.add(key);
-              if (b.data !== undefined && sha256(b.data).equals(b.address)) found.set(key, b.data);
+              if (b.data !== undefined && (verified || sha256(b.data).equals(b.address))) found.set(key, b.data);
               else (misses.get(key) ?? misses.set(key, []).get(key)!).push(id);
             }
           } catch (err) {
@@ -238,6 +245,10 @@ export class ReplicatedBlockClient implements BlockAccess {
     }
     this.#scheduleRepair(map, found, misses);
     for (const address of addresses) yield { address, data: found.get(hex(address)) };
+  }
+
+  #peer(addr: string): BlockPeer {
+    return this.#local.get(addr) ?? this.#peers.get(addr);
   }
 
   /** Rewrites intact copies to the current owners that answered "missing" (or had a bad copy). */
@@ -259,8 +270,7 @@ export class ReplicatedBlockClient implements BlockAccess {
       if (this.#closed || this.#repairs.size >= this.#maxRepairs) return;
       const addr = addrOf(map, undefined, id);
       if (addr === undefined) continue;
-      const p: Promise<void> = this.#peers
-        .get(addr)
+      const p: Promise<void> = this.#peer(addr)
         .putBlocks(blocks, { repair: true })
         .then(
           () => {

@@ -89,7 +89,17 @@ export async function signToken(secret: Uint8Array, options: TokenOptions): Prom
     .sign(secret);
 }
 
+/** Verified tokens per secret, until they expire: every call of a stream of calls carries the same token. */
+const verified = new WeakMap<Uint8Array, Map<string, { principal: Principal; expiresAtMs: number }>>();
+const VERIFIED_MAX = 4096;
+
 export async function verifyToken(secret: Uint8Array, token: string): Promise<Principal> {
+  let cache = verified.get(secret);
+  const hit = cache?.get(token);
+  if (hit !== undefined) {
+    if (Date.now() < hit.expiresAtMs) return hit.principal;
+    cache?.delete(token);
+  }
   try {
     const { payload } = await jwtVerify(token, secret, { issuer: ISSUER, audience: AUDIENCE, algorithms: ['HS256'] });
     const tenant = payload['tenant'];
@@ -97,7 +107,15 @@ export async function verifyToken(secret: Uint8Array, token: string): Promise<Pr
     if (typeof tenant !== 'string' || !TENANT_RE.test(tenant) || typeof role !== 'string' || !(ROLES as readonly string[]).includes(role)) {
       throw new CairnError('CAIRN_UNAUTHENTICATED', 'token lacks a valid tenant or role');
     }
-    return { tenant, role: role as Role, subject: payload.sub ?? '' };
+    const principal: Principal = Object.freeze({ tenant, role: role as Role, subject: payload.sub ?? '' });
+    // HS256 over the same bytes verifies the same way until `exp`; a token without one (or not
+    // yet valid: nbf) is verified every time.
+    if (typeof payload.exp === 'number' && (payload.nbf === undefined || payload.nbf * 1000 <= Date.now())) {
+      if (cache === undefined) verified.set(secret, (cache = new Map()));
+      if (cache.size >= VERIFIED_MAX) cache.delete(cache.keys().next().value as string);
+      cache.set(token, { principal, expiresAtMs: payload.exp * 1000 });
+    }
+    return principal;
   } catch (err) {
     if (err instanceof CairnError) throw err;
     if (err instanceof joseErrors.JWTExpired) throw new CairnError('CAIRN_TOKEN_EXPIRED', 'token expired');

@@ -19,15 +19,13 @@ import type { MetadataClient } from '../metadata/index.js';
 import type { TenantKeys } from './keys.js';
 import { unseal } from './seal.js';
 import { sealMany, type SealInput } from './seal-pool.js';
+import { fetchBlocks, readRange } from './read.js';
 
 export const MAX_DATA_MESSAGE_BYTES = 1024 * 1024;
 /** Bytes of blocks sent to block nodes per PutBlocks call. */
 const FLUSH_BYTES = 8 * 1024 * 1024;
 /** PutBlocks calls in flight per upload: overlaps chunking/hashing with block-node fsyncs. */
 const MAX_INFLIGHT_FLUSHES = 3;
-/** Blocks requested per GetBlocks call, and batches fetched ahead of the one being sent. */
-const READ_BATCH = 32;
-const READ_AHEAD = 2;
 /** Plain bytes handed to the media sniffer at commit. */
 export const SNIFF_BYTES = 4096;
 /** Chunks looked up in the tenant's chunk index (FindChunks) per call during UploadFile. */
@@ -269,32 +267,10 @@ export async function chunkHead(options: Pick<FilesServiceOptions, 'metadata' | 
   const found = await options.metadata.findChunks({ tenant, plain_hashes: [plainHash] }, requestId);
   const entry = found.chunks[0];
   if (entry === undefined) return undefined;
-  const got = await fetchBatch(options.blocks, [entry.address], signal);
+  const got = await fetchBlocks(options.blocks, [entry.address], signal);
   const block = got.get(entry.address.toString('hex'));
   if (block === undefined) return undefined;
   return unseal(await options.keys.get(tenant), plainHash, block).subarray(0, SNIFF_BYTES);
-}
-
-/** Index of the chunk containing byte `offset` (chunks are sorted and contiguous). */
-function chunkIndexAt(chunks: readonly { offset: string }[], offset: number): number {
-  let lo = 0;
-  let hi = chunks.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >>> 1;
-    if (Number(chunks[mid]?.offset) <= offset) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
-
-async function fetchBatch(blocks: BlockAccess, addresses: Buffer[], signal: AbortSignal): Promise<Map<string, Buffer>> {
-  const out = new Map<string, Buffer>();
-  for await (const b of blocks.getBlocks(addresses, signal)) {
-    if (b.data === undefined) continue;
-    if (!sha256(b.data).equals(b.address)) continue; // a bad copy counts as missing
-    out.set(b.address.toString('hex'), b.data);
-  }
-  return out;
 }
 
 /** The data half of Files; the tree half (List, Move, …) is `treeHandlers` in tree.ts. */
@@ -309,44 +285,13 @@ export function filesHandlers(options: FilesServiceOptions): Omit<FilesDataHandl
       const offset = wireInt(req.offset, 'offset');
       const limit = wireInt(req.limit, 'limit');
       const version = await options.metadata.getFile({ tenant: principal.tenant, path, version: wireInt(req.version, 'version') }, ctx.requestId);
-      const tenantKey = await options.keys.get(principal.tenant);
       const size = Number(version.size);
       if (offset > size) throw new CairnError('CAIRN_OUT_OF_RANGE', `offset ${offset} is past the end of ${path} (${size} bytes)`);
       const end = limit === 0 ? size : Math.min(size, offset + limit);
       await send(call, { file: toFileInfo(version) }, ctx.signal);
       if (end === offset) return;
 
-      const chunks = version.chunks;
-      const first = chunkIndexAt(chunks, offset);
-      const wanted: typeof chunks = [];
-      for (let i = first; i < chunks.length && Number(chunks[i]?.offset) < end; i++) wanted.push(chunks[i]!);
-      const batches: Array<typeof chunks> = [];
-      for (let i = 0; i < wanted.length; i += READ_BATCH) batches.push(wanted.slice(i, i + READ_BATCH));
-
-      const fetches: Array<Promise<Map<string, Buffer>>> = [];
-      const start = (i: number): void => {
-        const batch = batches[i];
-        if (batch === undefined || fetches[i] !== undefined) return;
-        const p = fetchBatch(options.blocks, [...new Map(batch.map((c) => [c.address.toString('hex'), c.address])).values()], ctx.signal);
-        p.catch(() => undefined); // awaited in order below; avoid an unhandled rejection meanwhile
-        fetches[i] = p;
-      };
-      for (let i = 0; i <= READ_AHEAD; i++) start(i);
-      for (let i = 0; i < batches.length; i++) {
-        start(i + READ_AHEAD);
-        const got = await fetches[i]!;
-        for (const c of batches[i]!) {
-          const block = got.get(c.address.toString('hex'));
-          if (block === undefined) throw new CairnError('CAIRN_DATA_LOSS', `block ${c.address.toString('hex')} of ${path} is unavailable or corrupt on every replica`);
-          // unseal verifies the plain hash too: a block from another tenant or chunk cannot pass.
-          const data = unseal(tenantKey, c.plain_hash, block);
-          const chunkStart = Number(c.offset);
-          const from = Math.max(offset, chunkStart) - chunkStart;
-          const to = Math.min(end, chunkStart + data.length) - chunkStart;
-          await send(call, { data: data.subarray(from, to), offset: chunkStart + from }, ctx.signal);
-        }
-        fetches[i] = Promise.resolve(new Map<string, Buffer>()); // release the batch's memory
-      }
+      for await (const piece of readRange(options, principal.tenant, version, offset, end, ctx.signal)) await send(call, piece, ctx.signal);
     }),
 
     Stat: unary(async (req, ctx) => {

@@ -18,12 +18,10 @@ import { BlockUploader, ChunkDedup, toFileInfo } from './files.js';
 import type { TenantKeys } from './keys.js';
 import type { TenantLimiter } from './limits.js';
 import { PRESIGN_PREFIX, verifyPresigned } from './presign.js';
-import { unseal } from './seal.js';
+import { readRange } from './read.js';
 import { LINK_PREFIX, OWNER_HEADER, granteeOf, type ShareChecker } from './sharing.js';
 
 export const FILES_PREFIX = '/v1/files/';
-const READ_BATCH = 32;
-const READ_AHEAD = 2;
 const LIST_PAGE = 1000;
 /** Plain bytes handed to the media sniffer at commit. */
 const SNIFF_BYTES = 4096;
@@ -110,54 +108,6 @@ function etagList(header: string | undefined): string[] {
   return header.split(',').map((s) => s.trim().replace(/^W\//, '')).filter((s) => s !== '');
 }
 
-async function fetchBatch(blocks: BlockAccess, addresses: Buffer[], signal: AbortSignal): Promise<Map<string, Buffer>> {
-  const out = new Map<string, Buffer>();
-  for await (const b of blocks.getBlocks(addresses, signal)) {
-    if (b.data === undefined || !sha256(b.data).equals(b.address)) continue; // a bad copy counts as missing
-    out.set(b.address.toString('hex'), b.data);
-  }
-  return out;
-}
-
-/** The plain bytes [start, end) of a version, in order, fetching batches of blocks ahead. */
-async function* readRange(options: HttpRoutesOptions, tenant: string, v: FileVersion__Output, start: number, end: number, signal: AbortSignal): AsyncGenerator<Buffer> {
-  if (end <= start) return;
-  const key = await options.keys.get(tenant);
-  const chunks = v.chunks;
-  let lo = 0;
-  let hi = chunks.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >>> 1;
-    if (Number(chunks[mid]?.offset) <= start) lo = mid;
-    else hi = mid - 1;
-  }
-  const wanted: typeof chunks = [];
-  for (let i = lo; i < chunks.length && Number(chunks[i]?.offset) < end; i++) wanted.push(chunks[i]!);
-  const batches: Array<typeof chunks> = [];
-  for (let i = 0; i < wanted.length; i += READ_BATCH) batches.push(wanted.slice(i, i + READ_BATCH));
-  const fetches: Array<Promise<Map<string, Buffer>> | undefined> = [];
-  const begin = (i: number): void => {
-    const batch = batches[i];
-    if (batch === undefined || fetches[i] !== undefined) return;
-    const p = fetchBatch(options.blocks, [...new Map(batch.map((c) => [c.address.toString('hex'), c.address])).values()], signal);
-    p.catch(() => undefined); // awaited in order below
-    fetches[i] = p;
-  };
-  for (let i = 0; i <= READ_AHEAD; i++) begin(i);
-  for (let i = 0; i < batches.length; i++) {
-    begin(i + READ_AHEAD);
-    const got = await fetches[i]!;
-    fetches[i] = Promise.resolve(new Map());
-    for (const c of batches[i]!) {
-      const block = got.get(c.address.toString('hex'));
-      if (block === undefined) throw new CairnError('CAIRN_DATA_LOSS', `block ${c.address.toString('hex')} of ${v.path} is unavailable or corrupt on every replica`);
-      const data = unseal(key, c.plain_hash, block);
-      const at = Number(c.offset);
-      yield data.subarray(Math.max(start, at) - at, Math.min(end, at + data.length) - at);
-    }
-  }
-}
-
 async function serveFile(options: HttpRoutesOptions, req: IncomingMessage, res: ServerResponse, t: Target, signal: AbortSignal): Promise<void> {
   const v = await options.metadata.getFile({ tenant: t.tenant, path: t.path, version: t.version });
   if (v.deleted) throw new CairnError('CAIRN_NOT_FOUND', `${t.path} is deleted`);
@@ -196,7 +146,7 @@ async function serveFile(options: HttpRoutesOptions, req: IncomingMessage, res: 
     res.end();
     return;
   }
-  for await (const piece of readRange(options, t.tenant, v, start, end, signal)) {
+  for await (const { data: piece } of readRange(options, t.tenant, v, start, end, signal)) {
     await options.limiter.pace(t.payer, piece.length, signal);
     if (!res.write(piece)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
     if (signal.aborted) throw new CairnError('CAIRN_CANCELLED', 'client went away');

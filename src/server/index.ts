@@ -12,7 +12,7 @@ import { startHttpServer, type RouteHandler } from '../common/http.js';
 import type { Logger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
 import { statfs } from 'node:fs/promises';
-import { FileMapSource, Membership, MetadataMapSource, ReplicatedBlockClient, StaticMapSource, createBlockNode, nodeIdentity, singleNodeMap, type BlockNodeOptions, type MapSource } from '../blocknode/index.js';
+import { FileMapSource, Membership, MetadataMapSource, ReplicatedBlockClient, StaticMapSource, createBlockNode, nodeIdentity, singleNodeMap, type BlockNodeOptions, type LocalBlockPeer, type MapSource } from '../blocknode/index.js';
 import { TenantKeys, createGateway, loadMasterKey, type GatewayExtension } from '../gateway/index.js';
 import { AdminClient, MetadataClient, createMetadataService } from '../metadata/index.js';
 import { createMedia, type Media } from '../media/index.js';
@@ -75,7 +75,9 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       stops.push((t) => metadataSvc.stop(t));
       adminEndpoint = hostPort(INTERNAL_HOST, metadataSvc.port);
       const insecure = grpcJs.credentials.createInsecure();
-      const data = await connectData(config, common, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops);
+      // The gateway reaches this process's block node directly; the gRPC port stays for GC and tools.
+      const localPeers = new Map([[hostPort(INTERNAL_HOST, blocknode.port), blocknode.local]]);
+      const data = await connectData(config, common, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops, localPeers);
       // Media runs in this process too: its pool serves the gateway's on-demand thumbnails and
       // the job runner leases the media jobs commits enqueue.
       const media = startMedia(config, common, data, stops);
@@ -223,6 +225,7 @@ async function connectData(
   internalCredentials: grpc.ChannelCredentials,
   tokens: ServiceTokenSource,
   stops: Array<(timeoutMs: number) => Promise<void>>,
+  localPeers?: ReadonlyMap<string, LocalBlockPeer>,
 ): Promise<DataAccess> {
   const token = (): Promise<string> => tokens.token();
   const metadata = new MetadataClient({ address: metadataAddr, credentials: internalCredentials, token });
@@ -245,6 +248,7 @@ async function connectData(
     writeQuorum: config.role === 'embedded' ? 1 : config.writeQuorum,
     log: log.child({ component: 'replication' }),
     registry: metrics.registry,
+    ...(localPeers !== undefined ? { localPeers } : {}),
   });
   stops.push(async () => {
     metadata.close();

@@ -40,6 +40,18 @@ test('compression is used when it saves at least 10%, skipped otherwise', (t) =>
   t.is(r.sealed.length, random.length + SEAL_OVERHEAD);
 });
 
+test('large chunks are compressed when a sample of them compresses, whatever their head looks like', (t) => {
+  const key = newTenantKey();
+  // Incompressible head, compressible body: the spread sample sees the body.
+  const mixed = Buffer.concat([randomBytes(4096), Buffer.from('column,value,another column\n'.repeat(4000))]);
+  t.is(seal(key, sha(mixed), mixed).codec, 'snappy');
+  // Mostly random with a short compressible run: not worth it, and the rule says so too.
+  const mostlyRandom = Buffer.concat([randomBytes(60_000), Buffer.alloc(2000)]);
+  const r = seal(key, sha(mostlyRandom), mostlyRandom);
+  t.is(r.codec, 'none');
+  t.true(unseal(key, sha(mostlyRandom), r.sealed).equals(mostlyRandom));
+});
+
 test('a flipped bit, another tenant key, or another chunk name is DATA_LOSS', (t) => {
   const key = newTenantKey();
   const plain = randomBytes(10_000);
