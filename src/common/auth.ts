@@ -111,7 +111,7 @@ export async function verifyToken(secret: Uint8Array, token: string): Promise<Pr
     // HS256 over the same bytes verifies the same way until `exp`; a token without one (or not
     // yet valid: nbf) is verified every time.
     if (typeof payload.exp === 'number' && (payload.nbf === undefined || payload.nbf * 1000 <= Date.now())) {
-      if (cache === undefined) verified.set(secret, (cache = new Map()));
+      if (cache === undefined) verified.set(secret, (cache = new Map<string, { principal: Principal; expiresAtMs: number }>()));
       if (cache.size >= VERIFIED_MAX) cache.delete(cache.keys().next().value as string);
       cache.set(token, { principal, expiresAtMs: payload.exp * 1000 });
     }
