@@ -53,7 +53,7 @@ async function retrying<T>(real: Real, what: string, fn: () => Promise<T>): Prom
     try {
       return await fn();
     } catch (err) {
-      if (attempt >= 10) throw new Error(`${what} failed ${attempt + 1} times: ${(err as Error).message}`);
+      if (attempt >= 10) throw new Error(`${what} failed ${attempt + 1} times: ${(err as Error).message}`, { cause: err });
       real.stats.retries++;
       await new Promise((r) => setTimeout(r, 200 + attempt * 100));
     }
