@@ -1,7 +1,7 @@
 // Shared by the data-path benchmarks (ingest, download, delta): an embedded `cairn server` child
 // process on loopback (RF 1), a client for it, and a random test file.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { open, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,4 +61,46 @@ export async function randomFile(path: string, bytes: number): Promise<void> {
 export function arg(args: readonly string[], name: string, fallback: string): string {
   const i = args.indexOf(name);
   return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : fallback;
+}
+
+/** Seconds to write `bytes` to a new file in 1 MiB writes and fdatasync it (`dd conv=fdatasync`). */
+export async function durableWriteSeconds(path: string, bytes: number): Promise<number> {
+  const block = randomBytes(1024 * 1024);
+  const started = performance.now();
+  const fh = await open(path, 'w');
+  try {
+    for (let left = bytes; left > 0; left -= block.length) await fh.write(block, 0, Math.min(left, block.length));
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+  return (performance.now() - started) / 1000;
+}
+
+/**
+ * One core's throughput (bytes/s) for the per-byte work every read of a block must do here: the
+ * block node's SHA-256 of the sealed block and the gateway's AES-256-GCM decryption, on 64 KiB
+ * pieces (the chunker's average size), measured in the benchmark's own run.
+ */
+export function cryptoRates(): { sha256: number; aesGcmDecrypt: number } {
+  const piece = randomBytes(64 * 1024);
+  const pieces = 2048; // 128 MiB
+  const key = randomBytes(32);
+  const iv = randomBytes(12);
+  let started = performance.now();
+  for (let i = 0; i < pieces; i++) createHash('sha256').update(piece).digest();
+  const sha256 = (pieces * piece.length) / ((performance.now() - started) / 1000);
+  const cipher = createCipheriv('aes-256-gcm', key, iv);
+  const sealed = cipher.update(piece);
+  cipher.final();
+  const tag = cipher.getAuthTag();
+  started = performance.now();
+  for (let i = 0; i < pieces; i++) {
+    const d = createDecipheriv('aes-256-gcm', key, iv);
+    d.setAuthTag(tag);
+    d.update(sealed);
+    d.final();
+  }
+  const aesGcmDecrypt = (pieces * piece.length) / ((performance.now() - started) / 1000);
+  return { sha256, aesGcmDecrypt };
 }

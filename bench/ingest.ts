@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BenchMain } from './report.js';
-import { arg, randomFile, startEmbedded } from './_embedded.js';
+import { arg, durableWriteSeconds, randomFile, startEmbedded } from './_embedded.js';
 
 const MiB = 1024 * 1024;
 
@@ -30,6 +30,10 @@ export const run: BenchMain = async (args) => {
     await restic(['backup', '--quiet', file], env);
     const resticSeconds = (performance.now() - started) / 1000;
 
+    // The floor under any durable ingest here: writing the bytes once and syncing them.
+    const diskSeconds = await durableWriteSeconds(join(root, 'dd.bin'), mib * MiB);
+    await rm(join(root, 'dd.bin'));
+
     const server = await startEmbedded(join(root, 'cairn'));
     try {
       started = performance.now();
@@ -51,6 +55,10 @@ export const run: BenchMain = async (args) => {
           restic_backup_seconds: resticSeconds,
           restic_backup_mb_per_s: (mib * MiB) / 1e6 / resticSeconds,
           cairn_uploadfile_seconds: streamSeconds,
+          disk_durable_write_seconds: diskSeconds,
+          disk_durable_write_mb_per_s: (mib * MiB) / 1e6 / diskSeconds,
+          // The best ratio any store could reach on this disk in this run (it must at least write the bytes durably once).
+          ratio_ceiling_disk: resticSeconds / diskSeconds,
           chunks: res.chunks,
           chunks_sent: res.chunksSent,
         },
