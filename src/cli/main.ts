@@ -10,6 +10,7 @@ import { createProgress } from './progress.js';
 import { registerAdmin } from './admin.js';
 import { registerFilesCommands } from './files-commands.js';
 import { registerShareCommands } from './share-commands.js';
+import { registerMediaCommands } from './media.js';
 import { registerSync } from './sync.js';
 import { registerDev } from './dev-cluster.js';
 import { registerOperator } from './operator.js';
@@ -297,6 +298,7 @@ export function buildProgram(): Command {
 
   registerFilesCommands(program, () => client(program));
   registerShareCommands(program);
+  registerMediaCommands(program);
   registerSync(program, () => client(program));
   registerAdmin(program);
   registerDev(program);

@@ -28,6 +28,7 @@ export type { Change, ChangeBatch, ChangesPage, ChangeType, ListOptions, ListPag
 
 export type { FileInfo } from './info.js';
 export { CairnSharing, sharedTreeOptions, OWNER_HEADER, type ClusterNodeStatus, type ClusterStatus, type LinkShareResult, type PresignedUrl, type Share, type ShareAccessLevel } from './sharing.js';
+export { CairnMedia, THUMBNAIL_SIZES, checkThumbnailSize, type MediaInfo, type MediaState, type Thumbnail, type ThumbnailEntry, type ThumbnailOptions, type ThumbnailPage, type ThumbnailSize, type WaitOptions } from './media.js';
 export type { StartUploadOptions, UploadSessionState, WriteUploadOptions } from './sessions.js';
 export { defaultCacheDir } from './cache.js';
 
