@@ -34,7 +34,7 @@ export interface MediaServer {
 
 /** An embedded `cairn server` child process with its HTTP endpoint and a Media client. */
 export async function startMediaServer(dataDir: string, env: Record<string, string> = {}): Promise<MediaServer> {
-  const proc: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/run.ts'), 'server', '--embedded', '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc: ChildProcess = spawn(process.execPath, [...(process.env['CAIRN_BENCH_PROF'] ? ['--cpu-prof', '--cpu-prof-dir=' + process.env['CAIRN_BENCH_PROF']] : []), '--import', 'tsx', join(ROOT, 'src/cli/run.ts'), 'server', '--embedded', '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   const line = await new Promise<string>((resolve, reject) => {
     let out = '';
     proc.stdout?.on('data', (d: Buffer) => {

@@ -60,7 +60,7 @@ export function createMedia(opts: CreateMediaOptions): Media {
   const metrics = mediaMetrics(opts.metrics.registry);
   const pool = new MediaPool(options, metrics);
   const processor = new MediaProcessor({ metadata: opts.metadata, blocks: opts.blocks, keys: opts.keys, pool, options, metrics, log });
-  const serve = new ThumbnailService({ metadata: opts.metadata, blocks: opts.blocks, keys: opts.keys, processor, options, log, authSecret: opts.authSecret });
+  const serve = new ThumbnailService({ metadata: opts.metadata, blocks: opts.blocks, keys: opts.keys, processor, options, log, authSecret: opts.authSecret, metrics });
   const runners: MediaJobRunner[] = [];
   let stopping: Promise<void> | undefined;
   const definition = (loadProto().proto as unknown as MediaProto).cairn.v1.Media.service;

@@ -11,6 +11,8 @@ export interface MediaMetrics {
   readonly queueWait: Histogram;
   readonly run: Histogram<'size' | 'format'>;
   readonly generations: Counter<'trigger'>;
+  /** HTTP thumbnail requests: time in the server from routing to the response written. */
+  readonly serve: Histogram<'route' | 'status'>;
   failed(reason: FailureReason): void;
 }
 
@@ -33,11 +35,12 @@ export function mediaMetrics(registry: Registry): MediaMetrics {
   const queueWait = new Histogram({ name: 'cairn_media_queue_wait_seconds', help: 'Time tasks waited for a sharp pool thread.', buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers });
   const run = new Histogram({ name: 'cairn_media_run_seconds', help: 'Time to derive one thumbnail size (decode counted in the largest size), by size and output format.', labelNames: ['size', 'format'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers });
   const generations = new Counter({ name: 'cairn_media_generations_total', help: 'Thumbnail ladders generated, by trigger (job or on_demand).', labelNames: ['trigger'], registers });
+  const serve = new Histogram({ name: 'cairn_media_serve_seconds', help: 'HTTP thumbnail requests: time in the server from routing to the response written, by route (bearer, presigned) and status class.', labelNames: ['route', 'status'], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5], registers });
   // sharp.counters(): libvips tasks queued and in process, process-wide.
   new Gauge({ name: 'cairn_media_sharp_queue', help: 'sharp tasks waiting for a libuv thread (sharp.counters().queue).', registers, collect() { this.set(sharp.counters().queue); } });
   new Gauge({ name: 'cairn_media_sharp_process', help: 'sharp tasks being processed (sharp.counters().process).', registers, collect() { this.set(sharp.counters().process); } });
   new Gauge({ name: 'cairn_media_sharp_concurrency', help: 'libvips threads per sharp task (sharp.concurrency()).', registers, collect() { this.set(sharp.concurrency()); } });
-  const m: MediaMetrics = { completed, failedTotal, queueDepth, queueWait, run, generations, failed: (reason) => failedTotal.inc({ reason }) };
+  const m: MediaMetrics = { completed, failedTotal, queueDepth, queueWait, run, generations, serve, failed: (reason) => failedTotal.inc({ reason }) };
   cache.set(registry, m);
   return m;
 }

@@ -13,6 +13,8 @@ import type { MediaPool } from './pool.js';
 import { parseMediaRecord, type MediaProcessor } from './processor.js';
 
 export const MEDIA_JOB_KIND = 'media';
+/** The first poll after the queue was found empty; later ones double up to options.pollMs. */
+const MIN_POLL_MS = 50;
 
 /** The payload the metadata commit writes: {tenant, path, file_id, version, size, media_kind}. */
 const payloadSchema = z.object({
@@ -65,6 +67,7 @@ export class MediaJobRunner {
     const { options, log } = this.#d;
     const signal = this.#stop.signal;
     let failures = 0;
+    let idlePolls = 0;
     while (!signal.aborted) {
       const room = Math.min(options.jobConcurrency - this.#active.size, this.#d.pool.free);
       if (room <= 0) {
@@ -84,9 +87,13 @@ export class MediaJobRunner {
         continue;
       }
       if (leases.length === 0) {
-        await sleep(options.pollMs * (0.8 + Math.random() * 0.4), signal);
+        // Commits arrive in bursts: poll again soon after finding work, backing off to pollMs
+        // while the queue stays empty (50, 100, 200 … ms), so a fresh job waits ~50 ms, not pollMs.
+        const wait = Math.min(options.pollMs, MIN_POLL_MS * 2 ** Math.min(idlePolls++, 16));
+        await sleep(wait * (0.8 + Math.random() * 0.4), signal);
         continue;
       }
+      idlePolls = 0;
       for (const lease of leases) {
         const p: Promise<void> = this.#handle(lease).finally(() => this.#active.delete(p));
         this.#active.add(p);

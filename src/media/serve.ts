@@ -24,6 +24,7 @@ import type { PresignThumbnailResponse } from '../gen/cairn/v1/PresignThumbnailR
 import type { ThumbnailEntry } from '../gen/cairn/v1/ThumbnailEntry.js';
 import { actingOf, granteeOf, unseal, type TenantKeys } from '../gateway/index.js';
 import type { MetadataClient } from '../metadata/index.js';
+import type { MediaMetrics } from './metrics.js';
 import { CONTENT_TYPES, LADDER, MediaFailure, type MediaOptions, type OutputFormat } from './options.js';
 import { DEFAULT_THUMBNAIL_URL_SECONDS, MAX_THUMBNAIL_URL_SECONDS, PRESIGNED_THUMBNAIL_PREFIX, signThumbnailUrl, thumbnailPresignKey, verifyThumbnailUrl } from './presign.js';
 import { derivativeEtag, derivativeName, parseMediaRecord, type MediaProcessor, type MediaRecord } from './processor.js';
@@ -43,6 +44,7 @@ export interface ServeDeps {
   readonly options: MediaOptions;
   readonly log: Logger;
   readonly authSecret: Uint8Array;
+  readonly metrics: MediaMetrics;
 }
 
 export interface Thumbnail {
@@ -364,10 +366,12 @@ export class ThumbnailService {
     const target = req.url ?? '/';
     const presigned = target.startsWith(PRESIGNED_THUMBNAIL_PREFIX);
     if (!presigned && target !== THUMBNAIL_ROUTE && !target.startsWith(`${THUMBNAIL_ROUTE}?`)) return false;
+    const started = process.hrtime.bigint();
     const url = new URL(target, 'http://localhost');
     const send = (status: number, headers: Record<string, string>, body?: Buffer | string): void => {
       res.writeHead(status, headers);
       res.end(req.method === 'HEAD' ? undefined : body);
+      this.#d.metrics.serve.observe({ route: presigned ? 'presigned' : 'bearer', status: `${Math.floor(status / 100)}xx` }, Number(process.hrtime.bigint() - started) / 1e9);
     };
     try {
       if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -103,3 +103,34 @@ test('bad thumbnail requests get clear errors and change nothing', async (t) => 
   const denied = await t.throwsAsync(call(client, 'GetThumbnail', { path: '/small.png', size: 128 }, other));
   t.is((denied as grpc.ServiceError).code, grpc.status.NOT_FOUND, 'another tenant sees nothing');
 });
+
+test('a hot pinned thumbnail is served without a metadata call per request, and confirmed in the background', async (t) => {
+  const server = await startServer(t, [], { env: { CAIRN_MEDIA_JOB_CONCURRENCY: '0' } });
+  const dir = tempDir(t);
+  const photo = await sharp({ create: { width: 1200, height: 900, channels: 3, background: '#36c' } }).jpeg().toBuffer();
+  const { version } = await put(server, server.token, dir, '/hot/a.jpg', photo);
+  const first = await getThumb(server, server.token, '/hot/a.jpg', 512, version);
+  t.is(first.status, 200);
+  const body = Buffer.from(await first.arrayBuffer());
+  const getFiles = (): Promise<number> => metric(server, 'grpc_server_started_total', { grpc_method: 'GetFile' });
+  const before = await getFiles();
+  t.true(before > 0, 'the metadata service counts GetFile');
+  // 200 requests at once, well within the freshness window: bytes from memory, no GetFile.
+  const t0 = Date.now();
+  const burst = await Promise.all(Array.from({ length: 200 }, () => getThumb(server, server.token, '/hot/a.jpg', 512, version)));
+  const took = Date.now() - t0;
+  t.deepEqual([...new Set(burst.map((r) => r.status))], [200]);
+  for (const r of burst.slice(0, 5)) t.true(Buffer.from(await r.arrayBuffer()).equals(body));
+  const during = (await getFiles()) - before;
+  // One background confirmation may fall in when the burst outlasts the 1 s freshness window.
+  t.true(during <= Math.ceil(took / 1000), `${during} GetFile calls for 200 hot requests in ${took} ms`);
+  // Past the freshness window a request is still answered from memory while one lookup confirms it.
+  await new Promise((r) => setTimeout(r, 1_100));
+  const stale = await Promise.all(Array.from({ length: 20 }, () => getThumb(server, server.token, '/hot/a.jpg', 512, version, { 'if-none-match': first.headers.get('etag')! })));
+  t.deepEqual([...new Set(stale.map((r) => r.status))], [304]);
+  await new Promise((r) => setTimeout(r, 200));
+  const confirmations = (await getFiles()) - before - during;
+  t.true(confirmations >= 1 && confirmations <= 2, `${confirmations} background confirmations for 20 stale hits (single-flight)`);
+  // The server's own serve-time histogram counts every request.
+  t.true(await metric(server, 'cairn_media_serve_seconds_count', { route: 'bearer' }) >= 221);
+});
