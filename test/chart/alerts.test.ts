@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { parseAllDocuments, stringify } from 'yaml';
 import { requireTool } from '../helpers/tools.js';
-import { helmBinary } from './helm.js';
+import { findHelm, requireHelm } from './helm.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const RUNBOOKS = 'https://github.com/cairn-dev/cairn/blob/main/docs/runbooks';
@@ -15,7 +15,7 @@ const RUNBOOKS = 'https://github.com/cairn-dev/cairn/blob/main/docs/runbooks';
 interface Rule { alert: string; expr: string; for?: string; labels: Record<string, string>; annotations: Record<string, string> }
 
 function renderedGroups(): { name: string; rules: Rule[] }[] {
-  const r = spawnSync(helmBinary(), ['template', 'cairn', join(ROOT, 'charts', 'cairn'), '-f', join(import.meta.dirname, 'values', 'full.yaml')], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(findHelm() ?? 'helm', ['template', 'cairn', join(ROOT, 'charts', 'cairn'), '-f', join(import.meta.dirname, 'values', 'full.yaml')], { encoding: 'utf8', timeout: 60_000 });
   if (r.status !== 0) throw new Error(r.stderr);
   const rule = parseAllDocuments(r.stdout).map((d) => d.toJS() as { kind?: string; spec?: { groups: { name: string; rules: Rule[] }[] } } | null).find((o) => o?.kind === 'PrometheusRule');
   if (rule?.spec === undefined) throw new Error('no PrometheusRule rendered');
@@ -75,7 +75,7 @@ const CASES = [
 ];
 
 test('promtool checks the rendered rules and every alert fires when it should and only then', (t) => {
-  if (!requireTool(t, 'promtool', 'checks and unit-tests the chart\'s alert rules')) return;
+  if (!requireTool(t, 'promtool', 'checks and unit-tests the chart\'s alert rules') || !requireHelm(t)) return;
   const dir = mkdtempSync(join(tmpdir(), 'cairn-alerts-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const groups = renderedGroups();

@@ -177,6 +177,28 @@ test('block nodes spread over the topology key, avoid sharing a host and stay in
   t.deepEqual(spec.persistentVolumeClaimRetentionPolicy, { whenDeleted: 'Delete', whenScaled: 'Delete' });
 });
 
+test('block-node pods wait for their zone annotation and read it through the downward API; every container is restricted', (t) => {
+  const c = cluster({ metadata: { backend: 'postgres', replicas: 2, postgres: { secretRef: { name: 'pg', key: 'url' } } }, media: { replicas: 1 } });
+  const actions = reconcile(c, steady(c, 3));
+  type Pod = { initContainers?: { name: string; command: string[]; env: { name: string; value: string }[]; volumeMounts: { name: string; mountPath: string }[] }[]; containers: { env: { name: string; valueFrom?: unknown }[] }[]; volumes: { name: string; downwardAPI?: unknown }[]; automountServiceAccountToken: boolean };
+  const pod = (applied(actions, 'StatefulSet', 'demo-blocknode')?.['spec'] as { template: { spec: Pod } }).template.spec;
+  const init = pod.initContainers?.find((x) => x.name === 'zone');
+  t.is(init?.command[0], 'node');
+  t.true(init?.command[2]?.includes("'cairn.dev/zone='"));
+  t.deepEqual(pod.volumes.find((v) => v.name === 'podinfo')?.downwardAPI, { items: [{ path: 'annotations', fieldRef: { fieldPath: 'metadata.annotations' } }] });
+  t.deepEqual(init?.env, [{ name: 'CAIRN_PODINFO_FILE', value: '/etc/cairn/podinfo/annotations' }]);
+  t.deepEqual(pod.containers[0]?.env.find((e) => e.name === 'CAIRN_ZONE')?.valueFrom, { fieldRef: { fieldPath: "metadata.annotations['cairn.dev/zone']" } });
+  // The pods hold no API credentials: the operator alone reads Nodes.
+  t.false(pod.automountServiceAccountToken);
+  const workloads = actions.flatMap((a) => (a.kind === 'apply' && (a.object.kind === 'StatefulSet' || a.object.kind === 'Deployment') ? [a.object] : []));
+  t.is(workloads.length, 4);
+  for (const w of workloads) {
+    const spec = (w['spec'] as { template: { spec: { securityContext: unknown; containers: { securityContext: unknown }[]; initContainers?: { securityContext: unknown }[] } } }).template.spec;
+    t.like(spec.securityContext, { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
+    for (const x of [...spec.containers, ...(spec.initContainers ?? [])]) t.like(x.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } }, w.metadata.name);
+  }
+});
+
 test('regression: a pod the rolling upgrade deleted and the StatefulSet has not recreated yet does not raise the partition', (t) => {
   const c = cluster();
   // Upgrading 0.1.0 → 0.2.0: pod 2 done, the partition at 1 let pod 1 go, which is gone for a moment.
