@@ -129,6 +129,8 @@ async function postgresBackend(): Promise<Backend> {
 }
 
 interface CommitFigures {
+  /** Process CPU time (every thread) per acknowledged commit: what bounds throughput, and far less load-dependent than latency. */
+  readonly cpuUsPerCommit: number;
   readonly commits: number;
   readonly p50: number;
   readonly p99: number;
@@ -141,6 +143,7 @@ interface CommitFigures {
 /** `committers` closed-loop writers of distinct paths for `durationMs`; tenantOf(w) picks each writer's tenant. */
 async function committers(ctx: m.ModelContext, count: number, durationMs: number, tenantOf: (w: number) => string, prefix: string, onCommitted?: (start: number, acked: number, rec: m.VersionRecord) => void): Promise<CommitFigures> {
   const latencies: number[] = [];
+  const cpu0 = process.cpuUsage();
   let errors = 0;
   const codes = new Map<string, number>();
   const started = performance.now();
@@ -163,7 +166,8 @@ async function committers(ctx: m.ModelContext, count: number, durationMs: number
     }),
   );
   const elapsed = performance.now() - started;
-  return { commits: latencies.length, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), perSecond: (latencies.length / elapsed) * 1000, errors, errorCodes: [...codes].map(([c, n]) => `${c}×${n}`).join(' ') || '-' };
+  const cpu = process.cpuUsage(cpu0);
+  return { cpuUsPerCommit: (cpu.user + cpu.system) / Math.max(1, latencies.length), commits: latencies.length, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), perSecond: (latencies.length / elapsed) * 1000, errors, errorCodes: [...codes].map(([c, n]) => `${c}×${n}`).join(' ') || '-' };
 }
 
 export const run: BenchMain = async (args): Promise<BenchReport> => {
@@ -281,12 +285,14 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
         commitP99Ms: round(one.p99),
         commitP99TargetMs: target,
         commitsPerSecond: round(one.perSecond),
+        commitCpuUsPerCommit: round(one.cpuUsPerCommit),
         commits: one.commits,
         commitErrors: one.errors,
         commitErrorCodes: one.errorCodes,
         tenantsCommitP50Ms: round(many.p50),
         tenantsCommitP99Ms: round(many.p99),
         tenantsCommitsPerSecond: round(many.perSecond),
+        tenantsCommitCpuUsPerCommit: round(many.cpuUsPerCommit),
         tenantsCommitErrors: many.errors,
         tenantsCommitErrorCodes: many.errorCodes,
         notifyP50Ms: round(percentile(notify, 0.5)),

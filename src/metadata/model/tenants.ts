@@ -6,6 +6,7 @@ import type { KvTx } from '../kv/types.js';
 import { json, parseJson, readJson } from './codec.js';
 import { invalid, retentionPolicySchema, validateUser, type ModelContext, type RetentionPolicy } from './context.js';
 import { keys, under } from './keys.js';
+import { loadTenantRecord, readTenantRecord, storeTenantRecord } from './tenant-record.js';
 
 interface TenantRecord {
   policy?: RetentionPolicy;
@@ -22,14 +23,16 @@ export interface UserRecord {
 
 /** The policy in force for a tenant: its own, or the service default. */
 export async function policyOf(tx: Pick<KvTx, 'get'>, ctx: ModelContext, tenant: string): Promise<RetentionPolicy & { trashDays: number }> {
-  const record = await readJson<TenantRecord>(tx, keys.tenant(tenant));
-  const policy = record?.policy ?? ctx.defaultPolicy;
+  const record = await loadTenantRecord(tx, tenant) as TenantRecord;
+  const policy = record.policy ?? ctx.defaultPolicy;
   return { ...policy, trashDays: policy.trashDays ?? ctx.defaultPolicy.trashDays };
 }
 
 export async function getPolicy(ctx: ModelContext, tenant: string): Promise<RetentionPolicy & { trashDays: number }> {
   validateTenant(tenant);
-  return policyOf(ctx.kv, ctx, tenant);
+  const record = await readTenantRecord(ctx.kv, tenant) as TenantRecord;
+  const policy = record.policy ?? ctx.defaultPolicy;
+  return { ...policy, trashDays: policy.trashDays ?? ctx.defaultPolicy.trashDays };
 }
 
 /** Replaces a tenant's retention policy (takes effect at the next commit and sweep). */
@@ -42,9 +45,8 @@ export async function setPolicy(ctx: ModelContext, tenant: string, policy: Reten
   }
   const clean: RetentionPolicy = Object.fromEntries(Object.entries(parsed.data).filter(([, v]) => v !== undefined));
   await ctx.write(tenant, async (tx) => {
-    const record = (await readJson<TenantRecord>(tx, keys.tenant(tenant))) ?? {};
-    record.policy = clean;
-    tx.put(keys.tenant(tenant), json(record));
+    const record = await loadTenantRecord(tx, tenant);
+    storeTenantRecord(tx, tenant, { ...record, policy: clean });
   });
   return { ...clean, trashDays: clean.trashDays ?? ctx.defaultPolicy.trashDays };
 }

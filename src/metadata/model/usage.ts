@@ -6,9 +6,10 @@
 import { validateTenant } from '../../common/auth.js';
 import { CairnError } from '../../common/errors.js';
 import type { Kv, KvReader, KvTx } from '../kv/types.js';
-import { json, parseJson, readJson } from './codec.js';
+import { parseJson } from './codec.js';
 import { invalid, type ModelContext } from './context.js';
-import { keys, under } from './keys.js';
+import { under } from './keys.js';
+import { loadTenantRecord, readTenantRecord, storeTenantRecord } from './tenant-record.js';
 
 interface StoredUsage {
   /** Logical bytes and count of kept versions (tombstones are versions of 0 bytes). */
@@ -42,24 +43,14 @@ export interface UsageDelta {
 
 const empty = (): StoredUsage => ({ b: 0, v: 0, s: 0, c: 0 });
 
-/** The tenant record (see tenants.ts): its policy and, under `u`, the usage counters. */
-interface TenantRecord {
-  u?: StoredUsage;
-  [other: string]: unknown;
-}
-
-async function readRecord(tx: Pick<KvReader, 'get'>, tenant: string): Promise<TenantRecord> {
-  return (await readJson<TenantRecord>(tx, keys.tenant(tenant))) ?? {};
-}
-
-async function readUsage(tx: Pick<KvReader, 'get'>, tenant: string): Promise<StoredUsage> {
-  return (await readRecord(tx, tenant)).u ?? empty();
+async function readUsage(tx: Pick<KvTx, 'get'>, tenant: string): Promise<StoredUsage> {
+  const u = (await loadTenantRecord(tx, tenant)).u as StoredUsage | undefined;
+  return u === undefined ? empty() : { ...u };
 }
 
 async function writeUsage(tx: KvTx, tenant: string, u: StoredUsage): Promise<void> {
-  const record = await readRecord(tx, tenant);
-  record.u = u;
-  tx.put(keys.tenant(tenant), json(record));
+  const record = await loadTenantRecord(tx, tenant);
+  storeTenantRecord(tx, tenant, { ...record, u });
 }
 
 function toUsage(tenant: string, u: StoredUsage): TenantUsage {
@@ -95,7 +86,8 @@ export async function versionBytes(tx: Pick<KvTx, 'get'>, tenant: string): Promi
 
 export async function getUsage(kv: KvReader, tenant: string): Promise<TenantUsage> {
   validateTenant(tenant);
-  return toUsage(tenant, await readUsage(kv, tenant));
+  const u = (await readTenantRecord(kv, tenant)).u as StoredUsage | undefined;
+  return toUsage(tenant, u ?? empty());
 }
 
 /** Sets (bytes > 0) or removes (0) a tenant's quota; usage above a new quota only blocks growth. */
@@ -145,10 +137,10 @@ export async function recountUsage(ctx: ModelContext, tenant: string): Promise<T
   validateTenant(tenant);
   return ctx.write(tenant, async (tx) => {
     const counted = await countStored(tx, tenant);
-    const record = await readRecord(tx, tenant);
-    const u: StoredUsage = { ...counted, ...(record.u?.q !== undefined ? { q: record.u.q } : {}) };
-    record.u = u;
-    tx.put(keys.tenant(tenant), json(record));
+    const record = await loadTenantRecord(tx, tenant);
+    const q = (record.u as StoredUsage | undefined)?.q;
+    const u: StoredUsage = { ...counted, ...(q !== undefined ? { q } : {}) };
+    storeTenantRecord(tx, tenant, { ...record, u });
     return toUsage(tenant, u);
   });
 }
@@ -163,7 +155,7 @@ export async function recountUncounted(ctx: ModelContext, listTenants: (after: s
   for (;;) {
     const tenants = await listTenants(after);
     for (const tenant of tenants) {
-      if ((await readRecord(ctx.kv, tenant)).u !== undefined) continue;
+      if ((await readTenantRecord(ctx.kv, tenant)).u !== undefined) continue;
       await recountUsage(ctx, tenant);
       recounted.push(tenant);
     }
