@@ -45,6 +45,8 @@ export const serverConfigSchema = z.object({
   failoverDelayMs: zInt(1_000, 86_400_000).default(300_000).describe('How long a block node may stay silent before the metadata service marks it down (role metadata)'),
   gcIntervalMs: zInt(0, 86_400_000).default(60_000).describe('Pause between block GC runs of the metadata service (0 = only on `cairn admin gc run`; roles embedded and metadata)'),
   deleteGraceMs: zInt(0, 30 * 86_400_000).default(600_000).describe('How long a chunk with no references waits in the delete queue before GC may delete its blocks (roles embedded and metadata)'),
+  orphanGraceMs: zInt(0, 365 * 86_400_000).default(86_400_000).describe('How long a block no chunk names must stay unreferenced before the orphan sweep deletes it from the block nodes (roles embedded and metadata)'),
+  orphanSweepIntervalMs: zInt(0, 30 * 86_400_000).default(3_600_000).describe('Least pause between orphan-block sweeps of the periodic GC (0 = only on `cairn admin gc run --orphans`; roles embedded and metadata)'),
   changeRetentionMs: zInt(1_000, 3_650 * 86_400_000).default(30 * 86_400_000).describe('How long change-feed events are kept; older cursors get CAIRN_CURSOR_EXPIRED (roles embedded and metadata)'),
   rateLimitRequestsPerSecond: zInt(0, 10_000_000).default(1_000).describe('Calls per tenant per second a gateway accepts (0 = unlimited)'),
   rateLimitBytesPerSecond: zInt(0, Number.MAX_SAFE_INTEGER).default(0).describe('Bytes read or written per tenant per second through a gateway (0 = unlimited)'),

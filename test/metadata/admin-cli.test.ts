@@ -1,4 +1,4 @@
-// `cairn admin node|quota|user|gc` against a real embedded server (child processes): the CLI finds
+// `cairn admin node|quota|retention|user|gc` against a real embedded server (child processes): the CLI finds
 // the loopback Admin endpoint in client.json and mints a cluster-admin token from auth.key.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import { runCli, startServer, suiteScope, tempDir } from '../helpers/cluster.js'
 const scope = suiteScope('admin-cli');
 test.after.always(() => scope.close());
 
-test('quota, users, gc and node commands reach the Admin API of a running server', async (t) => {
+test('quota, retention, users, gc and node commands reach the Admin API of a running server', async (t) => {
   t.timeout(120_000);
   const server = await startServer(scope);
   const env = { CAIRN_DATA_DIR: server.dataDir, CAIRN_ENDPOINT: undefined, CAIRN_TOKEN: undefined };
@@ -45,6 +45,21 @@ test('quota, users, gc and node commands reach the Admin API of a running server
   const gc = await admin('gc', 'run');
   t.is(gc.code, 0, gc.stderr);
   t.like(json(gc.stdout), { claimed: 0, finished: 0, released: 0 }, 'nothing is past its grace period yet');
+
+  const orphans = await admin('gc', 'run', '--orphans');
+  t.is(orphans.code, 0, orphans.stderr);
+  t.like(json(orphans.stdout), { orphansSeen: 0, orphansDeleted: 0 }, 'every block on the embedded node is named by a chunk');
+
+  const retention = await admin('retention', 'set', 'default', '--keep-last', '3', '--keep-days', '7');
+  t.is(retention.code, 0, retention.stderr);
+  t.deepEqual(json(retention.stdout), { tenant: 'default', policy: { keepLast: 3, keepDays: 7, trashDays: 30 } });
+  t.deepEqual(json((await admin('retention', 'get', 'default')).stdout), { tenant: 'default', policy: { keepLast: 3, keepDays: 7, trashDays: 30 } });
+  t.is((await admin('retention', 'set', 'default', '--keep-last', '0')).code, 2, 'out of range is a usage error');
+  t.is((await admin('retention', 'set', 'default')).code, 2, 'a policy needs a rule');
+  t.like(json((await admin('retention', 'get', 'default')).stdout), { policy: { keepLast: 3, keepDays: 7 } }, 'bad input changed nothing');
+  const recount = await admin('quota', 'recount', 'default');
+  t.is(recount.code, 0, recount.stderr);
+  t.like(json(recount.stdout), { tenant: 'default', versionBytes: 1000, versions: 1, quotaBytes: 4096 });
 
   const down = await admin('node', 'down', 'no-such-node');
   t.not(down.code, 0);
