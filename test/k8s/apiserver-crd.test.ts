@@ -1,9 +1,10 @@
 // The fake API server admits custom resources like a real one, seen through the real
-// @kubernetes/client-node: the CRD's defaults, OpenAPI schema and x-kubernetes-validations CEL
+// @kubernetes/client-node: the CRD's pruning, defaults, OpenAPI schema and x-kubernetes-validations CEL
 // rules on create, update, merge patch, server-side apply and the status subresource — invalid
 // writes get 422 Invalid with the rule's message and change nothing; valid ones are stored.
 import test from 'ava';
 import { ApiException, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import type { CairnClusterSpec } from '../../src/operator/index.js';
 import { cluster } from '../operator/sim.js';
 import { FakeApiServer } from './apiserver.js';
 import { validate, type Schema } from './crd.js';
@@ -56,6 +57,12 @@ test('create: CEL rules reject replicas < replicationFactor and writeQuorum > re
   const stored = api.get('cairnclusters', NS, 'demo')!;
   t.is((stored['spec'] as { volumeReclaimPolicy?: string }).volumeReclaimPolicy, 'Retain', 'default applied');
   t.truthy(api.get('cairnclusters', NS, 'pg'));
+  // Unknown fields are pruned, like a real server does; maps with additionalProperties keep their keys.
+  await custom.createNamespacedCustomObject({ ...G, body: { ...body({ blocknodes: { replicas: 3, storage: { size: '1Gi', speed: 'fast' }, resources: { requests: { cpu: '1', 'example.com/gpu': '1' } } }, typo: true }, 'pruned'), extra: 1 } });
+  const pruned = api.get('cairnclusters', NS, 'pruned')!;
+  t.false('typo' in (pruned['spec'] as object));
+  t.false('extra' in pruned);
+  t.deepEqual((pruned['spec'] as { blocknodes: unknown }).blocknodes, { replicas: 3, storage: { size: '1Gi' }, resources: { requests: { cpu: '1', 'example.com/gpu': '1' } } });
 });
 
 test('create: the OpenAPI schema checks types, minimum/maximum, required, enum and patterns; every violation is listed', async (t) => {
@@ -155,4 +162,23 @@ test('transition rules see oldSelf on updates only; evaluation errors are report
   const missing = validate(schema, { backend: 'level', replicas: 1, limits: {} }, 'spec');
   t.is(missing.length, 1);
   t.regex(missing[0]!.message, /rule "self\.max >= 1": evaluation error: No such key: max/);
+});
+
+test('every CairnClusterSpec field the operator reads is in the CRD: a full spec is stored unpruned', async (t) => {
+  const { api, custom } = await fake(t);
+  const full = {
+    image: { repository: 'ghcr.io/cairn-dev/cairn', tag: '0.2.0', pullPolicy: 'Always' },
+    replicationFactor: 3,
+    writeQuorum: 2,
+    failoverDelaySeconds: 120,
+    blocknodes: { replicas: 4, storage: { size: '10Gi', storageClassName: 'fast' }, zones: ['a', 'b', 'c'], topologyKey: 'example.com/rack', resources: { requests: { cpu: '500m' }, limits: { memory: '2Gi' } } },
+    gateway: { replicas: 2, resources: { requests: { cpu: '250m' } } },
+    media: { replicas: 1, resources: { limits: { memory: '1Gi' } } },
+    metadata: { backend: 'postgres', replicas: 2, postgres: { secretRef: { name: 'pg', key: 'url' } }, resources: { requests: { memory: '512Mi' } } },
+    upgrade: { paused: true },
+    tls: { secretName: 'store-tls' },
+    volumeReclaimPolicy: 'Delete',
+  } satisfies Required<CairnClusterSpec>;
+  await custom.createNamespacedCustomObject({ ...G, body: { apiVersion: 'cairn.dev/v1alpha1', kind: 'CairnCluster', metadata: { name: 'full' }, spec: full } });
+  t.deepEqual(api.get('cairnclusters', NS, 'full')!['spec'], full);
 });

@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isDeepStrictEqual } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import { applyDefaults, chartCrd, crdSchema, validateCustomResource, type Cause, type Schema } from './crd.js';
+import { applyDefaults, chartCrd, crdSchema, prune, validateCustomResource, type Cause, type Schema } from './crd.js';
 
 export interface ResourceType {
   readonly group: string;
@@ -255,8 +255,13 @@ export class FakeApiServer {
   #admit(t: ResourceType, obj: Obj, old: Obj | undefined, subresource: 'status' | undefined): void {
     const crd = this.#schemas.get(t.plural);
     if (crd === undefined) return;
-    if (subresource === 'status') applyDefaults(crd.schema.properties?.['status'] ?? {}, obj['status']);
-    else for (const [k, sub] of Object.entries(crd.schema.properties ?? {})) if (k !== 'status' && k !== 'metadata' && obj[k] !== undefined) applyDefaults(sub, obj[k]);
+    for (const k of Object.keys(obj)) if (crd.schema.properties?.[k] === undefined && k !== 'apiVersion' && k !== 'kind' && k !== 'metadata') delete obj[k];
+    for (const [k, sub] of Object.entries(crd.schema.properties ?? {})) {
+      if (k === 'metadata' || obj[k] === undefined || (k === 'status') !== (subresource === 'status')) continue;
+      // Unknown fields are dropped (the real server's pruning; it only warns), then defaults filled.
+      prune(sub, obj[k], k);
+      applyDefaults(sub, obj[k]);
+    }
     const causes: Cause[] = validateCustomResource(crd.schema, obj, old, subresource);
     if (causes.length === 0) return;
     const each = causes.map((c) => `${c.field}: ${c.message}`);

@@ -1,5 +1,5 @@
 // What a real API server does with a CRD's structural schema on every write of a custom
-// resource (test support only): defaulting, OpenAPI validation (type, required, enum, minimum /
+// resource (test support only): pruning of unknown fields, defaulting, OpenAPI validation (type, required, enum, minimum /
 // maximum, length, pattern, items, list-type set uniqueness, date-time) and the
 // `x-kubernetes-validations` CEL rules, evaluated with @marcbachmann/cel-js over `self` (and
 // `oldSelf` for transition rules, on updates only). Errors come back as Kubernetes causes
@@ -75,6 +75,26 @@ function shown(v: unknown): string {
   if (isObject(v)) return '"object"';
   if (Array.isArray(v)) return '"array"';
   return JSON.stringify(v);
+}
+
+/**
+ * Drops fields the structural schema does not know (as the API server prunes custom resources),
+ * except under `x-kubernetes-preserve-unknown-fields` or `additionalProperties`. Mutates `v`;
+ * returns the paths it dropped.
+ */
+export function prune(s: Schema, v: unknown, field: string, dropped: string[] = []): string[] {
+  if (s['x-kubernetes-preserve-unknown-fields'] === true) return dropped;
+  if (isObject(v)) {
+    for (const k of Object.keys(v)) {
+      const sub = s.properties?.[k] ?? (isObject(s.additionalProperties) ? s.additionalProperties : undefined);
+      if (sub !== undefined) prune(sub, v[k], `${field}.${k}`, dropped);
+      else if (s.additionalProperties !== true && (s.properties !== undefined || s.additionalProperties !== undefined)) {
+        delete v[k];
+        dropped.push(`${field}.${k}`);
+      }
+    }
+  } else if (Array.isArray(v) && s.items !== undefined) v.forEach((x, i) => prune(s.items!, x, `${field}[${i}]`, dropped));
+  return dropped;
 }
 
 /** Fills `default`s of absent properties (the API server defaults before validating). Mutates `v`. */
