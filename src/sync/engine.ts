@@ -449,8 +449,8 @@ export class SyncEngine {
     if (local === undefined && this.#state.get(key)?.kind === 'dir') return;
     if (local?.kind === 'file') {
       const base = this.#state.get(key);
-      // A replayed mkdir older than the file we hold.
-      if (base?.kind === 'file' && revision !== 0 && base.revision >= revision) return;
+      // A replayed mkdir no newer than what we hold (the file, or the folder it replaced here).
+      if (base !== undefined && revision !== 0 && base.revision >= revision) return;
       // The remote side replaced the file with a folder: the synced, unchanged file goes; an edit
       // (or a file never synced) is kept as a conflicted copy, which the next scan uploads.
       if (await this.#isClean(key, local, base)) {
@@ -514,16 +514,14 @@ export class SyncEngine {
     const { key } = rc;
     if (this.#clashed(key)) return;
     const base = this.#state.get(key);
-    // Our own upload coming back, or a change older than what we hold.
-    if (base?.kind === 'file' && rc.revision <= base.revision) return;
+    // Our own upload coming back, or a change no newer than what we hold (of either kind).
+    if (base !== undefined && rc.revision <= base.revision) return;
     const local = await this.#stat(key);
     if (base?.kind === 'file' && base.hash === rc.hash && local !== undefined && statMatches(local, base)) {
       await this.#state.put(key, { ...base, version: rc.version, revision: rc.revision });
       return;
     }
     if (local?.kind === 'dir') {
-      // A replayed put older than the folder we hold.
-      if (base?.kind === 'dir' && rc.revision <= base.revision) return;
       if (!(await this.#remoteIsFile(key))) return;
       // Edited remotely while replaced by a folder here: the folder keeps the name, the edit is
       // moved aside on the server as a conflicted copy.

@@ -4,8 +4,10 @@
 import test from 'ava';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { openMetadataStore } from '../../src/metadata/index.js';
+import { createContext, trimChanges } from '../../src/metadata/model/index.js';
 import { startServer, tempDir } from '../helpers/cluster.js';
-import { converged, sha256, startSync, type Event, type SyncProcess } from './helpers.js';
+import { converged, sha256, startSync, syncOnce, type Event, type SyncProcess } from './helpers.js';
 
 function copyOf(tree: Record<string, string>, prefix: string): string | undefined {
   return Object.keys(tree).find((k) => k.startsWith(prefix) && !k.includes('/'));
@@ -99,4 +101,80 @@ test('file ↔ folder changes converge both ways, live and after a catch-up, kee
     t.is(summary['errors'], 0, JSON.stringify(p.events.filter((e: Event) => e.type === 'error')));
     t.false(p.events.some((e) => e.type === 'skip' && e.reason === 'type-clash'));
   }
+});
+
+test('kind changes converge through a re-list (expired cursor) and a first sync onto an existing tree', async (t) => {
+  t.timeout(170_000);
+  const dataDir = tempDir(t);
+  let server = await startServer(t, [], { dataDir });
+  const a = join(tempDir(t), 'a');
+  const b = join(tempDir(t), 'b');
+  const c = join(tempDir(t), 'c');
+  mkdirSync(join(a, 'd'), { recursive: true });
+  writeFileSync(join(a, 'f'), 'f is a file\n');
+  writeFileSync(join(a, 'd', 'x.txt'), 'x\n');
+  writeFileSync(join(a, 'e.txt'), 'e v1\n');
+  const once = async (dir: string, device: string): Promise<Event[]> => {
+    const r = await syncOnce(server, dir, '/r', ['--device', device]);
+    t.is(r.code, 0, r.stderr);
+    t.is(r.events.at(-1)?.['errors'], 0, JSON.stringify(r.events.filter((e) => e.type === 'error')));
+    return r.events;
+  };
+  await once(a, 'A');
+  await once(b, 'B');
+  await converged(a, b, 10_000);
+
+  // B is stopped and edits e.txt; A turns f into a folder, d into a file and e.txt into a folder.
+  writeFileSync(join(b, 'e.txt'), 'e edited on B\n');
+  rmSync(join(a, 'f'));
+  mkdirSync(join(a, 'f'));
+  writeFileSync(join(a, 'f', 'in.txt'), 'in\n');
+  rmSync(join(a, 'd'), { recursive: true });
+  writeFileSync(join(a, 'd'), 'd is a file\n');
+  rmSync(join(a, 'e.txt'));
+  mkdirSync(join(a, 'e.txt'));
+  writeFileSync(join(a, 'e.txt', 'k'), 'k\n');
+  await once(a, 'A');
+  // The feed is trimmed past B's cursor (as in catch-up.test.ts: the stopped server's store).
+  server.proc.kill('SIGTERM');
+  await server.exited;
+  const kv = await openMetadataStore({ backend: 'level', dataDir }, true);
+  try {
+    const ctx = createContext(kv, { changeRetentionMs: 1 });
+    await new Promise((r) => setTimeout(r, 5));
+    while ((await trimChanges(ctx, 'default')) > 0);
+  } finally {
+    await kv.close();
+  }
+  server = await startServer(t, [], { dataDir });
+  const relisted = await once(b, 'B');
+  t.is(relisted.find((e) => e.type === 'relist')?.['reason'], 'cursor-expired');
+  await once(a, 'A');
+  let tree = await converged(a, b, 10_000);
+  t.is(tree['f'], 'dir');
+  t.is(tree['f/in.txt'], sha256('in\n'));
+  t.is(tree['d'], sha256('d is a file\n'));
+  t.is(tree['e.txt'], 'dir');
+  t.is(tree['e.txt/k'], sha256('k\n'));
+  const eCopy = Object.keys(tree).find((k) => k.startsWith('e (conflicted copy B '));
+  t.truthy(eCopy, JSON.stringify(tree));
+  t.is(readFileSync(join(a, eCopy!), 'utf8'), 'e edited on B\n');
+
+  // A first sync onto a tree that has the other kinds at those names: nothing is lost.
+  mkdirSync(join(c, 'd'), { recursive: true });
+  writeFileSync(join(c, 'd', 'mine.txt'), 'mine\n');
+  writeFileSync(join(c, 'f'), 'a local f\n');
+  const first = await once(c, 'C');
+  t.is(first.find((e) => e.type === 'relist')?.['reason'], 'first-sync');
+  await once(a, 'A');
+  await once(b, 'B');
+  tree = await converged(a, c, 10_000);
+  await converged(a, b, 10_000);
+  t.is(tree['d'], sha256('d is a file\n'));
+  t.is(tree['f'], 'dir');
+  const dCopy = Object.keys(tree).find((k) => k.startsWith('d (conflicted copy C ') && tree[k] === 'dir');
+  t.truthy(dCopy, JSON.stringify(tree));
+  t.is(tree[`${dCopy}/mine.txt`], sha256('mine\n'));
+  const fCopy = Object.keys(tree).find((k) => k.startsWith('f (conflicted copy C '));
+  t.is(fCopy === undefined ? undefined : tree[fCopy], sha256('a local f\n'));
 });
