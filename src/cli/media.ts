@@ -66,7 +66,8 @@ async function writeAtomically(path: string, data: Buffer): Promise<void> {
   }
 }
 
-function infoText(i: MediaInfo): string {
+/** The human form of `cairn media info`: one line per field the server returned. */
+export function mediaInfoText(i: MediaInfo): string {
   const lines = [`${i.path} (version ${i.version}): ${i.state}`];
   if (i.state === 'failed') lines.push(`  error: ${i.error || 'media processing failed'}`);
   const m = i.media ?? {};
@@ -162,7 +163,7 @@ export function registerMediaCommands(program: Command): void {
       await withMedia(async (m) => {
         const info = await m.info(remote, opts.version !== undefined ? { version: opts.version } : {});
         if (g().json === true) json(info);
-        else out(infoText(info));
+        else out(mediaInfoText(info));
       });
     });
 

@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { CairnClient, CairnMedia, type ThumbnailEntry } from '../../src/client/index.js';
+import { mediaInfoText } from '../../src/cli/media.js';
 import { runCli, tempDir } from '../helpers/cluster.js';
 import { eventually, orientedJpeg, startMediaCluster } from '../media/helpers.js';
 
@@ -111,4 +112,32 @@ test('thumb, media info and thumbs: not ready → exit 6, --wait until a worker 
   const again = await media.thumbnail('/pics/b.png', 1024, { ifNoneMatch: thumb.etag });
   t.true(again.notModified);
   t.is(again.data.length, 0);
+});
+
+test('media info prints video fields, failures and unknown fields as the server returns them', (t) => {
+  const video = mediaInfoText({
+    path: '/v/clip.mp4',
+    version: 3,
+    state: 'ready',
+    error: '',
+    media: { v: 1, state: 'ready', type: 'video/mp4', kind: 'video', width: 1280, height: 720, format: 'webp', video: { durationSeconds: 12.5, container: 'mov,mp4', videoCodec: 'h264', audioCodec: 'aac', bitrate: 900000 }, rotation: 90 },
+  });
+  t.is(
+    video,
+    [
+      '/v/clip.mp4 (version 3): ready',
+      '  type: video/mp4',
+      '  kind: video',
+      '  thumbnail format: webp',
+      '  size: 1280 × 720',
+      '  video durationSeconds: 12.5',
+      '  video container: mov,mp4',
+      '  video videoCodec: h264',
+      '  video audioCodec: aac',
+      '  video bitrate: 900000',
+      '  rotation: 90',
+    ].join('\n'),
+  );
+  t.is(mediaInfoText({ path: '/x.png', version: 1, state: 'failed', error: 'image exceeds the pixel limit', media: { v: 1, state: 'failed', reason: 'pixel_limit' } }), '/x.png (version 1): failed\n  error: image exceeds the pixel limit');
+  t.is(mediaInfoText({ path: '/y.jpg', version: 2, state: 'pending', error: '', media: undefined }), '/y.jpg (version 2): pending');
 });
