@@ -13,7 +13,7 @@ import type { FilesHandlers } from '../gen/cairn/v1/Files.js';
 import type { UploadSession__Output } from '../gen/cairn/v1/UploadSession.js';
 import type { WriteUploadRequest__Output } from '../gen/cairn/v1/WriteUploadRequest.js';
 import type { WriteUploadResponse } from '../gen/cairn/v1/WriteUploadResponse.js';
-import { BlockUploader, MAX_DATA_MESSAGE_BYTES, toFileInfo, type FilesServiceOptions } from './files.js';
+import { BlockUploader, MAX_DATA_MESSAGE_BYTES, chunkHead, toFileInfo, type FilesServiceOptions } from './files.js';
 import { sealMany, type SealInput } from './seal-pool.js';
 
 /** The path chunk-level upload sessions record (chunks.ts); they are not byte sessions. */
@@ -268,7 +268,10 @@ export function sessionHandlers(options: FilesServiceOptions): SessionHandlers {
       const s = await loadSession(options, tenant, req.upload_id, ctx.requestId);
       const offset = wireInt(s.offset, 'offset');
       if (req.size != null && wireInt(req.size, 'size') !== offset) throw new CairnError('CAIRN_SIZE_MISMATCH', `upload ${req.upload_id} holds ${offset} bytes, not ${String(req.size)}`, { metadata: { offset: String(offset) } });
-      const version = await options.metadata.commitFile({ tenant, path: s.path, session_id: req.upload_id, size: 0, mtime_ms: 0, author_device: subject, chunks: [] }, ctx.requestId);
+      // Sniff the first plain bytes as UploadFile does, so the commit enqueues the media job.
+      const head = options.sniffMedia !== undefined && s.first_chunk_hash.length === 32 ? await chunkHead(options, tenant, s.first_chunk_hash, ctx.requestId, ctx.signal).catch(() => undefined) : undefined;
+      const mediaKind = head !== undefined ? options.sniffMedia?.(head) : undefined;
+      const version = await options.metadata.commitFile({ tenant, path: s.path, session_id: req.upload_id, size: 0, mtime_ms: 0, author_device: subject, chunks: [], ...(mediaKind !== undefined ? { media_kind: mediaKind } : {}) }, ctx.requestId);
       ctx.log.info({ path: version.path, version: version.version, bytes: offset, upload_id: req.upload_id }, 'upload committed');
       return { file: toFileInfo(version) };
     }),

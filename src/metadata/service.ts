@@ -109,6 +109,7 @@ function toWireSession(s: model.SessionRecord): UploadSession {
     author_device: s.authorDevice,
     created_ms: s.createdMs,
     expires_ms: s.expiresMs,
+    ...(s.firstChunkHash !== undefined ? { first_chunk_hash: s.firstChunkHash } : {}),
   };
 }
 

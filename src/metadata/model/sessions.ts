@@ -40,6 +40,8 @@ export interface SessionRecord {
   readonly authorDevice: string;
   readonly createdMs: number;
   readonly expiresMs: number;
+  /** Plain hash of the first chunk; only getSession fills it. */
+  readonly firstChunkHash?: Buffer;
 }
 
 export interface CreateSessionInput {
@@ -108,7 +110,11 @@ export async function createSession(ctx: ModelContext, input: CreateSessionInput
 export async function getSession(ctx: ModelContext, tenant: string, id: string): Promise<SessionRecord> {
   validateTenant(tenant);
   checkId(id);
-  return toRecord(tenant, id, await load(ctx.kv, ctx, tenant, id));
+  const s = await load(ctx.kv, ctx, tenant, id);
+  const record = toRecord(tenant, id, s);
+  if (s.n === 0) return record;
+  const first = decodeChunks((await ctx.kv.get(keys.sessionPage(tenant, id, 0))) ?? Buffer.alloc(0))[0];
+  return first === undefined ? record : { ...record, firstChunkHash: first.plainHash };
 }
 
 /**

@@ -23,6 +23,11 @@ export interface UploadSession {
   'author_device'?: (string);
   'created_ms'?: (number | string | Long);
   'expires_ms'?: (number | string | Long);
+  /**
+   * Plain hash of the session's first chunk (empty before any arrived): the gateway reads that
+   * chunk's head at FinishUpload to sniff media, so the commit can enqueue a media job.
+   */
+  'first_chunk_hash'?: (Buffer | Uint8Array | string);
   '_base_version'?: "base_version";
   '_expected_size'?: "expected_size";
 }
@@ -47,6 +52,11 @@ export interface UploadSession__Output {
   'author_device': (string);
   'created_ms': (string);
   'expires_ms': (string);
+  /**
+   * Plain hash of the session's first chunk (empty before any arrived): the gateway reads that
+   * chunk's head at FinishUpload to sniff media, so the commit can enqueue a media job.
+   */
+  'first_chunk_hash': (Buffer);
   '_base_version'?: "base_version";
   '_expected_size'?: "expected_size";
 }
