@@ -6,7 +6,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CairnClient } from '../../src/client/index.js';
 import { startServer, tempDir } from '../helpers/cluster.js';
-import { sha256, syncOnce, type Event } from './helpers.js';
+import { sha256, startSync, syncOnce, type Event } from './helpers.js';
 
 const NFD_FILE = 'cafe\u0301.txt';
 const NFC_FILE = 'caf\u00e9.txt';
@@ -71,6 +71,14 @@ test('NFD local names sync under their NFC remote path without loops or twins; N
   run = await syncOnce(server, b, '/u', ['--device', 'B']);
   t.is(run.code, 0, run.stderr);
   t.is(readFileSync(join(b, NFC_FILE), 'utf8'), 'v3 from A\n');
+
+  // Live, through the watcher and a periodic rescan (every 5 s here): still nothing to send.
+  const live = startSync(t, server, a, '/u', ['--device', 'A']);
+  await live.waitEvent((e) => e.type === 'idle', 60_000, 'live idle');
+  await new Promise((resolve) => setTimeout(resolve, 7_000));
+  t.is(await live.stop(), 0);
+  t.deepEqual(transfers(live.events), [], 'no re-upload or re-download on rescans');
+  t.is(live.events.at(-1)?.['errors'], 0);
 
   // An NFC twin next to the NFD file: reported as a conflict; neither is sent, nothing is deleted.
   const before = await client.stat(`/u/${NFC_FILE}`);
