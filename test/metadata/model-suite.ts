@@ -624,4 +624,43 @@ export function modelSuite(name: string, factory: KvFactory): void {
     t.is(await m.finishDeletions(ctx, again), 0, 'a stale finish removes nothing');
     t.deepEqual(await refsOf(ctx, 'old'), [1]);
   });
+
+  test(`${name}: orphan records: grace clock, claims refuse adoption, a commit or pin restarts the clock`, async (t) => {
+    const { ctx, clock } = await open(t);
+    const hex = (seed: string): string => sha('sealed:' + seed).toString('hex');
+    const grace = 60_000;
+    const hold = 10 * 60_000;
+    t.deepEqual(await m.noteOrphans(ctx, new Set([hex('a'), hex('b'), hex('c')]), grace), [], 'first seen now');
+    clock.t += grace;
+    await m.commitFile(ctx, commitInput('/b', ['b'])); // adopted: its record goes in the commit
+    t.true((await m.referencedAddresses(ctx)).has(hex('b')));
+    t.deepEqual((await m.noteOrphans(ctx, new Set([hex('a'), hex('c')]), grace)).sort(), [hex('a'), hex('c')].sort(), 'past the grace');
+    t.deepEqual(await m.claimOrphans(ctx, [hex('a'), hex('c')], hold), [hex('a'), hex('c')]);
+    t.deepEqual(await m.claimOrphans(ctx, [hex('a')], hold), [], 'claimed once');
+    await rejects(t, m.commitFile(ctx, commitInput('/a', ['a'])), 'CAIRN_UNAVAILABLE'); // a claimed address is refused
+    const s = await m.createSession(ctx, { tenant: T, path: '/up', mtimeMs: 1, authorDevice: 'd' });
+    await rejects(t, m.appendChunks(ctx, T, s.id, 0, chunks('c')), 'CAIRN_UNAVAILABLE'); // and so is a pin
+    t.deepEqual(await m.findChunks(ctx, T, [sha('a'), sha('c')]), [], 'the refusals changed nothing');
+    await m.endOrphanClaims(ctx, [hex('c')], 0); // handed back
+    await m.appendChunks(ctx, T, s.id, 0, chunks('c'));
+    t.true((await m.referencedAddresses(ctx)).has(hex('c')), 'pinned now');
+    await m.endOrphanClaims(ctx, [hex('a')], hold); // deleted: held
+    clock.t += hold - 1;
+    await rejects(t, m.commitFile(ctx, commitInput('/a', ['a'])), 'CAIRN_UNAVAILABLE'); // held after the deletion
+    clock.t += 2;
+    await m.commitFile(ctx, commitInput('/a', ['a']));
+    t.deepEqual(await m.noteOrphans(ctx, new Set(), grace), [], 'no candidates left');
+    t.deepEqual(await m.noteOrphans(ctx, new Set([hex('a')]), grace), [], 'a new candidate starts a new clock');
+  });
+
+  test(`${name}: usage recount matches the counters and keeps the quota`, async (t) => {
+    const { ctx } = await open(t, { defaultPolicy: { keepLast: 2 } });
+    for (const seed of ['x1', 'x2', 'x3']) await m.commitFile(ctx, commitInput('/x', [seed, 'shared']));
+    await m.commitFile(ctx, commitInput('/y', ['shared']));
+    await m.deleteEntry(ctx, T, '/y');
+    await m.setQuota(ctx.kv, T, 1_000_000);
+    const before = await m.getUsage(ctx.kv, T);
+    t.deepEqual(await m.recountUsage(ctx, T), before);
+    t.is(before.quotaBytes, 1_000_000);
+  });
 }
