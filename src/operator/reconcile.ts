@@ -236,7 +236,10 @@ export function reconcile(c: CairnCluster, o: Observed): Action[] {
   if (!o.secrets.has(names(c).master)) actions.push({ kind: 'ensureSecret', name: names(c).master, key: 'master.key', bytes: 32, encoding: 'base64url' });
 
   const failing = nodes === undefined ? new Set<string>() : failingNodes(c, o, nodes);
-  const failover = nodes === undefined ? [] : decideFailover(c, nodes, failing);
+  // A drained node this pass removes does not count against the RF − 1 down budget (it holds
+  // nothing), so the budget is the same as the next pass will see.
+  const removing = nodes === undefined ? new Set<string>() : new Set(decideScale(c, o, new Map(nodes.map((n) => [n.id, n])), failing).admin.flatMap((a) => (a.kind === 'remove' ? [a.nodeId] : [])));
+  const failover = nodes === undefined ? [] : decideFailover(c, nodes.filter((n) => !removing.has(n.id)), failing);
   // Scale-down sees the nodes failover just marked down, as the next pass will.
   const byId = nodes === undefined ? undefined : new Map(project(nodes, failover).map((n) => [n.id, n]));
   const scale = decideScale(c, o, byId, failing);

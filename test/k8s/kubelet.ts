@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CLI, ROOT } from '../helpers/cluster.js';
 import type { FakeApiServer, Obj } from './apiserver.js';
+import { reap } from './reaper.js';
 
 interface Container {
   name: string;
@@ -442,7 +443,7 @@ export class KubeletSim {
         const now = live();
         if (now === undefined) return false;
         const { command, env } = this.#prepare(now, c, dirs);
-        const proc = spawn(process.execPath, command, { cwd: ROOT, env: { ...baseEnv(), ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+        const proc = reap(spawn(process.execPath, command, { cwd: ROOT, env: { ...baseEnv(), ...env }, stdio: ['ignore', 'ignore', 'pipe'] }));
         let stderr = '';
         proc.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
         const code = await new Promise<number | null>((resolve) => {
@@ -475,7 +476,7 @@ export class KubeletSim {
       return; // a volume source is not there yet (like ContainerCreating); the next sync retries
     }
     if (this.#stopped || this.#held.has(p.metadata.name)) return;
-    const proc = spawn(process.execPath, prepared.command, { cwd: ROOT, env: { ...baseEnv(), ...prepared.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = reap(spawn(process.execPath, prepared.command, { cwd: ROOT, env: { ...baseEnv(), ...prepared.env }, stdio: ['ignore', 'pipe', 'pipe'] }));
     const r: Running = { pod: p.metadata.name, uid: p.metadata.uid!, proc, exited: new Promise((resolve) => proc.once('exit', () => resolve())), grpc: undefined, http: undefined, ready: false, stopping: false, stderr: '' };
     this.#running.set(r.pod, r);
     let stdout = '';

@@ -17,6 +17,7 @@ import { AdminClient, type AdminNode } from '../../src/metadata/index.js';
 import { createOperator, type CairnClusterSpec, type Condition, type Operator } from '../../src/operator/index.js';
 import { FakeApiServer, type Obj } from '../k8s/apiserver.js';
 import { KubeletSim, type SimNode } from '../k8s/kubelet.js';
+import { reap } from '../k8s/reaper.js';
 import { waitFor } from '../cluster/harness.js';
 import { CLI, ROOT, runCli, tempDir, type Scope } from '../helpers/cluster.js';
 
@@ -35,7 +36,7 @@ export interface Started {
  * survives a machine shared by many suites (process start under tsx can take a minute there).
  */
 export async function startRole(t: Scope, role: string, args: readonly string[], dataDir: string, readyWithinMs = 120_000): Promise<Started> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', CLI, 'server', '--role', role, '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = reap(spawn(process.execPath, ['--import', 'tsx', CLI, 'server', '--role', role, '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] }));
   t.teardown(() => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
   });

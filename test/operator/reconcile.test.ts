@@ -235,3 +235,21 @@ test('rack awareness: a scheduled pod gets its node\'s zone annotation once; uns
   const after = applyActions(c, moved, reconcile(c, moved));
   t.deepEqual(reconcile(c, after), []);
 });
+
+test('regression (found by the idempotence property): a drained down node removed in this pass does not hold the failover budget', (t) => {
+  // RF 2, size 2 wanted of 3: pod 2's node is down with its drain done (it is removed now), pod
+  // 1 has been missing past failoverDelay. The same pass removes 2 and marks 1 down, so the next
+  // pass has nothing left to do.
+  const c = cluster({ replicationFactor: 2, writeQuorum: 2, failoverDelaySeconds: 30, blocknodes: { replicas: 2, storage: { size: '1Gi' } } });
+  const base = settled(c, steady(c, 3));
+  const o: Observed = {
+    ...base,
+    blockPods: [pod(c, 0)],
+    missingSinceMs: new Map([['demo-blocknode-1', 0]]),
+    metadata: { reachable: true, nodes: [node(c, 0), node(c, 1), node(c, 2, { state: 'down', drainDone: true, soleCopies: 0 })] },
+  };
+  const first = reconcile(c, o);
+  t.deepEqual(admin(first), [{ kind: 'markDown', nodeId: 'demo-blocknode-1' }, { kind: 'remove', nodeId: 'demo-blocknode-2' }]);
+  t.is(stsReplicas(applied(first, 'StatefulSet', 'demo-blocknode')), 2);
+  t.deepEqual(admin(reconcile(c, applyActions(c, o, first))), []);
+});
