@@ -132,7 +132,7 @@ export class MediaJobRunner {
         // A failure of the source itself is dead-lettered now; retries are for transient failures.
         const permanent = err instanceof MediaFailure && err.permanent;
         const res = await admin.failJob(job.id, lease.leaseToken, message.slice(0, 1_900), { permanent });
-        log.warn({ reason, permanent, error: message, deadLettered: res.deadLettered, retryAtMs: res.retryAtMs, ms: Math.round(performance.now() - started) }, res.deadLettered ? 'media job dead-lettered' : 'media job failed; will retry');
+        log.warn({ reason, error: message, permanent, deadLettered: res.deadLettered, retryAtMs: res.retryAtMs, ms: Math.round(performance.now() - started) }, res.deadLettered ? 'media job dead-lettered' : 'media job failed; will retry');
       } catch (e) {
         log.warn({ err: e, reason, error: message }, 'could not fail a media job (lease lost?)');
       }
