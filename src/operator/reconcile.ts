@@ -71,7 +71,9 @@ function decideScale(c: CairnCluster, o: Observed, byId: ReadonlyMap<string, Obs
     if (node.state === 'down' || failing.has(victim)) return { replicas, admin, blocked: yes('NodeDown', `${victim} is down or failing; it cannot be drained until it returns or is replaced`) };
     const draining = no('Draining', `draining ${victim}`);
     if (node.state === 'draining') return { replicas, admin, blocked: draining };
-    const others = [...byId.values()].filter((n) => n.id !== victim);
+    // Nodes removed earlier in this loop are gone for this decision too (the next pass agrees).
+    const removed = new Set(admin.flatMap((x) => (x.kind === 'remove' ? [x.nodeId] : [])));
+    const others = [...byId.values()].filter((n) => n.id !== victim && !removed.has(n.id));
     const busy = others.find((n) => n.state === 'draining');
     if (busy !== undefined) return { replicas, admin, blocked: no('Draining', `waiting for ${busy.id} to finish draining`) };
     if (downCount(others) > 0) return { replicas, admin, blocked: yes('NodesDown', 'a block node is down; draining another would leave blocks with fewer copies') };

@@ -253,3 +253,18 @@ test('regression (found by the idempotence property): a drained down node remove
   t.is(stsReplicas(applied(first, 'StatefulSet', 'demo-blocknode')), 2);
   t.deepEqual(admin(reconcile(c, applyActions(c, o, first))), []);
 });
+
+test('regression (found by the idempotence property): a drained node removed in this pass does not block the next drain', (t) => {
+  // Size 1 wanted of 4, no pods left above it: node 3 finished draining (removed now), node 2 is
+  // next — drained in the same pass, as the next pass would decide.
+  const c = cluster({ replicationFactor: 1, writeQuorum: 1, blocknodes: { replicas: 1, storage: { size: '1Gi' } } });
+  const o: Observed = {
+    ...settled(c, steady(c, 4)),
+    blockPods: [pod(c, 0)],
+    metadata: { reachable: true, nodes: [node(c, 0), node(c, 2, { state: 'joining' }), node(c, 3, { state: 'draining', drainDone: true, soleCopies: 0 })] },
+  };
+  const first = reconcile(c, o);
+  t.deepEqual(admin(first), [{ kind: 'remove', nodeId: 'demo-blocknode-3' }, { kind: 'drain', nodeId: 'demo-blocknode-2' }]);
+  t.is(stsReplicas(applied(first, 'StatefulSet', 'demo-blocknode')), 3);
+  t.deepEqual(admin(reconcile(c, applyActions(c, o, first))), []);
+});
