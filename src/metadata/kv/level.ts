@@ -68,6 +68,8 @@ function closedError(): CairnError {
 class LevelTx extends BufferedTx implements KvTx {
   readonly points = new Set<string>();
   readonly ranges: ReadRange[] = [];
+  /** One options object for every point read, naming the encodings so level does not clone it per read. */
+  private readonly readOptions: { snapshot: Snapshot; keyEncoding: 'buffer'; valueEncoding: 'buffer' };
 
   constructor(
     private readonly db: Db,
@@ -79,6 +81,7 @@ class LevelTx extends BufferedTx implements KvTx {
     private readonly tracked = true,
   ) {
     super();
+    this.readOptions = { snapshot, keyEncoding: 'buffer', valueEncoding: 'buffer' };
   }
 
   async get(key: Buffer): Promise<Buffer | undefined> {
@@ -95,7 +98,7 @@ class LevelTx extends BufferedTx implements KvTx {
     // Synchronous: a model operation makes ~10 dependent point reads, and an async get is a round
     // trip through the libuv thread pool each, which left a lane batch of 64 commits mostly
     // waiting (74% idle in a CPU profile). Metadata values are small and their blocks hot.
-    return this.db.getSync(key, { snapshot: this.snapshot });
+    return this.db.getSync(key, this.readOptions);
   }
 
   async scan(range: KvRange): Promise<KvEntry[]> {
