@@ -157,7 +157,7 @@ function zoneInitContainer(c: CairnCluster) {
     imagePullPolicy: c.spec.image.pullPolicy ?? 'IfNotPresent',
     command: ['node', '-e', ZONE_WAIT_SCRIPT],
     env: [{ name: 'CAIRN_PODINFO_FILE', value: PODINFO_FILE }],
-    resources: { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '64Mi' } },
+    resources: { requests: { cpu: '10m', memory: '48Mi' }, limits: { memory: '128Mi' } },
     securityContext: RESTRICTED_CONTAINER,
     volumeMounts: [{ name: 'podinfo', mountPath: '/etc/cairn/podinfo', readOnly: true }],
   };
