@@ -3,7 +3,9 @@
 // bare node:http server in this process answering the same bytes to the same client in the same
 // run, in alternating rounds (median of the rounds). ratio = Cairn p99 / 10 ms (target ≤ 1);
 // p99_vs_anchor and cairn_p99_over_anchor_ms compare with the anchor: the anchor's own p99 is
-// what this machine and this client give a server that does nothing.
+// what this machine and this client give a server that does nothing. A second anchor runs the
+// same bare server in a process of its own (as Cairn's server is): p99_vs_process_anchor.
+import { spawn } from 'node:child_process';
 import { createServer, request, Agent, type IncomingHttpHeaders } from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -133,6 +135,21 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
     await new Promise<void>((resolve) => anchorServer.listen(0, '127.0.0.1', resolve));
     const anchorPort = (anchorServer.address() as { port: number }).port;
     const anchorTarget: Target = { host: '127.0.0.1', port: anchorPort, paths, headers: cairn.headers };
+    // The same bare server in a process of its own, like Cairn's: on a shared machine the hop
+    // between two processes (each waiting for the scheduler) is part of every request.
+    for (let i = 0; i < bodies.length; i++) await writeFile(join(dir, `body-${i}`), bodies[i]!);
+    const script = `const http = require('node:http'); const fs = require('node:fs');
+      const paths = JSON.parse(process.argv[1]); const bodies = paths.map((_, i) => fs.readFileSync(process.argv[2] + '/body-' + i));
+      const s = http.createServer((req, res) => { const i = paths.indexOf(req.url); const body = bodies[i < 0 ? 0 : i];
+        res.writeHead(200, { 'content-type': 'image/webp', 'content-length': String(body.length), etag: '"x"', 'cache-control': 'public, max-age=31536000, immutable' }); res.end(body); });
+      s.keepAliveTimeout = 5000; s.listen(0, '127.0.0.1', () => console.log(s.address().port));`;
+    const child = spawn(process.execPath, ['-e', script, JSON.stringify(paths), dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const childPort = await new Promise<number>((resolve, reject) => {
+      child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+      child.once('exit', (code) => reject(new Error(`anchor process exited with ${code}`)));
+    });
+    const processTarget: Target = { host: '127.0.0.1', port: childPort, paths, headers: cairn.headers };
+    const processAnchors: Array<Awaited<ReturnType<typeof load>>> = [];
     // Rounds alternate which side goes first, so a burst of load from other processes on the
     // shared machine hits both sides alike; each figure is the median over the rounds.
     const anchors: Array<Awaited<ReturnType<typeof load>>> = [];
@@ -141,14 +158,17 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
     for (let r = 0; r < rounds; r++) {
       if (r % 2 === 0) {
         anchors.push(await load(anchorTarget, clients, requests));
+        processAnchors.push(await load(processTarget, clients, requests));
         measured.push(await load(cairn, clients, requests));
       } else {
         measured.push(await load(cairn, clients, requests));
+        processAnchors.push(await load(processTarget, clients, requests));
         anchors.push(await load(anchorTarget, clients, requests));
       }
     }
     const inServer = serverSide(h0, await serveHistogram(server.http));
     await new Promise<void>((resolve) => anchorServer.close(() => resolve()));
+    child.kill('SIGTERM');
     const median = (xs: number[]): number => {
       const s = [...xs].sort((a, b) => a - b);
       return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -175,6 +195,10 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
         anchor_p99_rounds_ms: anchors.map((m) => Math.round(m.p99 * 100) / 100).join(' '),
         anchor_requests_per_s: median(anchors.map((m) => m.rps)),
         p99_vs_anchor: cairnP99 / anchorP99,
+        anchor_process_p50_ms: median(processAnchors.map((m) => m.p50)),
+        anchor_process_p99_ms: median(processAnchors.map((m) => m.p99)),
+        anchor_process_p99_rounds_ms: processAnchors.map((m) => Math.round(m.p99 * 100) / 100).join(' '),
+        p99_vs_process_anchor: cairnP99 / median(processAnchors.map((m) => m.p99)),
         // What Cairn adds over a bare node:http server on this machine, in this run.
         cairn_p99_over_anchor_ms: cairnP99 - anchorP99,
         // The server's own histogram: routing to response written, without the client and the wire.
