@@ -1,7 +1,8 @@
 // Rack awareness on Kubernetes: six nodes in three zones (the `topology.kubernetes.io/zone`
 // label), four block-node pods scheduled across them. The operator copies each pod's node zone
 // onto the pod; the pod's zone init container waits for it and the block node registers with it;
-// the cluster map then carries the zones and puts every partition's three replicas in three zones.
+// the cluster map then carries the zones and puts every partition's three replicas in three zones;
+// a pod lost with its volume comes back on a node of its own and registers in that node's zone.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -57,6 +58,26 @@ test('block nodes register with their Kubernetes node zone and the map spreads e
   t.deepEqual(await unreadable(client, files), []);
   const reasons = w.api.list('events', NS).map((e) => `${String(e['reason'])}: ${String(e['note'])}`);
   t.true(reasons.some((r) => r.startsWith('ZoneAssigned') && r.includes('zone-')), reasons.join('\n'));
+
+  // A pod lost with its volume: the replacement is scheduled anew, annotated with its new node's
+  // zone, and registers under a new incarnation in that zone; placement still spans three zones.
+  const victim = `${NAME}-blocknode-3`;
+  const before = (await w.nodes()).find((n) => n.id === victim)!;
+  await w.kubelet.lose(victim);
+  await waitFor(`${victim} registered again under a new incarnation`, async () => (await w.nodes()).some((n) => n.id === victim && n.incarnation !== before.incarnation && n.state === 'up'), 90_000, 250);
+  await settled(w, 4);
+  const replaced = w.api.get('pods', NS, victim)!;
+  const newZone = zoneOfNode.get((replaced['spec'] as { nodeName?: string }).nodeName ?? '');
+  t.truthy(newZone);
+  t.is(replaced.metadata.annotations?.['cairn.dev/zone'], newZone);
+  const after = (await w.nodes()).find((n) => n.id === victim)!;
+  t.not(after.incarnation, before.incarnation);
+  t.is(after.zone, newZone ?? '(unscheduled)');
+  const { map: remap } = await w.admin.getClusterMap();
+  const zoneNow = new Map(remap.nodes.map((n) => [n.id, n.zone]));
+  t.is(remap.partitions.filter((r) => new Set(r.map((id) => zoneNow.get(id))).size === 3).length, remap.partitions.length);
+  await waitFor('every chunk back at RF 3', () => atRf(w, files, 3), 60_000, 500);
+  t.deepEqual(await unreadable(client, files), []);
 });
 
 test('a node without a zone label: the pod is annotated with an empty zone and its block node still starts', async (t) => {
