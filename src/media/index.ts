@@ -42,6 +42,8 @@ export interface CreateMediaOptions {
   readonly log: Logger;
   readonly metrics: Metrics;
   readonly media?: MediaOptionsInput;
+  /** The gateway's public HTTP base URL, so presigned thumbnail URLs come back absolute. */
+  readonly publicHttpUrl?: () => string | undefined;
 }
 
 export interface Media {
@@ -60,7 +62,7 @@ export function createMedia(opts: CreateMediaOptions): Media {
   const metrics = mediaMetrics(opts.metrics.registry);
   const pool = new MediaPool(options, metrics);
   const processor = new MediaProcessor({ metadata: opts.metadata, blocks: opts.blocks, keys: opts.keys, pool, options, metrics, log });
-  const serve = new ThumbnailService({ metadata: opts.metadata, blocks: opts.blocks, keys: opts.keys, processor, options, log, authSecret: opts.authSecret, metrics });
+  const serve = new ThumbnailService({ metadata: opts.metadata, blocks: opts.blocks, keys: opts.keys, processor, options, log, authSecret: opts.authSecret, metrics, ...(opts.publicHttpUrl !== undefined ? { publicHttpUrl: opts.publicHttpUrl } : {}) });
   const runners: MediaJobRunner[] = [];
   let stopping: Promise<void> | undefined;
   const definition = (loadProto().proto as unknown as MediaProto).cairn.v1.Media.service;

@@ -44,6 +44,7 @@ export interface ServeDeps {
   readonly log: Logger;
   readonly authSecret: Uint8Array;
   readonly metrics: MediaMetrics;
+  readonly publicHttpUrl?: () => string | undefined;
 }
 
 export interface Thumbnail {
@@ -293,7 +294,9 @@ export class ThumbnailService {
     const expires = Math.ceil(Date.now() / 1000) + ttl;
     const pathAndQuery = signThumbnailUrl(this.#presignKey, { tenant, path, version: Number(v.version), size, expires, user });
     this.#d.log.info({ tenant, path, version: Number(v.version), size, expires, user }, 'thumbnail URL presigned');
-    return { url: pathAndQuery, path_and_query: pathAndQuery, expires_ms: expires * 1000, version: v.version };
+    // Absolute when the gateway knows its public HTTP URL (as Files.Presign answers).
+    const base = this.#d.publicHttpUrl?.()?.replace(/\/+$/, '');
+    return { url: base !== undefined && base !== '' ? `${base}${pathAndQuery}` : pathAndQuery, path_and_query: pathAndQuery, expires_ms: expires * 1000, version: v.version };
   }
 
   async info(principal: Principal, req: GetMediaInfoRequest__Output, requestId?: string, shared = false): Promise<GetMediaInfoResponse> {

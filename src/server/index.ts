@@ -80,7 +80,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const data = await connectData(config, common, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops, localPeers);
       // Media runs in this process too: its pool serves the gateway's on-demand thumbnails and
       // the job runner leases the media jobs commits enqueue.
-      const media = startMedia(config, common, data, stops);
+      const media = startMedia(config, common, data, stops, publicHttp);
       const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension], publicHttp);
       media.startJobs(data.admin);
       grpcPort = gateway.port;
@@ -135,7 +135,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       if (config.metadataAddr === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role gateway needs --metadata-addr');
       const data = await connectData(config, common, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops);
       // Gateways serve thumbnails (and generate missing ones on demand); jobs run on media workers.
-      const media = startMedia(config, common, data, stops);
+      const media = startMedia(config, common, data, stops, publicHttp);
       const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension], publicHttp);
       grpcPort = gateway.port;
       routes = gateway.http;
@@ -264,8 +264,9 @@ function startMedia(
   common: { authSecret: Uint8Array; log: Logger; metrics: ReturnType<typeof createMetrics> },
   data: DataAccess,
   stops: Array<(timeoutMs: number) => Promise<void>>,
+  publicHttp?: { url?: string },
 ): Media {
-  const media = createMedia({ ...common, metadata: data.metadata, blocks: data.blocks, keys: data.keys, media: mediaOptionsOf(config) });
+  const media = createMedia({ ...common, metadata: data.metadata, blocks: data.blocks, keys: data.keys, media: mediaOptionsOf(config), ...(publicHttp !== undefined ? { publicHttpUrl: () => config.publicHttpUrl ?? publicHttp.url } : {}) });
   stops.push(() => media.stop());
   return media;
 }

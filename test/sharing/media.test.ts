@@ -123,6 +123,8 @@ test('media RPCs through shares: other tenant, no share, read share, revoked sha
   const signed = await media<Presigned>(client, 'PresignThumbnail', { path: '/photos/a.jpg', size: 512, expires_in_seconds: 600 }, owner);
   t.is(Number(signed.version), version, 'version 0 is pinned to the current version');
   t.regex(signed.path_and_query, /^\/v1\/thumbnails\/presigned\/default\/photos\/a\.jpg\?/);
+  // Absolute, on the gateway's public HTTP URL, as Files.Presign answers.
+  t.is(signed.url, `${cluster.gateway.http}${signed.path_and_query}`);
   const viaUrl = await fetch(`${cluster.gateway.http}${signed.path_and_query}`);
   t.is(viaUrl.status, 200);
   t.is(viaUrl.headers.get('cache-control'), 'public, max-age=31536000, immutable');
