@@ -1,9 +1,8 @@
 // GC against the real services, as a fast-check model test: a dev cluster (metadata, gateway and
 // three block nodes as separate processes, RF 3, W 2) with keep-last-1 retention, a 100 ms delete
-// grace, a 200 ms GC timer and a background loop forcing GC runs (and orphan-block sweeps with a
-// 10 s orphan grace), while commands upload (often
-// content identical to deleted or overwritten files, so chunks come back from the delete queue or
-// from under GC), delete, overwrite, run GC now and read back. After every command and at the end:
+// grace, a 200 ms GC timer and a background loop forcing GC runs (and orphan-block sweeps), while
+// commands upload (often content identical to deleted or overwritten files, so chunks come back
+// from the delete queue or from under GC), delete, overwrite, run GC now and read back. After every command and at the end:
 // every file the model holds reads back byte-identical (SHA-256), and every block a live version
 // names is on at least W block nodes and carries no GC tombstone on any node (was never deleted).
 import { randomBytes } from 'node:crypto';
@@ -175,8 +174,11 @@ async function startCluster(): Promise<DevCluster> {
   return startDevCluster(scope, {
     extraArgs: {
       blocknode: ['--anti-entropy-interval-ms', '500', '--rebalance-settle-ms', '1000', '--scrub-interval-ms', '0', '--reserve-bytes', '0'],
-      // Orphan sweeps run too (every fifth background run): the grace keeps in-flight uploads' blocks.
-      metadata: ['--delete-grace-ms', '100', '--gc-interval-ms', '200', '--orphan-grace-ms', '10000'],
+      // Orphan sweeps run too (every fifth background run) and must leave every live block alone.
+      // The orphan grace outlasts a run, so a block a refused upload attempt left behind is not
+      // deleted mid-test (content identical to it would then be refused for the deletion hold);
+      // deleting orphans is covered by test/metadata/orphans.test.ts.
+      metadata: ['--delete-grace-ms', '100', '--gc-interval-ms', '200', '--orphan-grace-ms', '600000'],
     },
   });
 }
@@ -242,7 +244,7 @@ test.serial('GC concurrent with uploads, deletes and dedup resurrections never d
     await background;
   }
   const usage = await admin.getTenantUsage(TENANT);
-  t.log(`${RUNS} runs: ${stats.uploads} uploads (${stats.retries} retried), ${stats.deletes} deletes, ${stats.gcRuns} GC commands deleting ${stats.gcDeleted} chunks, ${backgroundRuns} background GC runs deleting ${backgroundDeleted} chunks, orphan sweeps seeing ${orphansSeen} in-flight blocks and deleting ${orphansDeleted}, ${stats.checks} invariant checks; tenant now ${usage.chunks} chunks`);
+  t.log(`${RUNS} runs: ${stats.uploads} uploads (${stats.retries} retried), ${stats.deletes} deletes, ${stats.gcRuns} GC commands deleting ${stats.gcDeleted} chunks, ${backgroundRuns} background GC runs deleting ${backgroundDeleted} chunks, orphan sweeps seeing ${orphansSeen} unreferenced blocks and deleting ${orphansDeleted}, ${stats.checks} invariant checks; tenant now ${usage.chunks} chunks`);
   t.true(stats.deletes > 0, 'the runs deleted files');
   t.true(backgroundDeleted + stats.gcDeleted > 0, 'GC really deleted chunks during the runs');
   t.true(stats.checks > 0);
