@@ -2,11 +2,11 @@
 // a small diff of the chunk list; concurrent writers on one base version conflict; a stale cache
 // falls back to asking the gateway.
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CairnClient, CairnError } from '../../src/client/index.js';
-import { DEFAULT_MAX_SIZE } from '../../src/chunking/index.js';
+import { Chunker, DEFAULT_MAX_SIZE } from '../../src/chunking/index.js';
 import { startServer, suiteScope, tempDir, type ServerProcess } from '../helpers/cluster.js';
 
 const suite = suiteScope('api-delta');
@@ -29,6 +29,14 @@ async function readAll(path: string): Promise<Buffer> {
 }
 
 const MiB = 1024 * 1024;
+
+/** The plain hashes of a buffer's chunks, as the SDK's chunker cuts them. */
+function chunkHashes(data: Buffer): string[] {
+  const chunker = new Chunker();
+  const out: string[] = [];
+  for (const c of [...chunker.push(data), ...chunker.finish()]) out.push(createHash('sha256').update(c).digest('hex'));
+  return out;
+}
 
 const edits: Array<[string, (b: Buffer) => Buffer, number]> = [
   ['insert 1 byte in the middle', (b) => Buffer.concat([b.subarray(0, b.length >> 1), Buffer.from([42]), b.subarray(b.length >> 1)]), 2],
@@ -60,10 +68,17 @@ for (const [name, edit, maxChunks] of edits) {
     writeFileSync(src, edited);
     const second = await client.upload(src, path, { cacheDir });
     t.is(second.info.version, first.info.version + 1);
-    t.true(second.chunksSent >= 1 && second.chunksSent <= maxChunks, `sent ${second.chunksSent} chunks`);
-    t.true(second.bytesSent <= maxChunks * DEFAULT_MAX_SIZE);
+    // Exactly the chunks of the edited file that the original did not have (the chunker decides
+    // how far an edit's effect runs before boundaries re-align: usually 1–2, on some data more).
+    const before = new Set(chunkHashes(original));
+    const changed = new Set(chunkHashes(edited).filter((h) => !before.has(h))).size;
+    t.is(second.chunksSent, changed, `sent ${second.chunksSent} chunks, ${changed} changed`);
+    // A local edit stays local: a handful of the file's ~340 chunks, never a cascade.
+    t.true(changed >= 1 && changed <= 4 * maxChunks + 8, `${changed} chunks changed`);
+    t.log(`${changed} chunk(s) changed and sent`);
+    t.true(second.bytesSent <= changed * DEFAULT_MAX_SIZE);
     // The wire carries the new chunks and a diff of a few hashes, not the ~350-hash list.
-    t.true(second.wireBytes < second.bytesSent + 4096 + 40 * maxChunks, `wire ${second.wireBytes} for ${second.bytesSent} chunk bytes`);
+    t.true(second.wireBytes < second.bytesSent + 4096 + 40 * changed, `wire ${second.wireBytes} for ${second.bytesSent} chunk bytes`);
     t.true((await readAll(path)).equals(edited));
     // An unchanged file sends no chunk at all.
     const third = await client.upload(src, path, { cacheDir });
