@@ -143,6 +143,36 @@ class PostgresTx extends BufferedTx implements KvTx {
     return value;
   }
 
+  readonly getMany = async (keys: readonly Buffer[]): Promise<Array<Buffer | undefined>> => {
+    this.checkOpen('getMany');
+    const out = new Array<Buffer | undefined>(keys.length);
+    const wanted = new Map<string, { key: Buffer; at: number[] }>();
+    keys.forEach((key, i) => {
+      checkKey(key);
+      const hex = keyHex(key);
+      const own = this.writes.get(hex);
+      if (own !== undefined) out[i] = own.value === undefined ? undefined : Buffer.from(own.value);
+      else if (this.reads.has(hex)) {
+        const seen = this.reads.get(hex);
+        out[i] = seen === undefined ? undefined : Buffer.from(seen);
+      } else {
+        const w = wanted.get(hex);
+        if (w === undefined) wanted.set(hex, { key, at: [i] });
+        else w.at.push(i);
+      }
+    });
+    if (wanted.size > 0) {
+      const result = await this.query<{ k: Buffer; v: Buffer }>('SELECT k, v FROM kv WHERE k = ANY($1::bytea[])', [[...wanted.values()].map((w) => w.key)]);
+      const found = new Map(result.rows.map((row) => [keyHex(row.k), row.v]));
+      for (const [hex, { at }] of wanted) {
+        const value = found.get(hex);
+        this.reads.set(hex, value === undefined ? undefined : Buffer.from(value));
+        for (const i of at) out[i] = value === undefined ? undefined : Buffer.from(value);
+      }
+    }
+    return out;
+  };
+
   async scan(range: KvRange): Promise<KvEntry[]> {
     this.checkOpen('scan');
     const r = normalizeRange(range);

@@ -26,6 +26,12 @@ export interface KvTx extends KvReader {
   del(key: Buffer): void;
   /** Deliver `payload` to subscribers of `channel` after (and only if) the transaction commits. */
   notify(channel: string, payload: string): void;
+  /**
+   * Present where a read costs a round trip (PostgreSQL): reads several keys in one, with the
+   * same results and conflict tracking as `get` of each, so later `get`s of them cost nothing.
+   * Callers that know their next reads use it as a prefetch.
+   */
+  readonly getMany?: (keys: readonly Buffer[]) => Promise<Array<Buffer | undefined>>;
 }
 
 export interface TransactOptions {

@@ -6,7 +6,7 @@ import type { KvTx } from '../kv/types.js';
 import { json, parseJson, readJson, type ChunkRecord } from './codec.js';
 import { invalid, type ModelContext } from './context.js';
 import { keys, tuple, u64, under } from './keys.js';
-import { adoptAddress } from './orphans.js';
+import { adoptAddress, orphanKey } from './orphans.js';
 import { adjustUsage } from './usage.js';
 
 interface StoredChunk {
@@ -73,7 +73,17 @@ export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunk
   const resolved = new Map<string, ChunkRecord>();
   let newStored = 0;
   let newChunks = 0;
-  for (const [hex, { chunk, count }] of countChunks(chunks)) {
+  const counted = countChunks(chunks);
+  if (tx.getMany !== undefined && counted.size > 0) {
+    // One round trip for every index entry (and orphan record) the loop below reads.
+    const wanted: Buffer[] = [];
+    for (const { chunk } of counted.values()) {
+      wanted.push(keys.chunk(tenant, chunk.plainHash));
+      if (chunk.address.length === 32) wanted.push(orphanKey(chunk.address));
+    }
+    await tx.getMany(wanted);
+  }
+  for (const [hex, { chunk, count }] of counted) {
     let entry = await load(tx, tenant, chunk.plainHash);
     if (entry?.x !== undefined) throw beingDeleted(hex);
     if (entry === undefined) {

@@ -26,8 +26,30 @@ class ChildTx implements KvTx {
   readonly #writes = new Map<string, Write>();
   readonly #notes: Array<[string, string]> = [];
 
+  /** A prefetch through the parent's, when it has one (own writes answer first). */
+  readonly getMany: KvTx['getMany'];
+
   constructor(parent: KvTx) {
     this.#parent = parent;
+    const many = parent.getMany;
+    this.getMany = many === undefined
+      ? undefined
+      : async (keys) => {
+          const out = new Array<Buffer | undefined>(keys.length);
+          const rest: number[] = [];
+          keys.forEach((key, i) => {
+            const w = this.#writes.get(key.toString('hex'));
+            if (w === undefined) rest.push(i);
+            else out[i] = w.value === undefined ? undefined : Buffer.from(w.value);
+          });
+          if (rest.length > 0) {
+            const values = await many(rest.map((i) => keys[i]!));
+            rest.forEach((i, j) => {
+              out[i] = values[j];
+            });
+          }
+          return out;
+        };
   }
 
   async get(key: Buffer): Promise<Buffer | undefined> {

@@ -23,7 +23,7 @@ interface OrphanRecord {
   x?: number;
 }
 
-const orphanKey = (address: Buffer): Buffer => tuple('o', address);
+export const orphanKey = (address: Buffer): Buffer => tuple('o', address);
 
 /**
  * Called by `acquire` for an address new to a tenant's index: refuses it while an orphan deletion
