@@ -64,6 +64,16 @@ function store(tx: KvTx, ctx: ModelContext, tenant: string, hash: Buffer, entry:
   tx.put(keys.chunk(tenant, hash), json(entry));
 }
 
+/** The keys `acquire` reads for `chunks`: their index entries, and orphan records of their addresses. */
+export function chunkReadKeys(tenant: string, chunks: readonly ChunkRecord[]): Buffer[] {
+  const wanted: Buffer[] = [];
+  for (const { chunk } of countChunks(chunks).values()) {
+    wanted.push(keys.chunk(tenant, chunk.plainHash));
+    if (chunk.address.length === 32) wanted.push(orphanKey(chunk.address));
+  }
+  return wanted;
+}
+
 /**
  * Takes a ref (or a pin) for each chunk occurrence. Chunks new to the index are recorded with the
  * caller's address; for known chunks the index's address wins (both name the same plain bytes),
@@ -74,15 +84,8 @@ export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunk
   let newStored = 0;
   let newChunks = 0;
   const counted = countChunks(chunks);
-  if (tx.getMany !== undefined && counted.size > 0) {
-    // One round trip for every index entry (and orphan record) the loop below reads.
-    const wanted: Buffer[] = [];
-    for (const { chunk } of counted.values()) {
-      wanted.push(keys.chunk(tenant, chunk.plainHash));
-      if (chunk.address.length === 32) wanted.push(orphanKey(chunk.address));
-    }
-    await tx.getMany(wanted);
-  }
+  // One round trip for every index entry (and orphan record) the loop below reads.
+  if (tx.getMany !== undefined && counted.size > 0) await tx.getMany(chunkReadKeys(tenant, chunks));
   for (const [hex, { chunk, count }] of counted) {
     let entry = await load(tx, tenant, chunk.plainHash);
     if (entry?.x !== undefined) throw beingDeleted(hex);

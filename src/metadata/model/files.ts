@@ -6,7 +6,7 @@ import { CairnError } from '../../common/errors.js';
 import { normalizePath } from '../../common/paths.js';
 import type { KvTx } from '../kv/types.js';
 import { appendChange, type NodeKind } from './changes.js';
-import { acquire, countChunks, release } from './chunks.js';
+import { acquire, chunkReadKeys, countChunks, release } from './chunks.js';
 import { decodeChunks, encodeChunks, json, type ChunkRecord } from './codec.js';
 import { checkCount, invalid, notFound, type ModelContext } from './context.js';
 import { keys } from './keys.js';
@@ -251,6 +251,12 @@ async function takeDerivatives(tx: KvTx, ctx: ModelContext, tenant: string, deri
 
 /** The body of every commit (plain, from a session, a restore), inside the caller's transaction. */
 export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, path: string, meta: CommitMeta, chunks: readonly ChunkRecord[]): Promise<VersionRecord> {
+  if (tx.getMany !== undefined) {
+    // Where reads are round trips, fetch in one what the commit reads whatever the tree holds:
+    // the tenant record, the revision counter, the path's first entry and the chunks' entries.
+    const first = segmentsOf(path)[0];
+    await tx.getMany([keys.tenant(tenant), keys.revision(tenant), ...(first !== undefined ? [keys.dentry(tenant, ROOT_ID, first)] : []), ...chunkReadKeys(tenant, chunks)]);
+  }
   const parentId = await ensureFolder(tx, ctx, tenant, parentPathOf(path));
   const name = segmentsOf(path).at(-1)!;
   let node = await getEntry(tx, tenant, parentId, name);
