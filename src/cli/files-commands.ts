@@ -200,13 +200,17 @@ export function registerFilesCommands(program: Command, connect: () => CairnClie
 
   program
     .command('usage')
-    .description('count files, folders and bytes (current versions) under a folder (default /)')
+    .description('count files, folders and bytes (current versions) under a folder (default /), and the tenant\'s kept, stored and quota bytes')
     .argument('[path]', 'folder', '/')
     .action(async (path: string) =>
       withClient(async (c) => {
         const u = await c.usage(path);
         if (out().json === true) line({ path, ...u });
-        else line(`${path}: ${u.files} files, ${u.folders} folders, ${u.bytes} bytes`);
+        else {
+          line(`${path}: ${u.files} files, ${u.folders} folders, ${u.bytes} bytes`);
+          const quota = u.quotaBytes > 0 ? ` of a ${u.quotaBytes}-byte quota (${((100 * u.tenantVersionBytes) / u.quotaBytes).toFixed(1)}%)` : ', no quota';
+          line(`tenant: ${u.tenantVersionBytes} bytes in ${u.tenantVersions} kept versions${quota}; ${u.tenantStoredBytes} bytes stored`);
+        }
       }),
     );
 }

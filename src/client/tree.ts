@@ -115,6 +115,13 @@ export interface Usage {
   readonly files: number;
   readonly folders: number;
   readonly bytes: number;
+  /** The whole tenant: bytes of every version retention keeps (what the quota limits) and their count. */
+  readonly tenantVersionBytes: number;
+  readonly tenantVersions: number;
+  /** The whole tenant: sealed bytes of its distinct chunks (deduplicated, before replication). */
+  readonly tenantStoredBytes: number;
+  /** 0 = no quota. */
+  readonly quotaBytes: number;
 }
 
 function toEntry(e: TreeEntry__Output | null | undefined): TreeEntry {
@@ -304,6 +311,14 @@ export class TreeClient {
   /** Files, folders and bytes (current versions) under a folder (default: everything). */
   async usage(path = '/'): Promise<Usage> {
     const res = await this.#unary<UsageRequest, UsageResponse__Output>(this.files.Usage.bind(this.files), { path }, 120_000);
-    return { files: Number(res.files), folders: Number(res.folders), bytes: Number(res.bytes) };
+    return {
+      files: Number(res.files),
+      folders: Number(res.folders),
+      bytes: Number(res.bytes),
+      tenantVersionBytes: Number(res.tenant_version_bytes),
+      tenantVersions: Number(res.tenant_versions),
+      tenantStoredBytes: Number(res.tenant_stored_bytes),
+      quotaBytes: Number(res.quota_bytes),
+    };
   }
 }

@@ -232,6 +232,10 @@ export function treeHandlers(options: TreeServiceOptions): Pick<FilesHandlers, T
       if (options.closing?.aborted === true && !ctx.signal.aborted) throw new CairnError('CAIRN_SHUTTING_DOWN', 'the gateway is shutting down; reconnect from the last cursor');
     }),
 
-    Usage: unary(async (req, ctx) => usage(options, ctx, folderPath(req.path))),
+    Usage: unary(async (req, ctx) => {
+      const path = folderPath(req.path);
+      const [folder, tenant] = await Promise.all([usage(options, ctx, path), metadata.getUsage({ tenant: principalOf(ctx).tenant }, ctx.requestId)]);
+      return { ...folder, tenant_version_bytes: tenant.version_bytes, tenant_versions: tenant.versions, tenant_stored_bytes: tenant.stored_bytes, quota_bytes: tenant.quota_bytes };
+    }),
   };
 }

@@ -32,6 +32,8 @@ import type { GetFileRequest as _cairn_v1_GetFileRequest, GetFileRequest__Output
 import type { GetFileResponse as _cairn_v1_GetFileResponse, GetFileResponse__Output as _cairn_v1_GetFileResponse__Output } from './cairn/v1/GetFileResponse.js';
 import type { GetUploadSessionRequest as _cairn_v1_GetUploadSessionRequest, GetUploadSessionRequest__Output as _cairn_v1_GetUploadSessionRequest__Output } from './cairn/v1/GetUploadSessionRequest.js';
 import type { GetUploadSessionResponse as _cairn_v1_GetUploadSessionResponse, GetUploadSessionResponse__Output as _cairn_v1_GetUploadSessionResponse__Output } from './cairn/v1/GetUploadSessionResponse.js';
+import type { GetUsageRequest as _cairn_v1_GetUsageRequest, GetUsageRequest__Output as _cairn_v1_GetUsageRequest__Output } from './cairn/v1/GetUsageRequest.js';
+import type { GetUsageResponse as _cairn_v1_GetUsageResponse, GetUsageResponse__Output as _cairn_v1_GetUsageResponse__Output } from './cairn/v1/GetUsageResponse.js';
 import type { GrantShareRequest as _cairn_v1_GrantShareRequest, GrantShareRequest__Output as _cairn_v1_GrantShareRequest__Output } from './cairn/v1/GrantShareRequest.js';
 import type { GrantShareResponse as _cairn_v1_GrantShareResponse, GrantShareResponse__Output as _cairn_v1_GrantShareResponse__Output } from './cairn/v1/GrantShareResponse.js';
 import type { IndexedChunk as _cairn_v1_IndexedChunk, IndexedChunk__Output as _cairn_v1_IndexedChunk__Output } from './cairn/v1/IndexedChunk.js';
@@ -104,6 +106,8 @@ export interface ProtoGrpcType {
       GetFileResponse: MessageTypeDefinition<_cairn_v1_GetFileResponse, _cairn_v1_GetFileResponse__Output>
       GetUploadSessionRequest: MessageTypeDefinition<_cairn_v1_GetUploadSessionRequest, _cairn_v1_GetUploadSessionRequest__Output>
       GetUploadSessionResponse: MessageTypeDefinition<_cairn_v1_GetUploadSessionResponse, _cairn_v1_GetUploadSessionResponse__Output>
+      GetUsageRequest: MessageTypeDefinition<_cairn_v1_GetUsageRequest, _cairn_v1_GetUsageRequest__Output>
+      GetUsageResponse: MessageTypeDefinition<_cairn_v1_GetUsageResponse, _cairn_v1_GetUsageResponse__Output>
       GrantShareRequest: MessageTypeDefinition<_cairn_v1_GrantShareRequest, _cairn_v1_GrantShareRequest__Output>
       GrantShareResponse: MessageTypeDefinition<_cairn_v1_GrantShareResponse, _cairn_v1_GrantShareResponse__Output>
       IndexedChunk: MessageTypeDefinition<_cairn_v1_IndexedChunk, _cairn_v1_IndexedChunk__Output>

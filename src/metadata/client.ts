@@ -29,6 +29,8 @@ import type { RestoreEntryResponse__Output } from '../gen/cairn/v1/RestoreEntryR
 import type { SetVersionMediaRequest } from '../gen/cairn/v1/SetVersionMediaRequest.js';
 import type { SetVersionMediaResponse__Output } from '../gen/cairn/v1/SetVersionMediaResponse.js';
 import type { FindChunksRequest } from '../gen/cairn/v1/FindChunksRequest.js';
+import type { GetUsageRequest } from '../gen/cairn/v1/GetUsageRequest.js';
+import type { GetUsageResponse__Output } from '../gen/cairn/v1/GetUsageResponse.js';
 import type { FindChunksResponse__Output } from '../gen/cairn/v1/FindChunksResponse.js';
 import type { CreateUploadSessionRequest } from '../gen/cairn/v1/CreateUploadSessionRequest.js';
 import type { CreateUploadSessionResponse__Output } from '../gen/cairn/v1/CreateUploadSessionResponse.js';
@@ -142,6 +144,11 @@ export class MetadataClient {
 
   setVersionMedia(req: SetVersionMediaRequest, requestId?: string): Promise<SetVersionMediaResponse__Output> {
     return this.#unary<SetVersionMediaRequest, SetVersionMediaResponse__Output>(this.#client.SetVersionMedia.bind(this.#client), req, 30_000, requestId);
+  }
+
+  /** The tenant's usage counters and quota. */
+  getUsage(req: GetUsageRequest, requestId?: string): Promise<GetUsageResponse__Output> {
+    return this.#unary<GetUsageRequest, GetUsageResponse__Output>(this.#client.GetUsage.bind(this.#client), req, 30_000, requestId);
   }
 
   findChunks(req: FindChunksRequest, requestId?: string): Promise<FindChunksResponse__Output> {

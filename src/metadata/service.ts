@@ -24,7 +24,7 @@ import type { ChangeHub } from './watch.js';
 export const METADATA_PERMISSIONS = {
   CommitFile: 'service', GetFile: 'service', GetEntry: 'service', ListFolder: 'service', ListVersions: 'service',
   CreateFolder: 'service', MoveEntry: 'service', DeleteEntry: 'service', RestoreEntry: 'service', SetVersionMedia: 'service',
-  FindChunks: 'service', CreateUploadSession: 'service', GetUploadSession: 'service', AppendUploadChunks: 'service',
+  FindChunks: 'service', GetUsage: 'service', CreateUploadSession: 'service', GetUploadSession: 'service', AppendUploadChunks: 'service',
   AbortUploadSession: 'service', GetChangeCursor: 'service', ListChanges: 'service', WatchChanges: 'service',
   GrantShare: 'service', RevokeShare: 'service', ListShares: 'service', CheckAccess: 'service',
   CreateLinkShare: 'service', ResolveLinkShare: 'service', ListLinkShares: 'service', RevokeLinkShare: 'service',
@@ -286,6 +286,10 @@ export function metadataHandlers(ctx: ModelContext, options: MetadataHandlerOpti
       return { file: toWireVersion(await model.setVersionMedia(ctx, req.tenant, target, wireInt(req.version, 'version'), req.media_json, derivatives)) };
     }),
 
+    GetUsage: unary(async (req) => {
+      const u = await model.getUsage(ctx.kv, req.tenant);
+      return { version_bytes: u.versionBytes, versions: u.versions, stored_bytes: u.storedBytes, chunks: u.chunks, quota_bytes: u.quotaBytes };
+    }),
     FindChunks: unary(async (req) => {
       validateTenant(req.tenant);
       if (req.plain_hashes.length > MAX_FIND_CHUNKS) throw new CairnError('CAIRN_INVALID_ARGUMENT', `at most ${MAX_FIND_CHUNKS} hashes per call`);

@@ -29,6 +29,8 @@ import type { GetFileRequest as _cairn_v1_GetFileRequest, GetFileRequest__Output
 import type { GetFileResponse as _cairn_v1_GetFileResponse, GetFileResponse__Output as _cairn_v1_GetFileResponse__Output } from '../../cairn/v1/GetFileResponse.js';
 import type { GetUploadSessionRequest as _cairn_v1_GetUploadSessionRequest, GetUploadSessionRequest__Output as _cairn_v1_GetUploadSessionRequest__Output } from '../../cairn/v1/GetUploadSessionRequest.js';
 import type { GetUploadSessionResponse as _cairn_v1_GetUploadSessionResponse, GetUploadSessionResponse__Output as _cairn_v1_GetUploadSessionResponse__Output } from '../../cairn/v1/GetUploadSessionResponse.js';
+import type { GetUsageRequest as _cairn_v1_GetUsageRequest, GetUsageRequest__Output as _cairn_v1_GetUsageRequest__Output } from '../../cairn/v1/GetUsageRequest.js';
+import type { GetUsageResponse as _cairn_v1_GetUsageResponse, GetUsageResponse__Output as _cairn_v1_GetUsageResponse__Output } from '../../cairn/v1/GetUsageResponse.js';
 import type { GrantShareRequest as _cairn_v1_GrantShareRequest, GrantShareRequest__Output as _cairn_v1_GrantShareRequest__Output } from '../../cairn/v1/GrantShareRequest.js';
 import type { GrantShareResponse as _cairn_v1_GrantShareResponse, GrantShareResponse__Output as _cairn_v1_GrantShareResponse__Output } from '../../cairn/v1/GrantShareResponse.js';
 import type { ListChangesRequest as _cairn_v1_ListChangesRequest, ListChangesRequest__Output as _cairn_v1_ListChangesRequest__Output } from '../../cairn/v1/ListChangesRequest.js';
@@ -271,6 +273,21 @@ export interface MetadataClient extends grpc.Client {
   getUploadSession(argument: _cairn_v1_GetUploadSessionRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
   getUploadSession(argument: _cairn_v1_GetUploadSessionRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
   getUploadSession(argument: _cairn_v1_GetUploadSessionRequest, callback: grpc.requestCallback<_cairn_v1_GetUploadSessionResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
+   * GetUsage returns the tenant's usage counters and quota (what gateways answer Files.Usage with).
+   */
+  GetUsage(argument: _cairn_v1_GetUsageRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetUsageResponse__Output>): grpc.ClientUnaryCall;
+  GetUsage(argument: _cairn_v1_GetUsageRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetUsageResponse__Output>): grpc.ClientUnaryCall;
+  GetUsage(argument: _cairn_v1_GetUsageRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetUsageResponse__Output>): grpc.ClientUnaryCall;
+  GetUsage(argument: _cairn_v1_GetUsageRequest, callback: grpc.requestCallback<_cairn_v1_GetUsageResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * GetUsage returns the tenant's usage counters and quota (what gateways answer Files.Usage with).
+   */
+  getUsage(argument: _cairn_v1_GetUsageRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetUsageResponse__Output>): grpc.ClientUnaryCall;
+  getUsage(argument: _cairn_v1_GetUsageRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetUsageResponse__Output>): grpc.ClientUnaryCall;
+  getUsage(argument: _cairn_v1_GetUsageRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetUsageResponse__Output>): grpc.ClientUnaryCall;
+  getUsage(argument: _cairn_v1_GetUsageRequest, callback: grpc.requestCallback<_cairn_v1_GetUsageResponse__Output>): grpc.ClientUnaryCall;
   
   /**
    * GrantShare shares a file or folder with a user of the tenant (folders: with everything inside).
@@ -556,6 +573,11 @@ export interface MetadataHandlers extends grpc.UntypedServiceImplementation {
   GetUploadSession: grpc.handleUnaryCall<_cairn_v1_GetUploadSessionRequest__Output, _cairn_v1_GetUploadSessionResponse>;
   
   /**
+   * GetUsage returns the tenant's usage counters and quota (what gateways answer Files.Usage with).
+   */
+  GetUsage: grpc.handleUnaryCall<_cairn_v1_GetUsageRequest__Output, _cairn_v1_GetUsageResponse>;
+  
+  /**
    * GrantShare shares a file or folder with a user of the tenant (folders: with everything inside).
    */
   GrantShare: grpc.handleUnaryCall<_cairn_v1_GrantShareRequest__Output, _cairn_v1_GrantShareResponse>;
@@ -641,6 +663,7 @@ export interface MetadataDefinition extends grpc.ServiceDefinition {
   GetEntry: MethodDefinition<_cairn_v1_GetEntryRequest, _cairn_v1_GetEntryResponse, _cairn_v1_GetEntryRequest__Output, _cairn_v1_GetEntryResponse__Output>
   GetFile: MethodDefinition<_cairn_v1_GetFileRequest, _cairn_v1_GetFileResponse, _cairn_v1_GetFileRequest__Output, _cairn_v1_GetFileResponse__Output>
   GetUploadSession: MethodDefinition<_cairn_v1_GetUploadSessionRequest, _cairn_v1_GetUploadSessionResponse, _cairn_v1_GetUploadSessionRequest__Output, _cairn_v1_GetUploadSessionResponse__Output>
+  GetUsage: MethodDefinition<_cairn_v1_GetUsageRequest, _cairn_v1_GetUsageResponse, _cairn_v1_GetUsageRequest__Output, _cairn_v1_GetUsageResponse__Output>
   GrantShare: MethodDefinition<_cairn_v1_GrantShareRequest, _cairn_v1_GrantShareResponse, _cairn_v1_GrantShareRequest__Output, _cairn_v1_GrantShareResponse__Output>
   ListChanges: MethodDefinition<_cairn_v1_ListChangesRequest, _cairn_v1_ListChangesResponse, _cairn_v1_ListChangesRequest__Output, _cairn_v1_ListChangesResponse__Output>
   ListFolder: MethodDefinition<_cairn_v1_ListFolderRequest, _cairn_v1_ListFolderResponse, _cairn_v1_ListFolderRequest__Output, _cairn_v1_ListFolderResponse__Output>

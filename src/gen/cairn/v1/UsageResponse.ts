@@ -13,6 +13,14 @@ export interface UsageResponse {
    * Sum of the current versions' sizes (shared chunks counted once per file).
    */
   'bytes'?: (number | string | Long);
+  /**
+   * The whole tenant, whatever the folder: logical bytes of every version retention keeps (what
+   * the quota limits) and their count, sealed bytes of its distinct chunks, and the quota (0 = none).
+   */
+  'tenant_version_bytes'?: (number | string | Long);
+  'tenant_versions'?: (number | string | Long);
+  'tenant_stored_bytes'?: (number | string | Long);
+  'quota_bytes'?: (number | string | Long);
 }
 
 /**
@@ -25,4 +33,12 @@ export interface UsageResponse__Output {
    * Sum of the current versions' sizes (shared chunks counted once per file).
    */
   'bytes': (string);
+  /**
+   * The whole tenant, whatever the folder: logical bytes of every version retention keeps (what
+   * the quota limits) and their count, sealed bytes of its distinct chunks, and the quota (0 = none).
+   */
+  'tenant_version_bytes': (string);
+  'tenant_versions': (string);
+  'tenant_stored_bytes': (string);
+  'quota_bytes': (string);
 }
