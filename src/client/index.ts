@@ -60,7 +60,7 @@ export interface GetOptions {
   readonly limit?: number;
   readonly onProgress?: ProgressFn;
   readonly signal?: AbortSignal;
-  /** ReadFile streams for reads of 32 MiB or more to a file (default 4; 1 = one stream). */
+  /** ReadFile streams for reads of 32 MiB or more to a file (default 1: with the 16 MiB flow-control window one stream is fastest; more split the read into ranged windows). */
   readonly streams?: number;
 }
 
@@ -190,7 +190,7 @@ export class CairnClient extends TreeClient {
    */
   async get(remotePath: string, localPath: string, options: GetOptions = {}): Promise<FileInfo> {
     const toStdout = localPath === '-';
-    const streams = options.streams ?? 4;
+    const streams = options.streams ?? 1;
     if (!Number.isInteger(streams) || streams < 1 || streams > 64) throw new RangeError('options.streams must be an integer in 1..64');
     if (!toStdout && streams > 1) {
       const info = await this.stat(remotePath, options.version ?? 0);

@@ -9,6 +9,10 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = Object.freeze({
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
   'grpc.enable_retries': 0,
+  // HTTP/2 receive window (stream and connection). Node's default of 64 KiB makes a server
+  // stream of 64–256 KiB chunk messages wait for a WINDOW_UPDATE from this side's event loop
+  // every message; 16 MiB lets the sender run ahead (measured: one ReadFile stream 128 → 290 MB/s).
+  'grpc-node.flow_control_window': 16 * 1024 * 1024,
 });
 
 export type TokenProvider = () => string | Promise<string>;
