@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { Option, type Command } from 'commander';
 import { loadOrCreateSecret, signToken, writeFileAtomic } from '../common/auth.js';
 import { CairnError } from '../common/errors.js';
+import { loadMasterKey } from '../gateway/index.js';
 import { serverConfigSchema } from '../server/index.js';
 
 export type DevRole = 'metadata' | 'blocknode' | 'gateway' | 'media';
@@ -96,6 +97,8 @@ export class DevCluster {
     const cluster = new DevCluster(options);
     mkdirSync(cluster.root, { recursive: true });
     loadOrCreateSecret(cluster.secretPath);
+    // Made before any process starts, so gateways and media workers never race to create it.
+    loadMasterKey(cluster.masterKeyPath, {});
     try {
       await cluster.#startAll();
     } catch (err) {

@@ -2,7 +2,8 @@
 // cached unwrapped per gateway, and useless under another master key.
 import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { statSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -93,4 +94,22 @@ test('the master key comes from CAIRN_MASTER_KEY, else a 0600 file created once'
   }
   writeFileSync(join(dir, 'short.key'), randomBytes(8).toString('base64'));
   t.throws(() => loadMasterKey(join(dir, 'short.key'), {}), { message: /8 bytes, not 32/ });
+});
+
+test('processes starting together on one fresh key file all load the same master key', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-master-race-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const path = join(dir, 'master.key');
+  const module = new URL('../../src/gateway/keys.ts', import.meta.url).href;
+  // Eight processes, each waiting for the same instant, then creating (or reading) the key.
+  const at = Date.now() + 2500;
+  const script = `const { loadMasterKey } = await import(${JSON.stringify(module)}); while (Date.now() < ${at}); process.stdout.write(loadMasterKey(${JSON.stringify(path)}, {}).toString('hex'));`;
+  const keys = await Promise.all(
+    Array.from({ length: 8 }, () => new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], (err, stdout, stderr) => (err ? reject(new Error(stderr || String(err))) : resolve(stdout)));
+    })),
+  );
+  t.is(new Set(keys).size, 1, 'every process holds the same key');
+  t.is(keys[0], loadMasterKey(path, {}).toString('hex'), 'and it is the one in the file');
+  t.deepEqual(readdirSync(dir), ['master.key'], 'no temporary file left behind');
 });
