@@ -6,6 +6,8 @@
 // every file the model holds reads back byte-identical (SHA-256), and every block a live version
 // names is on at least W block nodes and carries no GC tombstone on any node (was never deleted).
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import test from 'ava';
 import fc from 'fast-check';
@@ -15,7 +17,7 @@ import { BlockClient } from '../../src/blocknode/index.js';
 import type { CairnClient } from '../../src/client/index.js';
 import type { DevCluster } from '../../src/cli/dev-cluster.js';
 import { AdminClient, MetadataClient } from '../../src/metadata/index.js';
-import { suiteScope } from '../helpers/cluster.js';
+import { suiteScope, tempDir } from '../helpers/cluster.js';
 import { clientFor, sha256, startDevCluster } from './harness.js';
 
 const FULL = process.env.CAIRN_TEST_FULL === '1';
@@ -234,7 +236,7 @@ test.serial('GC concurrent with uploads, deletes and dedup resurrections never d
         await fc.asyncModelRun(() => ({ model, real }), cmds);
         // At the end: past the grace, GC once more, then everything the model holds is intact.
         await new Promise((r) => setTimeout(r, 150));
-        await admin.runGarbageCollection(60_000);
+        stats.gcDeleted += (await admin.runGarbageCollection(60_000)).finished;
         await check(model, real);
       }),
       { numRuns: RUNS, endOnFailure: true },
@@ -243,9 +245,21 @@ test.serial('GC concurrent with uploads, deletes and dedup resurrections never d
     stop = true;
     await background;
   }
+  // Whether a random run freed anything depends on what it re-uploaded (dedup resurrects
+  // chunks); one unique file uploaded and deleted must be collected, or GC is not working at all.
+  const proofDir = tempDir(scope, 'cairn-gc-proof-');
+  writeFileSync(join(proofDir, 'unique.bin'), randomBytes(300_000));
+  await client.upload(join(proofDir, 'unique.bin'), '/gc-proof/unique.bin', { cacheDir: join(proofDir, 'cache') });
+  await client.delete('/gc-proof/unique.bin');
+  await new Promise((r) => setTimeout(r, 150));
+  let proofDeleted = 0;
+  for (let i = 0; i < 20 && proofDeleted === 0; i++) {
+    proofDeleted += (await admin.runGarbageCollection(60_000)).finished;
+    if (proofDeleted === 0) await new Promise((r) => setTimeout(r, 100));
+  }
   const usage = await admin.getTenantUsage(TENANT);
-  t.log(`${RUNS} runs: ${stats.uploads} uploads (${stats.retries} retried), ${stats.deletes} deletes, ${stats.gcRuns} GC commands deleting ${stats.gcDeleted} chunks, ${backgroundRuns} background GC runs deleting ${backgroundDeleted} chunks, orphan sweeps seeing ${orphansSeen} unreferenced blocks and deleting ${orphansDeleted}, ${stats.checks} invariant checks; tenant now ${usage.chunks} chunks`);
+  t.log(`${RUNS} runs: ${stats.uploads} uploads (${stats.retries} retried), ${stats.deletes} deletes, ${stats.gcRuns} GC commands deleting ${stats.gcDeleted} chunks, ${backgroundRuns} background GC runs deleting ${backgroundDeleted} chunks, orphan sweeps seeing ${orphansSeen} unreferenced blocks and deleting ${orphansDeleted}, ${stats.checks} invariant checks, ${proofDeleted} chunks of the unique file collected; tenant now ${usage.chunks} chunks`);
   t.true(stats.deletes > 0, 'the runs deleted files');
-  t.true(backgroundDeleted + stats.gcDeleted > 0, 'GC really deleted chunks during the runs');
+  t.true(proofDeleted > 0, 'GC collected the chunks of a deleted unique file');
   t.true(stats.checks > 0);
 });
