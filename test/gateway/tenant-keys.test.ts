@@ -106,7 +106,7 @@ test('processes starting together on one fresh key file all load the same master
   const script = `const { loadMasterKey } = await import(${JSON.stringify(module)}); while (Date.now() < ${at}); process.stdout.write(loadMasterKey(${JSON.stringify(path)}, {}).toString('hex'));`;
   const keys = await Promise.all(
     Array.from({ length: 8 }, () => new Promise<string>((resolve, reject) => {
-      execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], (err, stdout, stderr) => (err ? reject(new Error(stderr || String(err))) : resolve(stdout)));
+      execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], (err, stdout, stderr) => (err ? reject(new Error(stderr || err.message)) : resolve(stdout)));
     })),
   );
   t.is(new Set(keys).size, 1, 'every process holds the same key');
