@@ -1,7 +1,7 @@
 // Signed bearer tokens (HS256 JWTs via jose) naming a tenant and a role, and the per-role
 // permission check every gRPC call goes through.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync, renameSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
 import { CairnError } from './errors.js';
@@ -37,19 +37,54 @@ export function can(principal: Principal, permission: Permission): boolean {
   return GRANTS[principal.role].includes(permission);
 }
 
-/** Loads the signing secret, creating it (0600, written atomically) on first start. */
+/** Loads the signing secret, creating it (0600, exclusively) on first start. */
 export function loadOrCreateSecret(path: string): Uint8Array {
-  try {
-    const text = readFileSync(path, 'utf8').trim();
-    const secret = Buffer.from(text, 'base64url');
-    if (secret.length < 32) throw new CairnError('CAIRN_FAILED_PRECONDITION', `auth secret in ${path} is shorter than 32 bytes`);
-    return secret;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
+  const read = (): Uint8Array | undefined => {
+    try {
+      const text = readFileSync(path, 'utf8').trim();
+      const secret = Buffer.from(text, 'base64url');
+      if (secret.length < 32) throw new CairnError('CAIRN_FAILED_PRECONDITION', `auth secret in ${path} is shorter than 32 bytes`);
+      return secret;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      return undefined;
+    }
+  };
+  const existing = read();
+  if (existing !== undefined) return existing;
   const secret = randomBytes(32);
-  writeFileAtomic(path, secret.toString('base64url') + '\n', 0o600);
-  return secret;
+  if (createFileExclusive(path, secret.toString('base64url') + '\n', 0o600)) return secret;
+  // Another process created it first: everyone uses that one.
+  const winner = read();
+  if (winner === undefined) throw new CairnError('CAIRN_INTERNAL', `auth secret ${path} vanished while being created`);
+  return winner;
+}
+
+/**
+ * Creates `path` with `content` only if it does not exist yet, durably and completely (a synced
+ * temp file hard-linked into place); false when the name was taken. Processes that start
+ * together on one fresh key file thus agree on the first one's key, where a rename would let
+ * each keep its own.
+ */
+export function createFileExclusive(path: string, content: string, mode = 0o600): boolean {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+  const fd = openSync(tmp, 'wx', mode);
+  try {
+    writeSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    linkSync(tmp, path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    rmSync(tmp, { force: true });
+  }
 }
 
 /** Writes a file so that readers see either the old or the whole new content, durably. */

@@ -1,8 +1,7 @@
 // Keys of encryption at rest: the cluster's master key (a file or CAIRN_MASTER_KEY) and the
 // per-tenant data keys it wraps, fetched from (or created in) metadata and cached unwrapped.
-import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { createFileExclusive } from '../common/auth.js';
 import { CairnError } from '../common/errors.js';
 import { newTenantKey, unwrapKey, wrapKey } from './seal.js';
 
@@ -31,28 +30,10 @@ export function loadMasterKey(path: string, env: Readonly<Record<string, string 
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   const key = newTenantKey();
-  // Created exclusively (a complete temp file hard-linked into place, which fails if the name
-  // exists): gateways starting together on one fresh key file all end up with the first one's
-  // key, where a plain rename would let each keep its own and wrap tenant keys the others
-  // cannot unwrap.
-  mkdirSync(dirname(path), { recursive: true });
-  const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  const fd = openSync(tmp, 'wx', 0o600);
-  try {
-    writeSync(fd, key.toString('base64') + '\n');
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
-    linkSync(tmp, path);
-    return key;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    return decodeKey(readFileSync(path, 'utf8'), path);
-  } finally {
-    rmSync(tmp, { force: true });
-  }
+  // Created exclusively: gateways starting together on one fresh key file all use the first
+  // one's key (with a rename each would keep its own and wrap keys the others cannot unwrap).
+  if (createFileExclusive(path, key.toString('base64') + '\n', 0o600)) return key;
+  return decodeKey(readFileSync(path, 'utf8'), path);
 }
 
 /** Where tenant keys live: Admin.GetOrCreateTenantKey (AdminClient implements it). */

@@ -2,7 +2,9 @@
 // CAIRN_INVALID_PATH when unsafe.
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { can, loadOrCreateSecret, signToken, verifyToken } from '../../src/common/auth.js';
@@ -70,4 +72,21 @@ test('normalisation is idempotent and never yields a dot segment', (t) => {
     }),
     { numRuns: 500 },
   ));
+});
+
+test('processes starting together on one fresh secret file all load the same secret', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cairn-secret-race-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'auth.key');
+  const module = new URL('../../src/common/auth.ts', import.meta.url).href;
+  const at = Date.now() + 2500;
+  const script = `const { loadOrCreateSecret } = await import(${JSON.stringify(module)}); while (Date.now() < ${at}); process.stdout.write(Buffer.from(loadOrCreateSecret(${JSON.stringify(path)})).toString('hex'));`;
+  const secrets = await Promise.all(
+    Array.from({ length: 8 }, () => new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], (err, stdout, stderr) => (err ? reject(new Error(stderr || err.message)) : resolve(stdout)));
+    })),
+  );
+  t.is(new Set(secrets).size, 1, 'every process holds the same secret');
+  t.is(secrets[0], Buffer.from(loadOrCreateSecret(path)).toString('hex'));
+  t.deepEqual(readdirSync(dir), ['auth.key'], 'no temporary file left behind');
 });
