@@ -247,15 +247,18 @@ test.serial('GC concurrent with uploads, deletes and dedup resurrections never d
   }
   // Whether a random run freed anything depends on what it re-uploaded (dedup resurrects
   // chunks); one unique file uploaded and deleted must be collected, or GC is not working at all.
+  // Overwritten (keep-last-1 prunes the first version at commit) and then deleted.
   const proofDir = tempDir(scope, 'cairn-gc-proof-');
-  writeFileSync(join(proofDir, 'unique.bin'), randomBytes(300_000));
-  await client.upload(join(proofDir, 'unique.bin'), '/gc-proof/unique.bin', { cacheDir: join(proofDir, 'cache') });
+  for (const name of ['first.bin', 'second.bin']) {
+    writeFileSync(join(proofDir, name), randomBytes(300_000));
+    await client.upload(join(proofDir, name), '/gc-proof/unique.bin', { cacheDir: join(proofDir, 'cache') });
+  }
   await client.delete('/gc-proof/unique.bin');
-  await new Promise((r) => setTimeout(r, 150));
   let proofDeleted = 0;
-  for (let i = 0; i < 20 && proofDeleted === 0; i++) {
+  const proofDeadline = Date.now() + 60_000;
+  while (proofDeleted === 0 && Date.now() < proofDeadline) {
+    await new Promise((r) => setTimeout(r, 200));
     proofDeleted += (await admin.runGarbageCollection(60_000)).finished;
-    if (proofDeleted === 0) await new Promise((r) => setTimeout(r, 100));
   }
   const usage = await admin.getTenantUsage(TENANT);
   t.log(`${RUNS} runs: ${stats.uploads} uploads (${stats.retries} retried), ${stats.deletes} deletes, ${stats.gcRuns} GC commands deleting ${stats.gcDeleted} chunks, ${backgroundRuns} background GC runs deleting ${backgroundDeleted} chunks, orphan sweeps seeing ${orphansSeen} unreferenced blocks and deleting ${orphansDeleted}, ${stats.checks} invariant checks, ${proofDeleted} chunks of the unique file collected; tenant now ${usage.chunks} chunks`);
