@@ -246,23 +246,31 @@ test.serial('GC concurrent with uploads, deletes and dedup resurrections never d
     await background;
   }
   // Whether a random run freed anything depends on what it re-uploaded (dedup resurrects
-  // chunks); one unique file uploaded and deleted must be collected, or GC is not working at all.
-  // Overwritten (keep-last-1 prunes the first version at commit) and then deleted.
+  // chunks), so prove GC live with a unique file: overwritten (keep-last-1 prunes the first
+  // version at commit), then deleted. Whoever collects them — the service's own GC timer or a
+  // forced run — every block of both versions must leave every block node.
   const proofDir = tempDir(scope, 'cairn-gc-proof-');
+  const dead: Buffer[] = [];
   for (const name of ['first.bin', 'second.bin']) {
     writeFileSync(join(proofDir, name), randomBytes(300_000));
-    await client.upload(join(proofDir, name), '/gc-proof/unique.bin', { cacheDir: join(proofDir, 'cache') });
+    const up = await client.upload(join(proofDir, name), '/gc-proof/unique.bin', { cacheDir: join(proofDir, 'cache') });
+    const v = await metadata.getFile({ tenant: TENANT, path: '/gc-proof/unique.bin', version: up.info.version, chunk_offset: 0, max_chunks: 0 });
+    dead.push(...v.chunks.map((c) => c.address));
   }
   await client.delete('/gc-proof/unique.bin');
-  let proofDeleted = 0;
   const proofDeadline = Date.now() + 60_000;
-  while (proofDeleted === 0 && Date.now() < proofDeadline) {
+  let left = dead.length;
+  while (left > 0 && Date.now() < proofDeadline) {
     await new Promise((r) => setTimeout(r, 200));
-    proofDeleted += (await admin.runGarbageCollection(60_000)).finished;
+    await admin.runGarbageCollection(60_000);
+    const present = await Promise.all(blocks.map((b) => b.hasBlocks(dead)));
+    left = dead.filter((_, i) => present.some((p) => p[i] === true)).length;
   }
+  const proofDeleted = dead.length - left;
   const usage = await admin.getTenantUsage(TENANT);
-  t.log(`${RUNS} runs: ${stats.uploads} uploads (${stats.retries} retried), ${stats.deletes} deletes, ${stats.gcRuns} GC commands deleting ${stats.gcDeleted} chunks, ${backgroundRuns} background GC runs deleting ${backgroundDeleted} chunks, orphan sweeps seeing ${orphansSeen} unreferenced blocks and deleting ${orphansDeleted}, ${stats.checks} invariant checks, ${proofDeleted} chunks of the unique file collected; tenant now ${usage.chunks} chunks`);
+  t.log(`${RUNS} runs: ${stats.uploads} uploads (${stats.retries} retried), ${stats.deletes} deletes, ${stats.gcRuns} GC commands deleting ${stats.gcDeleted} chunks, ${backgroundRuns} background GC runs deleting ${backgroundDeleted} chunks, orphan sweeps seeing ${orphansSeen} unreferenced blocks and deleting ${orphansDeleted}, ${stats.checks} invariant checks, ${proofDeleted} of ${dead.length} blocks of the unique file collected; tenant now ${usage.chunks} chunks`);
   t.true(stats.deletes > 0, 'the runs deleted files');
-  t.true(proofDeleted > 0, 'GC collected the chunks of a deleted unique file');
+  t.true(dead.length > 0);
+  t.is(left, 0, `GC removed every block of a deleted unique file from every node (${left} of ${dead.length} left)`);
   t.true(stats.checks > 0);
 });
