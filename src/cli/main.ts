@@ -14,17 +14,8 @@ import { registerMediaCommands } from './media.js';
 import { registerSync } from './sync.js';
 import { registerDev } from './dev-cluster.js';
 import { registerOperator } from './operator.js';
+import type { GlobalOptions } from './global-options.js';
 
-interface GlobalOptions {
-  endpoint?: string;
-  owner?: string;
-  token?: string;
-  tlsCa?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-  json?: boolean;
-  quiet?: boolean;
-}
 
 function parseNonNegativeInt(name: string) {
   return (value: string): number => {

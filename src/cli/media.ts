@@ -9,17 +9,8 @@ import type { Command } from 'commander';
 import { CairnError, isCairnError } from '../common/errors.js';
 import { CairnMedia, checkThumbnailSize, resolveClientSettings, type MediaInfo, type ThumbnailEntry } from '../client/index.js';
 import { parseDuration } from './share-commands.js';
+import type { GlobalOptions } from './global-options.js';
 
-interface GlobalOptions {
-  endpoint?: string;
-  token?: string;
-  tlsCa?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-  json?: boolean;
-  quiet?: boolean;
-  owner?: string;
-}
 
 const EXTENSIONS: Record<string, string> = { 'image/webp': 'webp', 'image/avif': 'avif', 'image/jpeg': 'jpg', 'image/png': 'png' };
 

@@ -3,16 +3,8 @@
 import type { Command } from 'commander';
 import { CairnError } from '../common/errors.js';
 import { CairnSharing, resolveClientSettings, type ClusterStatus, type Share } from '../client/index.js';
+import type { GlobalOptions } from './global-options.js';
 
-interface GlobalOptions {
-  endpoint?: string;
-  token?: string;
-  tlsCa?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-  json?: boolean;
-  quiet?: boolean;
-}
 
 const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400 };
 
