@@ -80,7 +80,16 @@ async function handle(req: IncomingMessage, res: ServerResponse, options: HttpSe
   const url = new URL(target, 'http://localhost');
   if (req.method === 'GET' || req.method === 'HEAD') {
     if (url.pathname === '/metrics') {
-      const body = await options.registry.metrics();
+      // `?name[]=a&name[]=b` (or `name=`) exposes only those metrics: a poller that watches one
+      // counter does not pay for every gauge's collect (some read the KV or the disk index).
+      const names = [...url.searchParams.getAll('name[]'), ...url.searchParams.getAll('name')];
+      const unknown = names.filter((n) => options.registry.getSingleMetric(n) === undefined);
+      if (unknown.length > 0) {
+        res.writeHead(400, { 'content-type': 'text/plain' });
+        res.end(`unknown metric ${JSON.stringify(unknown[0])}\n`);
+        return;
+      }
+      const body = names.length === 0 ? await options.registry.metrics() : (await Promise.all([...new Set(names)].map((n) => options.registry.getSingleMetricAsString(n)))).map((t) => `${t}\n`).join('');
       res.writeHead(200, { 'content-type': options.registry.contentType });
       res.end(req.method === 'HEAD' ? undefined : body);
       return;
