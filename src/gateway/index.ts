@@ -21,7 +21,7 @@ import { presignKey } from './presign.js';
 import { FILES_SHARE_RULES, SHARING_PERMISSIONS, SHARING_SHARE_RULES, ShareChecker, guardService, sharingHandlers, type ShareRule } from './sharing.js';
 
 export { TenantKeys, loadMasterKey, type TenantKeyStore } from './keys.js';
-export { DEFAULT_LIMITS, type RateLimits } from './limits.js';
+export { DEFAULT_LIMITS, TenantLimiter, type RateLimits } from './limits.js';
 export type { ClusterAdmin } from './cluster-status.js';
 export { seal, unseal } from './seal.js';
 export { actingOf, granteeOf, shareRulesFor, type Acting, type ShareRule, type ShareTarget } from './sharing.js';
@@ -47,6 +47,11 @@ export interface GatewayOptions {
   readonly extensions?: readonly GatewayExtension[];
   /** Per-tenant rate limits (defaults: DEFAULT_LIMITS; 0 = unlimited). */
   readonly limits?: RateLimits;
+  /**
+   * The limiter itself, when the composition root shares it with extensions (media thumbnails
+   * over HTTP) so that one budget per tenant covers every route; `limits` is then ignored.
+   */
+  readonly limiter?: TenantLimiter;
   /** The metadata Admin API, for Cluster.Status (without it Status is CAIRN_UNIMPLEMENTED). */
   readonly admin?: ClusterAdmin;
   /**
@@ -94,7 +99,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const closing = new AbortController();
   // Every service goes through the guard: per-tenant rate limits, and share recipients acting on
   // another tenant's tree (x-cairn-tenant) only within their grants.
-  const limiter = new TenantLimiter(options.limits, { registry: options.metrics.registry });
+  const limiter = options.limiter ?? new TenantLimiter(options.limits, { registry: options.metrics.registry });
   const checker = new ShareChecker(options.metadata);
   const guard = { checker, limiter, log };
   const files = proto.cairn.v1.Files.service;

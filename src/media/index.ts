@@ -6,8 +6,8 @@ import type { Logger } from '../common/log.js';
 import type { Metrics } from '../common/metrics.js';
 import { loadProto } from '../common/proto.js';
 import type { ProtoGrpcType as MediaProto } from '../gen/media.js';
-import { shareRulesFor, type GatewayExtension, type TenantKeys } from '../gateway/index.js';
-import type { MetadataClient } from '../metadata/index.js';
+import { shareRulesFor, type GatewayExtension, type TenantKeys, type TenantLimiter } from '../gateway/index.js';
+import { NOT_MEDIA, type MetadataClient } from '../metadata/index.js';
 import { mediaMetrics } from './metrics.js';
 import { resolveMediaOptions, type MediaOptions, type MediaOptionsInput } from './options.js';
 import { MediaPool } from './pool.js';
@@ -44,6 +44,11 @@ export interface CreateMediaOptions {
   readonly media?: MediaOptionsInput;
   /** The gateway's public HTTP base URL, so presigned thumbnail URLs come back absolute. */
   readonly publicHttpUrl?: () => string | undefined;
+  /**
+   * The gateway's per-tenant rate limits (the same instance the gateway's Files API uses): the
+   * HTTP thumbnail routes admit each request and charge the bytes they serve, as GetThumbnail does.
+   */
+  readonly limiter?: TenantLimiter;
 }
 
 export interface Media {
@@ -62,7 +67,7 @@ export function createMedia(opts: CreateMediaOptions): Media {
   const metrics = mediaMetrics(opts.metrics.registry);
   const pool = new MediaPool(options, metrics);
   const processor = new MediaProcessor({ metadata: opts.metadata, blocks: opts.blocks, keys: opts.keys, pool, options, metrics, log });
-  const serve = new ThumbnailService({ metadata: opts.metadata, blocks: opts.blocks, keys: opts.keys, processor, options, log, authSecret: opts.authSecret, metrics, ...(opts.publicHttpUrl !== undefined ? { publicHttpUrl: opts.publicHttpUrl } : {}) });
+  const serve = new ThumbnailService({ metadata: opts.metadata, blocks: opts.blocks, keys: opts.keys, processor, options, log, authSecret: opts.authSecret, metrics, ...(opts.publicHttpUrl !== undefined ? { publicHttpUrl: opts.publicHttpUrl } : {}), ...(opts.limiter !== undefined ? { limiter: opts.limiter } : {}) });
   const runners: MediaJobRunner[] = [];
   let stopping: Promise<void> | undefined;
   const definition = (loadProto().proto as unknown as MediaProto).cairn.v1.Media.service;
@@ -80,7 +85,8 @@ export function createMedia(opts: CreateMediaOptions): Media {
     extension: {
       service: { definition, implementation: serve.handlers(), permissions: MEDIA_PERMISSIONS, shareRules: MEDIA_SHARE_RULES },
       http: (req, res) => serve.http(req, res),
-      sniff: sniffMedia,
+      // Content that is not media is recorded as such on its version (no job, no thumbnail).
+      sniff: (head) => sniffMedia(head) ?? NOT_MEDIA,
       close: stop,
     },
     startJobs(admin, worker = `${hostname()}/${process.pid}`) {

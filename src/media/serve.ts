@@ -21,8 +21,8 @@ import type { MediaHandlers } from '../gen/cairn/v1/Media.js';
 import type { PresignThumbnailRequest__Output } from '../gen/cairn/v1/PresignThumbnailRequest.js';
 import type { PresignThumbnailResponse } from '../gen/cairn/v1/PresignThumbnailResponse.js';
 import type { ThumbnailEntry } from '../gen/cairn/v1/ThumbnailEntry.js';
-import { actingOf, granteeOf, unseal, type TenantKeys } from '../gateway/index.js';
-import type { MetadataClient } from '../metadata/index.js';
+import { actingOf, granteeOf, unseal, type TenantKeys, type TenantLimiter } from '../gateway/index.js';
+import { NOT_MEDIA, type MetadataClient } from '../metadata/index.js';
 import type { MediaMetrics } from './metrics.js';
 import { CONTENT_TYPES, LADDER, MediaFailure, type MediaOptions, type OutputFormat } from './options.js';
 import { DEFAULT_THUMBNAIL_URL_SECONDS, MAX_THUMBNAIL_URL_SECONDS, PRESIGNED_THUMBNAIL_PREFIX, signThumbnailUrl, thumbnailPresignKey, verifyThumbnailUrl } from './presign.js';
@@ -45,6 +45,8 @@ export interface ServeDeps {
   readonly authSecret: Uint8Array;
   readonly metrics: MediaMetrics;
   readonly publicHttpUrl?: () => string | undefined;
+  /** The gateway's per-tenant rate limits: HTTP requests are admitted and served bytes charged. */
+  readonly limiter?: TenantLimiter;
 }
 
 export interface Thumbnail {
@@ -72,6 +74,19 @@ export function redact(record: MediaRecord, principal: Principal, shared = false
   if (mayseeGps(principal, shared) || record.gps === undefined) return record;
   const { gps: _gps, ...rest } = record;
   return rest;
+}
+
+/**
+ * Whether a version is known not to be media: its content was sniffed at commit as not an image
+ * or video, or it is empty. Versions committed before versions recorded the sniff (media_kind '')
+ * are not known either way.
+ */
+export function isNotMedia(v: Pick<FileVersion__Output, 'media_kind' | 'size' | 'media_json'>): boolean {
+  return v.media_json === '' && (v.media_kind === NOT_MEDIA || Number(v.size) === 0);
+}
+
+function notMedia(path: string): CairnError {
+  return new CairnError('CAIRN_FAILED_PRECONDITION', `${path} is not an image or video: it has no thumbnails`, { metadata: { reason: 'not_media' } });
 }
 
 function checkSize(size: number): number {
@@ -227,6 +242,7 @@ export class ThumbnailService {
     if (d === undefined) {
       const record = parseMediaRecord(v.media_json);
       if (record?.state === 'failed') throw new CairnError('CAIRN_FAILED_PRECONDITION', `no thumbnail: ${record.error ?? record.reason ?? 'media processing failed'}`, { metadata: { reason: record.reason ?? 'failed' } });
+      if (isNotMedia(v)) throw notMedia(path);
       if (this.#d.options.onDemand === 'unavailable') {
         throw new CairnError('CAIRN_UNAVAILABLE', `the ${size} px thumbnail of ${path} is not ready yet`, { retryAfterMs: this.#d.options.retryAfterSeconds * 1000 });
       }
@@ -291,6 +307,7 @@ export class ThumbnailService {
     if (v.deleted) throw new CairnError('CAIRN_NOT_FOUND', `${path} is deleted`);
     const record = parseMediaRecord(v.media_json);
     if (record?.state === 'failed') throw new CairnError('CAIRN_FAILED_PRECONDITION', `no thumbnail: ${record.error ?? record.reason ?? 'media processing failed'}`, { metadata: { reason: record.reason ?? 'failed' } });
+    if (isNotMedia(v)) throw notMedia(path);
     const expires = Math.ceil(Date.now() / 1000) + ttl;
     const pathAndQuery = signThumbnailUrl(this.#presignKey, { tenant, path, version: Number(v.version), size, expires, user });
     this.#d.log.info({ tenant, path, version: Number(v.version), size, expires, user }, 'thumbnail URL presigned');
@@ -303,7 +320,7 @@ export class ThumbnailService {
     const path = normalizePath(req.path);
     const v = await this.#d.metadata.getFile({ tenant: principal.tenant, path, version: wireInt(req.version, 'version'), max_chunks: 1 }, requestId);
     const record = parseMediaRecord(v.media_json);
-    if (record === undefined) return { path, version: v.version, state: 'pending', media_json: '', error: '' };
+    if (record === undefined) return { path, version: v.version, state: isNotMedia(v) ? 'none' : 'pending', media_json: '', error: '' };
     const shown = redact(record, principal, shared);
     return { path, version: v.version, state: record.state, media_json: JSON.stringify(shown), error: record.state === 'failed' ? record.error ?? '' : '' };
   }
@@ -321,7 +338,9 @@ export class ThumbnailService {
       const d = v.derivatives.find((x) => x.name === derivativeName(size));
       const record = parseMediaRecord(v.media_json);
       if (d !== undefined) return { path: e.path, folder: false, version: v.version, state: 'ready', etag: derivativeEtag(d), width: d.width, height: d.height, content_type: CONTENT_TYPES[d.format as OutputFormat] ?? `image/${d.format}` };
-      return { path: e.path, folder: false, version: v.version, state: record?.state === 'failed' ? 'failed' : record === undefined ? 'pending' : 'none' };
+      // No record: a job is coming unless the content is known not to be media (older versions
+      // without a recorded sniff stay pending: GetThumbnail may still derive them on demand).
+      return { path: e.path, folder: false, version: v.version, state: record?.state === 'failed' ? 'failed' : record === undefined && !isNotMedia(v) ? 'pending' : 'none' };
     }));
     return { entries, has_more: page.has_more };
   }
@@ -331,6 +350,9 @@ export class ThumbnailService {
     return {
       GetThumbnail: unary(async (req: GetThumbnailRequest__Output, ctx): Promise<GetThumbnailResponse> => {
         const t = await this.thumbnail(principalOf(ctx).tenant, req.path, wireInt(req.version, 'version'), req.size, req.if_none_match, ctx.requestId);
+        // The gateway's guard admitted the call; the bytes are paced on the caller's (not the owner's) budget.
+        const limiter = this.#d.limiter;
+        if (t.data !== undefined && limiter?.pacesBytes === true) await limiter.pace(actingOf(ctx)?.caller.tenant ?? principalOf(ctx).tenant, t.data.length, ctx.signal);
         return { data: t.data ?? Buffer.alloc(0), content_type: t.contentType, etag: t.etag, width: t.width, height: t.height, version: t.version, not_modified: t.notModified };
       }),
       GetMediaInfo: unary(async (req: GetMediaInfoRequest__Output, ctx) => this.info(principalOf(ctx), req, ctx.requestId, actingOf(ctx) !== undefined)),
@@ -383,9 +405,13 @@ export class ThumbnailService {
       }
       let t: Thumbnail;
       let headers: Record<string, string>;
+      /** Whose rate limits the request counts against: the URL's tenant, or the token's. */
+      let payer: string;
       if (presigned) {
         // The signature first: a tampered or expired URL costs no lookup and changes nothing.
         const c = verifyThumbnailUrl(this.#presignKey, url.pathname, url.searchParams, Date.now());
+        payer = c.tenant;
+        this.#d.limiter?.admit(payer);
         if (c.user !== '') await this.#requireShare(c.tenant, c.path, c.user);
         t = await this.thumbnail(c.tenant, c.path, c.version, c.size, req.headers['if-none-match']);
         headers = { etag: t.etag, 'cache-control': IMMUTABLE };
@@ -395,6 +421,8 @@ export class ThumbnailService {
         if (m === null) throw new CairnError('CAIRN_UNAUTHENTICATED', 'Authorization: Bearer <token> is required');
         const principal = await this.#verify(m[1]!);
         if (!can(principal, 'read')) throw new CairnError('CAIRN_PERMISSION_DENIED', `role ${principal.role} may not read files`);
+        payer = principal.tenant;
+        this.#d.limiter?.admit(payer);
         const path = url.searchParams.get('path') ?? '';
         const sizeText = url.searchParams.get('size') ?? String(LADDER[0]);
         const versionText = url.searchParams.get('version') ?? '0';
@@ -415,6 +443,9 @@ export class ThumbnailService {
       if (t.notModified) {
         send(304, headers);
       } else {
+        // Paced like the file routes' bytes: while the tenant is in byte debt its new requests are refused.
+        const limiter = this.#d.limiter;
+        if (req.method !== 'HEAD' && limiter?.pacesBytes === true) await limiter.pace(payer, t.data!.length);
         send(200, { ...headers, 'content-type': t.contentType, 'content-length': String(t.data!.length), 'x-cairn-version': String(t.version) }, t.data);
       }
     } catch (err) {
@@ -423,7 +454,8 @@ export class ThumbnailService {
       const status = e?.httpStatus ?? 500;
       const headers: Record<string, string> = { 'content-type': 'application/json' };
       if (e?.retryAfterMs !== undefined) headers['retry-after'] = String(Math.ceil(e.retryAfterMs / 1000));
-      send(status, headers, JSON.stringify({ code: e?.code ?? 'CAIRN_INTERNAL', message: e?.message ?? 'internal error' }) + '\n');
+      const reason = e?.metadata['reason'];
+      send(status, headers, JSON.stringify({ code: e?.code ?? 'CAIRN_INTERNAL', message: e?.message ?? 'internal error', ...(reason !== undefined ? { reason } : {}) }) + '\n');
     }
     return true;
   }

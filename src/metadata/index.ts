@@ -23,7 +23,7 @@ import type { TokenProvider } from '../common/grpc-client.js';
 export { MetadataClient, type MetadataClientOptions } from './client.js';
 export { AdminClient, type AdminClientOptions, type AdminDeletion, type AdminGcResult, type AdminRetentionPolicy, type AdminUsage, type AdminUser, type AdminNode, type AdminJob, type AdminLease, type AdminTenant, type RegisterNodeInput, type DrainStatus, type NodeStats, type QueueDepth } from './admin-client.js';
 export { enqueueJob, type EnqueueInput, type JobRecord } from './model/jobs.js';
-export { MEDIA_JOB_KIND, type MediaDerivative, type MediaJobPayload } from './model/files.js';
+export { MEDIA_JOB_KIND, NOT_MEDIA, type MediaDerivative, type MediaJobPayload } from './model/files.js';
 export { GcWorker, DEFAULT_GC_INTERVAL_MS, type DeletionSource, type GcNode, type GcRunResult, type GcWorkerOptions, type OrphanSource, type OrphanSweepResult } from './gc.js';
 export { exportStore, importStore, openExportSource, openImportTarget, openMetadataStore, saveStreamedExport, verifyExport, type ExportSummary, type ImportSummary, type MetadataStoreTarget } from './export.js';
 

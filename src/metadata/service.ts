@@ -59,6 +59,7 @@ export function toWireVersion(v: VersionRecord): FileVersion {
     deleted: v.deleted,
     restored_from: v.restoredFrom,
     media_json: v.media,
+    media_kind: v.mediaKind,
     chunk_count: v.chunkCount,
     derivatives: v.derivatives.map((d) => ({ name: d.name, chunks: d.chunks.map(toWireChunk), size: d.size, width: d.width, height: d.height, format: d.format })),
   };

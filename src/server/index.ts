@@ -13,7 +13,7 @@ import type { Logger } from '../common/log.js';
 import { createMetrics } from '../common/metrics.js';
 import { statfs } from 'node:fs/promises';
 import { FileMapSource, Membership, MetadataMapSource, ReplicatedBlockClient, StaticMapSource, createBlockNode, nodeIdentity, singleNodeMap, type BlockNodeOptions, type LocalBlockPeer, type MapSource } from '../blocknode/index.js';
-import { TenantKeys, createGateway, loadMasterKey, type GatewayExtension } from '../gateway/index.js';
+import { TenantKeys, TenantLimiter, createGateway, loadMasterKey, type GatewayExtension } from '../gateway/index.js';
 import { AdminClient, MetadataClient, createMetadataService } from '../metadata/index.js';
 import { createMedia, type Media } from '../media/index.js';
 import { mediaOptionsOf, type ServerConfig } from './config.js';
@@ -80,8 +80,9 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const data = await connectData(config, common, hostPort(INTERNAL_HOST, metadataSvc.port), hostPort(INTERNAL_HOST, blocknode.port), insecure, tokens, stops, localPeers);
       // Media runs in this process too: its pool serves the gateway's on-demand thumbnails and
       // the job runner leases the media jobs commits enqueue.
-      const media = startMedia(config, common, data, stops, publicHttp);
-      const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension], publicHttp);
+      const limiter = tenantLimiter(config, common);
+      const media = startMedia(config, common, data, stops, publicHttp, limiter);
+      const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension], publicHttp, limiter);
       media.startJobs(data.admin);
       grpcPort = gateway.port;
       routes = gateway.http;
@@ -135,8 +136,9 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       if (config.metadataAddr === undefined) throw new CairnError('CAIRN_INVALID_ARGUMENT', 'role gateway needs --metadata-addr');
       const data = await connectData(config, common, config.metadataAddr, config.blocknodeAddr, clientCredentials(tls), tokens, stops);
       // Gateways serve thumbnails (and generate missing ones on demand); jobs run on media workers.
-      const media = startMedia(config, common, data, stops, publicHttp);
-      const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension], publicHttp);
+      const limiter = tenantLimiter(config, common);
+      const media = startMedia(config, common, data, stops, publicHttp, limiter);
+      const gateway = await startGateway(config, common, publicCredentials, data, stops, [media.extension], publicHttp, limiter);
       grpcPort = gateway.port;
       routes = gateway.http;
     }
@@ -265,10 +267,16 @@ function startMedia(
   data: DataAccess,
   stops: Array<(timeoutMs: number) => Promise<void>>,
   publicHttp?: { url?: string },
+  limiter?: TenantLimiter,
 ): Media {
-  const media = createMedia({ ...common, metadata: data.metadata, blocks: data.blocks, keys: data.keys, media: mediaOptionsOf(config), ...(publicHttp !== undefined ? { publicHttpUrl: () => config.publicHttpUrl ?? publicHttp.url } : {}) });
+  const media = createMedia({ ...common, metadata: data.metadata, blocks: data.blocks, keys: data.keys, media: mediaOptionsOf(config), ...(publicHttp !== undefined ? { publicHttpUrl: () => config.publicHttpUrl ?? publicHttp.url } : {}), ...(limiter !== undefined ? { limiter } : {}) });
   stops.push(() => media.stop());
   return media;
+}
+
+/** One per-tenant limiter per gateway process, shared by the Files API and the media routes. */
+function tenantLimiter(config: Readonly<ServerConfig>, common: { metrics: ReturnType<typeof createMetrics> }): TenantLimiter {
+  return new TenantLimiter({ requestsPerSecond: config.rateLimitRequestsPerSecond, bytesPerSecond: config.rateLimitBytesPerSecond, burstSeconds: config.rateLimitBurstSeconds }, { registry: common.metrics.registry });
 }
 
 async function startGateway(
@@ -279,6 +287,7 @@ async function startGateway(
   stops: Array<(timeoutMs: number) => Promise<void>>,
   extensions: readonly GatewayExtension[],
   publicHttp: { url?: string },
+  limiter: TenantLimiter,
 ): Promise<{ port: number; http: RouteHandler }> {
   const gateway = await createGateway({
     ...common,
@@ -291,7 +300,7 @@ async function startGateway(
     maxFileBytes: config.maxFileBytes,
     extensions,
     admin: data.admin,
-    limits: { requestsPerSecond: config.rateLimitRequestsPerSecond, bytesPerSecond: config.rateLimitBytesPerSecond, burstSeconds: config.rateLimitBurstSeconds },
+    limiter,
     // Known once the HTTP server has bound (port 0 picks one).
     publicHttpUrl: () => config.publicHttpUrl ?? publicHttp.url,
   });

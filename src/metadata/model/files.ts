@@ -32,6 +32,12 @@ const FILE_ID_RE = /^[0-9a-f]{16}$/;
 /** Kind of the job a commit with a media kind enqueues (in the commit's transaction). */
 export const MEDIA_JOB_KIND = 'media';
 
+/**
+ * The media kind of content that was sniffed at commit and is not media: recorded on the version
+ * (so readers know no thumbnail will ever come) and enqueues no job.
+ */
+export const NOT_MEDIA = 'none';
+
 /** Payload (JSON) of a "media" job: which version to process, and what the gateway sniffed. */
 export interface MediaJobPayload {
   readonly tenant: string;
@@ -69,6 +75,11 @@ export interface VersionRecord {
   readonly restoredFrom: number;
   /** Media metadata as JSON text ('' when none). */
   readonly media: string;
+  /**
+   * What the content sniffed as at commit: a media type, NOT_MEDIA, or '' when unknown (committed
+   * without a sniff, or before versions recorded it).
+   */
+  readonly mediaKind: string;
   /** What media workers derived from the version, in name order. */
   readonly derivatives: readonly MediaDerivative[];
   readonly chunkCount: number;
@@ -105,7 +116,10 @@ export interface CommitInput {
   readonly chunks: readonly ChunkRecord[];
   /** Media metadata as JSON text. */
   readonly media?: string | undefined;
-  /** Enqueue a "media" job with this kind (e.g. "image/jpeg") in the commit's transaction. */
+  /**
+   * What the content sniffed as, recorded on the version: a media type (e.g. "image/jpeg") also
+   * enqueues a "media" job in the commit's transaction; NOT_MEDIA records that it is not media.
+   */
   readonly mediaKind?: string | undefined;
 }
 
@@ -128,6 +142,7 @@ export function toVersionRecord(tenant: string, path: string, nodeId: string, s:
     deleted: s.del === 1,
     restoredFrom: s.from ?? 0,
     media: s.media ?? '',
+    mediaKind: s.mk ?? '',
     derivatives: fromStoredDerivatives(s.der),
     chunkCount: s.n,
     chunks,
@@ -285,6 +300,7 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
     v, size: meta.size, hash, mtime, created: now, device: meta.authorDevice, rev,
     ...(meta.restoredFrom !== undefined ? { from: meta.restoredFrom } : {}),
     ...(meta.media !== undefined && meta.media !== '' ? { media: meta.media } : {}),
+    ...(meta.mediaKind !== undefined && meta.mediaKind !== '' ? { mk: meta.mediaKind } : {}),
     ...(der !== undefined ? { der } : {}),
   }, resolved);
   await adjustUsage(tx, tenant, { versionBytes: meta.size, versions: 1 });
@@ -294,7 +310,8 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
   await pruneByCount(tx, ctx, tenant, next.id, v, await policyOf(tx, ctx, tenant));
   await enforceQuota(tx, tenant, usedBefore);
   if (ctx.onCommit !== undefined) await ctx.onCommit(tx, { tenant, path, nodeId: next.id, version: v, size: meta.size, revision: rev });
-  if (meta.mediaKind !== undefined && meta.mediaKind !== '') {
+  // A restore carries the restored version's media kind, record and derivatives; it enqueues nothing.
+  if (meta.mediaKind !== undefined && meta.mediaKind !== '' && meta.mediaKind !== NOT_MEDIA && meta.restoredFrom === undefined) {
     const payload: MediaJobPayload = { tenant, path, file_id: next.id, version: v, size: meta.size, media_kind: meta.mediaKind };
     await enqueueJob(tx, { tenant, kind: MEDIA_JOB_KIND, payload: JSON.stringify(payload), dedupeKey: `${next.id}/${v}` }, { now: ctx.now });
   }
@@ -447,7 +464,7 @@ export async function restoreEntry(ctx: ModelContext, tenant: string, rawPath: s
     if (target === undefined || target.del === 1) throw notFound(version === 0 ? `${path} has no version to restore` : `${path} has no version ${version}`);
     if (node.deletedMs === undefined && target.v === node.head) return toEntryRecord(tenant, path, node);
     const chunks = await readChunks(tx, tenant, node.id, target);
-    await commitInTx(tx, ctx, tenant, path, { size: target.size, mtimeMs: target.mtime, authorDevice, restoredFrom: target.v, ...(target.media !== undefined ? { media: target.media } : {}), derivatives: target.der }, chunks);
+    await commitInTx(tx, ctx, tenant, path, { size: target.size, mtimeMs: target.mtime, authorDevice, restoredFrom: target.v, ...(target.media !== undefined ? { media: target.media } : {}), ...(target.mk !== undefined ? { mediaKind: target.mk } : {}), derivatives: target.der }, chunks);
     return toEntryRecord(tenant, path, (await mustLookup(tx, tenant, path)).node);
   });
 }

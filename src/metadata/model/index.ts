@@ -6,7 +6,7 @@ export { currentRevision, listChanges, trimChanges, type ChangeEvent, type Chang
 export { claimDeletions, finishDeletions, findChunks, nextDeletionDue, releaseDeletions, type ClaimedDeletion, type IndexedChunk } from './chunks.js';
 export {
   commitFile, deleteEntry, getFile, getFileById, listFolder, listVersions, makeFolder, moveEntry, normalizeFolderPath, restoreEntry, setVersionMedia, statEntry,
-  validateCommit, MEDIA_JOB_KIND, type ChunkWindow, type FileTarget, type MediaDerivative, type MediaJobPayload, type CommitInput, type EntryRecord, type FolderPage, type VersionRecord,
+  validateCommit, MEDIA_JOB_KIND, NOT_MEDIA, type ChunkWindow, type FileTarget, type MediaDerivative, type MediaJobPayload, type CommitInput, type EntryRecord, type FolderPage, type VersionRecord,
 } from './files.js';
 export { abortSession, appendChunks, commitSession, createSession, expireSessions, getSession, type CreateSessionInput, type SessionRecord } from './sessions.js';
 export {

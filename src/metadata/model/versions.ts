@@ -37,6 +37,11 @@ export interface StoredVersion {
   from?: number;
   /** Media metadata (JSON text) set at commit or by media workers. */
   media?: string;
+  /**
+   * What the gateway sniffed from the content at commit: a media type ("image/jpeg"), or
+   * NOT_MEDIA. Absent on versions committed without a sniff (and before the field existed).
+   */
+  mk?: string;
   /** When a newer version replaced this one. */
   replaced?: number;
   /** Media derivatives; their chunks hold refs like the version's own. */

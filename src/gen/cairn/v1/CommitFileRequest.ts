@@ -30,9 +30,10 @@ export interface CommitFileRequest {
    */
   'session_id'?: (string);
   /**
-   * When set (e.g. "image/jpeg"), the commit also enqueues a durable job of kind "media" in the
-   * same transaction, with the JSON payload {tenant, path, file_id, version, size, media_kind}.
-   * 1-128 printable ASCII characters without spaces.
+   * What the content sniffed as, recorded on the version (FileVersion.media_kind). A media type
+   * (e.g. "image/jpeg") also enqueues a durable job of kind "media" in the same transaction, with
+   * the JSON payload {tenant, path, file_id, version, size, media_kind}; "none" records that the
+   * content is not media and enqueues nothing. 1-128 printable ASCII characters without spaces.
    */
   'media_kind'?: (string);
   '_base_version'?: "base_version";
@@ -64,9 +65,10 @@ export interface CommitFileRequest__Output {
    */
   'session_id': (string);
   /**
-   * When set (e.g. "image/jpeg"), the commit also enqueues a durable job of kind "media" in the
-   * same transaction, with the JSON payload {tenant, path, file_id, version, size, media_kind}.
-   * 1-128 printable ASCII characters without spaces.
+   * What the content sniffed as, recorded on the version (FileVersion.media_kind). A media type
+   * (e.g. "image/jpeg") also enqueues a durable job of kind "media" in the same transaction, with
+   * the JSON payload {tenant, path, file_id, version, size, media_kind}; "none" records that the
+   * content is not media and enqueues nothing. 1-128 printable ASCII characters without spaces.
    */
   'media_kind': (string);
   '_base_version'?: "base_version";

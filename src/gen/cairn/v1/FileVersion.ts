@@ -52,6 +52,12 @@ export interface FileVersion {
    * What media workers derived from this version (thumbnails, posters), by name order.
    */
   'derivatives'?: (_cairn_v1_MediaDerivative)[];
+  /**
+   * What the content sniffed as at commit (the commit's media_kind): a media type such as
+   * "image/jpeg", "none" when it was sniffed and is not media, or empty when unknown (committed
+   * without a sniff, or before versions recorded it).
+   */
+  'media_kind'?: (string);
 }
 
 /**
@@ -101,4 +107,10 @@ export interface FileVersion__Output {
    * What media workers derived from this version (thumbnails, posters), by name order.
    */
   'derivatives': (_cairn_v1_MediaDerivative__Output)[];
+  /**
+   * What the content sniffed as at commit (the commit's media_kind): a media type such as
+   * "image/jpeg", "none" when it was sniffed and is not media, or empty when unknown (committed
+   * without a sniff, or before versions recorded it).
+   */
+  'media_kind': (string);
 }

@@ -10,7 +10,7 @@ export interface GetMediaInfoResponse {
   'path'?: (string);
   'version'?: (number | string | Long);
   /**
-   * pending, ready or failed.
+   * none (not media: no metadata or thumbnails will come), pending, ready or failed.
    */
   'state'?: (string);
   /**
@@ -30,7 +30,7 @@ export interface GetMediaInfoResponse__Output {
   'path': (string);
   'version': (string);
   /**
-   * pending, ready or failed.
+   * none (not media: no metadata or thumbnails will come), pending, ready or failed.
    */
   'state': (string);
   /**

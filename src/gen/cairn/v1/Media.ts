@@ -38,8 +38,10 @@ export interface MediaClient extends grpc.Client {
   /**
    * GetThumbnail returns one size of a version's thumbnail ladder. A size that is not ready is
    * generated on demand (one generation however many ask) or answered UNAVAILABLE with RetryInfo.
-   * Errors: NOT_FOUND (no such file/version), FAILED_PRECONDITION (not an image or video, or the
-   * media job failed), INVALID_ARGUMENT (size not in the ladder), UNAVAILABLE (not ready yet).
+   * Errors: NOT_FOUND (no such file/version), FAILED_PRECONDITION (reason "not_media" for a
+   * version whose content was sniffed at commit as not an image or video; otherwise the reason the
+   * media job failed), INVALID_ARGUMENT (size not in the ladder), UNAVAILABLE (not ready yet),
+   * RESOURCE_EXHAUSTED (the tenant's rate limit, CAIRN_RATE_LIMITED with RetryInfo).
    */
   GetThumbnail(argument: _cairn_v1_GetThumbnailRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetThumbnailResponse__Output>): grpc.ClientUnaryCall;
   GetThumbnail(argument: _cairn_v1_GetThumbnailRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetThumbnailResponse__Output>): grpc.ClientUnaryCall;
@@ -48,8 +50,10 @@ export interface MediaClient extends grpc.Client {
   /**
    * GetThumbnail returns one size of a version's thumbnail ladder. A size that is not ready is
    * generated on demand (one generation however many ask) or answered UNAVAILABLE with RetryInfo.
-   * Errors: NOT_FOUND (no such file/version), FAILED_PRECONDITION (not an image or video, or the
-   * media job failed), INVALID_ARGUMENT (size not in the ladder), UNAVAILABLE (not ready yet).
+   * Errors: NOT_FOUND (no such file/version), FAILED_PRECONDITION (reason "not_media" for a
+   * version whose content was sniffed at commit as not an image or video; otherwise the reason the
+   * media job failed), INVALID_ARGUMENT (size not in the ladder), UNAVAILABLE (not ready yet),
+   * RESOURCE_EXHAUSTED (the tenant's rate limit, CAIRN_RATE_LIMITED with RetryInfo).
    */
   getThumbnail(argument: _cairn_v1_GetThumbnailRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_GetThumbnailResponse__Output>): grpc.ClientUnaryCall;
   getThumbnail(argument: _cairn_v1_GetThumbnailRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_GetThumbnailResponse__Output>): grpc.ClientUnaryCall;
@@ -79,7 +83,8 @@ export interface MediaClient extends grpc.Client {
    * is served with a strong ETag and `Cache-Control: public, max-age=31536000, immutable`; it
    * grants that thumbnail only, never the file. A share recipient's URL is checked against the
    * share again on every use. A tampered or expired URL is answered 403.
-   * Errors: NOT_FOUND (no such file/version), INVALID_ARGUMENT (size, expiry).
+   * Errors: NOT_FOUND (no such file/version), INVALID_ARGUMENT (size, expiry),
+   * FAILED_PRECONDITION (not media, or the media job failed).
    */
   PresignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
   PresignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
@@ -91,7 +96,8 @@ export interface MediaClient extends grpc.Client {
    * is served with a strong ETag and `Cache-Control: public, max-age=31536000, immutable`; it
    * grants that thumbnail only, never the file. A share recipient's URL is checked against the
    * share again on every use. A tampered or expired URL is answered 403.
-   * Errors: NOT_FOUND (no such file/version), INVALID_ARGUMENT (size, expiry).
+   * Errors: NOT_FOUND (no such file/version), INVALID_ARGUMENT (size, expiry),
+   * FAILED_PRECONDITION (not media, or the media job failed).
    */
   presignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
   presignThumbnail(argument: _cairn_v1_PresignThumbnailRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_PresignThumbnailResponse__Output>): grpc.ClientUnaryCall;
@@ -115,8 +121,10 @@ export interface MediaHandlers extends grpc.UntypedServiceImplementation {
   /**
    * GetThumbnail returns one size of a version's thumbnail ladder. A size that is not ready is
    * generated on demand (one generation however many ask) or answered UNAVAILABLE with RetryInfo.
-   * Errors: NOT_FOUND (no such file/version), FAILED_PRECONDITION (not an image or video, or the
-   * media job failed), INVALID_ARGUMENT (size not in the ladder), UNAVAILABLE (not ready yet).
+   * Errors: NOT_FOUND (no such file/version), FAILED_PRECONDITION (reason "not_media" for a
+   * version whose content was sniffed at commit as not an image or video; otherwise the reason the
+   * media job failed), INVALID_ARGUMENT (size not in the ladder), UNAVAILABLE (not ready yet),
+   * RESOURCE_EXHAUSTED (the tenant's rate limit, CAIRN_RATE_LIMITED with RetryInfo).
    */
   GetThumbnail: grpc.handleUnaryCall<_cairn_v1_GetThumbnailRequest__Output, _cairn_v1_GetThumbnailResponse>;
   
@@ -132,7 +140,8 @@ export interface MediaHandlers extends grpc.UntypedServiceImplementation {
    * is served with a strong ETag and `Cache-Control: public, max-age=31536000, immutable`; it
    * grants that thumbnail only, never the file. A share recipient's URL is checked against the
    * share again on every use. A tampered or expired URL is answered 403.
-   * Errors: NOT_FOUND (no such file/version), INVALID_ARGUMENT (size, expiry).
+   * Errors: NOT_FOUND (no such file/version), INVALID_ARGUMENT (size, expiry),
+   * FAILED_PRECONDITION (not media, or the media job failed).
    */
   PresignThumbnail: grpc.handleUnaryCall<_cairn_v1_PresignThumbnailRequest__Output, _cairn_v1_PresignThumbnailResponse>;
   
