@@ -75,8 +75,9 @@ export interface GatewayExtension {
   readonly http?: RouteHandler;
   /**
    * Classifies a file from its first plain bytes (≤ 4 KiB) at commit time, e.g. "image/jpeg";
-   * a result is passed to the metadata commit (media_kind) so a media job is enqueued in the same
-   * transaction. Sniffs magic bytes, never names.
+   * a result is passed to the metadata commit (media_kind) and recorded on the version: a media
+   * type also enqueues a media job in the same transaction, "none" (content that is not media)
+   * enqueues nothing. Sniffs magic bytes, never names.
    */
   readonly sniff?: (head: Uint8Array) => string | undefined;
   /** Called once when the gateway stops. */
