@@ -1,5 +1,6 @@
 // The media job loop: leases "media" jobs from the metadata service as the pool has room
-// (backpressure reaches the queue, not memory), derives each version, completes the job under
+// (backpressure reaches the queue, not memory; an empty queue is a long poll the service ends
+// the moment a commit enqueues work), derives each version, completes the job under
 // its lease (exactly once across re-leases), or fails it with a reason: transient failures are
 // retried with backoff and dead-lettered after their attempts run out; failures of the source
 // itself (bombs, refused/unsupported formats, over-limit or corrupt input) are dead-lettered at once.
@@ -15,6 +16,12 @@ import { parseMediaRecord, type MediaProcessor } from './processor.js';
 export const MEDIA_JOB_KIND = 'media';
 /** The first poll after the queue was found empty; later ones double up to options.pollMs. */
 const MIN_POLL_MS = 50;
+/**
+ * How long one lease call waits for work when the queue is empty (a long poll: the metadata
+ * service answers the moment a commit enqueues a job, on any replica). A service that answers
+ * sooner with nothing (one without long polls) gets the polling backoff instead.
+ */
+const LEASE_WAIT_MS = 10_000;
 
 /** The payload the metadata commit writes: {tenant, path, file_id, version, size, media_kind}. */
 const payloadSchema = z.object({
@@ -75,8 +82,9 @@ export class MediaJobRunner {
         continue;
       }
       let leases: AdminLease[];
+      const asked = performance.now();
       try {
-        leases = await this.#d.admin.leaseJobs({ kinds: [MEDIA_JOB_KIND], worker: this.#d.worker, max: room, leaseMs: options.leaseMs });
+        leases = await this.#d.admin.leaseJobs({ kinds: [MEDIA_JOB_KIND], worker: this.#d.worker, max: room, leaseMs: options.leaseMs, waitMs: LEASE_WAIT_MS, signal });
         failures = 0;
       } catch (err) {
         if (signal.aborted) break;
@@ -87,8 +95,11 @@ export class MediaJobRunner {
         continue;
       }
       if (leases.length === 0) {
-        // Commits arrive in bursts: poll again soon after finding work, backing off to pollMs
-        // while the queue stays empty (50, 100, 200 … ms), so a fresh job waits ~50 ms, not pollMs.
+        if (signal.aborted) break;
+        // The long poll waited its time: ask again at once.
+        if (performance.now() - asked >= LEASE_WAIT_MS / 2) continue;
+        // Answered early with nothing (a service without long polls, or one shutting down): poll
+        // again soon after finding work, backing off to pollMs while the queue stays empty.
         const wait = Math.min(options.pollMs, MIN_POLL_MS * 2 ** Math.min(idlePolls++, 16));
         await sleep(wait * (0.8 + Math.random() * 0.4), signal);
         continue;

@@ -225,15 +225,25 @@ export class AdminClient {
     this.#timeoutMs = options.timeoutMs ?? 30_000;
   }
 
-  async #unary<Res>(method: Method, req: object): Promise<Res> {
+  async #unary<Res>(method: Method, req: object, opts: { extraMs?: number; signal?: AbortSignal } = {}): Promise<Res> {
     const md = await callMetadata(this.#token);
     const client = this.#client as unknown as Record<string, Parameters<typeof unaryCall<object, Res>>[0]>;
     const fn = client[method];
     if (fn === undefined) throw new TypeError(`no method ${method}`);
+    const { signal } = opts;
+    signal?.throwIfAborted();
+    let call: { cancel(): void } | undefined;
+    const cancel = (): void => call?.cancel();
+    signal?.addEventListener('abort', cancel, { once: true });
     try {
-      return await unaryCall<object, Res>(fn.bind(this.#client), req, md, deadlineIn(this.#timeoutMs));
+      return await unaryCall<object, Res>((r, m, o, cb) => {
+        call = fn.call(this.#client, r, m, o, cb) as { cancel(): void };
+        return call;
+      }, req, md, deadlineIn(this.#timeoutMs + (opts.extraMs ?? 0)));
     } catch (err) {
       throw fromServiceError(err);
+    } finally {
+      signal?.removeEventListener('abort', cancel);
     }
   }
 
@@ -354,8 +364,13 @@ export class AdminClient {
     return res.nodes.map(node);
   }
 
-  async leaseJobs(input: { kinds: readonly string[]; worker: string; max?: number; leaseMs?: number }): Promise<AdminLease[]> {
-    const res = await this.#unary<LeaseJobsResponse__Output>('LeaseJobs', { kinds: [...input.kinds], worker: input.worker, max: input.max ?? 1, lease_ms: input.leaseMs ?? 0 });
+  /**
+   * Leases up to `max` ready jobs. With `waitMs` (≤ 30 s) it is a long poll: the service answers
+   * as soon as a job becomes ready, or empty after the wait; `signal` cancels the call.
+   */
+  async leaseJobs(input: { kinds: readonly string[]; worker: string; max?: number; leaseMs?: number; waitMs?: number; signal?: AbortSignal }): Promise<AdminLease[]> {
+    const waitMs = input.waitMs ?? 0;
+    const res = await this.#unary<LeaseJobsResponse__Output>('LeaseJobs', { kinds: [...input.kinds], worker: input.worker, max: input.max ?? 1, lease_ms: input.leaseMs ?? 0, wait_ms: waitMs }, { extraMs: waitMs, ...(input.signal !== undefined ? { signal: input.signal } : {}) });
     return res.jobs.map((l) => ({ job: job(l.job), leaseToken: l.lease_token, leaseExpiresMs: Number(l.lease_expires_ms) }));
   }
 

@@ -30,7 +30,7 @@ import {
   type ClusterOptions,
   type NodeStats,
 } from './model/cluster.js';
-import { completeJob, failJob, leaseJobs, listDeadLetters, queueDepth, retryDeadLetter } from './model/jobs.js';
+import { completeJob, failJob, leaseJobsWaiting, listDeadLetters, queueDepth, retryDeadLetter } from './model/jobs.js';
 import { claimDeletions, deleteUser, finishDeletions, getPolicy, getUsage, listUsers, putUser, recountUsage, releaseDeletions, setPolicy, setQuota, type ModelContext, type RetentionPolicy, type TenantUsage, type UserRecord } from './model/index.js';
 import type { RetentionPolicy as WirePolicy, RetentionPolicy__Output as WirePolicyIn } from '../gen/cairn/v1/RetentionPolicy.js';
 import { validateUser } from './model/context.js';
@@ -325,8 +325,9 @@ export function createAdminService(options: AdminServiceOptions): AdminService {
       return { status: { draining: s.draining, sole_copies: String(s.soleCopies), bytes_to_move: String(s.bytesToMove), done: s.done } };
     }),
     ListNodes: unary(async () => ({ nodes: (await listNodes(kv)).map(nodeToWire) })),
-    LeaseJobs: unary(async (req) => {
-      const leased = await leaseJobs(kv, { kinds: req.kinds, worker: req.worker, max: req.max === 0 ? 1 : req.max, leaseMs: req.lease_ms === 0 ? DEFAULT_LEASE_MS : req.lease_ms }, { now });
+    LeaseJobs: unary(async (req, ctx) => {
+      const input = { kinds: req.kinds, worker: req.worker, max: req.max === 0 ? 1 : req.max, leaseMs: req.lease_ms === 0 ? DEFAULT_LEASE_MS : req.lease_ms };
+      const leased = await leaseJobsWaiting(kv, input, req.wait_ms, AbortSignal.any([ctx.signal, stopping.signal]), { now });
       return { jobs: leased.map((l) => ({ job: jobToWire(l.job), lease_token: l.leaseToken, lease_expires_ms: String(l.job.lease?.expiresMs ?? 0) })) };
     }),
     CompleteJob: unary(async (req) => {

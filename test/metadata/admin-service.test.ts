@@ -124,6 +124,7 @@ test.serial('bad input gets the right status and changes nothing', async (t) => 
   t.is(await code(admin.registerNode({ id: 'Bad Id', addr: '127.0.0.1:7600' })), 'CAIRN_INVALID_ARGUMENT');
   t.is(await code(admin.removeNode('bn-0')), 'CAIRN_FAILED_PRECONDITION', 'remove before drain');
   t.is(await code(admin.leaseJobs({ kinds: ['Not A Kind'], worker: 'w' })), 'CAIRN_INVALID_ARGUMENT');
+  t.is(await code(admin.leaseJobs({ kinds: ['media'], worker: 'w', waitMs: 30_001 })), 'CAIRN_INVALID_ARGUMENT', 'a wait over 30 s');
   t.is(await code(admin.completeJob('0'.repeat(32), 'f'.repeat(32))), 'CAIRN_NOT_FOUND');
   const abort = new AbortController();
   t.teardown(() => abort.abort());
@@ -132,6 +133,31 @@ test.serial('bad input gets the right status and changes nothing', async (t) => 
   const after = await admin.getClusterMap();
   t.is(after.map.epoch, before.map.epoch, 'no new epoch');
   t.false((await admin.listNodes()).some((n) => n.id === 'neg'));
+});
+
+test.serial('LeaseJobs with wait_ms is a long poll that a media commit ends at once', async (t) => {
+  t.timeout(60_000);
+  const admin = await client(t, 'system', 'service');
+  const serviceToken = await signToken(secret!, { tenant: 'system', role: 'service' });
+  const metadata = new MetadataClient({ address: server!.grpc, credentials: credentials.createInsecure(), token: () => serviceToken });
+  t.teardown(() => metadata.close());
+  const h = createHash('sha256').update('long-poll').digest();
+  const started = performance.now();
+  const waiting = admin.leaseJobs({ kinds: ['media'], worker: 'w-long', max: 4, leaseMs: 30_000, waitMs: 25_000 });
+  await new Promise((r) => setTimeout(r, 300));
+  await metadata.commitFile({ tenant: 'longpoll', path: '/long-poll.jpg', size: 100, mtime_ms: 1, author_device: 'd', chunks: [{ plain_hash: h, offset: 0, size: 100, address: createHash('sha256').update(h).digest(), stored_size: 128 }], media_kind: 'image/jpeg' });
+  const leased = await waiting;
+  const took = performance.now() - started;
+  t.is(leased.length, 1);
+  t.regex(leased[0]!.job.payload, /long-poll\.jpg/);
+  t.true(took >= 250 && took < 10_000, `answered on the commit, not at the end of the wait (${Math.round(took)} ms)`);
+  await admin.completeJob(leased[0]!.job.id, leased[0]!.leaseToken);
+
+  // Cancelling the call ends the wait on both sides.
+  const abort = new AbortController();
+  const cancelled = admin.leaseJobs({ kinds: ['media'], worker: 'w-long', waitMs: 25_000, signal: abort.signal });
+  setTimeout(() => abort.abort(), 200);
+  t.is(await code(cancelled), 'CAIRN_CANCELLED');
 });
 
 test.serial('tenants and tokens: cluster admins create tenants; tenant admins mint only for their own tenant', async (t) => {

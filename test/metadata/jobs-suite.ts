@@ -11,6 +11,7 @@ import {
   failJob,
   getJob,
   leaseJobs,
+  leaseJobsWaiting,
   listDeadLetters,
   queueDepth,
   retryDeadLetter,
@@ -184,6 +185,46 @@ export function jobsSuite(name: string, factory: KvFactory): void {
     t.is(new Set(seen).size, total);
   });
 
+  test(`${name}: a waiting lease answers when a job is enqueued or a delayed one comes due, else empty after the wait`, async (t) => {
+    const kv = await open(t);
+    const input = { kinds: ['media'], worker: 'w', max: 2, leaseMs: 30_000 };
+    const never = new AbortController().signal;
+
+    // Nothing ready: empty after the wait, not before.
+    let t0 = performance.now();
+    t.deepEqual(await leaseJobsWaiting(kv, input, 300, never), []);
+    t.true(performance.now() - t0 >= 290, 'waited its time');
+
+    // A job of another kind does not end the wait; one of ours, committed in a transaction
+    // while the lease waits, ends it at once (the wait is 20 s).
+    t0 = performance.now();
+    const waiting = leaseJobsWaiting(kv, input, 20_000, never);
+    await new Promise((r) => setTimeout(r, 150));
+    await enqueue(kv, { tenant: 'acme', kind: 'other', payload: 'o' });
+    await new Promise((r) => setTimeout(r, 150));
+    const job = await kv.transact((tx) => enqueueJob(tx, { tenant: 'acme', kind: 'media', payload: 'p' }));
+    const got = await waiting;
+    t.deepEqual(got.map((l) => l.job.id), [job.id]);
+    t.true(performance.now() - t0 < 10_000, `answered on the enqueue (${Math.round(performance.now() - t0)} ms)`);
+
+    // A delayed job (a retry's backoff) is leased when its time comes, with no notification.
+    const delayed = await enqueue(kv, { tenant: 'acme', kind: 'media', payload: 'later', notBeforeMs: Date.now() + 400 });
+    t0 = performance.now();
+    const due = await leaseJobsWaiting(kv, input, 20_000, never);
+    t.deepEqual(due.map((l) => l.job.id), [delayed.id]);
+    const took = performance.now() - t0;
+    t.true(took >= 300 && took < 10_000, `leased when due (${Math.round(took)} ms)`);
+
+    // Aborting the caller ends the wait with nothing leased.
+    const abort = new AbortController();
+    t0 = performance.now();
+    const aborted = leaseJobsWaiting(kv, input, 20_000, abort.signal);
+    setTimeout(() => abort.abort(), 100);
+    t.deepEqual(await aborted, []);
+    t.true(performance.now() - t0 < 5_000);
+    t.is((await queueDepth(kv))['other']?.ready, 1, 'the other kind was never leased');
+  });
+
   test(`${name}: bad input is INVALID_ARGUMENT and changes nothing`, async (t) => {
     const kv = await open(t);
     const job = await enqueue(kv, { tenant: 'acme', kind: 'k', payload: 'p' });
@@ -197,6 +238,8 @@ export function jobsSuite(name: string, factory: KvFactory): void {
       ['no kinds', () => leaseJobs(kv, { kinds: [], worker: 'w', max: 1, leaseMs: 1 })],
       ['max too big', () => leaseJobs(kv, { kinds: ['k'], worker: 'w', max: 101, leaseMs: 1 })],
       ['negative lease', () => leaseJobs(kv, { kinds: ['k'], worker: 'w', max: 1, leaseMs: -5 })],
+      ['wait too long', () => leaseJobsWaiting(kv, { kinds: ['k'], worker: 'w', max: 1, leaseMs: 1 }, 30_001, AbortSignal.timeout(1_000))],
+      ['negative wait', () => leaseJobsWaiting(kv, { kinds: ['k'], worker: 'w', max: 1, leaseMs: 1 }, -1, AbortSignal.timeout(1_000))],
       ['bad job id', () => completeJob(kv, '../etc', 'a'.repeat(32))],
       ['bad token', () => completeJob(kv, job.id, 'nope')],
       ['bad id for retry', () => retryDeadLetter(kv, 'x')],

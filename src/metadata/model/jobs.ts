@@ -12,6 +12,8 @@ export const DEFAULT_BACKOFF_MAX_MS = 5 * 60_000;
 export const MAX_PAYLOAD_BYTES = 64 * 1024;
 export const MAX_LEASE_MS = 24 * 3600_000;
 export const MAX_LEASE_BATCH = 100;
+/** The longest a lease call may wait for a job (long poll). */
+export const MAX_LEASE_WAIT_MS = 30_000;
 const KIND_RE = /^[a-z][a-z0-9_.-]{0,62}$/;
 const MAX_DEDUPE_BYTES = 512;
 const MAX_REASON_CHARS = 2_000;
@@ -285,6 +287,65 @@ export async function leaseJobs(kv: Kv, input: LeaseInput, clock: QueueClock = {
     }
     return leased;
   });
+}
+
+/** When the next queued job of `kinds` becomes ready after `now` (a delayed retry, an expiring lease). */
+export async function nextReadyAt(kv: KvReader, kinds: readonly string[], now: number): Promise<number | undefined> {
+  let next: number | undefined;
+  for (const kind of new Set(kinds)) {
+    const range = adminKeys.jobReadyFrom(kind, now + 1);
+    const [first] = await kv.scan({ ...range, limit: 1 });
+    if (first === undefined) continue;
+    const ready = Number(first[0].readBigUInt64BE(range.gte.length - 8));
+    if (next === undefined || ready < next) next = ready;
+  }
+  return next;
+}
+
+/**
+ * `leaseJobs` as a long poll: when nothing is ready it waits up to `waitMs` and leases as soon as
+ * a job of these kinds is enqueued or retried (a notification from any replica) or a delayed
+ * job's time comes, then answers empty. A lost notification costs at most the wait.
+ */
+export async function leaseJobsWaiting(kv: Kv, input: LeaseInput, waitMs: number, signal: AbortSignal, clock: QueueClock = {}): Promise<LeasedJob[]> {
+  checkInt(waitMs, 'wait_ms', 0, MAX_LEASE_WAIT_MS);
+  if (waitMs === 0) return leaseJobs(kv, input, clock);
+  const kinds = new Set(input.kinds);
+  const deadline = performance.now() + waitMs;
+  let notifications = 0;
+  let wake: (() => void) | undefined;
+  // Subscribed before the first attempt, so a job enqueued in between still wakes this call.
+  const unsubscribe = kv.subscribe(JOBS_CHANNEL, (kind) => {
+    if (!kinds.has(kind)) return;
+    notifications++;
+    wake?.();
+  });
+  try {
+    for (;;) {
+      const seen = notifications;
+      const leased = await leaseJobs(kv, input, clock);
+      const left = deadline - performance.now();
+      if (leased.length > 0 || left <= 0 || signal.aborted) return leased;
+      if (notifications !== seen) continue;
+      const now = (clock.now ?? Date.now)();
+      const next = await nextReadyAt(kv, input.kinds, now);
+      if (notifications !== seen) continue;
+      const sleepMs = Math.max(1, Math.min(left, next === undefined ? left : next - now + 1));
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', done);
+          wake = undefined;
+          resolve();
+        };
+        const timer = setTimeout(done, sleepMs);
+        signal.addEventListener('abort', done, { once: true });
+        wake = done;
+      });
+    }
+  } finally {
+    unsubscribe();
+  }
 }
 
 async function leasedJob(tx: KvTx, jobId: string, leaseToken: string): Promise<StoredJob> {

@@ -27,6 +27,8 @@ export const adminKeys = {
   jobReadyKind: (kind: string) => under('jobready', kind),
   jobReadyUntil: (kind: string, atMs: number) => ({ gte: under('jobready', kind).gte, lt: key('jobready', kind, u64(atMs + 1)) }),
   jobReadyAll: () => under('jobready'),
+  /** Queued jobs of `kind` that become ready at or after `atMs`. */
+  jobReadyFrom: (kind: string, atMs: number) => ({ gte: key('jobready', kind, u64(atMs)), lt: under('jobready', kind).lt }),
   /** Dead-letter index of a kind, by job id. */
   jobDead: (kind: string, id: string) => key('jobdead', kind, id),
   jobDeadKind: (kind: string) => under('jobdead', kind),

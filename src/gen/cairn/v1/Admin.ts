@@ -375,14 +375,18 @@ export interface AdminClient extends grpc.Client {
   heartbeat(argument: _cairn_v1_HeartbeatRequest, callback: grpc.requestCallback<_cairn_v1_HeartbeatResponse__Output>): grpc.ClientUnaryCall;
   
   /**
-   * LeaseJobs leases up to max ready jobs of the given kinds, oldest first.
+   * LeaseJobs leases up to max ready jobs of the given kinds, oldest first. With wait_ms it is a
+   * long poll: when nothing is ready it answers as soon as a job becomes ready (enqueued on any
+   * replica, or a delayed job's time comes), or empty after wait_ms.
    */
   LeaseJobs(argument: _cairn_v1_LeaseJobsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_LeaseJobsResponse__Output>): grpc.ClientUnaryCall;
   LeaseJobs(argument: _cairn_v1_LeaseJobsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_LeaseJobsResponse__Output>): grpc.ClientUnaryCall;
   LeaseJobs(argument: _cairn_v1_LeaseJobsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_LeaseJobsResponse__Output>): grpc.ClientUnaryCall;
   LeaseJobs(argument: _cairn_v1_LeaseJobsRequest, callback: grpc.requestCallback<_cairn_v1_LeaseJobsResponse__Output>): grpc.ClientUnaryCall;
   /**
-   * LeaseJobs leases up to max ready jobs of the given kinds, oldest first.
+   * LeaseJobs leases up to max ready jobs of the given kinds, oldest first. With wait_ms it is a
+   * long poll: when nothing is ready it answers as soon as a job becomes ready (enqueued on any
+   * replica, or a delayed job's time comes), or empty after wait_ms.
    */
   leaseJobs(argument: _cairn_v1_LeaseJobsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_cairn_v1_LeaseJobsResponse__Output>): grpc.ClientUnaryCall;
   leaseJobs(argument: _cairn_v1_LeaseJobsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_cairn_v1_LeaseJobsResponse__Output>): grpc.ClientUnaryCall;
@@ -755,7 +759,9 @@ export interface AdminHandlers extends grpc.UntypedServiceImplementation {
   Heartbeat: grpc.handleUnaryCall<_cairn_v1_HeartbeatRequest__Output, _cairn_v1_HeartbeatResponse>;
   
   /**
-   * LeaseJobs leases up to max ready jobs of the given kinds, oldest first.
+   * LeaseJobs leases up to max ready jobs of the given kinds, oldest first. With wait_ms it is a
+   * long poll: when nothing is ready it answers as soon as a job becomes ready (enqueued on any
+   * replica, or a delayed job's time comes), or empty after wait_ms.
    */
   LeaseJobs: grpc.handleUnaryCall<_cairn_v1_LeaseJobsRequest__Output, _cairn_v1_LeaseJobsResponse>;
   

@@ -13,6 +13,10 @@ export interface LeaseJobsRequest {
    */
   'max'?: (number);
   'lease_ms'?: (number);
+  /**
+   * 0 (answer at once) .. 30000: how long to wait for a job when none is ready.
+   */
+  'wait_ms'?: (number);
 }
 
 /**
@@ -26,4 +30,8 @@ export interface LeaseJobsRequest__Output {
    */
   'max': (number);
   'lease_ms': (number);
+  /**
+   * 0 (answer at once) .. 30000: how long to wait for a job when none is ready.
+   */
+  'wait_ms': (number);
 }
