@@ -60,8 +60,24 @@ export class Scrubber {
 
   async #run(): Promise<void> {
     const signal = this.#abort.signal;
-    // Let the node settle (and peers start) before the first full read of the disk.
-    await sleep(Math.min(this.#o.intervalMs, 5_000), undefined, { signal }).catch(() => undefined);
+    const { store, intervalMs } = this.#o;
+    // The schedule survives restarts: the next scrub is due a full interval after the last
+    // complete one (a never-scrubbed store starts its clock now, having verified every write),
+    // so a node that restarts often does not re-read its whole disk each time. At least a few
+    // seconds pass first, for the node to settle and its peers to start.
+    let last: number | undefined;
+    try {
+      last = await store.lastScrubbedMs();
+      if (last === undefined) {
+        last = Date.now();
+        await store.markScrubbed(last);
+      }
+    } catch (err) {
+      if (!signal.aborted) this.#o.log.warn({ err }, 'cannot read the scrub schedule; scrubbing a full interval from now');
+      last = Date.now();
+    }
+    const firstIn = Math.max(Math.min(intervalMs, 5_000), Math.min(intervalMs, last + intervalMs - Date.now()));
+    await sleep(firstIn, undefined, { signal }).catch(() => undefined);
     while (!signal.aborted) {
       try {
         await this.scrubNow(undefined, signal);

@@ -73,6 +73,8 @@ export const KEY_HWM = 0x02;
 export const KEY_QUARANTINE = 0x03;
 
 export const META_FORMAT_KEY = Buffer.from([KEY_META, 0x66]);
+/** When the last complete scrub finished (u64 ms since the epoch); the scrub schedule's anchor. */
+export const META_SCRUBBED_KEY = Buffer.from([KEY_META, 0x73]);
 export const META_FORMAT_VALUE = Buffer.from('cairn-blockstore-1');
 
 export function blockKey(address: Buffer): Buffer {

@@ -16,6 +16,7 @@ import {
   type Location,
   META_FORMAT_KEY,
   META_FORMAT_VALUE,
+  META_SCRUBBED_KEY,
   blockKey,
   decodeHeader,
   decodeHwm,
@@ -445,9 +446,26 @@ export class BlockStore {
     return keys.map((k) => Buffer.from(k.subarray(1)));
   }
 
+  /** When the last complete scrub finished (ms since the epoch), or undefined if none has. */
+  async lastScrubbedMs(): Promise<number | undefined> {
+    this.assertOpen();
+    const v = await this.db.get(META_SCRUBBED_KEY);
+    return v === undefined || v.length !== 8 ? undefined : Number(v.readBigUInt64BE(0));
+  }
+
+  /** Records `ms` as the last complete scrub (also the schedule's start on a never-scrubbed store). */
+  async markScrubbed(ms: number): Promise<void> {
+    if (!Number.isSafeInteger(ms) || ms < 0) throw new RangeError('ms must be a non-negative integer');
+    this.assertOpen();
+    const v = Buffer.alloc(8);
+    v.writeBigUInt64BE(BigInt(ms));
+    await this.db.put(META_SCRUBBED_KEY, v);
+  }
+
   /**
    * Re-reads every indexed record and checks it against its address; corrupt ones are
-   * quarantined. An aborted scrub returns what it checked so far.
+   * quarantined. An aborted scrub returns what it checked so far; a complete one records its
+   * finishing time (`lastScrubbedMs`).
    */
   async scrub(opts: ScrubOptions = {}): Promise<{ checked: number; corrupt: Buffer[] }> {
     const rate = opts.maxBytesPerSecond;
@@ -877,6 +895,7 @@ export class BlockStore {
         if (due > 1) await sleep(due, undefined, { signal: stop }).catch(() => undefined);
       }
     }
+    if (!this.closing && signal?.aborted !== true) await this.markScrubbed(Date.now());
     return { checked, corrupt };
   }
 
