@@ -76,6 +76,8 @@ async function uploadChunks(call: grpc.ServerReadableStream<UploadChunksRequest_
     });
     if (msg.chunks.length === 0) continue;
     received += msg.chunks.length;
+    // Before this message's block writes: the pins tell metadata since when they were written.
+    const blocksSinceMs = Date.now();
     const missing = new Set((await missingOf(options.metadata, tenant, msg.chunks.map((c) => c.plain_hash), ctx.requestId)).map((h) => h.toString('hex')));
     const uploader = new BlockUploader(options.blocks);
     const refs: ChunkRef[] = [];
@@ -109,7 +111,7 @@ async function uploadChunks(call: grpc.ServerReadableStream<UploadChunksRequest_
       sessionId = created.session.session_id;
     }
     const start = offset - refs.reduce((n, r) => n + Number(r.size), 0);
-    await options.metadata.appendUploadChunks({ tenant, session_id: sessionId, offset: start, chunks: refs }, ctx.requestId);
+    await options.metadata.appendUploadChunks({ tenant, session_id: sessionId, offset: start, chunks: refs, blocks_since_ms: blocksSinceMs }, ctx.requestId);
   }
   if (ctx.signal.aborted) throw new CairnError('CAIRN_CANCELLED', 'upload cancelled');
   return { upload_id: sessionId, chunks_received: received, chunks_stored: stored, stored_bytes: storedBytes };

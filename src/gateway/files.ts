@@ -15,7 +15,7 @@ import type { UploadFileRequest__Output } from '../gen/cairn/v1/UploadFileReques
 import type { UploadFileResponse } from '../gen/cairn/v1/UploadFileResponse.js';
 import type { BlockAccess } from '../blocknode/index.js';
 import type { FilesDataHandlers } from './tree.js';
-import type { MetadataClient } from '../metadata/index.js';
+import { MAX_UPLOAD_BLOCKS_AGE_MS, type MetadataClient } from '../metadata/index.js';
 import type { TenantKeys } from './keys.js';
 import { unseal } from './seal.js';
 import { sealMany, type SealInput } from './seal-pool.js';
@@ -44,6 +44,19 @@ export interface FilesServiceOptions {
 
 function sha256(data: Uint8Array): Buffer {
   return createHash('sha256').update(data).digest();
+}
+
+/**
+ * Refuses to commit an upload (UploadFile, HTTP PUT) whose first block write was at
+ * `blocksSinceMs`, if that is older than MAX_UPLOAD_BLOCKS_AGE_MS (6 days): the orphan sweep
+ * remembers a deleted block for 7 days (orphanTombstoneMs), and an older upload could name a block
+ * it deleted after that memory expired. Retryable: uploading again writes the blocks afresh.
+ */
+export function checkBlocksAge(blocksSinceMs: number, now = Date.now()): void {
+  const age = now - blocksSinceMs;
+  if (age > MAX_UPLOAD_BLOCKS_AGE_MS) {
+    throw new CairnError('CAIRN_UNAVAILABLE', `this upload began writing blocks ${Math.floor(age / 3_600_000)} h ago, more than the ${MAX_UPLOAD_BLOCKS_AGE_MS / 3_600_000} h an upload may take: its blocks may have been deleted as orphans meanwhile; upload the file again`, { retryAfterMs: 1000, metadata: { blocks_since_ms: String(blocksSinceMs) } });
+  }
 }
 
 export function toFileInfo(v: FileVersion__Output): FileInfo {
@@ -214,6 +227,8 @@ async function upload(call: grpc.ServerReadableStream<UploadFileRequest__Output,
   const dedup = new ChunkDedup(options, principal.tenant, tenantKey, uploader, ctx.requestId);
   const chunks: ChunkRef[] = [];
   let offset = 0;
+  // Before the first block write: the commit tells metadata since when its blocks were written.
+  const blocksSinceMs = Date.now();
   const addChunk = async (chunk: Buffer): Promise<void> => {
     const ref: ChunkRef = { plain_hash: sha256(chunk), offset, size: chunk.length };
     chunks.push(ref);
@@ -245,6 +260,7 @@ async function upload(call: grpc.ServerReadableStream<UploadFileRequest__Output,
   await uploader.finish();
 
   const mediaKind = headBytes > 0 ? options.sniffMedia?.(Buffer.concat(head)) : undefined;
+  checkBlocksAge(blocksSinceMs);
   const version = await options.metadata.commitFile({
     tenant: principal.tenant,
     path,
@@ -254,6 +270,7 @@ async function upload(call: grpc.ServerReadableStream<UploadFileRequest__Output,
     author_device: principal.subject,
     chunks,
     ...(mediaKind !== undefined ? { media_kind: mediaKind } : {}),
+    blocks_since_ms: blocksSinceMs,
   }, ctx.requestId);
   ctx.log.info({ path, version: version.version, bytes: received, chunks: chunks.length, sealedBytes: dedup.sealedBytes, dedupedBytes: dedup.dedupedBytes }, 'file committed');
   return { file: toFileInfo(version) };

@@ -14,7 +14,7 @@ import type { ChunkRef } from '../gen/cairn/v1/ChunkRef.js';
 import type { FileVersion__Output } from '../gen/cairn/v1/FileVersion.js';
 import type { BlockAccess } from '../blocknode/index.js';
 import type { MetadataClient } from '../metadata/index.js';
-import { BlockUploader, ChunkDedup, toFileInfo } from './files.js';
+import { BlockUploader, ChunkDedup, checkBlocksAge, toFileInfo } from './files.js';
 import type { TenantKeys } from './keys.js';
 import type { TenantLimiter } from './limits.js';
 import { PRESIGN_PREFIX, verifyPresigned } from './presign.js';
@@ -177,6 +177,8 @@ async function receiveFile(options: HttpRoutesOptions, req: IncomingMessage, res
   const dedup = new ChunkDedup(options, t.tenant, key, uploader, undefined);
   const chunks: ChunkRef[] = [];
   let offset = 0;
+  // Before the first block write: the commit tells metadata since when its blocks were written.
+  const blocksSinceMs = Date.now();
   const add = async (chunk: Buffer): Promise<void> => {
     const ref: ChunkRef = { plain_hash: sha256(chunk), offset, size: chunk.length };
     chunks.push(ref);
@@ -203,6 +205,7 @@ async function receiveFile(options: HttpRoutesOptions, req: IncomingMessage, res
   await dedup.finish();
   await uploader.finish();
   const mediaKind = headBytes > 0 ? options.sniffMedia?.(Buffer.concat(head)) : undefined;
+  checkBlocksAge(blocksSinceMs);
   const v = await options.metadata.commitFile({
     tenant: t.tenant,
     path: t.path,
@@ -212,6 +215,7 @@ async function receiveFile(options: HttpRoutesOptions, req: IncomingMessage, res
     author_device: t.author,
     chunks,
     ...(mediaKind !== undefined ? { media_kind: mediaKind } : {}),
+    blocks_since_ms: blocksSinceMs,
   });
   options.log.info({ tenant: t.tenant, path: t.path, version: v.version, bytes: received }, 'file committed over HTTP');
   sendJson(res, 200, { file: toFileInfo(v) }, { etag: etagOf(v) });

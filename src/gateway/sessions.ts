@@ -49,6 +49,8 @@ interface Checkpoint {
   readonly start: number;
   readonly refs: ChunkRef[];
   readonly data: Buffer[];
+  /** Wall clock before the checkpoint's first block write (sent with its pins). */
+  blocksSinceMs?: number;
 }
 
 /**
@@ -107,7 +109,7 @@ class SessionWriter {
     const appended = (async () => {
       await stored;
       await previous;
-      await this.#options.metadata.appendUploadChunks({ tenant: this.#tenant, session_id: this.#id, offset: batch.start, chunks: batch.refs }, this.#requestId).catch((err: unknown) => {
+      await this.#options.metadata.appendUploadChunks({ tenant: this.#tenant, session_id: this.#id, offset: batch.start, chunks: batch.refs, blocks_since_ms: batch.blocksSinceMs ?? 0 }, this.#requestId).catch((err: unknown) => {
         // Another stream moved the session meanwhile: say where it is now.
         if (err instanceof CairnError && err.code === 'CAIRN_FAILED_PRECONDITION' && err.metadata['offset'] !== undefined) {
           throw new CairnError('CAIRN_FAILED_PRECONDITION', `upload ${this.#id} was written by another stream; it continues at offset ${err.metadata['offset']}`, { metadata: { committed_offset: err.metadata['offset'] } });
@@ -129,6 +131,7 @@ class SessionWriter {
   }
 
   async #store(batch: Checkpoint): Promise<void> {
+    batch.blocksSinceMs = Date.now();
     const unique = new Map(batch.refs.map((r) => [(r.plain_hash as Buffer).toString('hex'), r.plain_hash as Buffer]));
     const found = await this.#options.metadata.findChunks({ tenant: this.#tenant, plain_hashes: [...unique.values()] }, this.#requestId);
     const known = new Set(found.chunks.map((c) => c.plain_hash.toString('hex')));

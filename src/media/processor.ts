@@ -156,8 +156,10 @@ export class MediaProcessor {
       }
       // Blocks first, then the version names them: a crash in between leaves only unreferenced
       // blocks (convergent: a retry writes the very same ones), never a dangling reference.
+      // The version refuses derivative blocks the orphan sweep deleted after this (metadata orphans.ts).
+      const blocksSinceMs = Date.now();
       await this.#d.blocks.putBlocks(blocks);
-      const updated = await this.#d.metadata.setVersionMedia({ tenant: ref.tenant, file_id: target.fileId!, version: target.version, media_json: JSON.stringify(record), derivatives });
+      const updated = await this.#d.metadata.setVersionMedia({ tenant: ref.tenant, file_id: target.fileId!, version: target.version, media_json: JSON.stringify(record), derivatives, blocks_since_ms: blocksSinceMs });
       metrics.generations.inc({ trigger });
       log.info({ tenant: ref.tenant, path: v.path, version: target.version, type, trigger, width: record.width, height: record.height, ms: Math.round(performance.now() - started) }, 'media derived');
       return { ...updated.file!, derivatives: updated.file!.derivatives.length > 0 ? updated.file!.derivatives : derivatives.map(toOutput) };

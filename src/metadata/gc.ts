@@ -8,6 +8,7 @@ import type { TokenProvider } from '../common/grpc-client.js';
 import { isCairnError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { NodeState } from '../placement/index.js';
+import { DEFAULT_ORPHAN_TOMBSTONE_MS } from './model/orphans.js';
 
 export const DEFAULT_GC_INTERVAL_MS = 60_000;
 const DEFAULT_BATCH = 256;
@@ -38,7 +39,8 @@ export interface OrphanSource {
   /** Records this sweep's candidates; returns those unreferenced for the grace period. */
   note(candidates: ReadonlySet<string>, graceMs: number): Promise<string[]>;
   claim(addresses: readonly string[], holdMs: number): Promise<string[]>;
-  end(addresses: readonly string[], keepHoldMs: number): Promise<void>;
+  /** Ends claims; `keepHoldMs` > 0 (deleted) also records a deletion tombstone kept `tombstoneMs`. */
+  end(addresses: readonly string[], keepHoldMs: number, tombstoneMs: number): Promise<void>;
   forget(addresses: readonly string[]): Promise<void>;
 }
 
@@ -76,10 +78,12 @@ export interface GcWorkerOptions {
   readonly now?: () => number;
   /**
    * The orphan-block sweep: blocks no chunk names are deleted once unreferenced for `graceMs`;
-   * a deleted address stays refused to commits for `holdMs` (an upload that wrote it before the
-   * deletion must upload it again). Periodic runs sweep at most every `intervalMs`.
+   * a deleted address stays refused to every commit for `holdMs`, and for `tombstoneMs` to commits
+   * whose writer began writing blocks before the deletion (it must upload again; default 7 days,
+   * which must exceed the gateways' MAX_UPLOAD_BLOCKS_AGE_MS). Periodic runs sweep at most every
+   * `intervalMs`.
    */
-  readonly orphans?: { readonly source: OrphanSource; readonly graceMs: number; readonly holdMs: number; readonly intervalMs: number } | undefined;
+  readonly orphans?: { readonly source: OrphanSource; readonly graceMs: number; readonly holdMs: number; readonly tombstoneMs?: number; readonly intervalMs: number } | undefined;
 }
 
 export interface GcRunResult {
@@ -241,10 +245,10 @@ export class GcWorker {
       if (doomed.length > 0) {
         const outcome = await this.#deleteEverywhere(doomed.map((hex) => ({ tenant: '', plainHash: Buffer.alloc(0), address: Buffer.from(hex, 'hex') })));
         if (outcome.ok) {
-          await o.source.end(doomed, o.holdMs);
+          await o.source.end(doomed, o.holdMs, o.tombstoneMs ?? DEFAULT_ORPHAN_TOMBSTONE_MS);
           deleted = doomed.length;
         } else {
-          await o.source.end(doomed, 0);
+          await o.source.end(doomed, 0, 0);
           released = doomed.length;
         }
       }

@@ -14,7 +14,7 @@ import { Sweeper } from './sweeper.js';
 import { ChangeHub } from './watch.js';
 import { ADMIN_PERMISSIONS, createAdminService } from './admin.js';
 import { DEFAULT_GC_INTERVAL_MS, GcWorker, type GcNode } from './gc.js';
-import { claimDeletions, claimOrphans, DEFAULT_ORPHAN_GRACE_MS, endOrphanClaims, finishDeletions, forgetOrphans, listTenantIds, noteOrphans, recountUncounted, referencedAddresses, releaseDeletions } from './model/index.js';
+import { claimDeletions, claimOrphans, DEFAULT_ORPHAN_GRACE_MS, DEFAULT_ORPHAN_TOMBSTONE_MS, endOrphanClaims, finishDeletions, forgetOrphans, listTenantIds, noteOrphans, recountUncounted, referencedAddresses, releaseDeletions } from './model/index.js';
 
 const DEFAULT_ORPHAN_INTERVAL_MS = 60 * 60 * 1000;
 import { getClusterMap } from './model/cluster.js';
@@ -24,6 +24,7 @@ export { MetadataClient, type MetadataClientOptions } from './client.js';
 export { AdminClient, type AdminClientOptions, type AdminDeletion, type AdminGcResult, type AdminRetentionPolicy, type AdminUsage, type AdminUser, type AdminNode, type AdminJob, type AdminLease, type AdminTenant, type RegisterNodeInput, type DrainStatus, type NodeStats, type QueueDepth } from './admin-client.js';
 export { enqueueJob, type EnqueueInput, type JobRecord } from './model/jobs.js';
 export { MEDIA_JOB_KIND, NOT_MEDIA, type MediaDerivative, type MediaJobPayload } from './model/files.js';
+export { DEFAULT_ORPHAN_TOMBSTONE_MS, MAX_UPLOAD_BLOCKS_AGE_MS } from './model/orphans.js';
 export { GcWorker, DEFAULT_GC_INTERVAL_MS, type DeletionSource, type GcNode, type GcRunResult, type GcWorkerOptions, type OrphanSource, type OrphanSweepResult } from './gc.js';
 export { exportStore, importStore, openExportSource, openImportTarget, openMetadataStore, saveStreamedExport, verifyExport, type ExportSummary, type ImportSummary, type MetadataStoreTarget } from './export.js';
 
@@ -58,6 +59,12 @@ export interface MetadataServiceOptions {
     readonly nodes?: () => Promise<readonly GcNode[]>;
     /** Orphan blocks (named by no chunk) are deleted after this long unreferenced; default 1 day. */
     readonly orphanGraceMs?: number;
+    /**
+     * How long a deleted orphan's address stays refused to commits whose writer began writing
+     * blocks before the deletion; default 7 days. Keep it above MAX_UPLOAD_BLOCKS_AGE_MS (6 days),
+     * the age past which gateways refuse to commit an upload.
+     */
+    readonly orphanTombstoneMs?: number;
     /** Periodic runs sweep orphans at most this often (default 1 h; 0 = only on request). */
     readonly orphanIntervalMs?: number;
   } | undefined;
@@ -109,11 +116,12 @@ export async function createMetadataService(options: MetadataServiceOptions): Pr
             referenced: () => referencedAddresses(ctx),
             note: (candidates, graceMs) => noteOrphans(ctx, candidates, graceMs),
             claim: (addresses, holdMs) => claimOrphans(ctx, addresses, holdMs),
-            end: (addresses, holdMs) => endOrphanClaims(ctx, addresses, holdMs),
+            end: (addresses, holdMs, tombstoneMs) => endOrphanClaims(ctx, addresses, holdMs, tombstoneMs),
             forget: (addresses) => forgetOrphans(ctx, addresses),
           },
           graceMs: options.gc.orphanGraceMs ?? DEFAULT_ORPHAN_GRACE_MS,
           holdMs: ctx.deletionLeaseMs,
+          tombstoneMs: options.gc.orphanTombstoneMs ?? DEFAULT_ORPHAN_TOMBSTONE_MS,
           intervalMs: options.gc.orphanIntervalMs ?? DEFAULT_ORPHAN_INTERVAL_MS,
         },
       });

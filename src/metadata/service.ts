@@ -205,6 +205,7 @@ export function metadataHandlers(ctx: ModelContext, options: MetadataHandlerOpti
         chunks: fromWireChunks(req.chunks),
         media: req.media_json,
         mediaKind: req.media_kind,
+        blocksSinceMs: wireInt(req.blocks_since_ms, 'blocks_since_ms'),
       });
       return { file: toWireVersion(record) };
     }),
@@ -284,7 +285,7 @@ export function metadataHandlers(ctx: ModelContext, options: MetadataHandlerOpti
         format: d.format,
       }));
       const target = req.file_id !== '' ? { fileId: req.file_id } : req.path;
-      return { file: toWireVersion(await model.setVersionMedia(ctx, req.tenant, target, wireInt(req.version, 'version'), req.media_json, derivatives)) };
+      return { file: toWireVersion(await model.setVersionMedia(ctx, req.tenant, target, wireInt(req.version, 'version'), req.media_json, derivatives, wireInt(req.blocks_since_ms, 'blocks_since_ms'))) };
     }),
 
     GetUsage: unary(async (req) => {
@@ -317,7 +318,7 @@ export function metadataHandlers(ctx: ModelContext, options: MetadataHandlerOpti
     GetUploadSession: unary(async (req) => ({ session: toWireSession(await model.getSession(ctx, req.tenant, req.session_id)) })),
 
     AppendUploadChunks: unary(async (req) => ({
-      session: toWireSession(await model.appendChunks(ctx, req.tenant, req.session_id, wireInt(req.offset, 'offset'), fromWireChunks(req.chunks))),
+      session: toWireSession(await model.appendChunks(ctx, req.tenant, req.session_id, wireInt(req.offset, 'offset'), fromWireChunks(req.chunks), wireInt(req.blocks_since_ms, 'blocks_since_ms'))),
     })),
 
     AbortUploadSession: unary(async (req) => {

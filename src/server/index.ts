@@ -71,7 +71,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       const blocknode = await createBlockNode({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, ...storeLimits(config), scrub: { intervalMs: config.scrubIntervalMs, bytesPerSecond: config.scrubBytesPerSecond } });
       stops.push((t) => blocknode.stop(t));
       const gcNodes = [{ id: 'blocknode', addr: hostPort(INTERNAL_HOST, blocknode.port), state: 'up' as const }];
-      const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, model: { deleteGraceMs: config.deleteGraceMs, changeRetentionMs: config.changeRetentionMs }, gc: { credentials: grpcJs.credentials.createInsecure(), token: () => tokens.token(), intervalMs: config.gcIntervalMs, orphanGraceMs: config.orphanGraceMs, orphanIntervalMs: config.orphanSweepIntervalMs, nodes: () => Promise.resolve(gcNodes) } });
+      const metadataSvc = await createMetadataService({ ...common, dataDir, host: INTERNAL_HOST, port: 0, credentials: internal, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, model: { deleteGraceMs: config.deleteGraceMs, changeRetentionMs: config.changeRetentionMs }, gc: { credentials: grpcJs.credentials.createInsecure(), token: () => tokens.token(), intervalMs: config.gcIntervalMs, orphanGraceMs: config.orphanGraceMs, orphanTombstoneMs: config.orphanTombstoneMs, orphanIntervalMs: config.orphanSweepIntervalMs, nodes: () => Promise.resolve(gcNodes) } });
       stops.push((t) => metadataSvc.stop(t));
       adminEndpoint = hostPort(INTERNAL_HOST, metadataSvc.port);
       const insecure = grpcJs.credentials.createInsecure();
@@ -121,7 +121,7 @@ export async function startServer(config: Readonly<ServerConfig>, log: Logger): 
       }
       grpcPort = blocknode.port;
     } else if (config.role === 'metadata') {
-      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, model: { deleteGraceMs: config.deleteGraceMs, changeRetentionMs: config.changeRetentionMs }, cluster: { replicationFactor: config.replicationFactor, failoverDelayMs: config.failoverDelayMs }, gc: { credentials: clientCredentials(tls), token: () => tokens.token(), intervalMs: config.gcIntervalMs, orphanGraceMs: config.orphanGraceMs, orphanIntervalMs: config.orphanSweepIntervalMs } });
+      const metadataSvc = await createMetadataService({ ...common, dataDir, host: config.host, port: config.grpcPort, credentials: publicCredentials, maxFileBytes: config.maxFileBytes, postgresUrl: config.postgresUrl, model: { deleteGraceMs: config.deleteGraceMs, changeRetentionMs: config.changeRetentionMs }, cluster: { replicationFactor: config.replicationFactor, failoverDelayMs: config.failoverDelayMs }, gc: { credentials: clientCredentials(tls), token: () => tokens.token(), intervalMs: config.gcIntervalMs, orphanGraceMs: config.orphanGraceMs, orphanTombstoneMs: config.orphanTombstoneMs, orphanIntervalMs: config.orphanSweepIntervalMs } });
       stops.push((t) => metadataSvc.stop(t));
       grpcPort = metadataSvc.port;
     } else if (config.role === 'media') {

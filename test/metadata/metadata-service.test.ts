@@ -282,3 +282,52 @@ test('media over the wire: media_kind enqueues a job with the commit; workers re
   const found = await client.findChunks({ tenant: 'acme', plain_hashes: [sha('thumb')] });
   t.is(found.chunks[0]?.refs, '1', 'the derivative holds a ref, so GC keeps it');
 });
+
+test('blocks_since_ms over gRPC: a block the orphan sweep deleted after the writer began is refused to commits, pins and derivatives, past the hold', async (t) => {
+  const { client, clock, ctx, svc } = await start(t, { deletionLeaseMs: 60_000 });
+  const hex = (s: string): string => sha('sealed:' + s).toString('hex');
+  const gone = ['f', 'p', 'd'].map(hex);
+  const began = clock.t;
+  // The sweep deletes the blocks as orphans (driven through the model on the service's store).
+  await m.noteOrphans(ctx, new Set(gone), 1000);
+  clock.t += 1000;
+  t.deepEqual((await m.noteOrphans(ctx, new Set(gone), 1000)).sort(), [...gone].sort());
+  await m.claimOrphans(ctx, gone, 60_000);
+  await m.endOrphanClaims(ctx, gone, 60_000, 7 * DAY);
+  const deletedAt = clock.t;
+  clock.t += 60_001; // past the hold
+  const before = await snapshot(svc.kv);
+  const commitF = (since?: number): Promise<unknown> => client.commitFile({ tenant: 'acme', path: '/f', size: 100, mtime_ms: 1, author_device: 'd', chunks: chunkRefs('f'), ...(since !== undefined ? { blocks_since_ms: since } : {}) });
+  const err = await fails(t, commitF(began), 'CAIRN_UNAVAILABLE');
+  t.regex(err.message, /deleted as an orphan .*upload the file again/);
+  t.is(err.metadata['plain_hash'], sha('f').toString('hex'));
+  await fails(t, commitF(), 'CAIRN_UNAVAILABLE');
+  t.deepEqual(await snapshot(svc.kv), before, 'the refused commits changed nothing');
+  const session = (await client.createUploadSession({ tenant: 'acme', path: '/up', mtime_ms: 1, author_device: 'd' })).session!;
+  const afterSession = await snapshot(svc.kv);
+  await fails(t, client.appendUploadChunks({ tenant: 'acme', session_id: session.session_id, offset: 0, chunks: chunkRefs('p'), blocks_since_ms: began }), 'CAIRN_UNAVAILABLE');
+  t.deepEqual(await snapshot(svc.kv), afterSession, 'the refused pin changed nothing');
+  await commit(client, '/photo', ['photo']);
+  const afterPhoto = await snapshot(svc.kv);
+  const derivatives = [{ name: 'thumb', chunks: chunkRefs('d'), size: 100, width: 1, height: 1, format: 'webp' }];
+  await fails(t, client.setVersionMedia({ tenant: 'acme', path: '/photo', version: 1, media_json: '{}', derivatives, blocks_since_ms: began }), 'CAIRN_UNAVAILABLE');
+  t.deepEqual(await snapshot(svc.kv), afterPhoto, 'the refused derivatives changed nothing');
+  await fails(t, commitF(-1), 'CAIRN_INVALID_ARGUMENT');
+  // Writers that began after the deletion (+ the clock allowance) wrote the blocks afresh.
+  const fresh = deletedAt + m.BLOCKS_SINCE_SKEW_MS + 1;
+  await commitF(fresh);
+  await client.appendUploadChunks({ tenant: 'acme', session_id: session.session_id, offset: 0, chunks: chunkRefs('p'), blocks_since_ms: fresh });
+  const v = await client.setVersionMedia({ tenant: 'acme', path: '/photo', version: 1, media_json: '{}', derivatives, blocks_since_ms: fresh });
+  t.is(v.file?.derivatives.length, 1);
+});
+
+test('gateways refuse to commit an upload whose first block write is older than the tombstone retention allows', async (t) => {
+  const { checkBlocksAge } = await import('../../src/gateway/files.js');
+  const { MAX_UPLOAD_BLOCKS_AGE_MS, DEFAULT_ORPHAN_TOMBSTONE_MS } = await import('../../src/metadata/index.js');
+  t.true(MAX_UPLOAD_BLOCKS_AGE_MS + m.BLOCKS_SINCE_SKEW_MS < DEFAULT_ORPHAN_TOMBSTONE_MS, 'a tombstone outlives every upload that may commit');
+  const now = 1_700_000_000_000;
+  t.notThrows(() => checkBlocksAge(now - MAX_UPLOAD_BLOCKS_AGE_MS, now));
+  const err = t.throws(() => checkBlocksAge(now - MAX_UPLOAD_BLOCKS_AGE_MS - 1, now));
+  t.true(isCairnError(err, 'CAIRN_UNAVAILABLE'));
+  t.regex(err.message, /upload the file again/);
+});

@@ -3,9 +3,10 @@
 // GC's delete queue, upload sessions, the change feed, shares, and bad input changing nothing.
 import { createHash } from 'node:crypto';
 import test, { type ExecutionContext } from 'ava';
-import { isCairnError, type ErrorCode } from '../../src/common/errors.js';
+import { isCairnError, type CairnError, type ErrorCode } from '../../src/common/errors.js';
 import type { Kv, KvTx } from '../../src/metadata/kv/index.js';
 import * as m from '../../src/metadata/model/index.js';
+import { under } from '../../src/metadata/model/keys.js';
 import { enqueueJob, leaseJobs, queueDepth } from '../../src/metadata/model/jobs.js';
 import type { KvFactory } from './kv-conformance.js';
 
@@ -645,12 +646,76 @@ export function modelSuite(name: string, factory: KvFactory): void {
     await m.appendChunks(ctx, T, s.id, 0, chunks('c'));
     t.true((await m.referencedAddresses(ctx)).has(hex('c')), 'pinned now');
     await m.endOrphanClaims(ctx, [hex('a')], hold); // deleted: held
+    const deletedAt = clock.t;
     clock.t += hold - 1;
-    await rejects(t, m.commitFile(ctx, commitInput('/a', ['a'])), 'CAIRN_UNAVAILABLE'); // held after the deletion
+    await rejects(t, m.commitFile(ctx, commitInput('/a', ['a'], { blocksSinceMs: clock.t })), 'CAIRN_UNAVAILABLE'); // held after the deletion, even for a fresh writer
     clock.t += 2;
-    await m.commitFile(ctx, commitInput('/a', ['a']));
+    await m.commitFile(ctx, commitInput('/a', ['a'], { blocksSinceMs: deletedAt + m.BLOCKS_SINCE_SKEW_MS + 1 })); // written afresh after the deletion
     t.deepEqual(await m.noteOrphans(ctx, new Set(), grace), [], 'no candidates left');
     t.deepEqual(await m.noteOrphans(ctx, new Set([hex('a')]), grace), [], 'a new candidate starts a new clock');
+  });
+
+  test(`${name}: orphan deletion tombstones refuse writers that began before the deletion, past the hold, until they expire`, async (t) => {
+    const { ctx, clock } = await open(t);
+    const hex = (seed: string): string => sha('sealed:' + seed).toString('hex');
+    const grace = 60_000;
+    const hold = 10 * 60_000;
+    const keep = 7 * 24 * 3_600_000;
+    const skew = m.BLOCKS_SINCE_SKEW_MS;
+    const all = ['old', 'fresh', 'none', 'pin', 'media'];
+    // A slow upload begins writing its blocks, then the sweep deletes them as orphans.
+    const uploadStarted = clock.t;
+    t.deepEqual(await m.noteOrphans(ctx, new Set(all.map(hex)), grace), []);
+    clock.t += grace;
+    t.deepEqual((await m.noteOrphans(ctx, new Set(all.map(hex)), grace)).sort(), all.map(hex).sort());
+    t.deepEqual((await m.claimOrphans(ctx, all.map(hex), hold)).sort(), all.map(hex).sort());
+    await m.endOrphanClaims(ctx, all.map(hex), hold, keep);
+    const deletedAt = clock.t;
+    // Past the old 10-minute hold: the tombstone still refuses what it must.
+    clock.t += hold + 1;
+    const usage = await m.getUsage(ctx.kv, T);
+    const err = await rejects(t, m.commitFile(ctx, commitInput('/old', ['old'], { blocksSinceMs: uploadStarted })), 'CAIRN_UNAVAILABLE');
+    t.regex(err.message, /deleted as an orphan.*upload the file again/);
+    t.true((err as CairnError).retryable);
+    await rejects(t, m.commitFile(ctx, commitInput('/old', ['keep', 'old'], { blocksSinceMs: deletedAt + skew })), 'CAIRN_UNAVAILABLE'); // within the clock allowance
+    await rejects(t, m.commitFile(ctx, commitInput('/none', ['none'])), 'CAIRN_UNAVAILABLE'); // no blocks_since: refused
+    const s = await m.createSession(ctx, { tenant: T, path: '/up', mtimeMs: 1, authorDevice: 'd' });
+    await rejects(t, m.appendChunks(ctx, T, s.id, 0, chunks('pin'), uploadStarted), 'CAIRN_UNAVAILABLE'); // pins too
+    await m.commitFile(ctx, commitInput('/photo', ['photo'], { blocksSinceMs: clock.t }));
+    const derivative = [{ name: 'thumb', chunks: chunks('media'), size: 1000, width: 1, height: 1, format: 'webp' }];
+    await rejects(t, m.setVersionMedia(ctx, T, '/photo', 1, '{}', derivative, uploadStarted), 'CAIRN_UNAVAILABLE'); // and derivatives
+    t.deepEqual(await m.findChunks(ctx, T, ['old', 'keep', 'none', 'pin', 'media'].map((x) => sha(x))), [], 'the refusals changed nothing');
+    t.is((await m.statEntry(ctx, T, '/old', true).catch(() => undefined)), undefined, 'no file');
+    t.is((await m.getUsage(ctx.kv, T)).chunks, usage.chunks + 1, 'only /photo counted');
+    t.is((await m.getFile(ctx, T, '/photo')).derivatives.length, 0);
+    // The sweep keeps live tombstones of addresses that are gone from every node.
+    clock.t += 24 * 3_600_000;
+    t.deepEqual(await m.noteOrphans(ctx, new Set(), grace), []);
+    await rejects(t, m.commitFile(ctx, commitInput('/old', ['old'], { blocksSinceMs: uploadStarted })), 'CAIRN_UNAVAILABLE');
+    // A writer that began after the deletion (+ the allowance) wrote the block afresh: accepted,
+    // and its record goes.
+    await m.commitFile(ctx, commitInput('/fresh', ['fresh'], { blocksSinceMs: deletedAt + skew + 1 }));
+    await m.appendChunks(ctx, T, s.id, 0, chunks('pin'), deletedAt + skew + 1);
+    await m.setVersionMedia(ctx, T, '/photo', 1, '{}', derivative, deletedAt + skew + 1);
+    t.is((await m.findChunks(ctx, T, [sha('media')]))[0]?.refs, 1);
+    await m.commitFile(ctx, commitInput('/again', ['fresh'], { blocksSinceMs: uploadStarted })); // indexed now: no record consulted
+    // Re-uploaded after the deletion and not committed: a candidate again, with a new grace clock
+    // (not due at once on its old first-seen time), and the tombstone kept.
+    t.deepEqual(await m.noteOrphans(ctx, new Set([hex('old')]), grace), [], 're-armed');
+    clock.t += grace - 1;
+    t.deepEqual(await m.noteOrphans(ctx, new Set([hex('old')]), grace), [], 'a full grace again');
+    await rejects(t, m.commitFile(ctx, commitInput('/old', ['old'], { blocksSinceMs: uploadStarted })), 'CAIRN_UNAVAILABLE');
+    clock.t += 1;
+    t.deepEqual(await m.noteOrphans(ctx, new Set([hex('old')]), grace), [hex('old')]);
+    // Gone from the nodes again: the tombstone expires after the retention and the record goes.
+    await m.noteOrphans(ctx, new Set(), grace);
+    await rejects(t, m.commitFile(ctx, commitInput('/none', ['none'])), 'CAIRN_UNAVAILABLE');
+    clock.t = deletedAt + keep + 1;
+    t.deepEqual(await m.noteOrphans(ctx, new Set(), grace), []);
+    const left = await ctx.kv.scan({ ...under('o'), limit: 10 });
+    t.is(left.length, 0, 'expired tombstones are dropped');
+    await m.commitFile(ctx, commitInput('/none', ['none']));
+    await m.commitFile(ctx, commitInput('/old', ['old'], { blocksSinceMs: uploadStarted }));
   });
 
   test(`${name}: usage recount matches the counters and keeps the quota`, async (t) => {

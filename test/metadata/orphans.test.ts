@@ -26,6 +26,7 @@ const T = 'acme';
 const HOUR = 3_600_000;
 const GRACE = 24 * HOUR;
 const HOLD = 10 * 60_000;
+const KEEP = 7 * 24 * HOUR;
 
 interface Chunk {
   readonly name: string;
@@ -75,11 +76,12 @@ async function setup(t: ExecutionContext): Promise<{ ctx: m.ModelContext; clock:
         referenced: () => m.referencedAddresses(ctx),
         note: (c, g) => m.noteOrphans(ctx, c, g),
         claim: (a, h) => m.claimOrphans(ctx, a, h),
-        end: (a, h) => m.endOrphanClaims(ctx, a, h),
+        end: (a, h, k) => m.endOrphanClaims(ctx, a, h, k),
         forget: (a) => m.forgetOrphans(ctx, a),
       },
       graceMs: GRACE,
       holdMs: HOLD,
+      tombstoneMs: KEEP,
       intervalMs: 0,
     },
   });
@@ -96,7 +98,7 @@ const putEverywhere = async (clients: readonly BlockClient[], chunks: readonly C
   for (const c of clients) await c.putBlocks(chunks.map((ch) => ({ address: ch.record.address, data: ch.data })));
 };
 const holders = (nodes: readonly BlockNode[], ch: Chunk): Promise<boolean[]> => Promise.all(nodes.map(async (n) => (await n.store.has([ch.record.address]))[0] === true));
-const commit = (ctx: m.ModelContext, path: string, ch: Chunk): Promise<m.VersionRecord> => m.commitFile(ctx, { tenant: T, path, size: ch.record.size, mtimeMs: 1, authorDevice: 'd', chunks: [{ ...ch.record, offset: 0 }] });
+const commit = (ctx: m.ModelContext, path: string, ch: Chunk, blocksSinceMs?: number): Promise<m.VersionRecord> => m.commitFile(ctx, { tenant: T, path, size: ch.record.size, mtimeMs: 1, authorDevice: 'd', chunks: [{ ...ch.record, offset: 0 }], blocksSinceMs });
 
 async function code(p: Promise<unknown>): Promise<string> {
   try {
@@ -126,12 +128,16 @@ test.serial('orphan blocks go from every node after the grace period; referenced
   t.deepEqual(await holders(nodes, orphan), [false, false, false], 'deleted on every node');
   for (const kept of [live, pinned, adopted, late]) t.deepEqual(await holders(nodes, kept), [true, true, true], `${kept.name} stays`);
 
-  // The deleted address is refused for the hold period (an upload that wrote it before the
-  // deletion must write it again), then accepted once written afresh.
-  t.is(await code(commit(ctx, '/orphan', orphan)), 'CAIRN_UNAVAILABLE');
+  // The deleted address is refused for the hold period, and after it to an upload that began
+  // writing its blocks before the deletion (it must write them again) for the tombstone retention;
+  // an upload that began after the deletion wrote the block afresh and commits it.
+  const deletedAt = clock.t;
+  t.is(await code(commit(ctx, '/orphan', orphan, clock.t)), 'CAIRN_UNAVAILABLE');
   clock.t += HOLD + 1;
+  t.is(await code(commit(ctx, '/orphan', orphan, deletedAt - GRACE)), 'CAIRN_UNAVAILABLE', 'an upload from before the deletion');
+  t.is(await code(commit(ctx, '/orphan', orphan)), 'CAIRN_UNAVAILABLE', 'a writer that does not say');
   await putEverywhere(clients, [orphan]);
-  await commit(ctx, '/orphan', orphan);
+  await commit(ctx, '/orphan', orphan, deletedAt + m.BLOCKS_SINCE_SKEW_MS + 1);
   await commit(ctx, '/late', late);
   clock.t += GRACE + 1;
   t.like(await gc.sweepOrphans(), { seen: 0, deleted: 0 }, 'everything is referenced now');

@@ -77,9 +77,11 @@ export function chunkReadKeys(tenant: string, chunks: readonly ChunkRecord[]): B
 /**
  * Takes a ref (or a pin) for each chunk occurrence. Chunks new to the index are recorded with the
  * caller's address; for known chunks the index's address wins (both name the same plain bytes),
- * and the returned records carry it. A chunk that GC has claimed is CAIRN_UNAVAILABLE.
+ * and the returned records carry it. A chunk that GC has claimed is CAIRN_UNAVAILABLE, and so is a
+ * new address the orphan sweep deleted after `blocksSinceMs` (when the writer began writing the
+ * blocks it names; 0 = unknown, refused while the deletion tombstone lives: orphans.ts).
  */
-export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunks: readonly ChunkRecord[], what: 'ref' | 'pin'): Promise<ChunkRecord[]> {
+export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunks: readonly ChunkRecord[], what: 'ref' | 'pin', blocksSinceMs = 0): Promise<ChunkRecord[]> {
   const resolved = new Map<string, ChunkRecord>();
   let newStored = 0;
   let newChunks = 0;
@@ -91,7 +93,7 @@ export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunk
     if (entry?.x !== undefined) throw beingDeleted(hex);
     if (entry === undefined) {
       if (chunk.address.length !== 32) throw new CairnError('CAIRN_FAILED_PRECONDITION', `chunk ${hex} is not stored yet: upload it first`, { metadata: { plain_hash: hex } });
-      await adoptAddress(tx, ctx, chunk.address, hex);
+      await adoptAddress(tx, ctx, chunk.address, hex, blocksSinceMs);
       entry = { a: chunk.address.toString('hex'), p: chunk.size, s: chunk.storedSize, r: 0, n: 0 };
       newStored += chunk.storedSize;
       newChunks++;

@@ -121,6 +121,11 @@ export interface CommitInput {
    * enqueues a "media" job in the commit's transaction; NOT_MEDIA records that it is not media.
    */
   readonly mediaKind?: string | undefined;
+  /**
+   * When the writer began writing the blocks this commit names (ms since the epoch; 0 or absent =
+   * unknown): an address the orphan sweep deleted after it is refused (model/orphans.ts).
+   */
+  readonly blocksSinceMs?: number | undefined;
 }
 
 function fromStoredDerivatives(stored: readonly StoredDerivative[] | undefined): MediaDerivative[] {
@@ -218,6 +223,7 @@ export function validateCommit(input: CommitInput, maxFileBytes: number): { path
   if (typeof input.authorDevice !== 'string' || input.authorDevice.length > 256) throw invalid('author_device', 'author_device must be at most 256 characters');
   checkMedia(input.media);
   checkMediaKind(input.mediaKind);
+  if (input.blocksSinceMs !== undefined) checkCount(input.blocksSinceMs, 'blocks_since_ms');
   validateChunks(input.chunks, 0);
   const end = input.chunks.reduce((sum, c) => sum + c.size, 0);
   if (end !== input.size) throw invalid('size', `chunk sizes add up to ${end}, not size ${input.size}`);
@@ -253,6 +259,8 @@ export interface CommitMeta {
   readonly restoredFrom?: number | undefined;
   /** Derivatives carried over (a restore): their chunks take refs for the new version too. */
   readonly derivatives?: readonly StoredDerivative[] | undefined;
+  /** When the writer began writing the blocks of new chunks (0/absent = unknown; orphans.ts). */
+  readonly blocksSinceMs?: number | undefined;
 }
 
 async function takeDerivatives(tx: KvTx, ctx: ModelContext, tenant: string, derivatives: readonly StoredDerivative[]): Promise<StoredDerivative[]> {
@@ -283,7 +291,7 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
   const current = node !== undefined && node.deletedMs === undefined ? node.head : 0;
   if (meta.baseVersion !== undefined && meta.baseVersion !== current) throw conflict(path, current, meta.baseVersion);
   const usedBefore = await versionBytes(tx, tenant);
-  const resolved = await acquire(tx, ctx, tenant, chunks, 'ref');
+  const resolved = await acquire(tx, ctx, tenant, chunks, 'ref', meta.blocksSinceMs ?? 0);
   const der = meta.derivatives !== undefined && meta.derivatives.length > 0 ? await takeDerivatives(tx, ctx, tenant, meta.derivatives) : undefined;
   const now = ctx.now();
   const isNew = node === undefined;
@@ -559,9 +567,11 @@ export type FileTarget = string | { readonly fileId: string };
  * Sets what media workers derived from a version: the metadata JSON and the derivatives (both
  * replaced; no change event). Derivative chunks take refs in the same transaction and the
  * replaced derivatives' refs are released after, so a chunk kept by both never passes zero.
+ * `blocksSinceMs`: when the writer began writing the derivatives' blocks (0 = unknown: orphans.ts).
  */
-export async function setVersionMedia(ctx: ModelContext, tenant: string, target: FileTarget, version: number, media: string, derivatives: readonly MediaDerivative[] = []): Promise<VersionRecord> {
+export async function setVersionMedia(ctx: ModelContext, tenant: string, target: FileTarget, version: number, media: string, derivatives: readonly MediaDerivative[] = [], blocksSinceMs = 0): Promise<VersionRecord> {
   validateTenant(tenant);
+  checkCount(blocksSinceMs, 'blocks_since_ms');
   const path = typeof target === 'string' ? normalizePath(target) : undefined;
   if (typeof target !== 'string') checkFileId(target.fileId);
   checkCount(version, 'version', { min: 1 });
@@ -586,7 +596,7 @@ export async function setVersionMedia(ctx: ModelContext, tenant: string, target:
     const sorted = [...derivatives].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const stored: StoredDerivative[] = [];
     for (const d of sorted) {
-      const resolved = await acquire(tx, ctx, tenant, d.chunks, 'ref');
+      const resolved = await acquire(tx, ctx, tenant, d.chunks, 'ref', blocksSinceMs);
       stored.push({ n: d.name, c: encodeChunks(resolved).toString('base64'), s: d.size, w: d.width, h: d.height, f: d.format });
     }
     const released = new Map<string, number>();

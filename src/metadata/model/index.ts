@@ -17,4 +17,4 @@ export { deleteUser, getPolicy, getUser, listTenantIds, listUsers, putUser, setP
 export { purgeDeleted, pruneExpiredVersions, runMaintenance, type MaintenanceStats } from './maintenance.js';
 export { CHANGE_CHANNEL } from './keys.js';
 export { adjustUsage, getUsage, recountUncounted, recountUsage, setQuota, type TenantUsage } from './usage.js';
-export { adoptAddress, claimOrphans, DEFAULT_ORPHAN_GRACE_MS, endOrphanClaims, forgetOrphans, noteOrphans, referencedAddresses } from './orphans.js';
+export { adoptAddress, BLOCKS_SINCE_SKEW_MS, claimOrphans, DEFAULT_ORPHAN_GRACE_MS, DEFAULT_ORPHAN_TOMBSTONE_MS, endOrphanClaims, MAX_UPLOAD_BLOCKS_AGE_MS, forgetOrphans, noteOrphans, referencedAddresses } from './orphans.js';

@@ -119,12 +119,14 @@ export async function getSession(ctx: ModelContext, tenant: string, id: string):
 
 /**
  * Appends chunks received at `offset`, which must be the session's current offset (else
- * CAIRN_FAILED_PRECONDITION with metadata.offset, where to resume). Each new chunk is pinned.
+ * CAIRN_FAILED_PRECONDITION with metadata.offset, where to resume). Each new chunk is pinned;
+ * `blocksSinceMs` says when the writer began writing their blocks (0 = unknown: orphans.ts).
  */
-export async function appendChunks(ctx: ModelContext, tenant: string, id: string, offset: number, chunks: readonly ChunkRecord[]): Promise<SessionRecord> {
+export async function appendChunks(ctx: ModelContext, tenant: string, id: string, offset: number, chunks: readonly ChunkRecord[], blocksSinceMs = 0): Promise<SessionRecord> {
   validateTenant(tenant);
   checkId(id);
   checkCount(offset, 'offset');
+  checkCount(blocksSinceMs, 'blocks_since_ms');
   if (chunks.length > 65_536) throw invalid('chunks', 'at most 65536 chunks per append');
   const end = validateChunks(chunks, offset);
   return ctx.write(tenant, async (tx) => {
@@ -138,7 +140,7 @@ export async function appendChunks(ctx: ModelContext, tenant: string, id: string
       if (fresh.has(hex)) continue;
       if ((await tx.get(keys.sessionPin(tenant, id, c.plainHash))) === undefined) fresh.set(hex, c);
     }
-    await acquire(tx, ctx, tenant, [...fresh.values()], 'pin');
+    await acquire(tx, ctx, tenant, [...fresh.values()], 'pin', blocksSinceMs);
     for (const c of fresh.values()) tx.put(keys.sessionPin(tenant, id, c.plainHash), Buffer.alloc(0));
     // Fill the last page, then whole new pages.
     let page = Math.floor(s.n / CHUNKS_PER_PAGE);

@@ -15,6 +15,10 @@ export interface AppendUploadChunksRequest {
    */
   'offset'?: (number | string | Long);
   'chunks'?: (_cairn_v1_ChunkRef)[];
+  /**
+   * When the writer began writing these chunks' blocks (as CommitFileRequest.blocks_since_ms).
+   */
+  'blocks_since_ms'?: (number | string | Long);
 }
 
 /**
@@ -28,4 +32,8 @@ export interface AppendUploadChunksRequest__Output {
    */
   'offset': (string);
   'chunks': (_cairn_v1_ChunkRef__Output)[];
+  /**
+   * When the writer began writing these chunks' blocks (as CommitFileRequest.blocks_since_ms).
+   */
+  'blocks_since_ms': (string);
 }

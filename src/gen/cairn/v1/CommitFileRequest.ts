@@ -36,6 +36,13 @@ export interface CommitFileRequest {
    * content is not media and enqueues nothing. 1-128 printable ASCII characters without spaces.
    */
   'media_kind'?: (string);
+  /**
+   * When the writer began writing the blocks this commit names (its wall clock, ms since the
+   * epoch; 0 = unknown). A new chunk whose block the orphan sweep deleted after this time (plus a
+   * 5-minute clock allowance), or at any time while the deletion is remembered when 0, fails the
+   * commit with CAIRN_UNAVAILABLE: the block may be gone, so the file must be uploaded again.
+   */
+  'blocks_since_ms'?: (number | string | Long);
   '_base_version'?: "base_version";
 }
 
@@ -71,5 +78,12 @@ export interface CommitFileRequest__Output {
    * content is not media and enqueues nothing. 1-128 printable ASCII characters without spaces.
    */
   'media_kind': (string);
+  /**
+   * When the writer began writing the blocks this commit names (its wall clock, ms since the
+   * epoch; 0 = unknown). A new chunk whose block the orphan sweep deleted after this time (plus a
+   * 5-minute clock allowance), or at any time while the deletion is remembered when 0, fails the
+   * commit with CAIRN_UNAVAILABLE: the block may be gone, so the file must be uploaded again.
+   */
+  'blocks_since_ms': (string);
   '_base_version'?: "base_version";
 }

@@ -24,6 +24,10 @@ export interface SetVersionMediaRequest {
    * Select the file by its stable id instead of its path (path must then be empty).
    */
   'file_id'?: (string);
+  /**
+   * When the writer began writing the derivatives' blocks (as CommitFileRequest.blocks_since_ms).
+   */
+  'blocks_since_ms'?: (number | string | Long);
 }
 
 /**
@@ -46,4 +50,8 @@ export interface SetVersionMediaRequest__Output {
    * Select the file by its stable id instead of its path (path must then be empty).
    */
   'file_id': (string);
+  /**
+   * When the writer began writing the derivatives' blocks (as CommitFileRequest.blocks_since_ms).
+   */
+  'blocks_since_ms': (string);
 }
