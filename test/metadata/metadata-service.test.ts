@@ -301,6 +301,7 @@ test('blocks_since_ms over gRPC: a block the orphan sweep deleted after the writ
   const err = await fails(t, commitF(began), 'CAIRN_UNAVAILABLE');
   t.regex(err.message, /deleted as an orphan .*upload the file again/);
   t.is(err.metadata['plain_hash'], sha('f').toString('hex'));
+  t.is(err.retryAfterMs, deletedAt + m.BLOCKS_SINCE_SKEW_MS + 1000 - clock.t, 'retry once a fresh start is past the deletion + allowance');
   await fails(t, commitF(), 'CAIRN_UNAVAILABLE');
   t.deepEqual(await snapshot(svc.kv), before, 'the refused commits changed nothing');
   const session = (await client.createUploadSession({ tenant: 'acme', path: '/up', mtime_ms: 1, author_device: 'd' })).session!;

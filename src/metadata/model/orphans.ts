@@ -67,7 +67,9 @@ export async function adoptAddress(tx: KvTx, ctx: ModelContext, address: Buffer,
   }
   if (tombstoned(rec, now) && !(blocksSinceMs > rec.d! + BLOCKS_SINCE_SKEW_MS)) {
     const since = blocksSinceMs > 0 ? `this upload began writing blocks at ${new Date(blocksSinceMs).toISOString()}` : 'the writer did not say when it began writing blocks';
-    throw new CairnError('CAIRN_UNAVAILABLE', `the block of chunk ${hex} was deleted as an orphan at ${new Date(rec.d!).toISOString()} and ${since}: upload the file again`, { retryAfterMs: 1000, metadata: { plain_hash: hex, orphan_deleted_ms: String(rec.d) } });
+    // A writer that starts again now is accepted once its clock is past the deletion + allowance.
+    const retryAfterMs = Math.max(1000, Math.min(BLOCKS_SINCE_SKEW_MS + 1000, rec.d! + BLOCKS_SINCE_SKEW_MS + 1000 - now));
+    throw new CairnError('CAIRN_UNAVAILABLE', `the block of chunk ${hex} was deleted as an orphan at ${new Date(rec.d!).toISOString()} and ${since}: upload the file again`, { retryAfterMs, metadata: { plain_hash: hex, orphan_deleted_ms: String(rec.d) } });
   }
   tx.del(key);
 }
