@@ -6,13 +6,16 @@
 import { randomBytes } from 'node:crypto';
 import { request, type IncomingMessage } from 'node:http';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import test from 'ava';
 import * as grpc from '@grpc/grpc-js';
 import { ServiceTokenSource, loadOrCreateSecret, signToken } from '../../src/common/auth.js';
 import { startHttpServer } from '../../src/common/http.js';
 import { createLogger } from '../../src/common/log.js';
+import { isCairnError } from '../../src/common/errors.js';
 import { createMetrics } from '../../src/common/metrics.js';
+import { CairnClient } from '../../src/client/index.js';
 import { ReplicatedBlockClient, StaticMapSource, createBlockNode, singleNodeMap } from '../../src/blocknode/index.js';
 import { TenantKeys, createGateway, loadMasterKey } from '../../src/gateway/index.js';
 import { AdminClient, MetadataClient, createMetadataService } from '../../src/metadata/index.js';
@@ -27,7 +30,7 @@ async function body(res: IncomingMessage): Promise<string> {
   return Buffer.concat(parts).toString('utf8');
 }
 
-test('an HTTP PUT whose blocks the orphan sweep deleted mid-upload is refused after the hold, and changes nothing', async (t) => {
+test('an HTTP PUT or UploadFile whose blocks the orphan sweep deleted mid-upload is refused after the hold, and changes nothing', async (t) => {
   t.timeout(90_000);
   const dataDir = tempDir(t, 'cairn-orphan-gw-');
   const secret = loadOrCreateSecret(join(dataDir, 'auth.key'));
@@ -68,8 +71,22 @@ test('an HTTP PUT whose blocks the orphan sweep deleted mid-upload is refused af
   stops.push(() => gateway.stop(1000));
   const http = await startHttpServer(H, 0, { registry: metrics.registry, log, ready: () => true, routes: gateway.http });
   stops.push(() => http.close());
-  const bearer = `Bearer ${await signToken(secret, { tenant: 'acme', role: 'user', subject: 'u', ttlSeconds: 3600 })}`;
+  const userToken = await signToken(secret, { tenant: 'acme', role: 'user', subject: 'u', ttlSeconds: 3600 });
+  const bearer = `Bearer ${userToken}`;
   const gc = svc.gc!;
+  /** Sweeps until the upload in flight has written blocks, then deletes them as orphans and waits out the hold. */
+  const deleteInFlight = async (): Promise<void> => {
+    let seen = 0;
+    for (let i = 0; i < 200 && seen === 0; i++) {
+      await sleep(50);
+      seen = (await gc.sweepOrphans()).seen;
+    }
+    t.true(seen > 0, 'the upload wrote blocks before the end of its body');
+    // Grace 0: due on the next sweep, deleted from the block node, held for HOLD ms.
+    const swept = await gc.sweepOrphans();
+    t.true(swept.deleted > 0, `deleted ${swept.deleted} orphan blocks`);
+    await sleep(HOLD + 200);
+  };
 
   // Start a 12 MiB PUT and send 10 MiB: the gateway flushes its first 8 MiB of blocks mid-stream.
   const data = randomBytes(12 * 1024 * 1024);
@@ -79,16 +96,7 @@ test('an HTTP PUT whose blocks the orphan sweep deleted mid-upload is refused af
     req.once('error', reject);
   });
   req.write(data.subarray(0, 10 * 1024 * 1024));
-  let seen = 0;
-  for (let i = 0; i < 200 && seen === 0; i++) {
-    await sleep(50);
-    seen = (await gc.sweepOrphans()).seen;
-  }
-  t.true(seen > 0, 'the upload wrote blocks before the end of its body');
-  // Grace 0: due on the next sweep, deleted from the block node, held for HOLD ms.
-  const swept = await gc.sweepOrphans();
-  t.true(swept.deleted > 0, `deleted ${swept.deleted} orphan blocks`);
-  await sleep(HOLD + 200);
+  await deleteInFlight();
   req.end(data.subarray(10 * 1024 * 1024));
   const res = await response;
   const text = await body(res);
@@ -102,4 +110,22 @@ test('an HTTP PUT whose blocks the orphan sweep deleted mid-upload is refused af
   const small = randomBytes(1000);
   const put = await new Promise<IncomingMessage>((resolve, reject) => request({ host: H, port: http.port, method: 'PUT', path: '/v1/files/small.bin', headers: { authorization: bearer, 'content-length': String(small.length) } }, resolve).once('error', reject).end(small));
   t.is(put.statusCode, 200, await body(put));
+
+  // The same over gRPC UploadFile. Leftover orphans (the refused PUT's last blocks) go first.
+  await gc.sweepOrphans();
+  await gc.sweepOrphans();
+  t.is((await gc.sweepOrphans()).seen, 0);
+  const client = new CairnClient({ endpoint: `${H}:${gateway.port}`, token: userToken });
+  t.teardown(() => client.close());
+  const other = randomBytes(12 * 1024 * 1024);
+  const source = new PassThrough();
+  const upload = client.putStream(source, '/grpc.bin', { size: other.length });
+  upload.catch(() => undefined);
+  source.write(other.subarray(0, 10 * 1024 * 1024));
+  await deleteInFlight();
+  source.end(other.subarray(10 * 1024 * 1024));
+  const err = await t.throwsAsync(upload);
+  t.true(isCairnError(err, 'CAIRN_UNAVAILABLE'), String(err));
+  t.regex(err.message, /deleted as an orphan.*upload the file again/);
+  await t.throwsAsync(client.stat('/grpc.bin'), undefined, 'nothing committed');
 });
