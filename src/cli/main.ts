@@ -97,6 +97,7 @@ const SERVER_FLAGS: Array<[flag: string, key: string, help: string]> = [
   ['--gc-interval-ms <ms>', 'gcIntervalMs', 'pause between block GC runs (default 60000, 0 = on demand only)'],
   ['--delete-grace-ms <ms>', 'deleteGraceMs', 'how long an unreferenced chunk waits before GC may delete it (default 600000)'],
   ['--orphan-grace-ms <ms>', 'orphanGraceMs', 'how long a block no chunk names stays before the orphan sweep deletes it (default 1 day)'],
+  ['--orphan-tombstone-ms <ms>', 'orphanTombstoneMs', 'how long a deleted orphan block address refuses uploads that began before the deletion (default 7 days, at least 6 days + 1 h)'],
   ['--orphan-sweep-interval-ms <ms>', 'orphanSweepIntervalMs', 'least pause between orphan sweeps of the periodic GC (default 1 h, 0 = on demand only)'],
   ['--change-retention-ms <ms>', 'changeRetentionMs', 'how long change-feed events are kept (default 30 days)'],
   ['--rate-limit-requests-per-second <n>', 'rateLimitRequestsPerSecond', 'calls per tenant per second a gateway accepts (default 1000, 0 = unlimited)'],
