@@ -1,7 +1,7 @@
 // The gateway's HTTP routes: presigned GET/HEAD/PUT URLs, link shares, and bearer-token GET/PUT of
 // files. GETs honour Range (one range), strong ETags, If-None-Match and If-Range; PUTs stream the
 // body through the same chunk → seal → replicate path as UploadFile and commit only a whole body.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Chunker, type ChunkerOptions } from '../chunking/index.js';
@@ -79,28 +79,63 @@ export function etagOf(v: Pick<FileVersion__Output, 'content_hash' | 'version'>)
   return `"${v.content_hash.toString('hex')}-${v.version}"`;
 }
 
-export type RangeSpec = { kind: 'none' } | { kind: 'unsatisfiable' } | { kind: 'range'; start: number; end: number };
+export type RangeSpec =
+  | { kind: 'none' }
+  | { kind: 'unsatisfiable' }
+  | { kind: 'range'; start: number; end: number }
+  | { kind: 'ranges'; ranges: ReadonlyArray<{ start: number; end: number }> };
+
+/** More ranges than this in one header are ignored (the whole body is sent): a guard against
+ * requests that ask for thousands of tiny parts. */
+export const MAX_RANGES = 64;
+
+/** One range spec ("a-b", "a-", "-n") against `size`; `null` when malformed, `undefined` when unsatisfiable. */
+function parseOne(spec: string, size: number): { start: number; end: number } | null | undefined {
+  const m = /^(\d*)\s*-\s*(\d*)$/.exec(spec.trim());
+  if (m === null) return null;
+  const [, a = '', b = ''] = m;
+  if (a === '' && b === '') return null;
+  if (a === '') {
+    const n = Number(b);
+    if (n === 0 || size === 0) return undefined;
+    return { start: Math.max(0, size - n), end: size };
+  }
+  const start = Number(a);
+  if (b !== '' && Number(b) < start) return null;
+  if (start >= size) return undefined;
+  const last = b === '' ? size - 1 : Math.min(Number(b), size - 1);
+  return { start, end: last + 1 };
+}
 
 /**
- * One `bytes=` range against a file of `size` bytes; `end` is exclusive. A malformed header and
- * several ranges are treated as no Range (a 200 with the whole body), which RFC 9110 allows.
+ * A `bytes=` Range header against a file of `size` bytes (`end` exclusive). Several ranges are
+ * sorted and coalesced where they overlap or touch; if more than one remains the answer is a
+ * multipart/byteranges body. A malformed header, or one with more than MAX_RANGES ranges, is
+ * treated as no Range (a 200 with the whole body), which RFC 9110 allows; when no range is
+ * satisfiable the answer is 416.
  */
 export function parseRange(header: string | undefined, size: number): RangeSpec {
   if (header === undefined) return { kind: 'none' };
-  const m = /^bytes=\s*(\d*)\s*-\s*(\d*)\s*$/.exec(header.trim());
+  const m = /^bytes=(.*)$/.exec(header.trim());
   if (m === null) return { kind: 'none' };
-  const [, a = '', b = ''] = m;
-  if (a === '' && b === '') return { kind: 'none' };
-  if (a === '') {
-    const n = Number(b);
-    if (n === 0 || size === 0) return { kind: 'unsatisfiable' };
-    return { kind: 'range', start: Math.max(0, size - n), end: size };
+  const specs = m[1]!.split(',');
+  if (specs.length > MAX_RANGES) return { kind: 'none' };
+  const wanted: Array<{ start: number; end: number }> = [];
+  for (const spec of specs) {
+    const r = parseOne(spec, size);
+    if (r === null) return { kind: 'none' };
+    if (r !== undefined) wanted.push(r);
   }
-  const start = Number(a);
-  if (b !== '' && Number(b) < start) return { kind: 'none' };
-  if (start >= size) return { kind: 'unsatisfiable' };
-  const last = b === '' ? size - 1 : Math.min(Number(b), size - 1);
-  return { kind: 'range', start, end: last + 1 };
+  if (wanted.length === 0) return { kind: 'unsatisfiable' };
+  wanted.sort((x, y) => x.start - y.start);
+  const merged: Array<{ start: number; end: number }> = [];
+  for (const r of wanted) {
+    const last = merged.at(-1);
+    if (last !== undefined && r.start <= last.end) last.end = Math.max(last.end, r.end);
+    else merged.push({ ...r });
+  }
+  if (merged.length === 1) return { kind: 'range', start: merged[0]!.start, end: merged[0]!.end };
+  return { kind: 'ranges', ranges: merged };
 }
 
 function etagList(header: string | undefined): string[] {
@@ -134,6 +169,10 @@ async function serveFile(options: HttpRoutesOptions, req: IncomingMessage, res: 
     res.end();
     return;
   }
+  if (range.kind === 'ranges') {
+    await serveParts(options, req, res, t, v, range.ranges, headers, signal);
+    return;
+  }
   const start = range.kind === 'range' ? range.start : 0;
   const end = range.kind === 'range' ? range.end : size;
   res.writeHead(range.kind === 'range' ? 206 : 200, {
@@ -146,12 +185,36 @@ async function serveFile(options: HttpRoutesOptions, req: IncomingMessage, res: 
     res.end();
     return;
   }
+  await sendBytes(options, res, t, v, start, end, signal);
+  res.end();
+}
+
+/** Streams `v`'s bytes [start, end) to the response, paced on the payer's byte budget. */
+async function sendBytes(options: HttpRoutesOptions, res: ServerResponse, t: Target, v: FileVersion__Output, start: number, end: number, signal: AbortSignal): Promise<void> {
   for await (const { data: piece } of readRange(options, t.tenant, v, start, end, signal)) {
     await options.limiter.pace(t.payer, piece.length, signal);
     if (!res.write(piece)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
     if (signal.aborted) throw new CairnError('CAIRN_CANCELLED', 'client went away');
   }
-  res.end();
+}
+
+/** A 206 multipart/byteranges answer (RFC 9110 §14.6), its exact length announced up front. */
+async function serveParts(options: HttpRoutesOptions, req: IncomingMessage, res: ServerResponse, t: Target, v: FileVersion__Output, ranges: ReadonlyArray<{ start: number; end: number }>, headers: Record<string, string>, signal: AbortSignal): Promise<void> {
+  const size = Number(v.size);
+  const boundary = randomBytes(12).toString('hex');
+  const heads = ranges.map((r, i) => Buffer.from(`${i === 0 ? '' : '\r\n'}--${boundary}\r\ncontent-type: application/octet-stream\r\ncontent-range: bytes ${r.start}-${r.end - 1}/${size}\r\n\r\n`, 'latin1'));
+  const tail = Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1');
+  const length = heads.reduce((n, h) => n + h.length, 0) + ranges.reduce((n, r) => n + r.end - r.start, 0) + tail.length;
+  res.writeHead(206, { ...headers, 'content-type': `multipart/byteranges; boundary=${boundary}`, 'content-length': String(length) });
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  for (const [i, r] of ranges.entries()) {
+    res.write(heads[i]!);
+    await sendBytes(options, res, t, v, r.start, r.end, signal);
+  }
+  res.end(tail);
 }
 
 function baseVersionOf(req: IncomingMessage): number | undefined {

@@ -30,7 +30,34 @@ test('parseRange: first-last, open-ended and suffix ranges; unsatisfiable and ig
       return a >= size ? r.kind === 'unsatisfiable' : r.kind === 'range' && r.start === a && r.end === size;
     }),
   );
-  for (const h of [undefined, 'bytes=0-1,3-4', 'bytes=-', 'pages=0-1', 'bytes=a-b', 'bytes 0-1']) t.deepEqual(parseRange(h, 100), { kind: 'none' }, String(h));
+  for (const h of [undefined, 'bytes=-', 'pages=0-1', 'bytes=a-b', 'bytes 0-1', 'bytes=0-1,x', 'bytes=0-1,9-3', `bytes=${Array.from({ length: 65 }, (_, i) => `${i * 3}-${i * 3}`).join(',')}`]) {
+    t.deepEqual(parseRange(h, 1000), { kind: 'none' }, String(h).slice(0, 40));
+  }
+});
+
+test('parseRange: several ranges are sorted, coalesced where they overlap or touch, and unsatisfiable ones dropped', (t) => {
+  t.deepEqual(parseRange('bytes=0-1,3-4', 100), { kind: 'ranges', ranges: [{ start: 0, end: 2 }, { start: 3, end: 5 }] });
+  t.deepEqual(parseRange('bytes=50-59, 0-9', 100), { kind: 'ranges', ranges: [{ start: 0, end: 10 }, { start: 50, end: 60 }] }, 'sorted');
+  t.deepEqual(parseRange('bytes=0-9,5-14,15-19', 100), { kind: 'range', start: 0, end: 20 }, 'overlapping and touching ranges become one');
+  t.deepEqual(parseRange('bytes=0-4,200-300,-5', 100), { kind: 'ranges', ranges: [{ start: 0, end: 5 }, { start: 95, end: 100 }] }, 'past the end dropped; suffix');
+  t.deepEqual(parseRange('bytes=200-300,400-', 100), { kind: 'unsatisfiable' });
+  t.deepEqual(parseRange(`bytes=${Array.from({ length: 64 }, (_, i) => `${i * 3}-${i * 3}`).join(',')}`, 1000).kind, 'ranges', '64 ranges are served');
+  fc.assert(
+    fc.property(fc.nat(3000), fc.array(fc.tuple(fc.nat(3500), fc.nat(400)), { minLength: 1, maxLength: 10 }), (size, specs) => {
+      const r = parseRange(`bytes=${specs.map(([a, n]) => `${a}-${a + n}`).join(',')}`, size);
+      const covered = new Set<number>();
+      for (const [a, n] of specs) for (let i = a; i <= Math.min(a + n, size - 1); i++) covered.add(i);
+      if (covered.size === 0) return r.kind === 'unsatisfiable';
+      const parts = r.kind === 'range' ? [r] : r.kind === 'ranges' ? r.ranges : [];
+      const got = new Set<number>();
+      for (let i = 0; i < parts.length; i++) {
+        const p = parts[i]!;
+        if (p.start >= p.end || (i > 0 && p.start <= parts[i - 1]!.end)) return false;
+        for (let x = p.start; x < p.end; x++) got.add(x);
+      }
+      return got.size === covered.size && [...covered].every((x) => got.has(x)) && (r.kind === 'range') === (parts.length === 1);
+    }),
+  );
 });
 
 const claimsArb = fc.record({
