@@ -17,10 +17,15 @@ export interface Embedded {
 }
 
 export async function startEmbedded(dataDir: string): Promise<Embedded> {
-  const proc: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/run.ts'), 'server', '--embedded', '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  // CAIRN_BENCH_PROF=<dir> writes a V8 CPU profile of the server there (as in the thumbnails
+  // bench); CAIRN_BENCH_NODE_FLAGS adds node flags (--trace-gc, …) to the server.
+  const prof = process.env['CAIRN_BENCH_PROF'];
+  const flags = (process.env['CAIRN_BENCH_NODE_FLAGS'] ?? '').split(/\s+/).filter((f) => f !== '');
+  const proc: ChildProcess = spawn(process.execPath, [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), ...flags, ...(process.env['CAIRN_BENCH_DIST'] ? [join(ROOT, 'bin/cairn.js')] : ['--import', 'tsx', join(ROOT, 'src/cli/run.ts')]), 'server', '--embedded', '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const line = await new Promise<string>((resolve, reject) => {
     let out = '';
     proc.stdout?.on('data', (d: Buffer) => {
+      if (flags.length > 0) process.stderr.write(d); // what the flags print (--trace-gc writes to stdout)
       out += d.toString();
       const ready = out.split('\n').find((l) => l.includes('ready'));
       if (ready !== undefined) resolve(ready);

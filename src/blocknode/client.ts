@@ -33,7 +33,16 @@ export interface StoredBlock {
 /** What the replication client asks of one node: a BlockClient, or the node in this very process. */
 export interface BlockPeer {
   putBlocks(blocks: readonly StoredBlock[], options?: { handoff?: boolean; repair?: boolean; timeoutMs?: number }): Promise<PutBlocksResponse__Output>;
-  getBlocks(addresses: readonly Buffer[], signal?: AbortSignal): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }>;
+  getBlocks(addresses: readonly Buffer[], signal?: AbortSignal, options?: GetBlocksOptions): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }>;
+}
+
+export interface GetBlocksOptions {
+  /**
+   * The caller authenticates every block itself (the gateway's AES-GCM, whose key and nonce derive
+   * from the chunk's plain hash) and asks again without this option when one fails: the payload's
+   * SHA-256 need not be checked on the way. A store still checks the record's header and address.
+   */
+  readonly callerVerifies?: boolean;
 }
 
 /** A block node in this process: what it returns was verified against its address by its store. */

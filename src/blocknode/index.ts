@@ -21,7 +21,7 @@ import { Scrubber } from './scrub.js';
 import { blockNodeHandlers, localBlockPeer, type BlockNodeServiceDeps, type NodeStatus } from './service.js';
 import { GcTombstones } from './tombstones.js';
 
-export { BlockClient, type BlockClientOptions, type BlockPeer, type LocalBlockPeer, type StoredBlock } from './client.js';
+export { BlockClient, type BlockClientOptions, type BlockPeer, type GetBlocksOptions, type LocalBlockPeer, type StoredBlock } from './client.js';
 export { ReplicatedBlockClient, type BlockAccess, type ReplicatedBlockClientOptions } from './replication.js';
 export { FileMapSource, StaticMapSource, emptyMap, parseMapFile, singleNodeMap, type FileMapSourceOptions, type MapSource } from './map-source.js';
 export { MetadataMapSource, type ClusterMapFeed, type MetadataMapSourceOptions } from './map-source-metadata.js';

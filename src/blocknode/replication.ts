@@ -8,14 +8,14 @@ import { Counter, type Registry } from 'prom-client';
 import { CairnError, isCairnError } from '../common/errors.js';
 import type { TokenProvider } from '../common/grpc-client.js';
 import { partitionOf, type ClusterMap } from '../placement/index.js';
-import type { BlockPeer, LocalBlockPeer, StoredBlock } from './client.js';
+import type { BlockPeer, GetBlocksOptions, LocalBlockPeer, StoredBlock } from './client.js';
 import type { MapSource } from './map-source.js';
 import { PeerPool, addrOf, handoffOrder, readCandidates } from './peers.js';
 
 /** What a gateway needs from block storage: one node or a replicated cluster. */
 export interface BlockAccess {
   putBlocks(blocks: readonly StoredBlock[]): Promise<unknown>;
-  getBlocks(addresses: readonly Buffer[], signal?: AbortSignal): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }>;
+  getBlocks(addresses: readonly Buffer[], signal?: AbortSignal, options?: GetBlocksOptions): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }>;
   close(): void;
 }
 
@@ -187,11 +187,11 @@ export class ReplicatedBlockClient implements BlockAccess {
   }
 
   /**
-   * Streams the requested blocks in request order, each verified against its address; a block
-   * no replica holds intact comes back with data undefined. Bad or missing copies on owners
-   * are repaired in the background.
+   * Streams the requested blocks in request order, each verified against its address (unless
+   * the caller verifies them itself: `callerVerifies`); a block no replica holds intact comes back
+   * with data undefined. Bad or missing copies on owners are repaired in the background.
    */
-  async *getBlocks(addresses: readonly Buffer[], signal?: AbortSignal): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }> {
+  async *getBlocks(addresses: readonly Buffer[], signal?: AbortSignal, options: GetBlocksOptions = {}): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }> {
     const map = this.#map.current();
     const previous = this.#map.previous();
     const found = new Map<string, Buffer>();
@@ -225,10 +225,11 @@ export class ReplicatedBlockClient implements BlockAccess {
           if (addr === undefined) return;
           const answered = new Set<string>();
           const peer = this.#peer(addr);
-          // A node in this process hands back what its store just verified: hashing again buys nothing.
-          const verified = 'verified' in peer && peer.verified;
+          // A node in this process hands back what its store just verified: hashing again buys
+          // nothing; nor does it for a caller that authenticates each block itself.
+          const verified = options.callerVerifies === true || ('verified' in peer && peer.verified);
           try {
-            for await (const b of peer.getBlocks(list, signal)) {
+            for await (const b of peer.getBlocks(list, signal, options)) {
               const key = hex(b.address);
               answered.add(key);
               if (b.data !== undefined && (verified || sha256(b.data).equals(b.address))) found.set(key, b.data);

@@ -71,8 +71,8 @@ function checkPartition(partition: number): void {
   }
 }
 
-/** Blocks read from the store at once per GetBlocks call (each read is an index lookup, a pread and a hash). */
-const READ_WINDOW = 8;
+/** Blocks read from the store at once per GetBlocks call: one index lookup, one pread per run of neighbours. */
+const READ_GROUP = 32;
 
 /** Validates and stores one batch durably; repair copies of blocks GC deleted here are refused. */
 async function storeBatch(deps: BlockNodeServiceDeps, blocks: StoredBlock[], flags: { handoff: boolean; repair: boolean }): Promise<{ blocks: number; bytes: number; refused: number }> {
@@ -97,43 +97,46 @@ async function storeBatch(deps: BlockNodeServiceDeps, blocks: StoredBlock[], fla
   return { blocks: batch.length, bytes: batchBytes, refused };
 }
 
-/** One verified block, or undefined when missing; a corrupt copy is quarantined and reads as missing. */
-async function readBlock(deps: BlockNodeServiceDeps, address: Buffer, log: { warn(obj: object, msg: string): void }): Promise<Buffer | undefined> {
-  const started = performance.now();
-  try {
-    return await deps.store.get(address);
-  } catch (err) {
-    // A corrupt copy is quarantined by the store; answer "not found" so the reader moves on to
-    // another replica (and repairs this one) instead of failing the stream.
-    if (!(err instanceof CairnError && err.code === 'CAIRN_CORRUPT_BLOCK')) throw err;
-    deps.digests.invalidate([address]);
-    log.warn({ address: address.toString('hex') }, 'corrupt block quarantined on read');
-    return undefined;
-  } finally {
-    deps.observeGet?.((performance.now() - started) / 1000);
-  }
-}
-
-/** Reads blocks in request order, READ_WINDOW at a time, so index lookups, preads and hashes overlap. */
-async function* readBlocks(deps: BlockNodeServiceDeps, addresses: readonly Buffer[], log: { warn(obj: object, msg: string): void }): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }> {
-  const pending: Array<Promise<Buffer | undefined>> = [];
-  let next = 0;
-  const fill = (): void => {
-    while (next < addresses.length && pending.length < READ_WINDOW) {
-      const p = readBlock(deps, addresses[next++]!, log);
-      p.catch(() => undefined); // awaited in order below
-      pending.push(p);
+/**
+ * Reads blocks in request order, READ_GROUP at a time with the next group read ahead: each group
+ * is one index lookup, and a pread per run of neighbouring records (BlockStore.getMany). A corrupt
+ * copy is quarantined by the store and reads as missing, so the reader moves on to another
+ * replica (and repairs this one) instead of failing the stream. `verify: false` skips the payload
+ * hash for a caller that authenticates the bytes itself.
+ */
+async function* readBlocks(deps: BlockNodeServiceDeps, addresses: readonly Buffer[], log: { warn(obj: object, msg: string): void }, verify = true): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }> {
+  const read = async (group: readonly Buffer[]): Promise<Array<Buffer | undefined>> => {
+    const started = performance.now();
+    const got = await deps.store.getMany(group, { verify });
+    const seconds = (performance.now() - started) / 1000 / group.length;
+    const corrupt: Buffer[] = [];
+    const out = got.map((g, i) => {
+      deps.observeGet?.(seconds);
+      if (g.corrupt) corrupt.push(group[i]!);
+      return g.data;
+    });
+    if (corrupt.length > 0) {
+      deps.digests.invalidate(corrupt);
+      for (const a of corrupt) log.warn({ address: a.toString('hex') }, 'corrupt block quarantined on read');
     }
+    return out;
   };
+  let ahead: Promise<Array<Buffer | undefined>> | undefined;
   try {
-    for (let i = 0; i < addresses.length; i++) {
-      fill();
-      const data = await pending.shift()!;
-      yield { address: addresses[i]!, data };
+    for (let at = 0; at < addresses.length; at += READ_GROUP) {
+      const group = addresses.slice(at, at + READ_GROUP);
+      const current = ahead ?? read(group);
+      ahead = undefined;
+      if (at + READ_GROUP < addresses.length) {
+        ahead = read(addresses.slice(at + READ_GROUP, at + 2 * READ_GROUP));
+        ahead.catch(() => undefined); // awaited on the next turn
+      }
+      const data = await current;
+      for (let i = 0; i < group.length; i++) yield { address: group[i]!, data: data[i] };
     }
   } finally {
-    // A consumer that stopped early leaves reads in flight: let them settle quietly.
-    for (const p of pending) p.catch(() => undefined);
+    // A consumer that stopped early leaves a read in flight: let it settle quietly.
+    ahead?.catch(() => undefined);
   }
 }
 
@@ -159,14 +162,14 @@ export function localBlockPeer(deps: BlockNodeServiceDeps, log: { warn(obj: obje
       });
       return { blocks_stored: String(stored), bytes_stored: String(bytes), blocks_tombstoned: String(refused) };
     },
-    async *getBlocks(addresses, signal) {
+    async *getBlocks(addresses, signal, options) {
       for (let i = 0; i < addresses.length; i += MAX_GET_ADDRESSES) {
         const slice = addresses.slice(i, i + MAX_GET_ADDRESSES);
         checkAddresses(slice, MAX_GET_ADDRESSES);
         // Hold a slot only while reading, not while the consumer works through the results.
         const got = await deps.limit.run(async () => {
           const out: Array<{ address: Buffer; data: Buffer | undefined }> = [];
-          for await (const b of readBlocks(deps, slice, log)) {
+          for await (const b of readBlocks(deps, slice, log, options?.callerVerifies !== true)) {
             signal?.throwIfAborted();
             out.push(b);
           }

@@ -9,6 +9,7 @@ import type { FileInfo } from './info.js';
 /** Reads below this size use one stream. */
 export const PARALLEL_MIN_BYTES = 32 * 1024 * 1024;
 const WINDOW_BYTES = 16 * 1024 * 1024;
+const WRITE_RUN_BYTES = 1024 * 1024;
 
 type Read = (path: string, options: { version: number; offset: number; limit: number; signal?: AbortSignal }) => AsyncGenerator<{ info: FileInfo } | { data: Buffer; offset: number }>;
 
@@ -25,14 +26,45 @@ export async function parallelGet(read: Read, info: FileInfo, localPath: string,
       for (let w = windows[next++]; w !== undefined; w = windows[next++]) {
         const [from, to] = w;
         let at = from;
+        // Pieces are written in runs of up to WRITE_RUN_BYTES with one writev, not one write each.
+        let run: Buffer[] = [];
+        let runAt = at;
+        let runBytes = 0;
+        const flush = async (): Promise<void> => {
+          if (runBytes === 0) return;
+          const bufs = run;
+          let position = runAt - start;
+          run = [];
+          runAt += runBytes;
+          runBytes = 0;
+          while (bufs.length > 0) {
+            const { bytesWritten } = await fh.writev(bufs, position);
+            if (bytesWritten === 0) throw new CairnError('CAIRN_INTERNAL', `could not write ${localPath}`);
+            position += bytesWritten;
+            // A short write: keep what is left.
+            for (let skip = bytesWritten; skip > 0; ) {
+              const head = bufs[0]!;
+              if (head.length <= skip) {
+                skip -= head.length;
+                bufs.shift();
+              } else {
+                bufs[0] = head.subarray(skip);
+                skip = 0;
+              }
+            }
+          }
+        };
         for await (const part of read(info.path, { version: info.version, offset: from, limit: to - from, ...(options.signal ? { signal: options.signal } : {}) })) {
           if ('info' in part) continue;
           if (part.offset !== at) throw new CairnError('CAIRN_DATA_LOSS', `expected bytes at ${at}, got ${part.offset}`);
-          await fh.write(part.data, 0, part.data.length, at - start);
+          run.push(part.data);
+          runBytes += part.data.length;
           at += part.data.length;
+          if (runBytes >= WRITE_RUN_BYTES) await flush();
           done += part.data.length;
           options.onProgress?.(done, end - start);
         }
+        await flush();
         if (at !== to) throw new CairnError('CAIRN_DATA_LOSS', `window ${from}-${to} ended at ${at}`);
       }
     };

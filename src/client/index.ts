@@ -72,6 +72,9 @@ function connect(settings: Pick<ClientSettings, 'endpoint' | 'tlsCa' | 'tlsCert'
 }
 
 /** The SDK client: file data calls here, tree calls (list, versions, move, watch, …) from TreeClient. */
+/** Bytes a download buffers for the file before it waits for the disk. */
+const WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
+
 export class CairnClient extends TreeClient {
   readonly endpoint: string;
   readonly #client: FilesClient;
@@ -202,7 +205,10 @@ export class CairnClient extends TreeClient {
       }
     }
     const tmp = toStdout ? '' : `${localPath}.cairn-${randomBytes(4).toString('hex')}.part`;
-    const out = toStdout ? process.stdout : createWriteStream(tmp);
+    // A deep write buffer: fs.WriteStream then flushes what piled up with one writev, instead of
+    // one write per (≈ 64 KiB) message with the read waiting for each — that cost a third of a
+    // download's time.
+    const out = toStdout ? process.stdout : createWriteStream(tmp, { highWaterMark: WRITE_BUFFER_BYTES });
     let info: FileInfo | undefined;
     let written = 0;
     try {

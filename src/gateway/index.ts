@@ -11,6 +11,7 @@ import { loadProto } from '../common/proto.js';
 import type { BlockAccess } from '../blocknode/index.js';
 import type { MetadataClient } from '../metadata/index.js';
 import type { ProtoGrpcType as SharingProto } from '../gen/sharing.js';
+import { acceptEncoded } from '../common/wire.js';
 import { CHUNK_PERMISSIONS, chunkHandlers } from './chunks.js';
 import { CLUSTER_PERMISSIONS, clusterHandlers, type ClusterAdmin } from './cluster-status.js';
 import { filesHandlers } from './files.js';
@@ -103,7 +104,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const limiter = options.limiter ?? new TenantLimiter(options.limits, { registry: options.metrics.registry });
   const checker = new ShareChecker(options.metadata);
   const guard = { checker, limiter, log };
-  const files = proto.cairn.v1.Files.service;
+  // ReadFile answers with messages it encodes itself (EncodedMessage).
+  const files = acceptEncoded(proto.cairn.v1.Files.service, ['ReadFile']);
   server.addService(
     files,
     guardService(files, {

@@ -22,14 +22,33 @@ export interface ReadDeps {
 
 /**
  * Fetches blocks by address. BlockAccess hands back only blocks verified against their address
- * (a bad copy is retried on another replica and reads as missing when none is intact).
+ * (a bad copy is retried on another replica and reads as missing when none is intact) — unless
+ * `callerVerifies`, for a caller that authenticates each block and asks again when one fails.
  */
-export async function fetchBlocks(blocks: BlockAccess, addresses: Buffer[], signal?: AbortSignal): Promise<Map<string, Buffer>> {
+export async function fetchBlocks(blocks: BlockAccess, addresses: Buffer[], signal?: AbortSignal, callerVerifies = false): Promise<Map<string, Buffer>> {
   const out = new Map<string, Buffer>();
-  for await (const b of blocks.getBlocks(addresses, signal)) {
+  for await (const b of blocks.getBlocks(addresses, signal, { callerVerifies })) {
     if (b.data !== undefined) out.set(b.address.toString('hex'), b.data);
   }
   return out;
+}
+
+/**
+ * The plain bytes of a block fetched without the block layer's hash check. A block that fails
+ * AES-GCM (or did not come back) is fetched again with verification, which quarantines a corrupt
+ * copy, reads another replica and repairs; only when that fails too is the chunk lost.
+ */
+async function openBlock(blocks: BlockAccess, key: Buffer, c: ReadableChunk, block: Buffer | undefined, path: string, signal: AbortSignal): Promise<Buffer> {
+  if (block !== undefined) {
+    try {
+      return unseal(key, c.plain_hash, block);
+    } catch (err) {
+      if (!(err instanceof CairnError && err.code === 'CAIRN_DATA_LOSS')) throw err;
+    }
+  }
+  const again = (await fetchBlocks(blocks, [c.address], signal)).get(c.address.toString('hex'));
+  if (again === undefined) throw new CairnError('CAIRN_DATA_LOSS', `block ${c.address.toString('hex')} of ${path} is unavailable or corrupt on every replica`);
+  return unseal(key, c.plain_hash, again);
 }
 
 /** Index of the chunk containing byte `offset` (chunks are sorted and contiguous). */
@@ -62,7 +81,8 @@ export async function* readRange(deps: ReadDeps, tenant: string, version: { read
   const begin = (i: number): void => {
     const batch = batches[i];
     if (batch === undefined || fetches[i] !== undefined) return;
-    const p = fetchBlocks(deps.blocks, [...new Map(batch.map((c) => [c.address.toString('hex'), c.address])).values()], signal);
+    // AES-GCM authenticates every block below, so the block layer need not hash them on the way.
+    const p = fetchBlocks(deps.blocks, [...new Map(batch.map((c) => [c.address.toString('hex'), c.address])).values()], signal, true);
     p.catch(() => undefined); // awaited in order below; avoid an unhandled rejection meanwhile
     fetches[i] = p;
   };
@@ -72,9 +92,7 @@ export async function* readRange(deps: ReadDeps, tenant: string, version: { read
     const got = await fetches[i]!;
     fetches[i] = Promise.resolve(new Map()); // release the batch's memory
     for (const c of batches[i]!) {
-      const block = got.get(c.address.toString('hex'));
-      if (block === undefined) throw new CairnError('CAIRN_DATA_LOSS', `block ${c.address.toString('hex')} of ${version.path} is unavailable or corrupt on every replica`);
-      const data = unseal(key, c.plain_hash, block);
+      const data = await openBlock(deps.blocks, key, c, got.get(c.address.toString('hex')), version.path, signal);
       const at = Number(c.offset);
       const from = Math.max(start, at) - at;
       yield { data: data.subarray(from, Math.min(end, at + data.length) - at), offset: at + from };

