@@ -5,12 +5,17 @@ const SEP = 0x00;
 
 /** A key made of tuple parts; strings are UTF-8, numbers must be pre-encoded (u64/u32). */
 export function tuple(...parts: Array<string | Buffer>): Buffer {
-  const out: Buffer[] = [];
-  parts.forEach((p, i) => {
-    if (i > 0) out.push(Buffer.of(SEP));
-    out.push(typeof p === 'string' ? Buffer.from(p, 'utf8') : p);
-  });
-  return Buffer.concat(out);
+  // One allocation, parts written in place: keys are built for every read and write of a commit.
+  let length = parts.length > 0 ? parts.length - 1 : 0;
+  for (const p of parts) length += typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : p.length;
+  const out = Buffer.allocUnsafe(length);
+  let at = 0;
+  for (let i = 0; i < parts.length; i++) {
+    if (i > 0) out[at++] = SEP;
+    const p = parts[i]!;
+    at += typeof p === 'string' ? out.write(p, at, 'utf8') : p.copy(out, at);
+  }
+  return out;
 }
 
 /** The scan bounds of every key that extends `parts` by at least one more part. */
