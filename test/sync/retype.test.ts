@@ -33,6 +33,10 @@ test('file ↔ folder changes converge both ways, live and after a catch-up, kee
   await syncA.waitEvent((e) => e.type === 'idle', 60_000, 'A idle');
   let syncB = start(b, 'B');
   await converged(a, b, 60_000);
+  // The trees match as soon as B's downloads are renamed into place; B records each one just
+  // after. Edit B only once those records exist: a file deleted in between would be a download
+  // B never recorded, and removing its folder then looks like deleting something B never saw.
+  for (const p of ['doc', 'box/one.txt', 'x.txt', 'n.txt']) await syncB.waitEvent((e) => e.type === 'download' && e.path === p, 30_000, `B recorded ${p}`);
 
   // Live, both directions at once: a file becomes a folder on A, a folder becomes a file on B.
   rmSync(join(a, 'doc'));
