@@ -3,7 +3,8 @@
 // both last agreed on). All work runs one task at a time, so each decision sees settled state;
 // transfers inside a task run in parallel.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises';
+import { type Stats } from 'node:fs';
+import { lstat, mkdir, readdir, rename, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../common/log.js';
 import { isCairnError, type CairnClient, type Change, type FileInfo } from '../client/index.js';
@@ -68,6 +69,11 @@ export interface SyncEngineOptions {
   /** Transfers in flight at once (default 8). */
   readonly concurrency?: number;
   readonly onEvent?: (event: SyncEvent) => void;
+  /**
+   * Called after a download is renamed into place and before it is recorded (tests use it to
+   * edit the file in that window).
+   */
+  readonly afterPlace?: (key: string, absolutePath: string) => Promise<void>;
 }
 
 interface RemoteFile {
@@ -562,6 +568,7 @@ export class SyncEngine {
       if (isCairnError(err, 'CAIRN_NOT_FOUND')) return; // deleted meanwhile: its delete event follows
       throw err;
     }
+    let downloaded: Stats;
     try {
       const parent = parentOf(key);
       if (parent !== '') await this.#ensureLocalDir(parent, 0);
@@ -571,14 +578,19 @@ export class SyncEngine {
         const base = this.#state.get(key);
         if (!(await this.#isClean(key, now, base))) await this.#keepConflictedCopy(key, 'edited here during download');
       }
+      // What was downloaded, stat'ed before anyone else can touch it; rename keeps inode, size
+      // and mtime. The record describes these bytes, not whatever is at the path when the record
+      // is written: an edit made right after the rename then differs from the record, and the
+      // next scan uploads it instead of taking it for the downloaded version.
+      downloaded = await lstat(got.tmpPath);
       await rename(got.tmpPath, this.#abs(key));
     } catch (err) {
       await rm(got.tmpPath, { force: true });
       throw err;
     }
-    const st = await this.#stat(key);
-    if (st === undefined) return;
-    await this.#state.put(key, this.#withReal(key, { kind: 'file', version: got.info.version, revision: Math.max(rc.revision, got.info.revision), hash: got.info.contentHash, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino }), got.chunks);
+    await this.#o.afterPlace?.(key, this.#abs(key));
+    if ((await this.#stat(key)) === undefined) return;
+    await this.#state.put(key, this.#withReal(key, { kind: 'file', version: got.info.version, revision: Math.max(rc.revision, got.info.revision), hash: got.info.contentHash, size: downloaded.size, mtimeMs: Math.floor(downloaded.mtimeMs), ino: downloaded.ino }), got.chunks);
     this.stats.downloaded++;
     this.stats.downloadedBytes += got.info.size;
     this.#emit({ type: 'download', path: key, version: got.info.version, size: got.info.size });
