@@ -20,6 +20,7 @@ import type { UploadChunksResponse__Output } from '../gen/cairn/v1/UploadChunksR
 import { ChunkCache, defaultCacheDir, tokenTenant, type CachedChunk } from './cache.js';
 import { diffLists } from './diff.js';
 import { toInfo, type FileInfo } from './info.js';
+import { varintBytes } from '../common/wire.js';
 
 type ProgressFn = (doneBytes: number, totalBytes: number | undefined) => void;
 
@@ -81,18 +82,9 @@ const BACKOFF_BASE_MS = 100;
 const BACKOFF_CAP_MS = 10_000;
 const FRAME = 5;
 
-function varintLen(n: number): number {
-  let len = 1;
-  while (n >= 128) {
-    n = Math.floor(n / 128);
-    len++;
-  }
-  return len;
-}
-
 /** Encoded size of a length-delimited field with a one-byte tag. */
 function fieldLen(n: number): number {
-  return 1 + varintLen(n) + n;
+  return 1 + varintBytes(n) + n;
 }
 
 /** Exponential backoff with full jitter; gives up on non-retryable errors or after `retries`. */

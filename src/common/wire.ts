@@ -49,7 +49,8 @@ export function acceptEncoded<S extends Record<string, { responseSerialize: (val
   return out as S;
 }
 
-function varintBytes(n: number): number {
+/** Bytes of `n` as a protobuf varint. */
+export function varintBytes(n: number): number {
   let bytes = 1;
   while (n >= 0x80) {
     n = Math.floor(n / 0x80);
