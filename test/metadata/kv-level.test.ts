@@ -1,8 +1,8 @@
 // Runs the KV conformance suite on the LevelDB backend, plus LevelDB-only behaviour:
 // precise (limit-aware) conflict ranges, reopening, group commit under many committers.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { access, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import test from 'ava';
 import { openKv, openLevelKv, type Kv } from '../../src/metadata/kv/index.js';
 import { kvConformance } from './kv-conformance.js';
@@ -119,4 +119,40 @@ test('level: option mistakes throw TypeError', async (t) => {
     instanceOf: TypeError,
     message: /config\.backend/,
   });
+});
+
+test('level: tuning options are checked before anything is created, and applied', async (t) => {
+  const dir = join(await mkdtemp(join(tmpdir(), 'cairn-kv-tuning-')), 'kv');
+  for (const bad of [{ writeBufferBytes: 1 }, { cacheBytes: -1 }, { maxFileBytes: 2 ** 32 }, { cacheBytes: 1.5 }, { writeBufferBytes: Number.NaN }]) {
+    await t.throwsAsync(openLevelKv({ dir, ...bad }), { instanceOf: RangeError, message: /options\.(writeBufferBytes|cacheBytes|maxFileBytes)/ });
+  }
+  await t.throwsAsync(access(dir), { code: 'ENOENT' }, 'a refused option creates no store');
+  // A tiny memtable and tables: many flushes and compactions, and every value still reads back.
+  const kv = await openLevelKv({ dir, writeBufferBytes: 64 << 10, cacheBytes: 0, maxFileBytes: 64 << 10 });
+  try {
+    for (let round = 0; round < 20; round++) {
+      await kv.transact(async (tx) => {
+        for (let i = 0; i < 50; i++) tx.put(b(`t/${round}/${i}`), Buffer.alloc(2048, round));
+      });
+    }
+    const rows = await kv.scan({ gte: b('t/'), lt: b('t0') });
+    t.is(rows.length, 1000);
+    t.true(rows.every(([k, v]) => v.length === 2048 && v[0] === Number(k.toString().split('/')[1])));
+  } finally {
+    await kv.close();
+  }
+  // 2 MB through a 64 KiB memtable was flushed to table files; under the 64 MiB default it stays in the log.
+  t.true((await readdir(dir)).some((f) => f.endsWith('.ldb')), 'the small memtable was applied');
+  const other = join(await mkdtemp(join(tmpdir(), 'cairn-kv-tuning-')), 'kv');
+  const plain = await openLevelKv({ dir: other });
+  try {
+    await plain.transact(async (tx) => {
+      for (let i = 0; i < 1000; i++) tx.put(b(`t/${i}`), Buffer.alloc(2048, 1));
+    });
+  } finally {
+    await plain.close();
+  }
+  t.false((await readdir(other)).some((f) => f.endsWith('.ldb')), 'the default memtable holds 2 MB');
+  await rm(dirname(dir), { recursive: true, force: true });
+  await rm(dirname(other), { recursive: true, force: true });
 });

@@ -28,6 +28,31 @@ import type { Kv, KvEntry, KvListener, KvRange, KvReader, KvTx, TransactOptions 
 export interface LevelKvOptions {
   /** Directory holding the LevelDB files (created if missing). */
   readonly dir: string;
+  /** Memtable size before it is flushed to a table file (default 64 MiB). */
+  readonly writeBufferBytes?: number;
+  /** LevelDB's block cache (default 64 MiB). */
+  readonly cacheBytes?: number;
+  /** Target size of one table file (default 8 MiB). */
+  readonly maxFileBytes?: number;
+}
+
+/**
+ * LevelDB's own defaults (4 MiB memtable, 8 MiB cache, 2 MiB tables) are sized for small
+ * embedded stores. A commit writes ~1.5 KB, so a busy metadata service switched memtables every
+ * few hundred ms, kept several level-0 tables (each a probe on every read, and a write stall
+ * when they pile up) and compacted without pause. With these, `bench -- metadata` spent 81-89 µs
+ * of CPU per commit instead of 127-156 µs and the commit p99 fell from 17 to 8-12 ms. The memory
+ * is taken as it is used: a small store stays small.
+ */
+const LEVEL_DEFAULTS = { writeBufferBytes: 64 << 20, cacheBytes: 64 << 20, maxFileBytes: 8 << 20 } as const;
+
+function sizeOption(options: LevelKvOptions, name: keyof typeof LEVEL_DEFAULTS, min: number): number {
+  const value = options[name] ?? LEVEL_DEFAULTS[name];
+  // classic-level reads these as uint32.
+  if (!Number.isSafeInteger(value) || value < min || value > 0xffffffff) {
+    throw new RangeError(`options.${name} must be an integer from ${min} to ${0xffffffff}`);
+  }
+  return value;
 }
 
 type Db = Level<Buffer, Buffer>;
@@ -438,7 +463,12 @@ export async function openLevelKv(options: LevelKvOptions): Promise<Kv> {
   if (typeof options.dir !== 'string' || options.dir.length === 0) {
     throw new TypeError('options.dir must be a non-empty string');
   }
-  const db: Db = new Level<Buffer, Buffer>(options.dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' });
+  const tuning = {
+    writeBufferSize: sizeOption(options, 'writeBufferBytes', 64 << 10),
+    cacheSize: sizeOption(options, 'cacheBytes', 0),
+    maxFileSize: sizeOption(options, 'maxFileBytes', 64 << 10),
+  };
+  const db: Db = new Level<Buffer, Buffer>(options.dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', ...tuning });
   try {
     await db.open();
   } catch (error) {
