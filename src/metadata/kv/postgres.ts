@@ -83,6 +83,25 @@ function rangeSql(r: NormalRange, params: unknown[]): string {
   return where.length === 0 ? '' : `WHERE ${where.join(' AND ')}`;
 }
 
+/**
+ * Every statement this KV sends is built from a handful of templates, so each gets a name and is
+ * parsed and planned once per connection (a prepared statement) instead of on every call: the
+ * unnamed statement costs PostgreSQL a parse and a plan, and the client a Parse and Describe
+ * message, per read. The set of texts is finite (range shapes), so the map stays small.
+ */
+const statementNames = new Map<string, string>();
+
+function statement(text: string, values: unknown[]): pg.QueryConfig {
+  // Transaction control carries no parameters and is sent as a simple query, as before.
+  if (values.length === 0) return { text };
+  let name = statementNames.get(text);
+  if (name === undefined) {
+    name = `cairn_kv_${statementNames.size}`;
+    statementNames.set(text, name);
+  }
+  return { name, text, values };
+}
+
 type RowQuery = <R extends pg.QueryResultRow>(text: string, values: unknown[]) => Promise<pg.QueryResult<R>>;
 
 async function readStored(query: RowQuery, r: NormalRange, upper: readonly Write[]): Promise<KvEntry[]> {
@@ -112,7 +131,7 @@ class PostgresTx extends BufferedTx implements KvTx {
 
   private async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
     try {
-      return await this.client.query<R>({ text, values });
+      return await this.client.query<R>(statement(text, values));
     } catch (error) {
       if (isConflict(error)) this.conflicted = true;
       else if (isConnectionFailure(error)) this.disconnected ??= error;
@@ -367,12 +386,12 @@ class PostgresKv implements Kv {
   /** A single-statement read; being idempotent, it is retried once on a dead pooled connection. */
   private async read<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
     try {
-      return await this.pool.query<R>({ text, values });
+      return await this.pool.query<R>(statement(text, values));
     } catch (error) {
       if (!isConnectionFailure(error)) throw mapError(error);
     }
     try {
-      return await this.pool.query<R>({ text, values });
+      return await this.pool.query<R>(statement(text, values));
     } catch (error) {
       throw mapError(error);
     }
@@ -529,7 +548,7 @@ class PostgresKv implements Kv {
       client.on('error', onError);
       const query: RowQuery = async (text, values) => {
         try {
-          return await client.query({ text, values });
+          return await client.query(statement(text, values));
         } catch (error) {
           if (isConnectionFailure(error)) broken ??= error;
           throw mapError(error);
