@@ -176,6 +176,7 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
     options: {
       backend: { type: 'string', default: 'level' },
       'duration-ms': { type: 'string', default: '5000' },
+      'warmup-ms': { type: 'string', default: '1000' },
       committers: { type: 'string', default: '64' },
       files: { type: 'string', default: '10000' },
       'anchor-samples': { type: 'string', default: '500' },
@@ -187,6 +188,8 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
   const count = Number(values.committers);
   const files = Number(values.files);
   const anchorSamples = Number(values['anchor-samples']);
+  const warmupMs = Number(values['warmup-ms']);
+  if (!Number.isInteger(warmupMs) || warmupMs < 0) throw new RangeError('--warmup-ms must be an integer ≥ 0');
   for (const [name, v] of [['--duration-ms', durationMs], ['--committers', count], ['--files', files], ['--anchor-samples', anchorSamples]] as const) {
     if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer`);
   }
@@ -234,6 +237,9 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
 
     // The latency floor: one committer alone.
     const solo = await committers(ctx, 1, Math.min(durationMs, 2000), () => 'bench-solo', 'solo');
+    // Steady state, as a long-running service sees it: the same load first runs for --warmup-ms
+    // (reported on its own), so the JIT's first compilations of the commit path are not measured.
+    const warmup = warmupMs === 0 ? undefined : await committers(ctx, count, warmupMs, () => 'bench', 'warm');
     const one = await committers(ctx, count, durationMs, () => 'bench', 'one', (_t0, acked, rec) => ackedAt.set(rec.revision, acked));
     await new Promise((resolve) => setTimeout(resolve, 1000));
     await read();
@@ -281,6 +287,8 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
         committers: count,
         soloCommitP50Ms: round(solo.p50),
         soloCommitP99Ms: round(solo.p99),
+        warmupMs,
+        warmupCommitP99Ms: warmup === undefined ? 0 : round(warmup.p99),
         commitP50Ms: round(one.p50),
         commitP99Ms: round(one.p99),
         commitP99TargetMs: target,
