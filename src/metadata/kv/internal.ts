@@ -225,6 +225,15 @@ export abstract class BufferedTx {
     this.writes.set(keyHex(copy), { key: copy, value: undefined });
   }
 
+  /**
+   * Takes a write another transaction already checked and copied (a lane's child transaction
+   * merging into its batch): the buffers become this transaction's own, with no second copy.
+   */
+  adopt(hex: string, write: Write): void {
+    this.checkOpen('put');
+    this.writes.set(hex, write);
+  }
+
   notify(channel: string, payload: string): void {
     this.checkOpen('notify');
     checkChannel(channel);

@@ -4,7 +4,7 @@
 // KV transaction (one durable write), each operation in a child transaction whose writes join the
 // batch only if it succeeds, so one operation's error never affects the others. On a KV that
 // detects conflicts per page (PostgreSQL), createContext gives every tenant the same lane.
-import { checkKey, checkValue, mergeScan, normalizeRange, writesInRange, type Write } from '../kv/internal.js';
+import { BufferedTx, checkKey, checkValue, mergeScan, normalizeRange, writesInRange, type Write } from '../kv/internal.js';
 import type { Kv, KvEntry, KvRange, KvTx } from '../kv/types.js';
 
 /** Most operations one batch (one transaction) carries. */
@@ -83,9 +83,14 @@ class ChildTx implements KvTx {
   }
 
   mergeInto(parent: KvTx): void {
-    for (const w of this.#writes.values()) {
-      if (w.value === undefined) parent.del(w.key);
-      else parent.put(w.key, w.value);
+    if (parent instanceof BufferedTx) {
+      // The child is dropped after merging, so its checked copies can pass to the batch as they are.
+      for (const [hex, w] of this.#writes) parent.adopt(hex, w);
+    } else {
+      for (const w of this.#writes.values()) {
+        if (w.value === undefined) parent.del(w.key);
+        else parent.put(w.key, w.value);
+      }
     }
     for (const [channel, payload] of this.#notes) parent.notify(channel, payload);
   }
