@@ -60,3 +60,62 @@ for (const [name, wrap] of [['backend tx', (kv: Kv) => kv], ['wrapped tx', wrapp
     }
   });
 }
+
+test('lanes: the prefetches of a batch run side by side, each step of all of them one getMany', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-lanes-'));
+  const kv = await openLevelKv({ dir });
+  try {
+    // A chain a → b → c per operation: each step names the next key, as a path's entries do.
+    await kv.transact(async (tx) => {
+      for (let i = 0; i < 40; i++) {
+        tx.put(b(`a/${i}`), b(`b/${i}`));
+        tx.put(b(`b/${i}`), b(`c/${i}`));
+        tx.put(b(`c/${i}`), b(`v${i}`));
+      }
+    });
+    const calls: number[] = [];
+    // LevelDB's transaction has no getMany (reads are cheap there); give it a counting one.
+    const counting: Kv = Object.assign(Object.create(kv) as Kv, {
+      transact: <T>(fn: (tx: KvTx) => Promise<T>, options?: Parameters<Kv['transact']>[1]) =>
+        kv.transact((tx) => {
+          const getMany = async (keys: readonly Buffer[]): Promise<Array<Buffer | undefined>> => {
+            calls.push(keys.length);
+            return Promise.all(keys.map((k) => tx.get(k)));
+          };
+          return fn({ get: (k) => tx.get(k), scan: (r) => tx.scan(r), put: (k, v) => tx.put(k, v), del: (k) => tx.del(k), notify: (c, p) => tx.notify(c, p), getMany });
+        }, options),
+    });
+    const lanes = new WriteLanes(counting);
+    // Hold the lane with one operation so that the next 40 queue up and run as one batch.
+    let release!: () => void;
+    const held = lanes.run('lane', () => new Promise<void>((resolve) => (release = resolve)));
+    const ops = Array.from({ length: 40 }, (_, i) =>
+      lanes.run(
+        'lane',
+        async (tx) => {
+          const c = await tx.get((await tx.get((await tx.get(b(`a/${i}`)))!))!);
+          tx.put(b(`out/${i}`), c!);
+          return c!.toString();
+        },
+        async (reader) => {
+          if (i === 7) throw new Error('a failing prefetch is only a lost hint');
+          let key = b(`a/${i}`);
+          for (let step = 0; step < 3; step++) {
+            const next = await reader.get(key);
+            if (next === undefined) return;
+            key = next;
+          }
+        },
+      ),
+    );
+    release();
+    await held;
+    t.deepEqual(await Promise.all(ops), Array.from({ length: 40 }, (_, i) => `v${i}`));
+    // Three steps, each one getMany for all 39 prefetching operations.
+    t.deepEqual(calls, [39, 39, 39]);
+    t.is((await kv.scan({ gte: b('out/'), lt: b('out0') })).length, 40);
+  } finally {
+    await kv.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import { CairnError } from '../../common/errors.js';
 import type { Kv, KvTx } from '../kv/types.js';
-import { WriteLanes } from './lanes.js';
+import { WriteLanes, type Prefetch } from './lanes.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -74,7 +74,7 @@ export interface ModelContext {
    * queued and batched instead of conflicting with each other on the tenant's revision (on a
    * page-granular KV, every tenant's writes share one lane).
    */
-  readonly write: <T>(tenant: string, fn: (tx: KvTx) => Promise<T>) => Promise<T>;
+  readonly write: <T>(tenant: string, fn: (tx: KvTx) => Promise<T>, prefetch?: Prefetch) => Promise<T>;
   readonly now: () => number;
   readonly maxFileBytes: number;
   readonly sessionTtlMs: number;
@@ -112,7 +112,7 @@ export function createContext(kv: Kv, options: ModelOptions = {}): ModelContext 
   const laneOf = kv.conflictGranularity === 'page' ? () => '' : (tenant: string) => tenant;
   return Object.freeze({
     kv,
-    write: <T>(tenant: string, fn: (tx: KvTx) => Promise<T>) => lanes.run(laneOf(tenant), fn),
+    write: <T>(tenant: string, fn: (tx: KvTx) => Promise<T>, prefetch?: Prefetch) => lanes.run(laneOf(tenant), fn, prefetch),
     now: o.clock ?? Date.now,
     maxFileBytes: o.maxFileBytes ?? DEFAULTS.maxFileBytes,
     sessionTtlMs: o.sessionTtlMs ?? DEFAULTS.sessionTtlMs,

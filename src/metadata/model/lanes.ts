@@ -14,8 +14,19 @@ const MAX_IN_FLIGHT = 4;
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
+/** What an operation's prefetch may read: point reads, coalesced across the batch. */
+export type PrefetchReader = Pick<KvTx, 'get'> & { getMany(keys: readonly Buffer[]): Promise<Array<Buffer | undefined>> };
+
+/**
+ * Reads an operation will make, declared ahead so a batch can fetch them together. It may read
+ * in steps (a path's entries, each naming the next folder): every step of every operation in the
+ * batch that is waiting at the same moment goes to the KV as one `getMany`.
+ */
+export type Prefetch = (reader: PrefetchReader) => Promise<void>;
+
 interface Op {
   readonly fn: (tx: KvTx) => Promise<unknown>;
+  readonly prefetch: Prefetch | undefined;
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: unknown) => void;
 }
@@ -104,10 +115,14 @@ export class WriteLanes {
     this.#kv = kv;
   }
 
-  /** Runs `fn` as one serializable unit of `lane`'s writes; like Kv.transact, it may run several times. */
-  run<T>(lane: string, fn: (tx: KvTx) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` as one serializable unit of `lane`'s writes; like Kv.transact, it may run several
+   * times. `prefetch`, where reads are round trips (the KV transaction has getMany), runs before
+   * the batch's operations, together with the other operations' prefetches.
+   */
+  run<T>(lane: string, fn: (tx: KvTx) => Promise<T>, prefetch?: Prefetch): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const op: Op = { fn, resolve: resolve as (value: unknown) => void, reject };
+      const op: Op = { fn, prefetch, resolve: resolve as (value: unknown) => void, reject };
       const queue = this.#queues.get(lane);
       if (queue !== undefined) {
         queue.push(op);
@@ -151,6 +166,7 @@ export class WriteLanes {
       await this.#kv.transact(async (tx) => {
         // Re-run from scratch on a KV retry: only the committed attempt's outcomes count.
         outcomes = [];
+        await prefetchBatch(tx, batch);
         for (const op of batch) {
           const child = new ChildTx(tx);
           try {
@@ -171,4 +187,49 @@ export class WriteLanes {
       for (const op of batch) op.reject(error);
     }
   }
+}
+
+/**
+ * Runs the batch's prefetches side by side through one coalescing reader: the reads they are all
+ * waiting for at once become one getMany of the transaction, whose read cache then answers the
+ * operations themselves. A batch of 64 commits on PostgreSQL resolves its paths in as many round
+ * trips as the deepest path has levels, instead of each commit walking its own path. A prefetch
+ * is only a hint: its errors are dropped, and the operation meets them again when it reads.
+ */
+async function prefetchBatch(tx: KvTx, batch: readonly Op[]): Promise<void> {
+  const many = tx.getMany;
+  if (many === undefined || batch.filter((op) => op.prefetch !== undefined).length < 2) return;
+  let waiting: Array<{ keys: readonly Buffer[]; settle: (values: Array<Buffer | undefined> | undefined) => void }> = [];
+  let failed = false;
+  const flush = (): void => {
+    const group = waiting;
+    waiting = [];
+    const all = group.flatMap((w) => w.keys);
+    many(all).then(
+      (values) => {
+        let at = 0;
+        for (const w of group) {
+          w.settle(values.slice(at, at + w.keys.length));
+          at += w.keys.length;
+        }
+      },
+      () => {
+        // The transaction reports the failure again where it matters; stop prefetching.
+        failed = true;
+        for (const w of group) w.settle(undefined);
+      },
+    );
+  };
+  const getMany = (keys: readonly Buffer[]): Promise<Array<Buffer | undefined>> =>
+    new Promise((resolve, reject) => {
+      if (failed) {
+        reject(new Error('prefetch stopped'));
+        return;
+      }
+      // A macrotask later, every prefetch that continues after the previous step has asked.
+      if (waiting.length === 0) setImmediate(flush);
+      waiting.push({ keys, settle: (values) => (values === undefined ? reject(new Error('prefetch stopped')) : resolve(values)) });
+    });
+  const reader: PrefetchReader = { getMany, get: async (key) => (await getMany([key]))[0] };
+  await Promise.all(batch.map((op) => op.prefetch?.(reader).catch(() => undefined)));
 }
