@@ -199,29 +199,24 @@ class PostgresTx extends BufferedTx implements KvTx {
     return readStored((text, values) => this.query(text, values), r, upper);
   }
 
-  /** Applies buffered writes and queues notifications; both take effect at COMMIT. */
+  /**
+   * Applies buffered writes and queues notifications, both taking effect at COMMIT, in one
+   * statement (one round trip): data-modifying WITH clauses always run to completion, and a key
+   * is either put or deleted here, never both, so no row is touched twice.
+   */
   async apply(): Promise<void> {
     // Key order gives concurrent writers one lock order, which avoids most deadlocks.
     const writes = [...this.writes.values()].sort((a, b) => Buffer.compare(a.key, b.key));
     const puts = writes.filter((w): w is Write & { value: Buffer } => w.value !== undefined);
     const dels = writes.filter((w) => w.value === undefined);
-    if (puts.length > 0) {
-      await this.query(
-        'INSERT INTO kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ' +
-          'ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v',
-        [puts.map((w) => w.key), puts.map((w) => w.value)],
-      );
-    }
-    if (dels.length > 0) {
-      await this.query('DELETE FROM kv WHERE k = ANY($1::bytea[])', [dels.map((w) => w.key)]);
-    }
     const notifications = dedupeNotifications(this.notifications);
-    if (notifications.length > 0) {
-      await this.query(
-        'SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(c, p, i) ORDER BY i',
-        [notifications.map((n) => n[0]), notifications.map((n) => n[1])],
-      );
-    }
+    if (puts.length === 0 && dels.length === 0 && notifications.length === 0) return;
+    await this.query(
+      'WITH put AS (INSERT INTO kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v RETURNING 1), ' +
+        'del AS (DELETE FROM kv WHERE k = ANY($3::bytea[]) RETURNING 1) ' +
+        'SELECT pg_notify(c, p) FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS n(c, p, i) ORDER BY i',
+      [puts.map((w) => w.key), puts.map((w) => w.value), dels.map((w) => w.key), notifications.map((n) => n[0]), notifications.map((n) => n[1])],
+    );
   }
 }
 
