@@ -4,14 +4,11 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { CairnClient } from '../src/client/index.js';
 import { DevCluster } from '../src/cli/dev-cluster.js';
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-export const CLI = join(ROOT, 'src', 'cli', 'run.ts');
+import { cairnCommand } from './_embedded.js';
 
 export function arg(args: readonly string[], name: string, fallback: string): string {
   const eq = args.find((a) => a.startsWith(`${name}=`));
@@ -60,7 +57,7 @@ export async function startCluster(nodes: number): Promise<Cluster> {
     metadataReplicas: 1,
     heartbeatIntervalMs: 1000,
     logLevel: 'error',
-    entry: { execPath: process.execPath, args: ['--import', 'tsx', CLI] },
+    entry: { execPath: process.execPath, args: cairnCommand() },
     extraArgs: { blocknode: ['--reserve-bytes', '0'] },
   });
   return {

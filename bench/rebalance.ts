@@ -13,10 +13,10 @@ import { BlockClient, ReplicatedBlockClient, StaticMapSource, emptyMap } from '.
 import { ServiceTokenSource, loadOrCreateSecret } from '../src/common/auth.js';
 import { assign, owners, type ClusterMap, type MapNode } from '../src/placement/index.js';
 import type { BenchMain } from './report.js';
+import { cairnCommand } from './_embedded.js';
 
 const MiB = 1024 * 1024;
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const CLI = join(ROOT, 'src', 'cli', 'run.ts');
 const RF = 3;
 
 function arg(args: readonly string[], name: string, fallback: string): string {
@@ -35,7 +35,7 @@ interface Node {
 async function startNode(id: string, base: string, mapPath: string, secretPath: string, token: () => Promise<string>): Promise<Node> {
   const proc = spawn(
     process.execPath,
-    ['--import', 'tsx', CLI, 'server', '--role', 'blocknode', '--data-dir', join(base, id), '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn',
+    [...cairnCommand(), 'server', '--role', 'blocknode', '--data-dir', join(base, id), '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn',
       '--node-id', id, '--cluster-map', mapPath, '--auth-secret-file', secretPath, '--reserve-bytes', '0', '--scrub-interval-ms', '0',
       '--anti-entropy-interval-ms', '200', '--anti-entropy-bytes-per-second', '0', '--rebalance-settle-ms', '500'],
     { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },

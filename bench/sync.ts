@@ -10,11 +10,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { arg, randomFile, startEmbedded } from './_embedded.js';
+import { arg, cairnCommand, randomFile, startEmbedded } from './_embedded.js';
 import type { BenchMain } from './report.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const CLI = join(ROOT, 'src', 'cli', 'run.ts');
 
 type Event = { ts: number; type: string; path?: string; [k: string]: unknown };
 
@@ -25,7 +24,7 @@ interface Device {
 }
 
 function startDevice(endpoint: string, token: string, dir: string, device: string): Device {
-  const proc: ChildProcess = spawn(process.execPath, ['--import', 'tsx', CLI, '--endpoint', endpoint, '--token', token, '--json', 'sync', dir, '/bench', '--device', device], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc: ChildProcess = spawn(process.execPath, [...cairnCommand(), '--endpoint', endpoint, '--token', token, '--json', 'sync', dir, '/bench', '--device', device], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   const events: Event[] = [];
   let buf = '';
   const waiters = new Set<() => void>();

@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import sharp from 'sharp';
 import { CairnClient } from '../src/client/index.js';
+import { cairnCommand } from './_embedded.js';
 import { loadProto } from '../src/common/proto.js';
 import type { MediaClient } from '../src/gen/cairn/v1/Media.js';
 import type { ListThumbnailsResponse__Output } from '../src/gen/cairn/v1/ListThumbnailsResponse.js';
@@ -36,7 +37,7 @@ export interface MediaServer {
 
 /** An embedded `cairn server` child process with its HTTP endpoint and a Media client. */
 export async function startMediaServer(dataDir: string, env: Record<string, string> = {}): Promise<MediaServer> {
-  const proc: ChildProcess = spawn(process.execPath, [...(process.env['CAIRN_BENCH_PROF'] ? ['--cpu-prof', '--cpu-prof-dir=' + process.env['CAIRN_BENCH_PROF']] : []), '--import', 'tsx', join(ROOT, 'src/cli/run.ts'), 'server', '--embedded', '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc: ChildProcess = spawn(process.execPath, [...(process.env['CAIRN_BENCH_PROF'] ? ['--cpu-prof', '--cpu-prof-dir=' + process.env['CAIRN_BENCH_PROF']] : []), ...cairnCommand(), 'server', '--embedded', '--data-dir', dataDir, '--grpc-port', '0', '--http-port', '0', '--log-level', 'warn'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   const line = await new Promise<string>((resolve, reject) => {
     let out = '';
     proc.stdout?.on('data', (d: Buffer) => {
