@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { Chunker, type ChunkerOptions } from '../chunking/index.js';
 import { CairnError } from '../common/errors.js';
-import { clientStream, principalOf, send, serverStream, unary, type CallContext } from '../common/grpc-server.js';
+import { clientStream, pacedSender, principalOf, send, serverStream, unary, type CallContext } from '../common/grpc-server.js';
 import { normalizePath } from '../common/paths.js';
 import { encodeBytesAndOffset, wireInt } from '../common/wire.js';
 import type { ChunkRef } from '../gen/cairn/v1/ChunkRef.js';
@@ -25,6 +25,11 @@ import { fetchBlocks, readRange } from './read.js';
 export const MAX_DATA_MESSAGE_BYTES = 1024 * 1024;
 /** Data bytes per ReadFile message (the 4 MiB default receive limit of gRPC clients leaves room). */
 const READ_MESSAGE_BYTES = 1024 * 1024;
+/**
+ * ReadFile messages queued in gRPC at most (see pacedSender). Against gRPC's own 16, on 1 GiB
+ * reads (interleaved runs): server CPU 2.2 → 1.8 s, full GCs per read 29 → 16, wall 2.1 → 1.7 s.
+ */
+const READ_QUEUE_MESSAGES = 3;
 /** Bytes of blocks sent to block nodes per PutBlocks call. */
 const FLUSH_BYTES = 8 * 1024 * 1024;
 /** PutBlocks calls in flight per upload: overlaps chunking/hashing with block-node fsyncs. */
@@ -316,6 +321,7 @@ export function filesHandlers(options: FilesServiceOptions): Omit<FilesDataHandl
       // gRPC copies each message into its own frame at once, so the few message buffers are
       // reused: a GiB read allocates a GiB less, and every 64 MB allocated costs the process a
       // full garbage collection.
+      const sendData = pacedSender(call, ctx.signal, READ_QUEUE_MESSAGES);
       let pieces: Buffer[] = [];
       let at = offset;
       let bytes = 0;
@@ -327,7 +333,7 @@ export function filesHandlers(options: FilesServiceOptions): Omit<FilesDataHandl
         at += bytes;
         pieces = [];
         bytes = 0;
-        await send(call, message as unknown as ReadFileResponse, ctx.signal);
+        await sendData(message as unknown as ReadFileResponse);
       };
       for await (const piece of readRange(options, principal.tenant, version, offset, end, ctx.signal)) {
         if (bytes > 0 && bytes + piece.data.length > READ_MESSAGE_BYTES) await flush();
