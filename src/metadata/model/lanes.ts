@@ -231,5 +231,5 @@ async function prefetchBatch(tx: KvTx, batch: readonly Op[]): Promise<void> {
       waiting.push({ keys, settle: (values) => (values === undefined ? reject(new Error('prefetch stopped')) : resolve(values)) });
     });
   const reader: PrefetchReader = { getMany, get: async (key) => (await getMany([key]))[0] };
-  await Promise.all(batch.map((op) => op.prefetch?.(reader).catch(() => undefined)));
+  await Promise.all(batch.flatMap((op) => (op.prefetch === undefined ? [] : [op.prefetch(reader).catch(() => undefined)])));
 }
