@@ -234,6 +234,10 @@ test.serial('GC concurrent with uploads, deletes and dedup resurrections never d
         const real: Real = { prefix: `/run${run++}`, client, admin, metadata, blocks, stats };
         const model: Model = { files: new Map() };
         await fc.asyncModelRun(() => ({ model, real }), cmds);
+        // Every run ends by uploading and deleting one more file, so each run deletes something
+        // whatever the generator drew (a short command list may hold no delete at all).
+        await new Upload('/last', 2).run(model, real);
+        await new Delete('/last').run(model, real);
         // At the end: past the grace, GC once more, then everything the model holds is intact.
         await new Promise((r) => setTimeout(r, 150));
         stats.gcDeleted += (await admin.runGarbageCollection(60_000)).finished;
