@@ -86,7 +86,8 @@ test('lanes: the prefetches of a batch run side by side, each step of all of the
         }, options),
     });
     const lanes = new WriteLanes(counting);
-    // Hold the lane with one operation so that the next 40 queue up and run as one batch.
+    // Hold the lane with one operation so that the next 40 queue up: they run as a batch of 32
+    // (the most one carries) and then one of 8.
     let release!: () => void;
     const held = lanes.run('lane', () => new Promise<void>((resolve) => (release = resolve)));
     const ops = Array.from({ length: 40 }, (_, i) =>
@@ -111,9 +112,40 @@ test('lanes: the prefetches of a batch run side by side, each step of all of the
     release();
     await held;
     t.deepEqual(await Promise.all(ops), Array.from({ length: 40 }, (_, i) => `v${i}`));
-    // Three steps, each one getMany for all 39 prefetching operations.
-    t.deepEqual(calls, [39, 39, 39]);
+    // Three steps per batch, each one getMany for all its prefetching operations (31 of the first
+    // 32, since #7 fails, then 8).
+    t.deepEqual(calls, [31, 31, 31, 8, 8, 8]);
     t.is((await kv.scan({ gte: b('out/'), lt: b('out0') })).length, 40);
+  } finally {
+    await kv.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('lanes: a batch of at most 32 runs, then the event loop turns before the next batch begins', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-lanes-'));
+  const kv = await openLevelKv({ dir });
+  try {
+    const lanes = new WriteLanes(kv);
+    let release!: () => void;
+    const held = lanes.run('lane', () => new Promise<void>((resolve) => (release = resolve)));
+    // LevelDB reads are synchronous, so without a turn the next batch would run straight after
+    // this one is accepted, before the KV could start writing it or acknowledge earlier writes.
+    let turned = false;
+    const seen: Array<boolean | undefined> = [];
+    const ops = Array.from({ length: 64 }, (_, i) =>
+      lanes.run('lane', async (tx) => {
+        await tx.get(b(`k/${i}`));
+        tx.put(b(`k/${i}`), b('x'));
+        if (i === 31) setImmediate(() => (turned = true));
+        seen[i] = i === 32 ? turned : undefined;
+      }),
+    );
+    release();
+    await held;
+    await Promise.all(ops);
+    t.true(seen[32], 'the 33rd operation ran in a later batch, after an event-loop turn');
+    t.is((await kv.scan({ gte: b('k/'), lt: b('k0') })).length, 64);
   } finally {
     await kv.close();
     await rm(dir, { recursive: true, force: true });
