@@ -85,9 +85,9 @@ test('lanes: the prefetches of a batch run side by side, each step of all of the
           return fn({ get: (k) => tx.get(k), scan: (r) => tx.scan(r), put: (k, v) => tx.put(k, v), del: (k) => tx.del(k), notify: (c, p) => tx.notify(c, p), getMany });
         }, options),
     });
-    const lanes = new WriteLanes(counting);
+    const lanes = new WriteLanes(counting, { maxBatch: 32 });
     // Hold the lane with one operation so that the next 40 queue up: they run as a batch of 32
-    // (the most one carries) and then one of 8.
+    // (the most one carries here) and then one of 8.
     let release!: () => void;
     const held = lanes.run('lane', () => new Promise<void>((resolve) => (release = resolve)));
     const ops = Array.from({ length: 40 }, (_, i) =>
@@ -122,11 +122,12 @@ test('lanes: the prefetches of a batch run side by side, each step of all of the
   }
 });
 
-test('lanes: a batch of at most 32 runs, then the event loop turns before the next batch begins', async (t) => {
+test('lanes: a batch of at most maxBatch runs, then the event loop turns before the next batch begins', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'cairn-lanes-'));
   const kv = await openLevelKv({ dir });
   try {
-    const lanes = new WriteLanes(kv);
+    for (const maxBatch of [0, -1, 1.5, Number.NaN]) t.throws(() => new WriteLanes(kv, { maxBatch }), { instanceOf: RangeError });
+    const lanes = new WriteLanes(kv, { maxBatch: 32 });
     let release!: () => void;
     const held = lanes.run('lane', () => new Promise<void>((resolve) => (release = resolve)));
     // LevelDB reads are synchronous, so without a turn the next batch would run straight after

@@ -8,12 +8,11 @@ import { BufferedTx, checkKey, checkValue, mergeScan, normalizeRange, writesInRa
 import type { Kv, KvEntry, KvRange, KvTx } from '../kv/types.js';
 
 /**
- * Most operations one batch (one transaction) carries. Half the committers a busy tenant
- * typically has in flight (64 in `bench -- metadata`), so that one batch runs while the one
- * before it is written and synced: with 64, every committer landed in the same batch, and the
- * service alternated between running it and waiting for its sync (35% idle on LevelDB).
+ * Most operations one batch (one transaction) carries, by default. Where reads are round trips
+ * (PostgreSQL) a batch's cost is mostly its round trips, so big batches pay; batches in flight
+ * overlap there anyway, since the service waits on the database.
  */
-const MAX_BATCH = 32;
+const MAX_BATCH = 64;
 /** Most batches of one lane accepted but not yet durable. */
 const MAX_IN_FLIGHT = 4;
 
@@ -114,10 +113,21 @@ class ChildTx implements KvTx {
 
 export class WriteLanes {
   readonly #kv: Kv;
+  readonly #maxBatch: number;
   readonly #queues = new Map<string, Op[]>();
 
-  constructor(kv: Kv) {
+  /**
+   * `maxBatch` bounds the operations of one batch (default 64). Where a batch runs on the CPU
+   * from start to acceptance (LevelDB's reads are synchronous), it should be about half the
+   * committers a busy lane has in flight, so that one batch runs while the one before it is
+   * written and synced: with 64 and 64 committers, every committer landed in the same batch and
+   * the service alternated between running it and waiting for its sync (35% idle).
+   */
+  constructor(kv: Kv, options: { readonly maxBatch?: number } = {}) {
+    const maxBatch = options.maxBatch ?? MAX_BATCH;
+    if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw new RangeError('maxBatch must be a positive integer');
     this.#kv = kv;
+    this.#maxBatch = maxBatch;
   }
 
   /**
@@ -143,7 +153,7 @@ export class WriteLanes {
     const inFlight = new Set<Promise<void>>();
     while (queue.length > 0) {
       if (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight);
-      const batch = queue.splice(0, MAX_BATCH);
+      const batch = queue.splice(0, this.#maxBatch);
       let accept!: () => void;
       const accepted = new Promise<void>((resolve) => {
         accept = resolve;
