@@ -11,7 +11,7 @@ import {
   dedupeNotifications,
   deliver,
   inRange,
-  keyHex,
+  keyId,
   maxRetriesOf,
   mergeScan,
   onAcceptedOf,
@@ -112,7 +112,7 @@ class LevelTx extends BufferedTx implements KvTx {
   async get(key: Buffer): Promise<Buffer | undefined> {
     this.checkOpen('get');
     checkKey(key);
-    const id = keyHex(key);
+    const id = keyId(key);
     const own = this.writes.get(id);
     if (own !== undefined) return own.value === undefined ? undefined : Buffer.from(own.value);
     if (this.tracked) this.points.add(id);

@@ -10,7 +10,7 @@ import {
   checkListener,
   dedupeNotifications,
   deliver,
-  keyHex,
+  keyId,
   maxRetriesOf,
   mergeScan,
   onAcceptedOf,
@@ -149,16 +149,16 @@ class PostgresTx extends BufferedTx implements KvTx {
   async get(key: Buffer): Promise<Buffer | undefined> {
     this.checkOpen('get');
     checkKey(key);
-    const hex = keyHex(key);
-    const own = this.writes.get(hex);
+    const id = keyId(key);
+    const own = this.writes.get(id);
     if (own !== undefined) return own.value === undefined ? undefined : Buffer.from(own.value);
-    if (this.reads.has(hex)) {
-      const seen = this.reads.get(hex);
+    if (this.reads.has(id)) {
+      const seen = this.reads.get(id);
       return seen === undefined ? undefined : Buffer.from(seen);
     }
     const result = await this.query<{ v: Buffer }>('SELECT v FROM kv WHERE k = $1', [key]);
     const value = result.rows[0]?.v;
-    this.reads.set(hex, value === undefined ? undefined : Buffer.from(value));
+    this.reads.set(id, value === undefined ? undefined : Buffer.from(value));
     return value;
   }
 
@@ -168,24 +168,24 @@ class PostgresTx extends BufferedTx implements KvTx {
     const wanted = new Map<string, { key: Buffer; at: number[] }>();
     keys.forEach((key, i) => {
       checkKey(key);
-      const hex = keyHex(key);
-      const own = this.writes.get(hex);
+      const id = keyId(key);
+      const own = this.writes.get(id);
       if (own !== undefined) out[i] = own.value === undefined ? undefined : Buffer.from(own.value);
-      else if (this.reads.has(hex)) {
-        const seen = this.reads.get(hex);
+      else if (this.reads.has(id)) {
+        const seen = this.reads.get(id);
         out[i] = seen === undefined ? undefined : Buffer.from(seen);
       } else {
-        const w = wanted.get(hex);
-        if (w === undefined) wanted.set(hex, { key, at: [i] });
+        const w = wanted.get(id);
+        if (w === undefined) wanted.set(id, { key, at: [i] });
         else w.at.push(i);
       }
     });
     if (wanted.size > 0) {
       const result = await this.query<{ k: Buffer; v: Buffer }>('SELECT k, v FROM kv WHERE k = ANY($1::bytea[])', [[...wanted.values()].map((w) => w.key)]);
-      const found = new Map(result.rows.map((row) => [keyHex(row.k), row.v]));
-      for (const [hex, { at }] of wanted) {
-        const value = found.get(hex);
-        this.reads.set(hex, value === undefined ? undefined : Buffer.from(value));
+      const found = new Map(result.rows.map((row) => [keyId(row.k), row.v]));
+      for (const [id, { at }] of wanted) {
+        const value = found.get(id);
+        this.reads.set(id, value === undefined ? undefined : Buffer.from(value));
         for (const i of at) out[i] = value === undefined ? undefined : Buffer.from(value);
       }
     }

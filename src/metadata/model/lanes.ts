@@ -4,7 +4,7 @@
 // KV transaction (one durable write), each operation in a child transaction whose writes join the
 // batch only if it succeeds, so one operation's error never affects the others. On a KV that
 // detects conflicts per page (PostgreSQL), createContext gives every tenant the same lane.
-import { BufferedTx, checkKey, checkValue, mergeScan, normalizeRange, writesInRange, type Write } from '../kv/internal.js';
+import { BufferedTx, checkKey, checkValue, keyId, mergeScan, normalizeRange, writesInRange, type Write } from '../kv/internal.js';
 import type { Kv, KvEntry, KvRange, KvTx } from '../kv/types.js';
 
 /**
@@ -53,7 +53,7 @@ class ChildTx implements KvTx {
           const out = new Array<Buffer | undefined>(keys.length);
           const rest: number[] = [];
           keys.forEach((key, i) => {
-            const w = this.#writes.get(key.toString('hex'));
+            const w = this.#writes.get(keyId(key));
             if (w === undefined) rest.push(i);
             else out[i] = w.value === undefined ? undefined : Buffer.from(w.value);
           });
@@ -68,7 +68,7 @@ class ChildTx implements KvTx {
   }
 
   async get(key: Buffer): Promise<Buffer | undefined> {
-    const w = this.#writes.get(key.toString('hex'));
+    const w = this.#writes.get(keyId(key));
     if (w !== undefined) return w.value === undefined ? undefined : Buffer.from(w.value);
     return this.#parent.get(key);
   }
@@ -85,12 +85,12 @@ class ChildTx implements KvTx {
     // Checked here so that merging into the batch cannot fail halfway.
     checkKey(key);
     checkValue(value);
-    this.#writes.set(key.toString('hex'), { key: Buffer.from(key), value: Buffer.from(value) });
+    this.#writes.set(keyId(key), { key: Buffer.from(key), value: Buffer.from(value) });
   }
 
   del(key: Buffer): void {
     checkKey(key);
-    this.#writes.set(key.toString('hex'), { key: Buffer.from(key), value: undefined });
+    this.#writes.set(keyId(key), { key: Buffer.from(key), value: undefined });
   }
 
   notify(channel: string, payload: string): void {
@@ -100,7 +100,7 @@ class ChildTx implements KvTx {
   mergeInto(parent: KvTx): void {
     if (parent instanceof BufferedTx) {
       // The child is dropped after merging, so its checked copies can pass to the batch as they are.
-      for (const [hex, w] of this.#writes) parent.adopt(hex, w);
+      for (const [id, w] of this.#writes) parent.adopt(id, w);
     } else {
       for (const w of this.#writes.values()) {
         if (w.value === undefined) parent.del(w.key);
