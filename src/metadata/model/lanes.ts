@@ -67,9 +67,11 @@ class ChildTx implements KvTx {
         };
   }
 
-  async get(key: Buffer): Promise<Buffer | undefined> {
+  // Not async: a read the batch answers passes the batch's promise through, one promise a read
+  // less (a commit makes about seven).
+  get(key: Buffer): Promise<Buffer | undefined> {
     const w = this.#writes.get(keyId(key));
-    if (w !== undefined) return w.value === undefined ? undefined : Buffer.from(w.value);
+    if (w !== undefined) return Promise.resolve(w.value === undefined ? undefined : Buffer.from(w.value));
     return this.#parent.get(key);
   }
 

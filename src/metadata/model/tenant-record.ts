@@ -25,6 +25,15 @@ export async function loadTenantRecord(tx: Pick<KvTx, 'get'>, tenant: string): P
   return record;
 }
 
+/**
+ * The record as `tx` last read or wrote it, with no read: undefined until `tx` has one. A commit
+ * consults the record five or six times, and an async step each time was measurable; callers
+ * write `cachedTenantRecord(tx, t) ?? (await loadTenantRecord(tx, t))`.
+ */
+export function cachedTenantRecord(tx: object, tenant: string): TenantRecordData | undefined {
+  return perTx.get(tx)?.get(tenant);
+}
+
 /** Reads the record outside a transaction (never cached: the store moves on). */
 export async function readTenantRecord(reader: Pick<KvReader, 'get'>, tenant: string): Promise<TenantRecordData> {
   return (await readJson<TenantRecordData>(reader, keys.tenant(tenant))) ?? {};

@@ -6,7 +6,7 @@ import type { KvTx } from '../kv/types.js';
 import { json, parseJson, readJson } from './codec.js';
 import { invalid, retentionPolicySchema, validateUser, type ModelContext, type RetentionPolicy } from './context.js';
 import { keys, under } from './keys.js';
-import { loadTenantRecord, readTenantRecord, storeTenantRecord } from './tenant-record.js';
+import { cachedTenantRecord, loadTenantRecord, readTenantRecord, storeTenantRecord } from './tenant-record.js';
 
 interface TenantRecord {
   policy?: RetentionPolicy;
@@ -23,7 +23,7 @@ export interface UserRecord {
 
 /** The policy in force for a tenant: its own, or the service default. */
 export async function policyOf(tx: Pick<KvTx, 'get'>, ctx: ModelContext, tenant: string): Promise<RetentionPolicy & { trashDays: number }> {
-  const record = await loadTenantRecord(tx, tenant) as TenantRecord;
+  const record = (cachedTenantRecord(tx, tenant) ?? (await loadTenantRecord(tx, tenant))) as TenantRecord;
   const policy = record.policy ?? ctx.defaultPolicy;
   return { ...policy, trashDays: policy.trashDays ?? ctx.defaultPolicy.trashDays };
 }

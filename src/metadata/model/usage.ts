@@ -9,7 +9,7 @@ import type { Kv, KvReader, KvTx } from '../kv/types.js';
 import { parseJson } from './codec.js';
 import { invalid, type ModelContext } from './context.js';
 import { under } from './keys.js';
-import { loadTenantRecord, readTenantRecord, storeTenantRecord } from './tenant-record.js';
+import { cachedTenantRecord, loadTenantRecord, readTenantRecord, storeTenantRecord, type TenantRecordData } from './tenant-record.js';
 
 interface StoredUsage {
   /** Logical bytes and count of kept versions (tombstones are versions of 0 bytes). */
@@ -43,14 +43,10 @@ export interface UsageDelta {
 
 const empty = (): StoredUsage => ({ b: 0, v: 0, s: 0, c: 0 });
 
-async function readUsage(tx: Pick<KvTx, 'get'>, tenant: string): Promise<StoredUsage> {
-  const u = (await loadTenantRecord(tx, tenant)).u as StoredUsage | undefined;
+/** The counters in a tenant record (a copy, safe to change). */
+function usageIn(record: TenantRecordData): StoredUsage {
+  const u = record.u as StoredUsage | undefined;
   return u === undefined ? empty() : { ...u };
-}
-
-async function writeUsage(tx: KvTx, tenant: string, u: StoredUsage): Promise<void> {
-  const record = await loadTenantRecord(tx, tenant);
-  storeTenantRecord(tx, tenant, { ...record, u });
 }
 
 function toUsage(tenant: string, u: StoredUsage): TenantUsage {
@@ -59,12 +55,13 @@ function toUsage(tenant: string, u: StoredUsage): TenantUsage {
 
 /** Applies `delta` to the tenant's counters inside `tx` (see enforceQuota for the limit). */
 export async function adjustUsage(tx: KvTx, tenant: string, delta: UsageDelta): Promise<void> {
-  const u = await readUsage(tx, tenant);
+  const record = cachedTenantRecord(tx, tenant) ?? (await loadTenantRecord(tx, tenant));
+  const u = usageIn(record);
   u.b = Math.max(0, u.b + (delta.versionBytes ?? 0));
   u.v = Math.max(0, u.v + (delta.versions ?? 0));
   u.s = Math.max(0, u.s + (delta.storedBytes ?? 0));
   u.c = Math.max(0, u.c + (delta.chunks ?? 0));
-  await writeUsage(tx, tenant, u);
+  storeTenantRecord(tx, tenant, { ...record, u });
 }
 
 /**
@@ -72,7 +69,7 @@ export async function adjustUsage(tx: KvTx, tenant: string, delta: UsageDelta): 
  * at the end of a commit, after keep-last pruning, so a commit that replaces what it prunes fits).
  */
 export async function enforceQuota(tx: KvTx, tenant: string, before: number): Promise<void> {
-  const u = await readUsage(tx, tenant);
+  const u = usageIn(cachedTenantRecord(tx, tenant) ?? (await loadTenantRecord(tx, tenant)));
   if (u.q === undefined || u.b <= before || u.b <= u.q) return;
   throw new CairnError('CAIRN_QUOTA_EXCEEDED', `tenant ${tenant} would use ${u.b} bytes, over its quota of ${u.q} bytes (${before} used)`, {
     metadata: { tenant, quota_bytes: String(u.q), used_bytes: String(before), requested_bytes: String(u.b - before) },
@@ -81,7 +78,7 @@ export async function enforceQuota(tx: KvTx, tenant: string, before: number): Pr
 
 /** The tenant's version bytes as seen by `tx`. */
 export async function versionBytes(tx: Pick<KvTx, 'get'>, tenant: string): Promise<number> {
-  return (await readUsage(tx, tenant)).b;
+  return usageIn(cachedTenantRecord(tx, tenant) ?? (await loadTenantRecord(tx, tenant))).b;
 }
 
 export async function getUsage(kv: KvReader, tenant: string): Promise<TenantUsage> {
@@ -95,10 +92,11 @@ export async function setQuota(kv: Kv, tenant: string, quotaBytes: number): Prom
   validateTenant(tenant);
   if (!Number.isSafeInteger(quotaBytes) || quotaBytes < 0) throw invalid('quota_bytes', 'quota_bytes must be a non-negative integer (0 = no quota)');
   return kv.transact(async (tx) => {
-    const u = await readUsage(tx, tenant);
+    const record = await loadTenantRecord(tx, tenant);
+    const u = usageIn(record);
     if (quotaBytes === 0) delete u.q;
     else u.q = quotaBytes;
-    await writeUsage(tx, tenant, u);
+    storeTenantRecord(tx, tenant, { ...record, u });
     return toUsage(tenant, u);
   });
 }
