@@ -122,31 +122,33 @@ test('lanes: the prefetches of a batch run side by side, each step of all of the
   }
 });
 
-test('lanes: a batch of at most maxBatch runs, then the event loop turns before the next batch begins', async (t) => {
+test('lanes: with synchronous reads, a batch of at most maxBatch runs, then the event loop turns before the next', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'cairn-lanes-'));
   const kv = await openLevelKv({ dir });
   try {
     for (const maxBatch of [0, -1, 1.5, Number.NaN]) t.throws(() => new WriteLanes(kv, { maxBatch }), { instanceOf: RangeError });
-    const lanes = new WriteLanes(kv, { maxBatch: 32 });
-    let release!: () => void;
-    const held = lanes.run('lane', () => new Promise<void>((resolve) => (release = resolve)));
-    // LevelDB reads are synchronous, so without a turn the next batch would run straight after
-    // this one is accepted, before the KV could start writing it or acknowledge earlier writes.
-    let turned = false;
-    const seen: Array<boolean | undefined> = [];
-    const ops = Array.from({ length: 64 }, (_, i) =>
-      lanes.run('lane', async (tx) => {
-        await tx.get(b(`k/${i}`));
-        tx.put(b(`k/${i}`), b('x'));
-        if (i === 31) setImmediate(() => (turned = true));
-        seen[i] = i === 32 ? turned : undefined;
-      }),
-    );
-    release();
-    await held;
-    await Promise.all(ops);
-    t.true(seen[32], 'the 33rd operation ran in a later batch, after an event-loop turn');
-    t.is((await kv.scan({ gte: b('k/'), lt: b('k0') })).length, 64);
+    for (const synchronousReads of [true, false]) {
+      const lanes = new WriteLanes(kv, { maxBatch: 32, synchronousReads });
+      let release!: () => void;
+      const held = lanes.run('lane', () => new Promise<void>((resolve) => (release = resolve)));
+      // LevelDB reads are synchronous, so without a turn the next batch runs straight after this
+      // one is accepted, before the KV could start writing it or acknowledge earlier writes.
+      let turned = false;
+      const seen: Array<boolean | undefined> = [];
+      const ops = Array.from({ length: 64 }, (_, i) =>
+        lanes.run('lane', async (tx) => {
+          await tx.get(b(`${String(synchronousReads)}/${i}`));
+          tx.put(b(`${String(synchronousReads)}/${i}`), b('x'));
+          if (i === 31) setImmediate(() => (turned = true));
+          seen[i] = i === 32 ? turned : undefined;
+        }),
+      );
+      release();
+      await held;
+      await Promise.all(ops);
+      t.is(seen[32], synchronousReads, `synchronousReads ${String(synchronousReads)}: the 33rd operation (the next batch) ran ${synchronousReads ? 'after' : 'before'} an event-loop turn`);
+      t.is((await kv.scan({ gte: b(`${String(synchronousReads)}/`), lt: b(`${String(synchronousReads)}0`) })).length, 64);
+    }
   } finally {
     await kv.close();
     await rm(dir, { recursive: true, force: true });

@@ -116,20 +116,24 @@ class ChildTx implements KvTx {
 export class WriteLanes {
   readonly #kv: Kv;
   readonly #maxBatch: number;
+  readonly #turnBetweenBatches: boolean;
   readonly #queues = new Map<string, Op[]>();
 
   /**
-   * `maxBatch` bounds the operations of one batch (default 64). Where a batch runs on the CPU
-   * from start to acceptance (LevelDB's reads are synchronous), it should be about half the
-   * committers a busy lane has in flight, so that one batch runs while the one before it is
-   * written and synced: with 64 and 64 committers, every committer landed in the same batch and
-   * the service alternated between running it and waiting for its sync (35% idle).
+   * `maxBatch` bounds the operations of one batch (default 64). `synchronousReads` (default
+   * false) is for a KV whose transactions read without waiting (LevelDB's `getSync`): a batch
+   * then runs on the CPU from start to acceptance, so the lane waits one event-loop turn before
+   * the next batch, and `maxBatch` should be about half the committers a busy lane has in flight,
+   * so that one batch runs while the one before it is written and synced. With 64 and 64
+   * committers on LevelDB, every committer landed in the same batch and the service alternated
+   * between running it and waiting for its sync (35% idle).
    */
-  constructor(kv: Kv, options: { readonly maxBatch?: number } = {}) {
+  constructor(kv: Kv, options: { readonly maxBatch?: number; readonly synchronousReads?: boolean } = {}) {
     const maxBatch = options.maxBatch ?? MAX_BATCH;
     if (!Number.isSafeInteger(maxBatch) || maxBatch < 1) throw new RangeError('maxBatch must be a positive integer');
     this.#kv = kv;
     this.#maxBatch = maxBatch;
+    this.#turnBetweenBatches = options.synchronousReads === true;
   }
 
   /**
@@ -166,11 +170,11 @@ export class WriteLanes {
       // The next batch may begin once this one is visible to new transactions: it then reads this
       // batch's writes while the KV writes and syncs this one.
       await Promise.race([accepted, done]);
-      // One event-loop turn first. On LevelDB a batch runs synchronously from start to acceptance
-      // (its reads are synchronous), so without it the write of this batch would start, and the
-      // writes before it would be acknowledged, only after the next batch: never side by side.
-      // It also lets network I/O in between batches.
-      await yieldTurn();
+      // With synchronous reads, one event-loop turn first: a batch then runs without a break
+      // from start to acceptance, so without the turn the write of this batch would start, and
+      // the writes before it would be acknowledged, only after the next batch: never side by
+      // side. It also lets network I/O in between batches.
+      if (this.#turnBetweenBatches) await yieldTurn();
     }
     this.#queues.delete(lane);
   }
