@@ -10,6 +10,18 @@ import { WriteLanes } from '../../src/metadata/model/lanes.js';
 
 const b = (s: string): Buffer => Buffer.from(s);
 
+/** Runs `fn` on a fresh LevelDB KV in a temporary directory, closed and removed afterwards. */
+async function withKv(fn: (kv: Kv) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-lanes-'));
+  const kv = await openLevelKv({ dir });
+  try {
+    await fn(kv);
+  } finally {
+    await kv.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** The same KV, but transactions reach callers through a plain object (not the backend's class). */
 function wrapped(kv: Kv): Kv {
   return Object.assign(Object.create(kv) as Kv, {
@@ -20,9 +32,7 @@ function wrapped(kv: Kv): Kv {
 
 for (const [name, wrap] of [['backend tx', (kv: Kv) => kv], ['wrapped tx', wrapped]] as const) {
   test(`lanes (${name}): batched operations apply in order, failures leave nothing, buffers stay private`, async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'cairn-lanes-'));
-    const kv = await openLevelKv({ dir });
-    try {
+    await withKv(async (kv) => {
       const lanes = new WriteLanes(wrap(kv));
       const ops = Array.from({ length: 200 }, (_, i) =>
         lanes.run('tenant', async (tx) => {
@@ -54,17 +64,12 @@ for (const [name, wrap] of [['backend tx', (kv: Kv) => kv], ['wrapped tx', wrapp
       const items = await kv.scan({ gte: b('item/'), lt: b('item0') });
       t.deepEqual(items.map(([k]) => k.toString()), ok.map(([i]) => `item/${String(i).padStart(3, '0')}`));
       t.deepEqual(items.map(([, v]) => v.toString()), ok.map(([, n]) => `n=${n}`));
-    } finally {
-      await kv.close();
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 }
 
 test('lanes: the prefetches of a batch run side by side, each step of all of them one getMany', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'cairn-lanes-'));
-  const kv = await openLevelKv({ dir });
-  try {
+  await withKv(async (kv) => {
     // A chain a → b → c per operation: each step names the next key, as a path's entries do.
     await kv.transact(async (tx) => {
       for (let i = 0; i < 40; i++) {
@@ -116,16 +121,11 @@ test('lanes: the prefetches of a batch run side by side, each step of all of the
     // 32, since #7 fails, then 8).
     t.deepEqual(calls, [31, 31, 31, 8, 8, 8]);
     t.is((await kv.scan({ gte: b('out/'), lt: b('out0') })).length, 40);
-  } finally {
-    await kv.close();
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('lanes: with synchronous reads, a batch of at most maxBatch runs, then the event loop turns before the next', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'cairn-lanes-'));
-  const kv = await openLevelKv({ dir });
-  try {
+  await withKv(async (kv) => {
     for (const maxBatch of [0, -1, 1.5, Number.NaN]) t.throws(() => new WriteLanes(kv, { maxBatch }), { instanceOf: RangeError });
     for (const synchronousReads of [true, false]) {
       const lanes = new WriteLanes(kv, { maxBatch: 32, synchronousReads });
@@ -149,8 +149,30 @@ test('lanes: with synchronous reads, a batch of at most maxBatch runs, then the 
       t.is(seen[32], synchronousReads, `synchronousReads ${String(synchronousReads)}: the 33rd operation (the next batch) ran ${synchronousReads ? 'after' : 'before'} an event-loop turn`);
       t.is((await kv.scan({ gte: b(`${String(synchronousReads)}/`), lt: b(`${String(synchronousReads)}0`) })).length, 64);
     }
-  } finally {
-    await kv.close();
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
+});
+
+test('lanes: a bad key read inside a batched operation rejects like any read, and fails only that operation', async (t) => {
+  await withKv(async (kv) => {
+    const lanes = new WriteLanes(kv, { maxBatch: 32, synchronousReads: true });
+    let release!: () => void;
+    const held = lanes.run('lane', () => new Promise<void>((resolve) => (release = resolve)));
+    let returned = false;
+    const bad = lanes.run('lane', async (tx) => {
+      const pending = tx.get(undefined as unknown as Buffer);
+      returned = pending instanceof Promise;
+      tx.put(b('bad'), b('x'));
+      await pending;
+    });
+    const good = lanes.run('lane', async (tx) => {
+      tx.put(b('good'), b('y'));
+    });
+    release();
+    await held;
+    await t.throwsAsync(bad, { instanceOf: TypeError });
+    t.true(returned, 'tx.get returned a promise (no synchronous throw)');
+    await good;
+    t.is(await kv.get(b('bad')), undefined);
+    t.is((await kv.get(b('good')))?.toString(), 'y');
+  });
 });

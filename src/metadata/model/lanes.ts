@@ -70,6 +70,8 @@ class ChildTx implements KvTx {
   // Not async: a read the batch answers passes the batch's promise through, one promise a read
   // less (a commit makes about seven).
   get(key: Buffer): Promise<Buffer | undefined> {
+    // A bad key is the parent's to reject (a rejected promise, never a synchronous throw).
+    if (!Buffer.isBuffer(key)) return this.#parent.get(key);
     const w = this.#writes.get(keyId(key));
     if (w !== undefined) return Promise.resolve(w.value === undefined ? undefined : Buffer.from(w.value));
     return this.#parent.get(key);
