@@ -1,6 +1,7 @@
 // Typed client for one block node, used by the replication client and by peers (repair,
 // anti-entropy). Puts are batched into ≤ 4 MiB messages on one client stream; gets stream back in order.
 import type * as grpc from '@grpc/grpc-js';
+import type { BufferPool } from '../common/buffer-pool.js';
 import { CHANNEL_OPTIONS, callMetadata, deadlineIn, unaryCall, type TokenProvider } from '../common/grpc-client.js';
 import { fromServiceError } from '../common/status.js';
 import { loadProto } from '../common/proto.js';
@@ -43,6 +44,11 @@ export interface GetBlocksOptions {
    * SHA-256 need not be checked on the way. A store still checks the record's header and address.
    */
   readonly callerVerifies?: boolean;
+  /**
+   * A node in this process reads blocks into buffers taken from this pool; the caller hands each
+   * block's buffer back (`pool.release`) once it is done with it. A remote node ignores it.
+   */
+  readonly pool?: BufferPool;
 }
 
 /** A block node in this process: what it returns was verified against its address by its store. */

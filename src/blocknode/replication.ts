@@ -264,7 +264,9 @@ export class ReplicatedBlockClient implements BlockAccess {
         if (!owners.includes(id)) continue;
         let list = perNode.get(id);
         if (!list) perNode.set(id, (list = []));
-        list.push({ address, data });
+        // A copy: the reader may hand the block's buffer back to its pool (options.pool) as soon
+        // as it has used it, while this put runs in the background.
+        list.push({ address, data: Buffer.from(data) });
       }
     }
     for (const [id, blocks] of perNode) {

@@ -3,6 +3,7 @@
 // BlockStore. Input is validated before anything is stored; calls share one concurrency limit.
 import type * as grpc from '@grpc/grpc-js';
 import { CairnError } from '../common/errors.js';
+import type { BufferPool } from '../common/buffer-pool.js';
 import { clientStream, send, serverStream, unary } from '../common/grpc-server.js';
 import { wireInt } from '../common/wire.js';
 import type { BlockNodeHandlers } from '../gen/cairn/v1/BlockNode.js';
@@ -104,10 +105,10 @@ async function storeBatch(deps: BlockNodeServiceDeps, blocks: StoredBlock[], fla
  * replica (and repairs this one) instead of failing the stream. `verify: false` skips the payload
  * hash for a caller that authenticates the bytes itself.
  */
-async function* readBlocks(deps: BlockNodeServiceDeps, addresses: readonly Buffer[], log: { warn(obj: object, msg: string): void }, verify = true): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }> {
+async function* readBlocks(deps: BlockNodeServiceDeps, addresses: readonly Buffer[], log: { warn(obj: object, msg: string): void }, verify = true, pool?: BufferPool): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }> {
   const read = async (group: readonly Buffer[]): Promise<Array<Buffer | undefined>> => {
     const started = performance.now();
-    const got = await deps.store.getMany(group, { verify });
+    const got = await deps.store.getMany(group, pool ? { verify, pool } : { verify });
     const seconds = (performance.now() - started) / 1000 / group.length;
     const corrupt: Buffer[] = [];
     const out = got.map((g, i) => {
@@ -169,7 +170,7 @@ export function localBlockPeer(deps: BlockNodeServiceDeps, log: { warn(obj: obje
         // Hold a slot only while reading, not while the consumer works through the results.
         const got = await deps.limit.run(async () => {
           const out: Array<{ address: Buffer; data: Buffer | undefined }> = [];
-          for await (const b of readBlocks(deps, slice, log, options?.callerVerifies !== true)) {
+          for await (const b of readBlocks(deps, slice, log, options?.callerVerifies !== true, options?.pool)) {
             signal?.throwIfAborted();
             out.push(b);
           }

@@ -1,6 +1,7 @@
 // The read pipeline shared by ReadFile (gRPC) and the HTTP routes: the plain bytes of a byte range
 // of a version, in order, fetching batches of blocks ahead of the one being unsealed.
 import type { BlockAccess } from '../blocknode/index.js';
+import { BufferPool } from '../common/buffer-pool.js';
 import { CairnError } from '../common/errors.js';
 import type { TenantKeys } from './keys.js';
 import { unseal } from './seal.js';
@@ -8,6 +9,14 @@ import { unseal } from './seal.js';
 /** Blocks requested per GetBlocks call, and batches fetched ahead of the one being sent. */
 const READ_BATCH = 32;
 const READ_AHEAD = 2;
+
+/**
+ * Buffers for the blocks a block node in this process reads: a batch of 32 blocks of about
+ * 74 KiB (the chunker's real mean) with the gaps its runs read fits one slab; a batch that does
+ * not gets a fresh buffer. A read holds READ_AHEAD + 1 slabs; idle slabs go after 10 s.
+ * Reused, they save a GiB read a GiB of allocations and the full collections those cost.
+ */
+const blockBuffers = new BufferPool({ slabBytes: 4 * 1024 * 1024, maxFree: 8 });
 
 export interface ReadableChunk {
   readonly plain_hash: Buffer;
@@ -25,9 +34,9 @@ export interface ReadDeps {
  * (a bad copy is retried on another replica and reads as missing when none is intact) — unless
  * `callerVerifies`, for a caller that authenticates each block and asks again when one fails.
  */
-export async function fetchBlocks(blocks: BlockAccess, addresses: Buffer[], signal?: AbortSignal, callerVerifies = false): Promise<Map<string, Buffer>> {
+export async function fetchBlocks(blocks: BlockAccess, addresses: Buffer[], signal?: AbortSignal, callerVerifies = false, pool?: BufferPool): Promise<Map<string, Buffer>> {
   const out = new Map<string, Buffer>();
-  for await (const b of blocks.getBlocks(addresses, signal, { callerVerifies })) {
+  for await (const b of blocks.getBlocks(addresses, signal, pool ? { callerVerifies, pool } : { callerVerifies })) {
     if (b.data !== undefined) out.set(b.address.toString('hex'), b.data);
   }
   return out;
@@ -82,7 +91,7 @@ export async function* readRange(deps: ReadDeps, tenant: string, version: { read
     const batch = batches[i];
     if (batch === undefined || fetches[i] !== undefined) return;
     // AES-GCM authenticates every block below, so the block layer need not hash them on the way.
-    const p = fetchBlocks(deps.blocks, [...new Map(batch.map((c) => [c.address.toString('hex'), c.address])).values()], signal, true);
+    const p = fetchBlocks(deps.blocks, [...new Map(batch.map((c) => [c.address.toString('hex'), c.address])).values()], signal, true, blockBuffers);
     p.catch(() => undefined); // awaited in order below; avoid an unhandled rejection meanwhile
     fetches[i] = p;
   };
@@ -97,5 +106,8 @@ export async function* readRange(deps: ReadDeps, tenant: string, version: { read
       const from = Math.max(start, at) - at;
       yield { data: data.subarray(from, Math.min(end, at + data.length) - at), offset: at + from };
     }
+    // Every piece above is unseal's own output, never a view of a block: the blocks' buffers
+    // can go back to the pool. (A read abandoned midway leaves its buffers to the collector.)
+    for (const block of got.values()) blockBuffers.release(block);
   }
 }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { BlockStore } from '../../src/blocknode/engine/index.js';
 import { block, openStore, tempDir as engineTempDir } from './engine-helpers.js';
 import { isCairnError } from '../../src/common/errors.js';
+import { BufferPool } from '../../src/common/buffer-pool.js';
 
 
 
@@ -241,4 +242,26 @@ test('getMany reads neighbours with one pread, in request order; a flipped byte 
   t.deepEqual(await store.quarantined(), [victim.address]);
   t.deepEqual((await store.getMany([victim.address])).map((g) => [g.data, g.corrupt]), [[undefined, undefined]]);
   await t.throwsAsync(store.getMany([Buffer.alloc(3)]), { instanceOf: RangeError });
+});
+
+test('getMany with a pool reads every run of a call into one pooled slab; a call larger than a slab gets its own buffer', async (t) => {
+  const store = await openStore(t, await engineTempDir(t, 'cairn-recovery'));
+  const blocks = Array.from({ length: 6 }, () => block(20_000));
+  await store.put(blocks);
+  const pool = new BufferPool({ slabBytes: 256 * 1024, maxFree: 2, idleMs: 0 });
+  const got = await store.getMany(blocks.map((b) => b.address), { verify: false, pool });
+  for (let i = 0; i < blocks.length; i++) t.true(got[i]!.data!.equals(blocks[i]!.data), `block ${i}`);
+  const slab = got[0]!.data!.buffer;
+  t.is(slab.byteLength, 256 * 1024);
+  t.true(got.every((g) => g.data!.buffer === slab), 'one slab for the whole call');
+  pool.release(got[0]!.data!);
+  t.is(pool.free, 1);
+  const again = await store.getMany([blocks[5]!.address, blocks[0]!.address], { pool });
+  t.is(again[0]!.data!.buffer, slab, 'the released slab is read into again');
+  t.true(again[0]!.data!.equals(blocks[5]!.data) && again[1]!.data!.equals(blocks[0]!.data));
+  const small = new BufferPool({ slabBytes: 50_000, maxFree: 2, idleMs: 0 });
+  const large = await store.getMany(blocks.map((b) => b.address), { pool: small });
+  t.true(large.every((g, i) => g.data!.equals(blocks[i]!.data)));
+  small.release(large[0]!.data!);
+  t.is(small.free, 0, 'a buffer larger than the slab is not pooled');
 });

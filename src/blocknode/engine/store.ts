@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Level } from 'level';
 import { CairnError } from '../../common/errors.js';
+import type { BufferPool } from '../../common/buffer-pool.js';
 import { type BlockStoreOptions, type ResolvedOptions, resolveOptions } from './options.js';
 import {
   ADDRESS_BYTES,
@@ -410,9 +411,10 @@ export class BlockStore {
    * With `verify: false` the payload's SHA-256 is not checked (header, length and address still
    * are): for a caller that authenticates the bytes itself (the gateway's AES-GCM) and asks again
    * with verification when that fails. A block that fails verification is quarantined and comes
-   * back as `corrupt`.
+   * back as `corrupt`. With a `pool`, the payloads read from segments are views of one buffer
+   * taken from it, which the caller hands back once it is done with every one of them.
    */
-  async getMany(addresses: readonly Buffer[], options: { verify?: boolean } = {}): Promise<Array<{ data: Buffer | undefined; corrupt?: true }>> {
+  async getMany(addresses: readonly Buffer[], options: { verify?: boolean; pool?: BufferPool } = {}): Promise<Array<{ data: Buffer | undefined; corrupt?: true }>> {
     assertAddressList(addresses, 'addresses');
     this.assertOpen();
     const verify = options.verify !== false;
@@ -450,11 +452,16 @@ export class BlockStore {
         if (run && last && first && last.seg === w.seg && w.loc.offset >= last.loc.offset + recordBytes(last.loc.length) && w.loc.offset - (last.loc.offset + recordBytes(last.loc.length)) <= RUN_GAP_BYTES && w.loc.offset + recordBytes(w.loc.length) - first.loc.offset <= RUN_MAX_BYTES) run.push(w);
         else runs.push([w]);
       }
+      // One buffer for every run of the call, from the caller's pool when it has one.
+      const sizes = runs.map((run) => run[run.length - 1]!.loc.offset + recordBytes(run[run.length - 1]!.loc.length) - run[0]!.loc.offset);
+      const total = sizes.reduce((sum, n) => sum + n, 0);
+      const slab = total === 0 ? Buffer.alloc(0) : options.pool ? options.pool.take(total) : Buffer.allocUnsafe(total);
+      let next = 0;
+      const starts = sizes.map((n) => (next += n) - n);
       await Promise.all(
-        runs.map(async (run) => {
+        runs.map(async (run, r) => {
           const first = run[0]!;
-          const last = run[run.length - 1]!;
-          const buf = Buffer.allocUnsafe(last.loc.offset + recordBytes(last.loc.length) - first.loc.offset);
+          const buf = slab.subarray(starts[r], starts[r]! + sizes[r]!);
           if (!(await readFully(first.seg.fh, buf, first.loc.offset))) {
             for (const w of run) retry.push(w.i);
             return;
