@@ -44,7 +44,7 @@ export class BufferPool {
     this.#taken++;
     let slab = this.#free.pop();
     if (slab === undefined) {
-      slab = Buffer.allocUnsafeSlow(this.slabBytes).buffer as ArrayBuffer;
+      slab = Buffer.allocUnsafeSlow(this.slabBytes).buffer;
       this.#owned.add(slab);
     }
     this.#out.add(slab);
