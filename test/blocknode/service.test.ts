@@ -134,3 +134,26 @@ test('Scrub on a healthy node checks every block and finds nothing', async (t) =
   t.deepEqual(r.corrupt, []);
   t.is(Number(r.repaired), 0);
 });
+
+test('GetBlocks: concurrent calls across many groups come back byte-exact, in order', async (t) => {
+  const { client } = await start(t);
+  const blocks = Array.from({ length: 150 }, (_, i) => block(randomBytes(1000 + ((i * 7919) % 90_000))));
+  for (let i = 0; i < blocks.length; i += 50) await client.putBlocks(blocks.slice(i, i + 50));
+  const missing = block(randomBytes(100));
+  const read = async (list: Array<{ address: Buffer; data: Buffer }>): Promise<Array<Buffer | undefined>> => {
+    const out: Array<Buffer | undefined> = [];
+    for await (const got of client.getBlocks(list.map((b) => b.address))) out.push(got.data);
+    return out;
+  };
+  const orders = [blocks, [...blocks].reverse(), [missing, ...blocks.slice(0, 70), missing, blocks[3]!, ...blocks.slice(70)]];
+  for (let round = 0; round < 2; round++) {
+    const results = await Promise.all(orders.map(read));
+    results.forEach((got, k) => {
+      t.is(got.length, orders[k]!.length);
+      t.true(
+        got.every((data, i) => (orders[k]![i] === missing ? data === undefined : data?.equals(orders[k]![i]!.data) === true)),
+        `round ${round}, order ${k}`,
+      );
+    });
+  }
+});
