@@ -383,6 +383,70 @@ export function kvConformance(name: string, factory: KvFactory): void {
     t.deepEqual(heard, ['run 2', 'sentinel'], 'only the committed run notifies');
   });
 
+  test(`${name}: a transaction of many writes reads its own writes, commits all or nothing, and re-runs whole`, async (t) => {
+    // PostgreSQL sends a transaction's writes ahead of COMMIT once it has buffered a few hundred:
+    // reads, scans, overwrites and deletes must still see the buffer, and a failure or a conflict
+    // must still leave nothing behind.
+    const kv = await open(t);
+    const pad = (i: number): string => String(i).padStart(4, '0');
+    await put(kv, { 'big/n': '0', 'big/gone': 'x' });
+    const boom = new Error('boom');
+    const thrown = await t.throwsAsync(
+      kv.transact(async (tx) => {
+        for (let i = 0; i < 1000; i++) tx.put(b(`big/a${pad(i)}`), b('v'));
+        t.is(str(await tx.get(b('big/a0999'))), 'v');
+        throw boom;
+      }),
+    );
+    t.is(thrown, boom);
+    t.deepEqual(await kv.scan({ gte: b('big/a'), lt: b('big/b') }), [], 'an aborted transaction of many writes leaves none');
+
+    let runs = 0;
+    let readDone!: () => void;
+    const firstRead = new Promise<void>((resolve) => {
+      readDone = resolve;
+    });
+    let proceed!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      proceed = resolve;
+    });
+    const expected = (run: number): Array<[string, string]> => {
+      const out: Array<[string, string]> = [];
+      for (let i = 0; i < 1000; i++) {
+        if (i % 10 === 1) continue;
+        out.push([b(`big/k${pad(i)}`).toString('hex'), i % 3 === 0 ? `${run}:${i}:again` : `${run}:${i}`]);
+      }
+      return out;
+    };
+    const big = kv.transact(async (tx) => {
+      runs++;
+      const n = Number(str(await tx.get(b('big/n'))));
+      if (runs === 1) {
+        readDone();
+        await gate;
+      }
+      tx.put(b('big/n'), b(String(n + 1)));
+      for (let i = 0; i < 1000; i++) tx.put(b(`big/k${pad(i)}`), b(`${runs}:${i}`));
+      for (let i = 0; i < 1000; i += 3) tx.put(b(`big/k${pad(i)}`), b(`${runs}:${i}:again`));
+      for (let i = 1; i < 1000; i += 10) tx.del(b(`big/k${pad(i)}`));
+      tx.del(b('big/gone'));
+      t.is(str(await tx.get(b('big/k0003'))), `${runs}:3:again`);
+      t.is(await tx.get(b('big/k0011')), undefined);
+      t.is(await tx.get(b('big/gone')), undefined);
+      t.deepEqual(entries(await tx.scan({ gte: b('big/k'), lt: b('big/l') })), expected(runs));
+      t.deepEqual(entries(await tx.scan({ gte: b('big/k'), lt: b('big/l'), reverse: true, limit: 5 })), expected(runs).reverse().slice(0, 5));
+      return n;
+    });
+    await firstRead;
+    await put(kv, { 'big/n': '100' });
+    proceed();
+    t.is(await big, 100, 'the run that read the concurrent commit is the one that counts');
+    t.is(runs, 2);
+    t.is(str(await kv.get(b('big/n'))), '101');
+    t.is(await kv.get(b('big/gone')), undefined);
+    t.deepEqual(entries(await kv.scan({ gte: b('big/k'), lt: b('big/l') })), expected(2));
+  });
+
   test(`${name}: conflicts beyond maxRetries reject with CAIRN_TX_CONFLICT`, async (t) => {
     const kv = await open(t);
     await put(kv, { n: '0' });

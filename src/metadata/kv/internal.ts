@@ -219,14 +219,18 @@ export abstract class BufferedTx {
     checkKey(key);
     checkValue(value);
     const copy = Buffer.from(key);
-    this.writes.set(keyId(copy), { key: copy, value: Buffer.from(value) });
+    const id = keyId(copy);
+    this.writes.set(id, { key: copy, value: Buffer.from(value) });
+    this.wrote(id);
   }
 
   del(key: Buffer): void {
     this.checkOpen('del');
     checkKey(key);
     const copy = Buffer.from(key);
-    this.writes.set(keyId(copy), { key: copy, value: undefined });
+    const id = keyId(copy);
+    this.writes.set(id, { key: copy, value: undefined });
+    this.wrote(id);
   }
 
   /**
@@ -236,7 +240,11 @@ export abstract class BufferedTx {
   adopt(id: string, write: Write): void {
     this.checkOpen('put');
     this.writes.set(id, write);
+    this.wrote(id);
   }
+
+  /** Called after every buffered write, with the write's id (a hook for backends; no-op here). */
+  protected wrote(_id: string): void {}
 
   notify(channel: string, payload: string): void {
     this.checkOpen('notify');

@@ -35,6 +35,13 @@ export interface PostgresKvOptions {
 /** Re-runs after losing the connection before COMMIT (a failover drops every pooled connection). */
 const RECONNECT_RETRIES = 2;
 const SERIALIZATION_FAILURE = '40001';
+/**
+ * Buffered writes a transaction sends ahead of COMMIT once it has this many unsent, so that
+ * PostgreSQL applies them while the transaction goes on. A lane batch of 64 commits writes about
+ * 400 rows, which PostgreSQL took 3.4 ms to apply, all of it after the service had computed the
+ * whole batch; sending the first 200 early overlaps half of that with the rest of the batch.
+ */
+const EARLY_WRITE_ROWS = 200;
 const DEADLOCK_DETECTED = '40P01';
 const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300', '53400']);
 const NETWORK_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
@@ -102,6 +109,34 @@ function statement(text: string, values: unknown[]): pg.QueryConfig {
   return { name, text, values };
 }
 
+/**
+ * Many byte strings as statement parameters: one bytea (a Buffer, which node-postgres sends in
+ * binary) plus int4 arrays of 1-based offsets and lengths, instead of a bytea[] parameter, which
+ * goes as text: hex that the client encodes and PostgreSQL parses a character at a time (about
+ * 15% of a backend's CPU in a batch of commits, in a perf profile).
+ */
+class Packed {
+  private readonly parts: Buffer[] = [];
+  private length = 0;
+
+  /** Adds `b`; returns its [offset (1-based), length]. */
+  add(b: Buffer): [number, number] {
+    this.parts.push(b);
+    const at: [number, number] = [this.length + 1, b.length];
+    this.length += b.length;
+    return at;
+  }
+
+  bytes(): Buffer {
+    return Buffer.concat(this.parts, this.length);
+  }
+}
+
+/** SQL for the array of byte strings that `bytes`, `offsets` and `lengths` (Packed) carry. */
+function unpackedArray(bytes: string, offsets: string, lengths: string): string {
+  return `ARRAY(SELECT substring(${bytes}::bytea FROM o FOR l) FROM unnest(${offsets}::int4[], ${lengths}::int4[]) AS p(o, l))`;
+}
+
 type RowQuery = <R extends pg.QueryResultRow>(text: string, values: unknown[]) => Promise<pg.QueryResult<R>>;
 
 async function readStored(query: RowQuery, r: NormalRange, upper: readonly Write[]): Promise<KvEntry[]> {
@@ -129,9 +164,19 @@ class PostgresTx extends BufferedTx implements KvTx {
     super();
   }
 
+  /** The last statement sent: one at a time on the connection, early writes included. */
+  private tail: Promise<unknown> = Promise.resolve();
+
+  /** Settles once every statement sent so far has finished, whatever their outcome. */
+  async settled(): Promise<void> {
+    await this.tail;
+  }
+
   private async query<R extends pg.QueryResultRow>(text: string, values: unknown[]): Promise<pg.QueryResult<R>> {
+    const run = this.tail.then(() => this.client.query<R>(statement(text, values)));
+    this.tail = run.catch(() => undefined);
     try {
-      return await this.client.query<R>(statement(text, values));
+      return await run;
     } catch (error) {
       if (isConflict(error)) this.conflicted = true;
       else if (isConnectionFailure(error)) this.disconnected ??= error;
@@ -181,7 +226,9 @@ class PostgresTx extends BufferedTx implements KvTx {
       }
     });
     if (wanted.size > 0) {
-      const result = await this.query<{ k: Buffer; v: Buffer }>('SELECT k, v FROM kv WHERE k = ANY($1::bytea[])', [[...wanted.values()].map((w) => w.key)]);
+      const packed = new Packed();
+      const at = [...wanted.values()].map((w) => packed.add(w.key));
+      const result = await this.query<{ k: Buffer; v: Buffer }>(`SELECT k, v FROM kv WHERE k = ANY(${unpackedArray('$1', '$2', '$3')})`, [packed.bytes(), at.map((a) => a[0]), at.map((a) => a[1])]);
       const found = new Map(result.rows.map((row) => [keyId(row.k), row.v]));
       for (const [id, { at }] of wanted) {
         const value = found.get(id);
@@ -200,22 +247,63 @@ class PostgresTx extends BufferedTx implements KvTx {
   }
 
   /**
-   * Applies buffered writes and queues notifications, both taking effect at COMMIT, in one
-   * statement (one round trip): data-modifying WITH clauses always run to completion, and a key
-   * is either put or deleted here, never both, so no row is touched twice.
+   * Ids written since the last statement that applied writes. Once there are EARLY_WRITE_ROWS of
+   * them, they are sent while the transaction goes on (see EARLY_WRITE_ROWS).
+   */
+  private readonly unsent = new Set<string>();
+  /** The early write statements sent so far, chained; it never rejects (see earlyFailure). */
+  private early: Promise<void> | undefined;
+  /** Why an early write statement failed: the transaction can no longer commit. */
+  earlyFailure: Error | undefined;
+
+  protected override wrote(id: string): void {
+    this.unsent.add(id);
+    if (this.unsent.size >= EARLY_WRITE_ROWS && !this.finished && this.earlyFailure === undefined) {
+      const writes = this.takeUnsent();
+      const sent = this.writeRows(writes, []).catch((error: unknown) => {
+        this.earlyFailure ??= error instanceof Error ? error : new Error(String(error));
+      });
+      this.early = this.early === undefined ? sent : this.early.then(() => sent);
+    }
+  }
+
+  /** The writes not yet sent, in key order (one lock order for concurrent writers, which avoids most deadlocks). */
+  private takeUnsent(): Write[] {
+    const writes = [...this.unsent].map((id) => this.writes.get(id)!).sort((a, b) => Buffer.compare(a.key, b.key));
+    this.unsent.clear();
+    return writes;
+  }
+
+  /**
+   * Applies the buffered writes not sent yet and queues notifications, both taking effect at
+   * COMMIT, in one statement (one round trip), after the early statements have finished.
    */
   async apply(): Promise<void> {
-    // Key order gives concurrent writers one lock order, which avoids most deadlocks.
-    const writes = [...this.writes.values()].sort((a, b) => Buffer.compare(a.key, b.key));
+    await this.early;
+    if (this.earlyFailure !== undefined) throw this.earlyFailure;
+    const notifications = dedupeNotifications(this.notifications);
+    const writes = this.takeUnsent();
+    if (writes.length === 0 && notifications.length === 0) return;
+    await this.writeRows(writes, notifications);
+  }
+
+  /**
+   * One statement: data-modifying WITH clauses always run to completion, and a key is either put
+   * or deleted in one statement, never both, so no row is touched twice.
+   */
+  private async writeRows(writes: readonly Write[], notifications: ReadonlyArray<readonly [string, string]>): Promise<void> {
     const puts = writes.filter((w): w is Write & { value: Buffer } => w.value !== undefined);
     const dels = writes.filter((w) => w.value === undefined);
-    const notifications = dedupeNotifications(this.notifications);
-    if (puts.length === 0 && dels.length === 0 && notifications.length === 0) return;
+    const packed = new Packed();
+    const kAt = puts.map((w) => packed.add(w.key));
+    const vAt = puts.map((w) => packed.add(w.value));
+    const dAt = dels.map((w) => packed.add(w.key));
     await this.query(
-      'WITH put AS (INSERT INTO kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v RETURNING 1), ' +
-        'del AS (DELETE FROM kv WHERE k = ANY($3::bytea[]) RETURNING 1) ' +
-        'SELECT pg_notify(c, p) FROM unnest($4::text[], $5::text[]) WITH ORDINALITY AS n(c, p, i) ORDER BY i',
-      [puts.map((w) => w.key), puts.map((w) => w.value), dels.map((w) => w.key), notifications.map((n) => n[0]), notifications.map((n) => n[1])],
+      'WITH put AS (INSERT INTO kv (k, v) SELECT substring($1::bytea FROM ko FOR kl), substring($1::bytea FROM vo FOR vl) ' +
+        'FROM unnest($2::int4[], $3::int4[], $4::int4[], $5::int4[]) AS r(ko, kl, vo, vl) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v RETURNING 1), ' +
+        `del AS (DELETE FROM kv WHERE k = ANY(${unpackedArray('$1', '$6', '$7')}) RETURNING 1) ` +
+        'SELECT pg_notify(c, p) FROM unnest($8::text[], $9::text[]) WITH ORDINALITY AS n(c, p, i) ORDER BY i',
+      [packed.bytes(), kAt.map((a) => a[0]), kAt.map((a) => a[1]), vAt.map((a) => a[0]), vAt.map((a) => a[1]), dAt.map((a) => a[0]), dAt.map((a) => a[1]), notifications.map((n) => n[0]), notifications.map((n) => n[1])],
     );
   }
 }
@@ -473,7 +561,8 @@ class PostgresKv implements Kv {
           broken = tx.disconnected;
           return { kind: 'disconnected', cause: tx.disconnected };
         }
-        throw error;
+        // Reads after a failed early write fail too: report the write's error, the cause.
+        throw tx.earlyFailure ?? error;
       }
       tx.finished = true;
       if (tx.conflicted) return { kind: 'conflict', cause: undefined };
@@ -504,6 +593,8 @@ class PostgresKv implements Kv {
       }
     } finally {
       tx.finished = true;
+      // Early writes may still be running when fn throws: the connection takes one statement at a time.
+      await tx.settled();
       // The ROLLBACK may meet a dying connection too, so our listener stays until release().
       await this.releaseClient(client, broken, open);
       client.off('error', onError);

@@ -103,11 +103,9 @@ export function createContext(kv: Kv, options: ModelOptions = {}): ModelContext 
   }
   const o = parsed.data;
   const policy = o.defaultPolicy ?? DEFAULTS.policy;
-  // The key-precise KV (LevelDB) reads synchronously, so a batch runs on the CPU without a break:
-  // half of a busy tenant's 64 committers per batch, and a turn between batches, let the next
-  // batch run while this one syncs. Where reads are round trips (PostgreSQL), big batches pay.
-  const synchronousReads = kv.conflictGranularity !== 'page';
-  const lanes = new WriteLanes(kv, { maxBatch: synchronousReads ? 32 : 64, synchronousReads });
+  // LevelDB reads synchronously: half of a busy lane's committers per batch, so one batch runs
+  // while the one before it syncs. On PostgreSQL a batch's cost is its round trips: 64.
+  const lanes = new WriteLanes(kv, { maxBatch: kv.conflictGranularity === 'page' ? 64 : 32 });
   // Where the KV detects conflicts per page, writers of different tenants conflict on shared
   // B-tree pages (64 committers in 64 tenants lost 67 commits to CAIRN_TX_CONFLICT after 16
   // retries on PostgreSQL), so this process's writes share one lane: one write transaction at a
