@@ -1,7 +1,7 @@
 // Immutable file versions: a small header plus the chunk list in binary pages. Dropping a version
 // (retention, purge) deletes header, pages and index entries and releases its chunk refs, in the
 // caller's transaction, so a version's refs are released exactly once.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { KvTx } from '../kv/types.js';
 import { countChunks, release } from './chunks.js';
 import { decodeChunks, encodeChunks, json, pages, parseJson, readJson, type ChunkRecord } from './codec.js';
@@ -49,9 +49,10 @@ export interface StoredVersion {
 }
 
 export function contentHash(chunks: readonly ChunkRecord[]): Buffer {
-  const h = createHash('sha256');
-  for (const c of chunks) h.update(c.plainHash);
-  return h.digest();
+  // One-shot: a Hash object is a native handle that every young-generation GC must process (with
+  // one per commit, 0.4 ms of each 1.5 ms scavenge under `bench -- metadata`).
+  if (chunks.length === 1) return hash('sha256', chunks[0]!.plainHash, 'buffer');
+  return hash('sha256', Buffer.concat(chunks.map((c) => c.plainHash)), 'buffer');
 }
 
 export function writeVersion(tx: KvTx, tenant: string, nodeId: string, header: Omit<StoredVersion, 'n' | 'po'>, chunks: readonly ChunkRecord[]): StoredVersion {
