@@ -30,7 +30,8 @@ export async function readJson<T>(tx: Pick<KvReader, 'get'> | Pick<KvTx, 'get'>,
 }
 
 export function encodeChunks(chunks: readonly ChunkRecord[]): Buffer {
-  const out = Buffer.alloc(chunks.length * CHUNK_RECORD_BYTES);
+  // Every byte is written below; allocUnsafe takes small lists from Node's pool.
+  const out = Buffer.allocUnsafe(chunks.length * CHUNK_RECORD_BYTES);
   chunks.forEach((c, i) => {
     const at = i * CHUNK_RECORD_BYTES;
     c.plainHash.copy(out, at);

@@ -25,14 +25,18 @@ export function under(...parts: Array<string | Buffer>): { gt: Buffer; lt: Buffe
   return { gt: Buffer.concat([base, Buffer.of(SEP)]), lt: Buffer.concat([base, Buffer.of(0x01)]) };
 }
 
+// Pooled (allocUnsafe) and fully written: a Buffer.alloc per key part is an ArrayBuffer of its own
+// that every young-generation GC has to sweep.
 export function u64(n: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64BE(BigInt(n));
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`u64 needs a safe non-negative integer, not ${n}`);
+  const b = Buffer.allocUnsafe(8);
+  b.writeUInt32BE(Math.floor(n / 0x1_0000_0000), 0);
+  b.writeUInt32BE(n % 0x1_0000_0000, 4);
   return b;
 }
 
 export function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
+  const b = Buffer.allocUnsafe(4);
   b.writeUInt32BE(n);
   return b;
 }
