@@ -30,6 +30,15 @@ function barrier(n: number): () => Promise<void> {
   };
 }
 
+/** A promise and the function that resolves it. */
+function signal(): { done: Promise<void>; fire: () => void } {
+  let fire!: () => void;
+  const done = new Promise<void>((resolve) => {
+    fire = resolve;
+  });
+  return { done, fire };
+}
+
 async function waitFor(predicate: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!predicate()) {
@@ -351,28 +360,22 @@ export function kvConformance(name: string, factory: KvFactory): void {
     const heard: string[] = [];
     t.teardown(kv.subscribe('retries', (p) => heard.push(p)));
     let runs = 0;
-    let readDone!: () => void;
-    const firstRead = new Promise<void>((resolve) => {
-      readDone = resolve;
-    });
-    let proceed!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      proceed = resolve;
-    });
+    const firstRead = signal();
+    const gate = signal();
     const slow = kv.transact(async (tx) => {
       runs++;
       const n = Number(str(await tx.get(b('n'))));
       if (runs === 1) {
-        readDone();
-        await gate;
+        firstRead.fire();
+        await gate.done;
       }
       tx.put(b('n'), b(String(n + 1)));
       tx.notify('retries', `run ${runs}`);
       return n;
     });
-    await firstRead;
+    await firstRead.done;
     await put(kv, { n: '100' });
-    proceed();
+    gate.fire();
     t.is(await slow, 100, 'the result of the successful run is returned');
     t.is(runs, 2);
     t.is(str(await kv.get(b('n'))), '101');
@@ -402,14 +405,8 @@ export function kvConformance(name: string, factory: KvFactory): void {
     t.deepEqual(await kv.scan({ gte: b('big/a'), lt: b('big/b') }), [], 'an aborted transaction of many writes leaves none');
 
     let runs = 0;
-    let readDone!: () => void;
-    const firstRead = new Promise<void>((resolve) => {
-      readDone = resolve;
-    });
-    let proceed!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      proceed = resolve;
-    });
+    const firstRead = signal();
+    const gate = signal();
     const expected = (run: number): Array<[string, string]> => {
       const out: Array<[string, string]> = [];
       for (let i = 0; i < 1000; i++) {
@@ -422,8 +419,8 @@ export function kvConformance(name: string, factory: KvFactory): void {
       runs++;
       const n = Number(str(await tx.get(b('big/n'))));
       if (runs === 1) {
-        readDone();
-        await gate;
+        firstRead.fire();
+        await gate.done;
       }
       tx.put(b('big/n'), b(String(n + 1)));
       for (let i = 0; i < 1000; i++) tx.put(b(`big/k${pad(i)}`), b(`${runs}:${i}`));
@@ -437,9 +434,9 @@ export function kvConformance(name: string, factory: KvFactory): void {
       t.deepEqual(entries(await tx.scan({ gte: b('big/k'), lt: b('big/l'), reverse: true, limit: 5 })), expected(runs).reverse().slice(0, 5));
       return n;
     });
-    await firstRead;
+    await firstRead.done;
     await put(kv, { 'big/n': '100' });
-    proceed();
+    gate.fire();
     t.is(await big, 100, 'the run that read the concurrent commit is the one that counts');
     t.is(runs, 2);
     t.is(str(await kv.get(b('big/n'))), '101');
