@@ -86,13 +86,23 @@ export async function openImportTarget(target: MetadataStoreTarget, options: { f
   return kv;
 }
 
-/** Sessions of running metadata services on the target database. */
-async function liveServices(url: string): Promise<number> {
+/**
+ * Sessions of running metadata services on the target database. A service that has just stopped
+ * can still show for a moment: its backends leave pg_stat_activity when they exit, a little after
+ * the service hung up (an import right after `stop` was refused with "1 connection" now and
+ * then). So a count above zero is read again until it reaches zero or `settleMs` has passed.
+ */
+async function liveServices(url: string, settleMs = 2000): Promise<number> {
   const client = new pg.Client({ connectionString: url, application_name: 'cairn-import-check' });
   await client.connect();
   try {
-    const res = await client.query<{ n: string }>('select count(*)::text as n from pg_stat_activity where datname = current_database() and application_name = $1 and pid <> pg_backend_pid()', [SERVICE_APPLICATION]);
-    return Number(res.rows[0]?.n ?? 0);
+    const deadline = Date.now() + settleMs;
+    for (;;) {
+      const res = await client.query<{ n: string }>('select count(*)::text as n from pg_stat_activity where datname = current_database() and application_name = $1 and pid <> pg_backend_pid()', [SERVICE_APPLICATION]);
+      const live = Number(res.rows[0]?.n ?? 0);
+      if (live === 0 || Date.now() >= deadline) return live;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   } finally {
     await client.end();
   }

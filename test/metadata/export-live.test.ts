@@ -5,6 +5,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import test from 'ava';
+import pg from 'pg';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { isCairnError } from '../../src/common/errors.js';
 import { createLogger } from '../../src/common/log.js';
@@ -87,4 +88,22 @@ test.serial('an import refuses a PostgreSQL store a metadata service is using', 
   const free = await openImportTarget({ backend: 'postgres', url });
   await free.close();
   t.pass('with the service stopped the import may proceed');
+});
+
+test.serial('an import right after a metadata service hung up waits for its session to end', async (t) => {
+  t.timeout(60_000);
+  const url = await pgServer!.createDatabase('hangup');
+  // A session that looks like a metadata service's and ends a moment after the import starts
+  // checking, as a stopped service's backend does after its client hung up.
+  const lingering = new pg.Client({ connectionString: url, application_name: 'cairn-metadata' });
+  await lingering.connect();
+  const hangUp = setTimeout(() => void lingering.end(), 300);
+  t.teardown(async () => {
+    clearTimeout(hangUp);
+    await lingering.end().catch(() => undefined);
+  });
+  const started = Date.now();
+  const kv = await openImportTarget({ backend: 'postgres', url });
+  await kv.close();
+  t.true(Date.now() - started >= 250, 'the import waited for the session to end instead of refusing at once');
 });
