@@ -333,18 +333,49 @@ export async function commitFile(ctx: ModelContext, input: CommitInput): Promise
 }
 
 /**
+ * Folder ids this process has seen, by tenant and folder path, most recent last: a guess that
+ * lets a commit's prefetch ask for every entry on its path in its first round trip, instead of
+ * one level per round trip. Only a hint: the walk below and the commit itself read the path, and
+ * a stale guess (a folder moved or replaced) costs one wasted read in a round trip made anyway.
+ */
+const folderGuesses = new Map<string, string>();
+const FOLDER_GUESSES_MAX = 10_000;
+
+function rememberFolder(tenant: string, path: string, id: string): void {
+  const key = `${tenant}\0${path}`;
+  if (folderGuesses.get(key) === id) return;
+  folderGuesses.delete(key);
+  folderGuesses.set(key, id);
+  if (folderGuesses.size > FOLDER_GUESSES_MAX) folderGuesses.delete(folderGuesses.keys().next().value!);
+}
+
+/**
  * What commitInTx reads, declared for its batch: the keys it prefetches itself, then the path's
  * entries level by level (each names the next folder). Batched commits then find their reads
- * in the transaction's cache instead of walking their paths one round trip at a time.
+ * in the transaction's cache instead of walking their paths one round trip at a time; with the
+ * folders' ids remembered from earlier commits, the whole path comes in the first round trip
+ * (64 commits to /a/wN/fM on PostgreSQL: one getMany per batch instead of three).
  */
 function commitPrefetch(tenant: string, path: string, chunks: readonly ChunkRecord[]): Prefetch {
   return async (reader) => {
     const segments = segmentsOf(path);
-    const [, , rootEntry] = await reader.getMany([keys.tenant(tenant), keys.revision(tenant), keys.dentry(tenant, ROOT_ID, segments[0]!), ...chunkReadKeys(tenant, chunks)]);
+    const guessed: Buffer[] = [];
+    let folderPath = '';
+    for (let i = 0; i + 1 < segments.length; i++) {
+      folderPath += `/${segments[i]!}`;
+      const id = folderGuesses.get(`${tenant}\0${folderPath}`);
+      if (id === undefined) break;
+      guessed.push(keys.dentry(tenant, id, segments[i + 1]!));
+    }
+    const [, , rootEntry] = await reader.getMany([keys.tenant(tenant), keys.revision(tenant), keys.dentry(tenant, ROOT_ID, segments[0]!), ...guessed, ...chunkReadKeys(tenant, chunks)]);
     let node = rootEntry === undefined ? undefined : parseJson<NodeRecord>(rootEntry);
-    for (const name of segments.slice(1)) {
+    let at = '';
+    for (let i = 0; i + 1 < segments.length; i++) {
       if (node === undefined || node.kind !== 'dir') return;
-      node = await getEntry(reader, tenant, node.id, name);
+      at += `/${segments[i]!}`;
+      rememberFolder(tenant, at, node.id);
+      // Already in the transaction's cache when the guess was right: no round trip.
+      node = await getEntry(reader, tenant, node.id, segments[i + 1]!);
     }
   };
 }
