@@ -1,0 +1,209 @@
+// The LevelDB KV's read cache: a transaction reads the state as of its start whatever the cache
+// holds — values cached or written after it began, evicted entries, stale entries refreshed by
+// later readers — and the cache's size option is checked.
+import { access, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import fc from 'fast-check';
+import { openLevelKv, type Kv, type KvTx } from '../../src/metadata/kv/index.js';
+
+const b = (s: string): Buffer => Buffer.from(s);
+
+async function openTemp(t: { teardown(fn: () => Promise<void>): void }, readCacheBytes?: number): Promise<Kv> {
+  const dir = await mkdtemp(join(tmpdir(), 'cairn-kv-cache-'));
+  const kv = await openLevelKv({ dir, ...(readCacheBytes === undefined ? {} : { readCacheBytes }) });
+  t.teardown(async () => {
+    await kv.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return kv;
+}
+
+/** A transaction held open: `read` runs a read inside it; `end` lets it finish. */
+interface Held {
+  read(key: string): Promise<string | undefined>;
+  end(): Promise<void>;
+}
+
+/** Begins a read-only transaction now (its snapshot is taken at the call) and keeps it open. */
+function hold(kv: Kv): Held {
+  const requests: Array<{ key: string; answer: (v: string | undefined) => void } | null> = [];
+  let wake: (() => void) | undefined;
+  const done = kv.transact(async (tx: KvTx) => {
+    for (;;) {
+      while (requests.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+      const request = requests.shift()!;
+      if (request === null) return;
+      request.answer((await tx.get(b(request.key)))?.toString());
+    }
+  });
+  const send = (request: (typeof requests)[number]): void => {
+    requests.push(request);
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  return {
+    read: (key) => new Promise((answer) => send({ key, answer })),
+    end: async () => {
+      send(null);
+      await done;
+    },
+  };
+}
+
+const put = (kv: Kv, key: string, value: string): Promise<void> =>
+  kv.transact(async (tx) => {
+    tx.put(b(key), b(value));
+  });
+const read = (kv: Kv, key: string): Promise<string | undefined> => kv.transact(async (tx) => (await tx.get(b(key)))?.toString());
+
+test('level cache: a transaction never reads a value cached or written after it began', async (t) => {
+  const kv = await openTemp(t);
+  await put(kv, 'hot', 'v1');
+  await put(kv, 'late', 'l1');
+  t.is(await read(kv, 'hot'), 'v1', 'now cached');
+  const before = hold(kv);
+  try {
+    await put(kv, 'hot', 'v2');
+    // Uncached keys written while `before` is open: one a later reader caches first, one `before` reads first.
+    await put(kv, 'cold', 'c2');
+    await put(kv, 'late', 'l2');
+    t.is(await read(kv, 'cold'), 'c2');
+    t.is(await read(kv, 'hot'), 'v2', 'a reader after the write refreshes the stale entry');
+    t.is(await before.read('hot'), 'v1');
+    t.is(await before.read('cold'), undefined);
+    t.is(await before.read('late'), 'l1');
+    t.is(await read(kv, 'late'), 'l2', "what `before` read is not what later readers get");
+  } finally {
+    await before.end();
+  }
+  t.is(await read(kv, 'hot'), 'v2');
+});
+
+test('level cache: a transaction that read a value a later commit changed is re-run and reads the new value', async (t) => {
+  const kv = await openTemp(t);
+  await put(kv, 'counter', '1');
+  t.is(await read(kv, 'counter'), '1');
+  const seen: string[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const bump = kv.transact(async (tx) => {
+    const value = (await tx.get(b('counter')))!.toString();
+    seen.push(value);
+    if (seen.length === 1) await gate;
+    tx.put(b('counter'), b(String(Number(value) + 10)));
+  });
+  await put(kv, 'counter', '2');
+  release();
+  await bump;
+  t.deepEqual(seen, ['1', '2']);
+  t.is(await read(kv, 'counter'), '12', 'no lost update');
+});
+
+test('level cache: an entry evicted after a write does not let an older snapshot cache its value', async (t) => {
+  // Room for about three 300-byte values.
+  const kv = await openTemp(t, 1600);
+  const big = (tag: string): string => tag.padEnd(300, '.');
+  for (const k of ['a', 'b', 'c', 'd', 'e']) await put(kv, k, big(`${k}1`));
+  t.is(await read(kv, 'a'), big('a1'));
+  const before = hold(kv);
+  try {
+    await put(kv, 'a', big('a2'));
+    // Fill the cache until the stale entry of `a` is evicted.
+    for (const k of ['b', 'c', 'd', 'e']) t.is(await read(kv, k), big(`${k}1`));
+    t.is(await before.read('a'), big('a1'));
+    t.is(await read(kv, 'a'), big('a2'));
+  } finally {
+    await before.end();
+  }
+});
+
+test('level cache: readCacheBytes is checked, and 0 turns the cache off', async (t) => {
+  const dir = join(await mkdtemp(join(tmpdir(), 'cairn-kv-cache-opt-')), 'kv');
+  for (const bad of [-1, 1.5, 2 ** 32, Number.NaN]) {
+    await t.throwsAsync(openLevelKv({ dir, readCacheBytes: bad }), { instanceOf: RangeError, message: /options\.readCacheBytes/ });
+  }
+  await t.throwsAsync(access(dir), { code: 'ENOENT' }, 'a refused option creates no store');
+  const kv = await openTemp(t, 0);
+  await put(kv, 'k', 'a');
+  t.is(await read(kv, 'k'), 'a');
+  const held = hold(kv);
+  await put(kv, 'k', 'b');
+  t.is(await read(kv, 'k'), 'b');
+  t.is(await held.read('k'), 'a');
+  await held.end();
+});
+
+type Step =
+  | { readonly op: 'put'; readonly key: number; readonly size: number }
+  | { readonly op: 'del'; readonly key: number }
+  | { readonly op: 'read'; readonly key: number }
+  | { readonly op: 'open'; readonly slot: number }
+  | { readonly op: 'slotRead'; readonly slot: number; readonly key: number }
+  | { readonly op: 'close'; readonly slot: number };
+
+const KEYS = 5;
+const SLOTS = 2;
+const step: fc.Arbitrary<Step> = fc.oneof(
+  fc.record({ op: fc.constant('put' as const), key: fc.nat(KEYS - 1), size: fc.integer({ min: 1, max: 300 }) }),
+  fc.record({ op: fc.constant('del' as const), key: fc.nat(KEYS - 1) }),
+  fc.record({ op: fc.constant('read' as const), key: fc.nat(KEYS - 1) }),
+  fc.record({ op: fc.constant('open' as const), slot: fc.nat(SLOTS - 1) }),
+  fc.record({ op: fc.constant('slotRead' as const), slot: fc.nat(SLOTS - 1), key: fc.nat(KEYS - 1) }),
+  fc.record({ op: fc.constant('close' as const), slot: fc.nat(SLOTS - 1) }),
+);
+
+test('level cache: any interleaving of writes, reads and open snapshots reads what a snapshot must, under eviction', async (t) => {
+  // About four entries fit: eviction, stale entries and refreshes all happen.
+  const kv = await openTemp(t, 1600);
+  let run = 0;
+  await fc.assert(
+    fc.asyncProperty(fc.array(step, { minLength: 20, maxLength: 80 }), async (steps) => {
+      const prefix = `r${run++}/`;
+      const key = (k: number): string => `${prefix}${k}`;
+      const current = new Map<number, string>();
+      const slots = new Map<number, { held: Held; snapshot: Map<number, string> }>();
+      let serial = 0;
+      try {
+        for (const s of steps) {
+          switch (s.op) {
+            case 'put': {
+              const value = `${serial++}:`.padEnd(s.size, 'x');
+              await put(kv, key(s.key), value);
+              current.set(s.key, value);
+              break;
+            }
+            case 'del':
+              await kv.transact(async (tx) => {
+                tx.del(b(key(s.key)));
+              });
+              current.delete(s.key);
+              break;
+            case 'read':
+              if ((await read(kv, key(s.key))) !== current.get(s.key)) return false;
+              break;
+            case 'open':
+              if (!slots.has(s.slot)) slots.set(s.slot, { held: hold(kv), snapshot: new Map(current) });
+              break;
+            case 'slotRead': {
+              const slot = slots.get(s.slot);
+              if (slot !== undefined && (await slot.held.read(key(s.key))) !== slot.snapshot.get(s.key)) return false;
+              break;
+            }
+            case 'close':
+              await slots.get(s.slot)?.held.end();
+              slots.delete(s.slot);
+              break;
+          }
+        }
+        return true;
+      } finally {
+        for (const slot of slots.values()) await slot.held.end();
+      }
+    }),
+    { numRuns: 200 },
+  );
+  t.pass();
+});
