@@ -2,9 +2,10 @@
 // and an event, written in the same transaction; a floor records what retention has trimmed.
 import { CairnError } from '../../common/errors.js';
 import type { KvTx } from '../kv/types.js';
-import { json, parseJson, readJson } from './codec.js';
+import { json, readJson } from './codec.js';
 import type { ModelContext } from './context.js';
 import { CHANGE_CHANNEL, keys, under } from './keys.js';
+import { decodeChange, encodeChange } from './records.js';
 
 export type ChangeType = 'put' | 'delete' | 'mkdir' | 'move' | 'restore' | 'share' | 'unshare';
 export type NodeKind = 'file' | 'dir';
@@ -35,7 +36,7 @@ export async function appendChange(tx: KvTx, ctx: ModelContext, tenant: string, 
   const revision = ((await readJson<number>(tx, keys.revision(tenant))) ?? 0) + 1;
   const event: ChangeEvent = { ...change, revision, atMs: ctx.now() };
   tx.put(keys.revision(tenant), json(revision));
-  tx.put(keys.change(tenant, revision), json(event));
+  tx.put(keys.change(tenant, revision), encodeChange(event));
   tx.notify(CHANGE_CHANNEL, `${tenant} ${revision}`);
   return revision;
 }
@@ -67,7 +68,7 @@ export async function listChanges(ctx: ModelContext, tenant: string, after: numb
     }
     const { lt } = under('l', tenant);
     const rows = await tx.scan({ gt: keys.change(tenant, after), lt, limit });
-    const changes = rows.map(([, v]) => parseJson<ChangeEvent>(v));
+    const changes = rows.map(([, v]) => decodeChange(v));
     return { changes, last: changes.at(-1)?.revision ?? after, current };
   });
 }
@@ -80,7 +81,7 @@ export async function trimChanges(ctx: ModelContext, tenant: string, batch = 512
     const rows = await tx.scan({ gt: keys.change(tenant, floor), lt: under('l', tenant).lt, limit: batch });
     let newFloor = floor;
     for (const [k, v] of rows) {
-      const event = parseJson<ChangeEvent>(v);
+      const event = decodeChange(v);
       if (event.atMs >= cutoff) break;
       tx.del(k);
       newFloor = event.revision;

@@ -3,26 +3,12 @@
 // enters the delete queue for a grace period; GC claims due chunks under a lease, then finishes.
 import { CairnError } from '../../common/errors.js';
 import type { KvTx } from '../kv/types.js';
-import { json, parseJson, readJson, type ChunkRecord } from './codec.js';
+import { json, parseJson, type ChunkRecord } from './codec.js';
 import { invalid, type ModelContext } from './context.js';
 import { keys, tuple, u64, under } from './keys.js';
 import { adoptAddress, orphanKey } from './orphans.js';
+import { decodeChunk, encodeChunk, type StoredChunk } from './records.js';
 import { adjustUsage } from './usage.js';
-
-interface StoredChunk {
-  /** Address (hex) of the stored block. */
-  a: string;
-  /** Plain and stored sizes. */
-  p: number;
-  s: number;
-  /** Refs from live versions, pins from upload sessions. */
-  r: number;
-  n: number;
-  /** Due time of this chunk's delete-queue entry, while it has one. */
-  q?: number;
-  /** Set once GC claimed the chunk for deletion: it may be gone from block nodes at any moment. */
-  x?: 1;
-}
 
 interface QueueEntry {
   t: string;
@@ -46,7 +32,8 @@ function beingDeleted(hex: string): CairnError {
 }
 
 async function load(tx: KvTx, tenant: string, hash: Buffer): Promise<StoredChunk | undefined> {
-  return readJson<StoredChunk>(tx, keys.chunk(tenant, hash));
+  const raw = await tx.get(keys.chunk(tenant, hash));
+  return raw === undefined ? undefined : decodeChunk(raw);
 }
 
 function unqueue(tx: KvTx, tenant: string, hash: Buffer, entry: StoredChunk): void {
@@ -61,7 +48,7 @@ function store(tx: KvTx, ctx: ModelContext, tenant: string, hash: Buffer, entry:
     tx.put(keys.deleteQueue(due, tenant, hash), json({ t: tenant, h: hash.toString('hex') } satisfies QueueEntry));
     entry.q = due;
   }
-  tx.put(keys.chunk(tenant, hash), json(entry));
+  tx.put(keys.chunk(tenant, hash), encodeChunk(entry));
 }
 
 /** The keys `acquire` reads for `chunks`: their index entries, and orphan records of their addresses. */
@@ -185,14 +172,14 @@ export async function claimDeletions(ctx: ModelContext, limit: number): Promise<
       if (entry === undefined) continue;
       delete entry.q;
       if (entry.r > 0 || entry.n > 0) {
-        tx.put(keys.chunk(t, hash), json(entry));
+        tx.put(keys.chunk(t, hash), encodeChunk(entry));
         continue;
       }
       const due = now + ctx.deletionLeaseMs;
       tx.put(keys.deleteQueue(due, t, hash), v);
       entry.q = due;
       entry.x = 1;
-      tx.put(keys.chunk(t, hash), json(entry));
+      tx.put(keys.chunk(t, hash), encodeChunk(entry));
       out.push({ tenant: t, plainHash: hash, address: Buffer.from(entry.a, 'hex'), storedSize: entry.s });
     }
     return out;
@@ -232,7 +219,7 @@ export async function releaseDeletions(ctx: ModelContext, claims: readonly Pick<
         tx.put(keys.deleteQueue(due, tenant, plainHash), json({ t: tenant, h: plainHash.toString('hex') } satisfies QueueEntry));
         entry.q = due;
       }
-      tx.put(keys.chunk(tenant, plainHash), json(entry));
+      tx.put(keys.chunk(tenant, plainHash), encodeChunk(entry));
       released++;
     }
     return released;

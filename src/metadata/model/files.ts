@@ -7,9 +7,10 @@ import { normalizePath } from '../../common/paths.js';
 import type { KvTx } from '../kv/types.js';
 import { appendChange, type NodeKind } from './changes.js';
 import { acquire, chunkReadKeys, countChunks, release } from './chunks.js';
-import { decodeChunks, encodeChunks, json, parseJson, type ChunkRecord } from './codec.js';
+import { decodeChunks, encodeChunks, json, type ChunkRecord } from './codec.js';
 import { checkCount, invalid, notFound, type ModelContext } from './context.js';
 import { keys } from './keys.js';
+import { decodeNode } from './records.js';
 import type { Prefetch } from './lanes.js';
 import { enqueueJob } from './jobs.js';
 import { policyOf } from './tenants.js';
@@ -368,7 +369,7 @@ function commitPrefetch(tenant: string, path: string, chunks: readonly ChunkReco
       guessed.push(keys.dentry(tenant, id, segments[i + 1]!));
     }
     const [, , rootEntry] = await reader.getMany([keys.tenant(tenant), keys.revision(tenant), keys.dentry(tenant, ROOT_ID, segments[0]!), ...guessed, ...chunkReadKeys(tenant, chunks)]);
-    let node = rootEntry === undefined ? undefined : parseJson<NodeRecord>(rootEntry);
+    let node = rootEntry === undefined ? undefined : decodeNode(rootEntry);
     let at = '';
     for (let i = 0; i + 1 < segments.length; i++) {
       if (node === undefined || node.kind !== 'dir') return;

@@ -6,6 +6,7 @@ import { trimChanges } from './changes.js';
 import { parseJson } from './codec.js';
 import { daysMs, type ModelContext } from './context.js';
 import { keys, tuple, u64, under } from './keys.js';
+import { decodeNode } from './records.js';
 import { expireSessions } from './sessions.js';
 import { dropShares } from './shares.js';
 import { listTenantIds, policyOf } from './tenants.js';
@@ -80,7 +81,7 @@ async function purgeStep(tx: KvTx, ctx: ModelContext, tenant: string, rootId: st
     }
     const range = under('d', tenant, at.node.id);
     const rows = await tx.scan({ ...range, limit: BATCH });
-    const children = rows.map(([k, v]) => ({ parent: at!.node.id, name: k.subarray(range.gt.length).toString('utf8'), node: parseJson<NodeRecord>(v) }));
+    const children = rows.map(([k, v]) => ({ parent: at!.node.id, name: k.subarray(range.gt.length).toString('utf8'), node: decodeNode(v) }));
     const folder = children.find((c) => c.node.kind === 'dir');
     if (folder !== undefined) {
       at = folder;

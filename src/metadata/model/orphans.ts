@@ -21,6 +21,7 @@ import type { KvTx } from '../kv/types.js';
 import { json, parseJson } from './codec.js';
 import type { ModelContext } from './context.js';
 import { tuple, under } from './keys.js';
+import { decodeChunk } from './records.js';
 
 /** Default time an unreferenced block waits before the orphan sweep deletes it (1 day). */
 export const DEFAULT_ORPHAN_GRACE_MS = 24 * 60 * 60 * 1000;
@@ -81,7 +82,7 @@ export async function referencedAddresses(ctx: ModelContext): Promise<Set<string
   let gt = range.gt;
   for (;;) {
     const rows = await ctx.kv.scan({ gt, lt: range.lt, limit: PAGE });
-    for (const [, v] of rows) out.add(parseJson<{ a: string }>(v).a);
+    for (const [, v] of rows) out.add(decodeChunk(v).a);
     const last = rows.at(-1);
     if (last === undefined || rows.length < PAGE) return out;
     gt = last[0];

@@ -3,32 +3,17 @@
 import { randomFillSync } from 'node:crypto';
 import { CairnError } from '../../common/errors.js';
 import type { KvTx } from '../kv/types.js';
-import { appendChange, type NodeKind } from './changes.js';
-import { json, parseJson, readJson } from './codec.js';
+import { appendChange } from './changes.js';
+import { json, readJson } from './codec.js';
 import type { ModelContext } from './context.js';
 import { keys, under } from './keys.js';
+import { decodeNode, encodeNode, type NodeRecord } from './records.js';
 
 export const ROOT_ID = '0000000000000000';
 /** Pseudo-folder holding tombstones displaced by a new entry of the same name, until purged. */
 export const TRASH_ID = 'ffffffffffffffff';
 
-export interface NodeRecord {
-  id: string;
-  kind: NodeKind;
-  createdMs: number;
-  modifiedMs: number;
-  /** Files: the current version (a tombstone version while deleted) and the highest version used. */
-  head: number;
-  last: number;
-  /** Files: size, content hash (hex) and mtime of the current version. */
-  size: number;
-  hash: string;
-  mtimeMs: number;
-  /** Set while the node is deleted (a restorable tombstone): when it was deleted. */
-  deletedMs?: number;
-  /** Revision of the last change to this entry. */
-  rev: number;
-}
+export type { NodeRecord } from './records.js';
 
 interface Location {
   p: string;
@@ -72,12 +57,13 @@ export function parentPathOf(path: string): string {
 }
 
 export async function getEntry(tx: Pick<KvTx, 'get'>, tenant: string, parent: string, name: string): Promise<NodeRecord | undefined> {
-  return readJson<NodeRecord>(tx, keys.dentry(tenant, parent, name));
+  const raw = await tx.get(keys.dentry(tenant, parent, name));
+  return raw === undefined ? undefined : decodeNode(raw);
 }
 
 /** Writes a node's entry (and its location when it is new or moved). */
 export function putEntry(tx: KvTx, tenant: string, parent: string, name: string, node: NodeRecord, located = true): void {
-  tx.put(keys.dentry(tenant, parent, name), json(node));
+  tx.put(keys.dentry(tenant, parent, name), encodeNode(node));
   if (!located) tx.put(keys.node(tenant, node.id), json({ p: parent, n: name } satisfies Location));
 }
 
@@ -201,7 +187,7 @@ export async function listChildren(
       const name = k.subarray(prefixLength).toString('utf8');
       budget--;
       lastName = name;
-      const node = parseJson<NodeRecord>(v);
+      const node = decodeNode(v);
       if (node.deletedMs !== undefined && !options.includeDeleted) continue;
       // A visible entry beyond a full page: there is more after the page's last entry.
       if (entries.length === options.limit) return finish(entries, entries.at(-1)!.name, reverse);

@@ -9,6 +9,7 @@ import type { Kv, KvReader, KvTx } from '../kv/types.js';
 import { parseJson } from './codec.js';
 import { invalid, type ModelContext } from './context.js';
 import { under } from './keys.js';
+import { decodeChunk } from './records.js';
 import { cachedTenantRecord, loadTenantRecord, readTenantRecord, storeTenantRecord, type TenantRecordData } from './tenant-record.js';
 
 interface StoredUsage {
@@ -121,7 +122,7 @@ async function countStored(tx: Pick<KvReader, 'scan'>, tenant: string): Promise<
     u.v++;
   });
   await sumRange(under('c', tenant), (v) => {
-    u.s += parseJson<{ s: number }>(v).s;
+    u.s += decodeChunk(v).s;
     u.c++;
   });
   return u;

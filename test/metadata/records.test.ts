@@ -1,0 +1,127 @@
+// Binary records of the metadata store: every value round-trips exactly, records written as JSON
+// by earlier versions still read, fields the binary layout cannot hold fall back to JSON, and a
+// damaged record is CAIRN_DATA_LOSS, never a wrong value.
+import test from 'ava';
+import fc from 'fast-check';
+import { CairnError } from '../../src/common/errors.js';
+import type { ChangeEvent } from '../../src/metadata/model/changes.js';
+import { decodeChange, decodeChunk, decodeNode, encodeChange, encodeChunk, encodeNode, type NodeRecord, type StoredChunk } from '../../src/metadata/model/records.js';
+
+const hex = (bytes: number): fc.Arbitrary<string> => fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => Buffer.from(b).toString('hex'));
+// Any JS number a record may hold: safe integers of either sign, and fractions too.
+const num = fc.oneof(fc.integer({ min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER }), fc.double({ noNaN: true, noDefaultInfinity: true })).map((v) => (v === 0 ? 0 : v)); // no -0: JSON has none
+const text = fc.string({ unit: 'grapheme', maxLength: 40 });
+
+const nodeArb: fc.Arbitrary<NodeRecord> = fc
+  .record({ id: hex(8), kind: fc.constantFrom('file' as const, 'dir' as const), createdMs: num, modifiedMs: num, head: num, last: num, size: num, hash: fc.oneof(fc.constant(''), hex(32)), mtimeMs: num, deletedMs: fc.option(num, { nil: undefined }), rev: num })
+  .map((n) => {
+    const { deletedMs, ...rest } = n;
+    return deletedMs === undefined ? rest : { ...rest, deletedMs };
+  });
+
+const changeArb: fc.Arbitrary<ChangeEvent> = fc
+  .record(
+    {
+      revision: num,
+      type: fc.constantFrom('put' as const, 'delete' as const, 'mkdir' as const, 'move' as const, 'restore' as const, 'share' as const, 'unshare' as const),
+      path: text,
+      fromPath: text,
+      nodeId: hex(8),
+      kind: fc.constantFrom('file' as const, 'dir' as const),
+      version: num,
+      size: num,
+      contentHash: hex(32),
+      user: text,
+      atMs: num,
+    },
+    { requiredKeys: ['revision', 'type', 'path', 'nodeId', 'kind', 'atMs'] },
+  )
+  .map((e) => e as ChangeEvent);
+
+const chunkArb: fc.Arbitrary<StoredChunk> = fc
+  .record({ a: hex(32), p: num, s: num, r: num, n: num, q: fc.option(num, { nil: undefined }), x: fc.option(fc.constant(1 as const), { nil: undefined }) })
+  .map(({ q, x, ...rest }) => ({ ...rest, ...(q === undefined ? {} : { q }), ...(x === undefined ? {} : { x }) }));
+
+const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v));
+
+test('records: every folder entry, change event and chunk entry round-trips in binary', (t) => {
+  fc.assert(
+    fc.property(nodeArb, (n) => {
+      const raw = encodeNode(n);
+      t.not(raw[0], 0x7b);
+      t.deepEqual(decodeNode(raw), n);
+    }),
+  );
+  fc.assert(
+    fc.property(changeArb, (e) => {
+      const raw = encodeChange(e);
+      t.not(raw[0], 0x7b);
+      t.deepEqual(decodeChange(raw), e);
+    }),
+  );
+  fc.assert(
+    fc.property(chunkArb, (c) => {
+      const raw = encodeChunk(c);
+      t.not(raw[0], 0x7b);
+      t.deepEqual(decodeChunk(raw), c);
+    }),
+  );
+});
+
+test('records: binary is smaller than the JSON it replaces', (t) => {
+  const node: NodeRecord = { id: 'a1b2c3d4e5f60718', kind: 'file', createdMs: 1795385034335, modifiedMs: 1795385034335, head: 1, last: 1, size: 4096, hash: 'b'.repeat(64), mtimeMs: 1, rev: 45 };
+  const change: ChangeEvent = { type: 'put', path: '/photos/2026/img-0001.jpg', nodeId: node.id, kind: 'file', version: 1, size: 4096, contentHash: 'c'.repeat(64), revision: 45, atMs: 1795385034335 };
+  const chunk: StoredChunk = { a: 'd'.repeat(64), p: 65536, s: 65602, r: 1, n: 0 };
+  const sizes = [
+    [encodeNode(node).length, json(node).length],
+    [encodeChange(change).length, json(change).length],
+    [encodeChunk(chunk).length, json(chunk).length],
+  ];
+  t.log(sizes.map(([bin, js]) => `${js} → ${bin} bytes`).join(', '));
+  for (const [bin, js] of sizes) t.true(bin! < js! * 0.7);
+});
+
+test('records: records stored as JSON by earlier versions still read', (t) => {
+  fc.assert(fc.property(nodeArb, (n) => t.deepEqual(decodeNode(json(n)), n)));
+  fc.assert(fc.property(changeArb, (e) => t.deepEqual(decodeChange(json(e)), e)));
+  fc.assert(fc.property(chunkArb, (c) => t.deepEqual(decodeChunk(json(c)), c)));
+});
+
+test('records: fields the binary layout cannot hold are written as JSON, unchanged', (t) => {
+  const node: NodeRecord = { id: 'A1B2C3D4E5F60718', kind: 'file', createdMs: 1, modifiedMs: 2, head: 1, last: 1, size: 0, hash: '', mtimeMs: 3, rev: 4 };
+  for (const odd of [node, { ...node, id: 'short' }, { ...node, id: 'a1b2c3d4e5f60718', hash: 'not-hex' }]) {
+    const raw = encodeNode(odd);
+    t.is(raw[0], 0x7b);
+    t.deepEqual(decodeNode(raw), odd);
+  }
+  const change: ChangeEvent = { type: 'put', path: '/a', nodeId: 'xyz', kind: 'file', revision: 1, atMs: 2 };
+  t.is(encodeChange(change)[0], 0x7b);
+  t.deepEqual(decodeChange(encodeChange(change)), change);
+  const chunk: StoredChunk = { a: '', p: 1, s: 1, r: 1, n: 0 };
+  t.is(encodeChunk(chunk)[0], 0x7b);
+  t.deepEqual(decodeChunk(encodeChunk(chunk)), chunk);
+});
+
+test('records: a damaged record is CAIRN_DATA_LOSS', (t) => {
+  const node = encodeNode({ id: 'a1b2c3d4e5f60718', kind: 'dir', createdMs: 1, modifiedMs: 2, head: 0, last: 0, size: 0, hash: '', mtimeMs: 3, rev: 4 });
+  const change = encodeChange({ type: 'move', path: '/b', fromPath: '/a', nodeId: 'a1b2c3d4e5f60718', kind: 'dir', revision: 5, atMs: 6, user: 'u' });
+  const chunk = encodeChunk({ a: 'e'.repeat(64), p: 1, s: 2, r: 3, n: 4, q: 5 });
+  const cases: Array<[string, () => unknown]> = [
+    ['node: truncated', () => decodeNode(node.subarray(0, node.length - 1))],
+    ['node: extra byte', () => decodeNode(Buffer.concat([node, Buffer.of(0)]))],
+    ['node: unknown kind', () => decodeNode(Buffer.concat([node.subarray(0, 1), Buffer.of(7), node.subarray(2)]))],
+    ['node: another record type', () => decodeNode(chunk)],
+    ['change: truncated', () => decodeChange(change.subarray(0, change.length - 1))],
+    ['change: extra byte', () => decodeChange(Buffer.concat([change, Buffer.of(0)]))],
+    ['change: unknown type', () => decodeChange(Buffer.concat([change.subarray(0, 1), Buffer.of(99), change.subarray(2)]))],
+    ['change: path length past the end', () => decodeChange(Buffer.concat([change.subarray(0, 28), Buffer.from([0xff, 0xff, 0, 0]), change.subarray(32)]))],
+    ['chunk: truncated', () => decodeChunk(chunk.subarray(0, 40))],
+    ['chunk: unknown flags', () => decodeChunk(Buffer.concat([chunk.subarray(0, 1), Buffer.of(9), chunk.subarray(2)]))],
+    ['chunk: another record type', () => decodeChunk(node)],
+    ['empty', () => decodeChunk(Buffer.alloc(0))],
+  ];
+  for (const [name, run] of cases) {
+    const error = t.throws(run, { instanceOf: CairnError }, name);
+    t.is(error?.code, 'CAIRN_DATA_LOSS', name);
+  }
+});
