@@ -5,7 +5,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { CairnError } from '../../src/common/errors.js';
 import type { ChangeEvent } from '../../src/metadata/model/changes.js';
-import { decodeChange, decodeChunk, decodeNode, encodeChange, encodeChunk, encodeNode, type NodeRecord, type StoredChunk } from '../../src/metadata/model/records.js';
+import { decodeChange, decodeChunk, decodeNode, decodeVersion, encodeChange, encodeChunk, encodeNode, encodeVersion, type NodeRecord, type StoredChunk, type StoredVersion } from '../../src/metadata/model/records.js';
 
 const hex = (bytes: number): fc.Arbitrary<string> => fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => Buffer.from(b).toString('hex'));
 // Any JS number a record may hold: safe integers of either sign, and fractions too.
@@ -42,9 +42,32 @@ const chunkArb: fc.Arbitrary<StoredChunk> = fc
   .record({ a: hex(32), p: num, s: num, r: num, n: num, q: fc.option(num, { nil: undefined }), x: fc.option(fc.constant(1 as const), { nil: undefined }) })
   .map(({ q, x, ...rest }) => ({ ...rest, ...(q === undefined ? {} : { q }), ...(x === undefined ? {} : { x }) }));
 
+const versionArb: fc.Arbitrary<StoredVersion> = fc
+  .record(
+    {
+      v: num,
+      size: num,
+      hash: fc.oneof(fc.constant(''), hex(32)),
+      mtime: num,
+      created: num,
+      device: text,
+      rev: num,
+      n: num,
+      po: fc.array(num, { maxLength: 5 }),
+      del: fc.constant(1 as const),
+      from: num,
+      media: fc.json(),
+      mk: text,
+      replaced: num,
+      der: fc.array(fc.record({ n: text, c: fc.base64String(), s: num, w: num, h: num, f: text }), { maxLength: 3 }),
+    },
+    { requiredKeys: ['v', 'size', 'hash', 'mtime', 'created', 'device', 'rev', 'n', 'po'] },
+  )
+  .map((h) => h as StoredVersion);
+
 const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v));
 
-test('records: every folder entry, change event and chunk entry round-trips in binary', (t) => {
+test('records: every folder entry, change event, chunk entry and version header round-trips in binary', (t) => {
   fc.assert(
     fc.property(nodeArb, (n) => {
       const raw = encodeNode(n);
@@ -66,13 +89,22 @@ test('records: every folder entry, change event and chunk entry round-trips in b
       t.deepEqual(decodeChunk(raw), c);
     }),
   );
+  fc.assert(
+    fc.property(versionArb, (h) => {
+      const raw = encodeVersion(h);
+      t.not(raw[0], 0x7b);
+      t.deepEqual(decodeVersion(raw), h);
+    }),
+  );
 });
 
 test('records: binary is smaller than the JSON it replaces', (t) => {
   const node: NodeRecord = { id: 'a1b2c3d4e5f60718', kind: 'file', createdMs: 1795385034335, modifiedMs: 1795385034335, head: 1, last: 1, size: 4096, hash: 'b'.repeat(64), mtimeMs: 1, rev: 45 };
   const change: ChangeEvent = { type: 'put', path: '/photos/2026/img-0001.jpg', nodeId: node.id, kind: 'file', version: 1, size: 4096, contentHash: 'c'.repeat(64), revision: 45, atMs: 1795385034335 };
   const chunk: StoredChunk = { a: 'd'.repeat(64), p: 65536, s: 65602, r: 1, n: 0 };
+  const version: StoredVersion = { v: 1, size: 4096, hash: 'e'.repeat(64), mtime: 1795385034000, created: 1795385034335, device: 'laptop-7', rev: 45, n: 1, po: [0] };
   const sizes = [
+    [encodeVersion(version).length, json(version).length],
     [encodeNode(node).length, json(node).length],
     [encodeChange(change).length, json(change).length],
     [encodeChunk(chunk).length, json(chunk).length],
@@ -85,6 +117,7 @@ test('records: records stored as JSON by earlier versions still read', (t) => {
   fc.assert(fc.property(nodeArb, (n) => t.deepEqual(decodeNode(json(n)), n)));
   fc.assert(fc.property(changeArb, (e) => t.deepEqual(decodeChange(json(e)), e)));
   fc.assert(fc.property(chunkArb, (c) => t.deepEqual(decodeChunk(json(c)), c)));
+  fc.assert(fc.property(versionArb, (h) => t.deepEqual(decodeVersion(json(h)), h)));
 });
 
 test('records: fields the binary layout cannot hold are written as JSON, unchanged', (t) => {
@@ -100,12 +133,16 @@ test('records: fields the binary layout cannot hold are written as JSON, unchang
   const chunk: StoredChunk = { a: '', p: 1, s: 1, r: 1, n: 0 };
   t.is(encodeChunk(chunk)[0], 0x7b);
   t.deepEqual(decodeChunk(encodeChunk(chunk)), chunk);
+  const version = { v: 1, size: 0, hash: 'XYZ', mtime: 1, created: 2, device: 'd', rev: 3, n: 0, po: [] } as StoredVersion;
+  t.is(encodeVersion(version)[0], 0x7b);
+  t.deepEqual(decodeVersion(encodeVersion(version)), version);
 });
 
 test('records: a damaged record is CAIRN_DATA_LOSS', (t) => {
   const node = encodeNode({ id: 'a1b2c3d4e5f60718', kind: 'dir', createdMs: 1, modifiedMs: 2, head: 0, last: 0, size: 0, hash: '', mtimeMs: 3, rev: 4 });
   const change = encodeChange({ type: 'move', path: '/b', fromPath: '/a', nodeId: 'a1b2c3d4e5f60718', kind: 'dir', revision: 5, atMs: 6, user: 'u' });
   const chunk = encodeChunk({ a: 'e'.repeat(64), p: 1, s: 2, r: 3, n: 4, q: 5 });
+  const version = encodeVersion({ v: 2, size: 3, hash: 'f'.repeat(64), mtime: 4, created: 5, device: 'dev', rev: 6, n: 7, po: [0, 9], der: [{ n: 'thumb', c: 'AAAA', s: 1, w: 2, h: 3, f: 'webp' }] });
   const cases: Array<[string, () => unknown]> = [
     ['node: truncated', () => decodeNode(node.subarray(0, node.length - 1))],
     ['node: extra byte', () => decodeNode(Buffer.concat([node, Buffer.of(0)]))],
@@ -118,6 +155,11 @@ test('records: a damaged record is CAIRN_DATA_LOSS', (t) => {
     ['chunk: truncated', () => decodeChunk(chunk.subarray(0, 40))],
     ['chunk: unknown flags', () => decodeChunk(Buffer.concat([chunk.subarray(0, 1), Buffer.of(9), chunk.subarray(2)]))],
     ['chunk: another record type', () => decodeChunk(node)],
+    ['version: truncated', () => decodeVersion(version.subarray(0, version.length - 1))],
+    ['version: extra byte', () => decodeVersion(Buffer.concat([version, Buffer.of(0)]))],
+    ['version: page count past the end', () => decodeVersion(Buffer.concat([version.subarray(0, 82), Buffer.from([0xff, 0xff, 0xff, 0x0f]), version.subarray(86)]))],
+    ['version: damaged derivatives', () => decodeVersion(Buffer.concat([version.subarray(0, version.length - 2), Buffer.from('}}')]))],
+    ['version: another record type', () => decodeVersion(node)],
     ['empty', () => decodeChunk(Buffer.alloc(0))],
   ];
   for (const [name, run] of cases) {

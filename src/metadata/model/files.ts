@@ -7,10 +7,10 @@ import { normalizePath } from '../../common/paths.js';
 import type { KvTx } from '../kv/types.js';
 import { appendChange, type NodeKind } from './changes.js';
 import { acquire, chunkReadKeys, countChunks, release } from './chunks.js';
-import { decodeChunks, encodeChunks, json, type ChunkRecord } from './codec.js';
+import { decodeChunks, encodeChunks, type ChunkRecord } from './codec.js';
 import { checkCount, invalid, notFound, type ModelContext } from './context.js';
 import { keys } from './keys.js';
-import { decodeNode } from './records.js';
+import { decodeNode, encodeVersion } from './records.js';
 import type { Prefetch } from './lanes.js';
 import { enqueueJob } from './jobs.js';
 import { policyOf } from './tenants.js';
@@ -654,7 +654,7 @@ export async function setVersionMedia(ctx: ModelContext, tenant: string, target:
     await release(tx, ctx, tenant, released, 'ref');
     if (stored.length > 0) header.der = stored;
     else delete header.der;
-    tx.put(keys.version(tenant, nodeId, version), json(header));
+    tx.put(keys.version(tenant, nodeId, version), encodeVersion(header));
     return toVersionRecord(tenant, at, nodeId, header, []);
   });
 }

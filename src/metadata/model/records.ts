@@ -1,10 +1,10 @@
 // Binary encodings of the records every commit writes: a folder entry (`NodeRecord`), a change
-// event and a chunk-index entry. As JSON they were ≈ 620 of the ≈ 1,000 value bytes a commit
-// wrote, hex digits of ids and hashes included, and JSON.stringify/parse with their strings a
-// tenth of the LevelDB commit path's CPU. Numbers are float64 (every JS number exactly), ids and
-// hashes raw bytes, strings UTF-8 with a u32 length.
+// event, a chunk-index entry and a version header. As JSON they were ≈ 800 of the ≈ 1,000 value
+// bytes a commit wrote, hex digits of ids and hashes included, and JSON.stringify/parse with their
+// strings a tenth of the LevelDB commit path's CPU. Numbers are float64 (every JS number exactly),
+// ids and hashes raw bytes, strings UTF-8 with a u32 length.
 //
-// A binary record begins with its tag byte (1-3); JSON begins with "{" (0x7b). Decoders read
+// A binary record begins with its tag byte (1-4); JSON begins with "{" (0x7b). Decoders read
 // both, so stores written before keep working and records are rewritten in binary as they change.
 // A record whose fields do not fit the binary layout (an id that is not 16 lowercase hex digits,
 // say) is still written as JSON rather than changed.
@@ -229,4 +229,139 @@ export function decodeChunk(raw: Buffer): StoredChunk {
   if (queued) chunk.q = raw.readDoubleLE(CHUNK_FIXED);
   if ((flags & 2) !== 0) chunk.x = 1;
   return chunk;
+}
+
+// ---- version headers ------------------------------------------------------------------------
+
+/** A derivative of a version (thumbnails, previews): see versions.ts. */
+export interface StoredDerivative {
+  n: string;
+  c: string;
+  s: number;
+  w: number;
+  h: number;
+  f: string;
+}
+
+/** A version's header: see versions.ts. */
+export interface StoredVersion {
+  v: number;
+  size: number;
+  /** Hex SHA-256 over the concatenated plain chunk hashes. */
+  hash: string;
+  mtime: number;
+  created: number;
+  device: string;
+  rev: number;
+  /** Chunk count and the file offset at which each stored page starts. */
+  n: number;
+  po: number[];
+  /** A tombstone: the file was deleted by this version. */
+  del?: 1;
+  /** The version this one restored. */
+  from?: number;
+  /** Media metadata (JSON text) set at commit or by media workers. */
+  media?: string;
+  /**
+   * What the gateway sniffed from the content at commit: a media type ("image/jpeg"), or
+   * NOT_MEDIA. Absent on versions committed without a sniff (and before the field existed).
+   */
+  mk?: string;
+  /** When a newer version replaced this one. */
+  replaced?: number;
+  /** Media derivatives; their chunks hold refs like the version's own. */
+  der?: StoredDerivative[];
+}
+
+// Flags: which optional fields follow (the hash is absent on versions with no content hash).
+const V_DEL = 1;
+const V_FROM = 2;
+const V_MEDIA = 4;
+const V_MK = 8;
+const V_REPLACED = 16;
+const V_DER = 32;
+const V_HASH = 64;
+// tag, flags, six float64s (v, size, mtime, created, rev, n).
+const VERSION_FIXED = 2 + 6 * 8;
+const VERSION_TAG = 0x04;
+
+export function encodeVersion(h: StoredVersion): Buffer {
+  const hashed = h.hash !== '';
+  if ((hashed && !HEX64.test(h.hash)) || typeof h.device !== 'string' || !Array.isArray(h.po) || (h.del !== undefined && h.del !== 1) || (h.media !== undefined && typeof h.media !== 'string') || (h.mk !== undefined && typeof h.mk !== 'string')) return json(h);
+  const der = h.der === undefined ? undefined : JSON.stringify(h.der);
+  const strings = [h.device, h.media, h.mk, der];
+  let length = VERSION_FIXED + (hashed ? 32 : 0) + 4 + h.po.length * 8 + (h.from === undefined ? 0 : 8) + (h.replaced === undefined ? 0 : 8);
+  const sizes = strings.map((s) => (s === undefined ? -1 : Buffer.byteLength(s, 'utf8')));
+  for (const n of sizes) if (n >= 0) length += 4 + n;
+  const out = Buffer.allocUnsafe(length);
+  out[0] = VERSION_TAG;
+  out[1] = (h.del === 1 ? V_DEL : 0) | (h.from === undefined ? 0 : V_FROM) | (h.media === undefined ? 0 : V_MEDIA) | (h.mk === undefined ? 0 : V_MK) | (h.replaced === undefined ? 0 : V_REPLACED) | (der === undefined ? 0 : V_DER) | (hashed ? V_HASH : 0);
+  let at = 2;
+  for (const v of [h.v, h.size, h.mtime, h.created, h.rev, h.n]) at = out.writeDoubleLE(v, at);
+  if (hashed) at += out.write(h.hash, at, 32, 'hex');
+  out.writeUInt32LE(h.po.length, at);
+  at += 4;
+  for (const p of h.po) at = out.writeDoubleLE(p, at);
+  if (h.from !== undefined) at = out.writeDoubleLE(h.from, at);
+  if (h.replaced !== undefined) at = out.writeDoubleLE(h.replaced, at);
+  strings.forEach((s, i) => {
+    if (s === undefined) return;
+    out.writeUInt32LE(sizes[i]!, at);
+    at += 4 + out.write(s, at + 4, sizes[i]!, 'utf8');
+  });
+  return out;
+}
+
+export function decodeVersion(raw: Buffer): StoredVersion {
+  if (isJson(raw, VERSION_TAG, 'version')) return parseJson<StoredVersion>(raw);
+  const flags = raw[1]!;
+  if (raw.length < VERSION_FIXED + 4 || flags > 127) throw damaged('version');
+  let at = VERSION_FIXED;
+  const need = (n: number): void => {
+    if (at + n > raw.length) throw damaged('version');
+  };
+  const float = (): number => {
+    need(8);
+    const v = raw.readDoubleLE(at);
+    at += 8;
+    return v;
+  };
+  const text = (): string => {
+    need(4);
+    const n = raw.readUInt32LE(at);
+    need(4 + n);
+    const s = raw.toString('utf8', at + 4, at + 4 + n);
+    at += 4 + n;
+    return s;
+  };
+  let hash = '';
+  if ((flags & V_HASH) !== 0) {
+    need(32);
+    hash = raw.toString('hex', at, at + 32);
+    at += 32;
+  }
+  need(4);
+  const pages = raw.readUInt32LE(at);
+  at += 4;
+  need(pages * 8);
+  const po = new Array<number>(pages);
+  for (let i = 0; i < pages; i++) po[i] = float();
+  const from = (flags & V_FROM) !== 0 ? float() : undefined;
+  const replaced = (flags & V_REPLACED) !== 0 ? float() : undefined;
+  const header: StoredVersion = { v: raw.readDoubleLE(2), size: raw.readDoubleLE(10), hash, mtime: raw.readDoubleLE(18), created: raw.readDoubleLE(26), device: text(), rev: raw.readDoubleLE(34), n: raw.readDoubleLE(42), po };
+  if ((flags & V_DEL) !== 0) header.del = 1;
+  if (from !== undefined) header.from = from;
+  if ((flags & V_MEDIA) !== 0) header.media = text();
+  if ((flags & V_MK) !== 0) header.mk = text();
+  if (replaced !== undefined) header.replaced = replaced;
+  if ((flags & V_DER) !== 0) {
+    const der = text();
+    try {
+      header.der = JSON.parse(der) as StoredDerivative[];
+    } catch {
+      throw damaged('version');
+    }
+  }
+  if (at !== raw.length) throw damaged('version');
+  return header;
 }

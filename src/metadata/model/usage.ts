@@ -6,10 +6,9 @@
 import { validateTenant } from '../../common/auth.js';
 import { CairnError } from '../../common/errors.js';
 import type { Kv, KvReader, KvTx } from '../kv/types.js';
-import { parseJson } from './codec.js';
 import { invalid, type ModelContext } from './context.js';
 import { under } from './keys.js';
-import { decodeChunk } from './records.js';
+import { decodeChunk, decodeVersion } from './records.js';
 import { cachedTenantRecord, loadTenantRecord, readTenantRecord, storeTenantRecord, type TenantRecordData } from './tenant-record.js';
 
 interface StoredUsage {
@@ -118,7 +117,7 @@ async function countStored(tx: Pick<KvReader, 'scan'>, tenant: string): Promise<
     }
   };
   await sumRange(under('v', tenant), (v) => {
-    u.b += parseJson<{ size: number }>(v).size;
+    u.b += decodeVersion(v).size;
     u.v++;
   });
   await sumRange(under('c', tenant), (v) => {

@@ -4,49 +4,14 @@
 import { hash } from 'node:crypto';
 import type { KvTx } from '../kv/types.js';
 import { countChunks, release } from './chunks.js';
-import { decodeChunks, encodeChunks, json, pages, parseJson, readJson, type ChunkRecord } from './codec.js';
+import { decodeChunks, encodeChunks, json, pages, type ChunkRecord } from './codec.js';
 import { daysMs, type ModelContext, type RetentionPolicy } from './context.js';
 import { keys, under } from './keys.js';
+import { decodeVersion, encodeVersion, type StoredVersion } from './records.js';
 import { adjustUsage } from './usage.js';
 
 /** A media derivative as stored in its version's header: chunk records (80 bytes each) in base64. */
-export interface StoredDerivative {
-  n: string;
-  c: string;
-  s: number;
-  w: number;
-  h: number;
-  f: string;
-}
-
-export interface StoredVersion {
-  v: number;
-  size: number;
-  /** Hex SHA-256 over the concatenated plain chunk hashes. */
-  hash: string;
-  mtime: number;
-  created: number;
-  device: string;
-  rev: number;
-  /** Chunk count and the file offset at which each stored page starts. */
-  n: number;
-  po: number[];
-  /** A tombstone: the file was deleted by this version. */
-  del?: 1;
-  /** The version this one restored. */
-  from?: number;
-  /** Media metadata (JSON text) set at commit or by media workers. */
-  media?: string;
-  /**
-   * What the gateway sniffed from the content at commit: a media type ("image/jpeg"), or
-   * NOT_MEDIA. Absent on versions committed without a sniff (and before the field existed).
-   */
-  mk?: string;
-  /** When a newer version replaced this one. */
-  replaced?: number;
-  /** Media derivatives; their chunks hold refs like the version's own. */
-  der?: StoredDerivative[];
-}
+export type { StoredDerivative, StoredVersion } from './records.js';
 
 export function contentHash(chunks: readonly ChunkRecord[]): Buffer {
   // One-shot: a Hash object is a native handle that every young-generation GC must process (with
@@ -59,12 +24,13 @@ export function writeVersion(tx: KvTx, tenant: string, nodeId: string, header: O
   const split = pages(chunks);
   const stored: StoredVersion = { ...header, n: chunks.length, po: split.map((p) => p[0]!.offset) };
   split.forEach((page, i) => tx.put(keys.versionPage(tenant, nodeId, header.v, i), encodeChunks(page)));
-  tx.put(keys.version(tenant, nodeId, header.v), json(stored));
+  tx.put(keys.version(tenant, nodeId, header.v), encodeVersion(stored));
   return stored;
 }
 
 export async function readHeader(tx: Pick<KvTx, 'get'>, tenant: string, nodeId: string, version: number): Promise<StoredVersion | undefined> {
-  return readJson<StoredVersion>(tx, keys.version(tenant, nodeId, version));
+  const raw = await tx.get(keys.version(tenant, nodeId, version));
+  return raw === undefined ? undefined : decodeVersion(raw);
 }
 
 /**
@@ -103,7 +69,7 @@ export async function markReplaced(tx: KvTx, tenant: string, nodeId: string, ver
   const header = await readHeader(tx, tenant, nodeId, version);
   if (header === undefined || header.replaced !== undefined) return;
   header.replaced = at;
-  tx.put(keys.version(tenant, nodeId, version), json(header));
+  tx.put(keys.version(tenant, nodeId, version), encodeVersion(header));
   tx.put(keys.replaced(tenant, at, nodeId, version), json({ id: nodeId, v: version }));
 }
 
@@ -134,7 +100,7 @@ export function keptByTime(header: StoredVersion, policy: RetentionPolicy, now: 
 export async function listVersionHeaders(tx: Pick<KvTx, 'scan'>, tenant: string, nodeId: string, options: { before?: number | undefined; limit: number }): Promise<StoredVersion[]> {
   const range = under('v', tenant, nodeId);
   const rows = await tx.scan({ gt: range.gt, lt: options.before !== undefined ? keys.version(tenant, nodeId, options.before) : range.lt, limit: options.limit, reverse: true });
-  return rows.map(([, v]) => parseJson<StoredVersion>(v));
+  return rows.map(([, v]) => decodeVersion(v));
 }
 
 /** Most versions one commit prunes; a policy change that frees more is worked off by later commits. */
@@ -154,7 +120,7 @@ export async function pruneByCount(tx: KvTx, ctx: ModelContext, tenant: string, 
   const now = ctx.now();
   let dropped = 0;
   for (const [, raw] of older) {
-    const header = parseJson<StoredVersion>(raw);
+    const header = decodeVersion(raw);
     if (header.v === head || keptByTime(header, policy, now)) continue;
     if (await dropVersion(tx, ctx, tenant, nodeId, header.v)) dropped++;
   }
