@@ -5,7 +5,7 @@ import type { KvTx } from '../kv/types.js';
 import { json, readJson } from './codec.js';
 import type { ModelContext } from './context.js';
 import { CHANGE_CHANNEL, keys, under } from './keys.js';
-import { decodeChange, encodeChange } from './records.js';
+import { decodeChange, encodeNewChange } from './records.js';
 
 export type ChangeType = 'put' | 'delete' | 'mkdir' | 'move' | 'restore' | 'share' | 'unshare';
 export type NodeKind = 'file' | 'dir';
@@ -34,9 +34,8 @@ export type NewChange = Omit<ChangeEvent, 'revision' | 'atMs'>;
 /** Appends one event with the tenant's next revision and wakes watchers after commit. */
 export async function appendChange(tx: KvTx, ctx: ModelContext, tenant: string, change: NewChange): Promise<number> {
   const revision = ((await readJson<number>(tx, keys.revision(tenant))) ?? 0) + 1;
-  const event: ChangeEvent = { ...change, revision, atMs: ctx.now() };
   tx.put(keys.revision(tenant), json(revision));
-  tx.put(keys.change(tenant, revision), encodeChange(event));
+  tx.put(keys.change(tenant, revision), encodeNewChange(change, revision, ctx.now()));
   tx.notify(CHANGE_CHANNEL, `${tenant} ${revision}`);
   return revision;
 }

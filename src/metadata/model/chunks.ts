@@ -8,7 +8,7 @@ import { invalid, type ModelContext } from './context.js';
 import { keys, tuple, u64, under } from './keys.js';
 import { adoptAddress, orphanKey } from './orphans.js';
 import { decodeChunk, encodeChunk, type StoredChunk } from './records.js';
-import { adjustUsage } from './usage.js';
+import { adjustUsage, type UsageDelta } from './usage.js';
 
 interface QueueEntry {
   t: string;
@@ -67,8 +67,10 @@ export function chunkReadKeys(tenant: string, chunks: readonly ChunkRecord[]): B
  * and the returned records carry it. A chunk that GC has claimed is CAIRN_UNAVAILABLE, and so is a
  * new address the orphan sweep deleted after `blocksSinceMs` (when the writer began writing the
  * blocks it names; 0 = unknown, refused while the deletion tombstone lives: orphans.ts).
+ * `usage`: a change of the tenant's counters the caller makes anyway, written with the chunks' own
+ * (one write of the tenant record per commit instead of two).
  */
-export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunks: readonly ChunkRecord[], what: 'ref' | 'pin', blocksSinceMs = 0): Promise<ChunkRecord[]> {
+export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunks: readonly ChunkRecord[], what: 'ref' | 'pin', blocksSinceMs = 0, usage?: UsageDelta): Promise<ChunkRecord[]> {
   const resolved = new Map<string, ChunkRecord>();
   let newStored = 0;
   let newChunks = 0;
@@ -93,7 +95,7 @@ export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunk
     store(tx, ctx, tenant, chunk.plainHash, entry);
     resolved.set(hex, { ...chunk, address: Buffer.from(entry.a, 'hex'), storedSize: entry.s });
   }
-  if (newChunks > 0) await adjustUsage(tx, tenant, { storedBytes: newStored, chunks: newChunks });
+  if (newChunks > 0 || usage !== undefined) await adjustUsage(tx, tenant, { ...usage, storedBytes: (usage?.storedBytes ?? 0) + newStored, chunks: (usage?.chunks ?? 0) + newChunks });
   return chunks.map((c) => {
     const r = resolved.get(c.plainHash.toString('hex'));
     return r === undefined ? c : { ...r, offset: c.offset };

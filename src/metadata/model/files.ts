@@ -293,7 +293,8 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
   const current = node !== undefined && node.deletedMs === undefined ? node.head : 0;
   if (meta.baseVersion !== undefined && meta.baseVersion !== current) throw conflict(path, current, meta.baseVersion);
   const usedBefore = await versionBytes(tx, tenant);
-  const resolved = await acquire(tx, ctx, tenant, chunks, 'ref', meta.blocksSinceMs ?? 0);
+  // The new version's bytes are counted with its new chunks: one write of the tenant record.
+  const resolved = await acquire(tx, ctx, tenant, chunks, 'ref', meta.blocksSinceMs ?? 0, { versionBytes: meta.size, versions: 1 });
   const der = meta.derivatives !== undefined && meta.derivatives.length > 0 ? await takeDerivatives(tx, ctx, tenant, meta.derivatives) : undefined;
   const now = ctx.now();
   const isNew = node === undefined;
@@ -313,7 +314,6 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
     ...(meta.mediaKind !== undefined && meta.mediaKind !== '' ? { mk: meta.mediaKind } : {}),
     ...(der !== undefined ? { der } : {}),
   }, resolved);
-  await adjustUsage(tx, tenant, { versionBytes: meta.size, versions: 1 });
   const next: NodeRecord = { ...base, head: v, last: v, size: meta.size, hash, mtimeMs: mtime, modifiedMs: now, rev };
   delete next.deletedMs;
   putEntry(tx, tenant, parentId, name, next, !isNew);

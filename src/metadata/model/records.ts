@@ -117,8 +117,13 @@ const C_USER = 16;
 const CHANGE_FIXED = 4 + 8 + 16;
 
 export function encodeChange(e: ChangeEvent): Buffer {
+  return encodeNewChange(e, e.revision, e.atMs);
+}
+
+/** encodeChange of `{ ...e, revision, atMs }`, without building that object first (once per commit). */
+export function encodeNewChange(e: Omit<ChangeEvent, 'revision' | 'atMs'>, revision: number, atMs: number): Buffer {
   const type = CHANGE_TYPE_INDEX.get(e.type);
-  if (type === undefined || !HEX16.test(e.nodeId) || (e.kind !== 'file' && e.kind !== 'dir') || (e.contentHash !== undefined && !HEX64.test(e.contentHash))) return json(e);
+  if (type === undefined || !HEX16.test(e.nodeId) || (e.kind !== 'file' && e.kind !== 'dir') || (e.contentHash !== undefined && !HEX64.test(e.contentHash))) return json({ ...e, revision, atMs });
   const pathBytes = Buffer.byteLength(e.path, 'utf8');
   const fromBytes = e.fromPath === undefined ? -1 : Buffer.byteLength(e.fromPath, 'utf8');
   const userBytes = e.user === undefined ? -1 : Buffer.byteLength(e.user, 'utf8');
@@ -130,8 +135,8 @@ export function encodeChange(e: ChangeEvent): Buffer {
   out[2] = e.kind === 'dir' ? 1 : 0;
   out[3] = (fromBytes < 0 ? 0 : C_FROM) | (e.version === undefined ? 0 : C_VERSION) | (e.size === undefined ? 0 : C_SIZE) | (e.contentHash === undefined ? 0 : C_HASH) | (userBytes < 0 ? 0 : C_USER);
   out.write(e.nodeId, 4, 8, 'hex');
-  out.writeDoubleLE(e.revision, 12);
-  out.writeDoubleLE(e.atMs, 20);
+  out.writeDoubleLE(revision, 12);
+  out.writeDoubleLE(atMs, 20);
   let at = CHANGE_FIXED;
   out.writeUInt32LE(pathBytes, at);
   at += 4 + out.write(e.path, at + 4, pathBytes, 'utf8');
@@ -285,30 +290,41 @@ const V_HASH = 64;
 const VERSION_FIXED = 2 + 6 * 8;
 const VERSION_TAG = 0x04;
 
+/** Bytes of an optional string field: its length prefix and UTF-8, or 0 when absent. */
+const textBytes = (s: string | undefined): number => (s === undefined ? 0 : 4 + Buffer.byteLength(s, 'utf8'));
+
+function writeText(out: Buffer, s: string | undefined, at: number): number {
+  if (s === undefined) return at;
+  const n = out.write(s, at + 4, 'utf8');
+  out.writeUInt32LE(n, at);
+  return at + 4 + n;
+}
+
 export function encodeVersion(h: StoredVersion): Buffer {
   const hashed = h.hash !== '';
   if ((hashed && !HEX64.test(h.hash)) || typeof h.device !== 'string' || !Array.isArray(h.po) || (h.del !== undefined && h.del !== 1) || (h.media !== undefined && typeof h.media !== 'string') || (h.mk !== undefined && typeof h.mk !== 'string')) return json(h);
   const der = h.der === undefined ? undefined : JSON.stringify(h.der);
-  const strings = [h.device, h.media, h.mk, der];
-  let length = VERSION_FIXED + (hashed ? 32 : 0) + 4 + h.po.length * 8 + (h.from === undefined ? 0 : 8) + (h.replaced === undefined ? 0 : 8);
-  const sizes = strings.map((s) => (s === undefined ? -1 : Buffer.byteLength(s, 'utf8')));
-  for (const n of sizes) if (n >= 0) length += 4 + n;
+  const length = VERSION_FIXED + (hashed ? 32 : 0) + 4 + h.po.length * 8 + (h.from === undefined ? 0 : 8) + (h.replaced === undefined ? 0 : 8) + textBytes(h.device) + textBytes(h.media) + textBytes(h.mk) + textBytes(der);
   const out = Buffer.allocUnsafe(length);
   out[0] = VERSION_TAG;
   out[1] = (h.del === 1 ? V_DEL : 0) | (h.from === undefined ? 0 : V_FROM) | (h.media === undefined ? 0 : V_MEDIA) | (h.mk === undefined ? 0 : V_MK) | (h.replaced === undefined ? 0 : V_REPLACED) | (der === undefined ? 0 : V_DER) | (hashed ? V_HASH : 0);
-  let at = 2;
-  for (const v of [h.v, h.size, h.mtime, h.created, h.rev, h.n]) at = out.writeDoubleLE(v, at);
+  out.writeDoubleLE(h.v, 2);
+  out.writeDoubleLE(h.size, 10);
+  out.writeDoubleLE(h.mtime, 18);
+  out.writeDoubleLE(h.created, 26);
+  out.writeDoubleLE(h.rev, 34);
+  out.writeDoubleLE(h.n, 42);
+  let at = VERSION_FIXED;
   if (hashed) at += out.write(h.hash, at, 32, 'hex');
   out.writeUInt32LE(h.po.length, at);
   at += 4;
   for (const p of h.po) at = out.writeDoubleLE(p, at);
   if (h.from !== undefined) at = out.writeDoubleLE(h.from, at);
   if (h.replaced !== undefined) at = out.writeDoubleLE(h.replaced, at);
-  strings.forEach((s, i) => {
-    if (s === undefined) return;
-    out.writeUInt32LE(sizes[i]!, at);
-    at += 4 + out.write(s, at + 4, sizes[i]!, 'utf8');
-  });
+  at = writeText(out, h.device, at);
+  at = writeText(out, h.media, at);
+  at = writeText(out, h.mk, at);
+  writeText(out, der, at);
   return out;
 }
 
