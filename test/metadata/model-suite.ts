@@ -130,6 +130,29 @@ export function modelSuite(name: string, factory: KvFactory): void {
     t.deepEqual(mid.chunks.map((c) => c.offset), [150_000, 150_100, 150_200]);
   });
 
+  test(`${name}: a small chunk list lives in the version header; one past the limit gets a page of its own`, async (t) => {
+    const { ctx, kv } = await open(t);
+    await m.setPolicy(ctx, T, { keepLast: 1 });
+    const pageKeys = async (): Promise<number> => (await kv.scan({ gte: Buffer.from('w\0'), lt: Buffer.from('w\x01') })).length;
+    const small = Array.from({ length: m.INLINE_CHUNKS }, (_, i) => `s${i}:10`);
+    const large = Array.from({ length: m.INLINE_CHUNKS + 1 }, (_, i) => `l${i}:10`);
+    await m.commitFile(ctx, commitInput('/small', small));
+    t.is(await pageKeys(), 0, 'inline: no page record');
+    await m.commitFile(ctx, commitInput('/large', large));
+    t.is(await pageKeys(), 1);
+    for (const [path, seeds] of [['/small', small], ['/large', large]] as const) {
+      const all = await m.getFile(ctx, T, path);
+      t.deepEqual(all.chunks.map((c) => c.plainHash.toString('hex')), seeds.map((s) => sha(s.split(':')[0]!).toString('hex')));
+      const window = await m.getFile(ctx, T, path, 0, { fromOffset: 35, maxChunks: 2 });
+      t.deepEqual(window.chunks.map((c) => c.offset), [30, 40]);
+    }
+    // Replacing both prunes the old versions (keep last 1): their refs go, and so does the page.
+    await m.commitFile(ctx, commitInput('/small', ['s-new']));
+    await m.commitFile(ctx, commitInput('/large', ['l-new']));
+    t.is(await pageKeys(), 0);
+    t.deepEqual(await refsOf(ctx, 's0', `s${m.INLINE_CHUNKS - 1}`, 'l0', `l${m.INLINE_CHUNKS}`, 's-new', 'l-new'), [0, 0, 0, 0, 1, 1]);
+  });
+
   test(`${name}: a stale base version is CAIRN_CONFLICT with the current version, and changes nothing`, async (t) => {
     const { ctx, kv } = await open(t);
     await m.commitFile(ctx, commitInput('/f', ['a']));

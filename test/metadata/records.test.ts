@@ -60,6 +60,7 @@ const versionArb: fc.Arbitrary<StoredVersion> = fc
       mk: text,
       replaced: num,
       der: fc.array(fc.record({ n: text, c: fc.base64String(), s: num, w: num, h: num, f: text }), { maxLength: 3 }),
+      inline: fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b)),
     },
     { requiredKeys: ['v', 'size', 'hash', 'mtime', 'created', 'device', 'rev', 'n', 'po'] },
   )
@@ -117,7 +118,12 @@ test('records: records stored as JSON by earlier versions still read', (t) => {
   fc.assert(fc.property(nodeArb, (n) => t.deepEqual(decodeNode(json(n)), n)));
   fc.assert(fc.property(changeArb, (e) => t.deepEqual(decodeChange(json(e)), e)));
   fc.assert(fc.property(chunkArb, (c) => t.deepEqual(decodeChunk(json(c)), c)));
-  fc.assert(fc.property(versionArb, (h) => t.deepEqual(decodeVersion(json(h)), h)));
+  // Headers written as JSON never had an inline chunk list.
+  fc.assert(
+    fc.property(versionArb, ({ inline: _inline, ...h }) => {
+      t.deepEqual(decodeVersion(json(h)), h);
+    }),
+  );
 });
 
 test('records: fields the binary layout cannot hold are written as JSON, unchanged', (t) => {
@@ -136,6 +142,10 @@ test('records: fields the binary layout cannot hold are written as JSON, unchang
   const version = { v: 1, size: 0, hash: 'XYZ', mtime: 1, created: 2, device: 'd', rev: 3, n: 0, po: [] } as StoredVersion;
   t.is(encodeVersion(version)[0], 0x7b);
   t.deepEqual(decodeVersion(encodeVersion(version)), version);
+  // An inline chunk list survives the JSON fallback (as base64).
+  const inlined: StoredVersion = { ...version, n: 1, po: [0], inline: Buffer.from([1, 2, 3, 250]) };
+  t.is(encodeVersion(inlined)[0], 0x7b);
+  t.deepEqual(decodeVersion(encodeVersion(inlined)), inlined);
 });
 
 test('records: a damaged record is CAIRN_DATA_LOSS', (t) => {

@@ -18,3 +18,4 @@ export { purgeDeleted, pruneExpiredVersions, runMaintenance, type MaintenanceSta
 export { CHANGE_CHANNEL } from './keys.js';
 export { adjustUsage, getUsage, recountUncounted, recountUsage, setQuota, type TenantUsage } from './usage.js';
 export { adoptAddress, BLOCKS_SINCE_SKEW_MS, claimOrphans, DEFAULT_ORPHAN_GRACE_MS, DEFAULT_ORPHAN_TOMBSTONE_MS, endOrphanClaims, MAX_UPLOAD_BLOCKS_AGE_MS, forgetOrphans, noteOrphans, referencedAddresses } from './orphans.js';
+export { INLINE_CHUNKS } from './versions.js';

@@ -276,6 +276,11 @@ export interface StoredVersion {
   replaced?: number;
   /** Media derivatives; their chunks hold refs like the version's own. */
   der?: StoredDerivative[];
+  /**
+   * The chunk list itself (codec.ts's page encoding) when it fits one small page, instead of a
+   * page record of its own (versions.ts). Stored as base64 in a JSON header.
+   */
+  inline?: Buffer;
 }
 
 // Flags: which optional fields follow (the hash is absent on versions with no content hash).
@@ -286,6 +291,7 @@ const V_MK = 8;
 const V_REPLACED = 16;
 const V_DER = 32;
 const V_HASH = 64;
+const V_INLINE = 128;
 // tag, flags, six float64s (v, size, mtime, created, rev, n).
 const VERSION_FIXED = 2 + 6 * 8;
 const VERSION_TAG = 0x04;
@@ -302,12 +308,14 @@ function writeText(out: Buffer, s: string | undefined, at: number): number {
 
 export function encodeVersion(h: StoredVersion): Buffer {
   const hashed = h.hash !== '';
-  if ((hashed && !HEX64.test(h.hash)) || typeof h.device !== 'string' || !Array.isArray(h.po) || (h.del !== undefined && h.del !== 1) || (h.media !== undefined && typeof h.media !== 'string') || (h.mk !== undefined && typeof h.mk !== 'string')) return json(h);
+  if ((hashed && !HEX64.test(h.hash)) || typeof h.device !== 'string' || !Array.isArray(h.po) || (h.del !== undefined && h.del !== 1) || (h.media !== undefined && typeof h.media !== 'string') || (h.mk !== undefined && typeof h.mk !== 'string')) {
+    return json(h.inline === undefined ? h : { ...h, inline: h.inline.toString('base64') });
+  }
   const der = h.der === undefined ? undefined : JSON.stringify(h.der);
-  const length = VERSION_FIXED + (hashed ? 32 : 0) + 4 + h.po.length * 8 + (h.from === undefined ? 0 : 8) + (h.replaced === undefined ? 0 : 8) + textBytes(h.device) + textBytes(h.media) + textBytes(h.mk) + textBytes(der);
+  const length = VERSION_FIXED + (hashed ? 32 : 0) + 4 + h.po.length * 8 + (h.from === undefined ? 0 : 8) + (h.replaced === undefined ? 0 : 8) + textBytes(h.device) + textBytes(h.media) + textBytes(h.mk) + textBytes(der) + (h.inline === undefined ? 0 : 4 + h.inline.length);
   const out = Buffer.allocUnsafe(length);
   out[0] = VERSION_TAG;
-  out[1] = (h.del === 1 ? V_DEL : 0) | (h.from === undefined ? 0 : V_FROM) | (h.media === undefined ? 0 : V_MEDIA) | (h.mk === undefined ? 0 : V_MK) | (h.replaced === undefined ? 0 : V_REPLACED) | (der === undefined ? 0 : V_DER) | (hashed ? V_HASH : 0);
+  out[1] = (h.del === 1 ? V_DEL : 0) | (h.from === undefined ? 0 : V_FROM) | (h.media === undefined ? 0 : V_MEDIA) | (h.mk === undefined ? 0 : V_MK) | (h.replaced === undefined ? 0 : V_REPLACED) | (der === undefined ? 0 : V_DER) | (hashed ? V_HASH : 0) | (h.inline === undefined ? 0 : V_INLINE);
   out.writeDoubleLE(h.v, 2);
   out.writeDoubleLE(h.size, 10);
   out.writeDoubleLE(h.mtime, 18);
@@ -324,14 +332,22 @@ export function encodeVersion(h: StoredVersion): Buffer {
   at = writeText(out, h.device, at);
   at = writeText(out, h.media, at);
   at = writeText(out, h.mk, at);
-  writeText(out, der, at);
+  at = writeText(out, der, at);
+  if (h.inline !== undefined) {
+    out.writeUInt32LE(h.inline.length, at);
+    h.inline.copy(out, at + 4);
+  }
   return out;
 }
 
 export function decodeVersion(raw: Buffer): StoredVersion {
-  if (isJson(raw, VERSION_TAG, 'version')) return parseJson<StoredVersion>(raw);
+  if (isJson(raw, VERSION_TAG, 'version')) {
+    const parsed = parseJson<Omit<StoredVersion, 'inline'> & { inline?: string }>(raw);
+    if (parsed.inline === undefined) return parsed as StoredVersion;
+    return { ...parsed, inline: Buffer.from(parsed.inline, 'base64') };
+  }
   const flags = raw[1]!;
-  if (raw.length < VERSION_FIXED + 4 || flags > 127) throw damaged('version');
+  if (raw.length < VERSION_FIXED + 4) throw damaged('version');
   let at = VERSION_FIXED;
   const need = (n: number): void => {
     if (at + n > raw.length) throw damaged('version');
@@ -377,6 +393,13 @@ export function decodeVersion(raw: Buffer): StoredVersion {
     } catch {
       throw damaged('version');
     }
+  }
+  if ((flags & V_INLINE) !== 0) {
+    need(4);
+    const n = raw.readUInt32LE(at);
+    need(4 + n);
+    header.inline = raw.subarray(at + 4, at + 4 + n);
+    at += 4 + n;
   }
   if (at !== raw.length) throw damaged('version');
   return header;

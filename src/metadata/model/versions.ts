@@ -20,7 +20,19 @@ export function contentHash(chunks: readonly ChunkRecord[]): Buffer {
   return hash('sha256', Buffer.concat(chunks.map((c) => c.plainHash)), 'buffer');
 }
 
-export function writeVersion(tx: KvTx, tenant: string, nodeId: string, header: Omit<StoredVersion, 'n' | 'po'>, chunks: readonly ChunkRecord[]): StoredVersion {
+/**
+ * Chunk lists of at most this many chunks (1.25 KiB encoded) live in the version header instead of
+ * a page record of their own: one write and one LevelDB entry less for every small file, and one
+ * read less to list its chunks.
+ */
+export const INLINE_CHUNKS = 16;
+
+export function writeVersion(tx: KvTx, tenant: string, nodeId: string, header: Omit<StoredVersion, 'n' | 'po' | 'inline'>, chunks: readonly ChunkRecord[]): StoredVersion {
+  if (chunks.length > 0 && chunks.length <= INLINE_CHUNKS) {
+    const stored: StoredVersion = { ...header, n: chunks.length, po: [chunks[0]!.offset], inline: encodeChunks(chunks) };
+    tx.put(keys.version(tenant, nodeId, header.v), encodeVersion(stored));
+    return stored;
+  }
   const split = pages(chunks);
   const stored: StoredVersion = { ...header, n: chunks.length, po: split.map((p) => p[0]!.offset) };
   split.forEach((page, i) => tx.put(keys.versionPage(tenant, nodeId, header.v, i), encodeChunks(page)));
@@ -53,7 +65,7 @@ export async function readChunks(tx: Pick<KvTx, 'get'>, tenant: string, nodeId: 
   }
   const out: ChunkRecord[] = [];
   for (; page < header.po.length; page++) {
-    const raw = await tx.get(keys.versionPage(tenant, nodeId, header.v, page));
+    const raw = page === 0 && header.inline !== undefined ? header.inline : await tx.get(keys.versionPage(tenant, nodeId, header.v, page));
     if (raw === undefined) break;
     for (const c of decodeChunks(raw)) {
       if (c.offset + c.size <= fromOffset) continue;
@@ -83,7 +95,7 @@ export async function dropVersion(tx: KvTx, ctx: ModelContext, tenant: string, n
   for (const d of header.der ?? []) for (const [hex, { count }] of countChunks(decodeChunks(Buffer.from(d.c, 'base64')))) counts.set(hex, (counts.get(hex) ?? 0) + count);
   await release(tx, ctx, tenant, counts, 'ref');
   await adjustUsage(tx, tenant, { versionBytes: -header.size, versions: -1 });
-  for (let i = 0; i < header.po.length; i++) tx.del(keys.versionPage(tenant, nodeId, version, i));
+  for (let i = header.inline === undefined ? 0 : 1; i < header.po.length; i++) tx.del(keys.versionPage(tenant, nodeId, version, i));
   tx.del(keys.version(tenant, nodeId, version));
   if (header.replaced !== undefined) tx.del(keys.replaced(tenant, header.replaced, nodeId, version));
   return true;
