@@ -7,27 +7,8 @@ import type { ModelContext } from './context.js';
 import { CHANGE_CHANNEL, keys, under } from './keys.js';
 import { decodeChange, encodeNewChange } from './records.js';
 
-export type ChangeType = 'put' | 'delete' | 'mkdir' | 'move' | 'restore' | 'share' | 'unshare';
-export type NodeKind = 'file' | 'dir';
-
-export interface ChangeEvent {
-  readonly revision: number;
-  readonly type: ChangeType;
-  /** The entry's path after the change (for a move, the new path). */
-  readonly path: string;
-  /** For a move: the path before. */
-  readonly fromPath?: string | undefined;
-  readonly nodeId: string;
-  readonly kind: NodeKind;
-  /** For file changes: the version the change made current. */
-  readonly version?: number | undefined;
-  readonly size?: number | undefined;
-  /** Hex SHA-256 over the version's chunk hashes. */
-  readonly contentHash?: string | undefined;
-  /** For share changes: the grantee. */
-  readonly user?: string | undefined;
-  readonly atMs: number;
-}
+export type { ChangeEvent, ChangeType, NodeKind } from './records.js';
+import type { ChangeEvent } from './records.js';
 
 export type NewChange = Omit<ChangeEvent, 'revision' | 'atMs'>;
 

@@ -9,7 +9,6 @@
 // A record whose fields do not fit the binary layout (an id that is not 16 lowercase hex digits,
 // say) is still written as JSON rather than changed.
 import { CairnError } from '../../common/errors.js';
-import type { ChangeEvent, ChangeType, NodeKind } from './changes.js';
 import { json, parseJson } from './codec.js';
 
 const NODE_TAG = 0x01;
@@ -103,6 +102,28 @@ export function decodeNode(raw: Buffer): NodeRecord {
 }
 
 // ---- change events --------------------------------------------------------------------------
+
+export type ChangeType = 'put' | 'delete' | 'mkdir' | 'move' | 'restore' | 'share' | 'unshare';
+export type NodeKind = 'file' | 'dir';
+
+export interface ChangeEvent {
+  readonly revision: number;
+  readonly type: ChangeType;
+  /** The entry's path after the change (for a move, the new path). */
+  readonly path: string;
+  /** For a move: the path before. */
+  readonly fromPath?: string | undefined;
+  readonly nodeId: string;
+  readonly kind: NodeKind;
+  /** For file changes: the version the change made current. */
+  readonly version?: number | undefined;
+  readonly size?: number | undefined;
+  /** Hex SHA-256 over the version's chunk hashes. */
+  readonly contentHash?: string | undefined;
+  /** For share changes: the grantee. */
+  readonly user?: string | undefined;
+  readonly atMs: number;
+}
 
 const CHANGE_TYPES: readonly ChangeType[] = ['put', 'delete', 'mkdir', 'move', 'restore', 'share', 'unshare'];
 const CHANGE_TYPE_INDEX = new Map<string, number>(CHANGE_TYPES.map((t, i) => [t, i]));
