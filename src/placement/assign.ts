@@ -275,13 +275,21 @@ export function assign(previous: ClusterMap | null, nodes: MapNode[], replicatio
 
   // Shed: receivers take turns, each walking its own pseudo-random partition
   // order, so donors give up replicas spread over the ring rather than in runs.
-  const receivers: number[] = [];
-  let donors = 0;
-  for (let n = 0; n < N; n++) {
-    if (count[n]! < target[n]!) receivers.push(n);
-    else if (count[n]! > target[n]!) donors++;
-  }
-  if (donors > 0 && receivers.length > 0) {
+  // With zones < RF a move keeps the zones its partition spans; when that leaves a
+  // node over target (a zone down to one node, whose replicas alone span their zone,
+  // after the fill had to overshoot it), a second pass gives balance precedence:
+  // spread is best effort there, and an over-full node runs out of disk.
+  shed(false);
+  if (!strict && count.some((c, n) => c > target[n]!)) shed(true);
+
+  function shed(dropSpread: boolean): void {
+    const receivers: number[] = [];
+    let donors = 0;
+    for (let n = 0; n < N; n++) {
+      if (count[n]! < target[n]!) receivers.push(n);
+      else if (count[n]! > target[n]!) donors++;
+    }
+    if (donors === 0 || receivers.length === 0) return;
     const cursor = new Int32Array(N);
     for (let progress = true; progress; ) {
       progress = false;
@@ -296,7 +304,7 @@ export function assign(previous: ClusterMap | null, nodes: MapNode[], replicatio
           for (let s = 0; s < rf; s++) {
             const d = slots[base + s]!;
             if (d < 0 || count[d]! <= target[d]!) continue;
-            if (strict ? zoneInRow(base, zoneOf[r]!, s) : zoneSpreadDrops(base, s, r)) continue;
+            if (strict ? zoneInRow(base, zoneOf[r]!, s) : !dropSpread && zoneSpreadDrops(base, s, r)) continue;
             const key = raceKey(base + s, seed[d]!, count[d]! - target[d]!);
             if (key < bestKey) {
               best = s;

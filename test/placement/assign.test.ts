@@ -156,8 +156,9 @@ test('draining a weighted, zoned node moves its replicas plus only what balance 
       return (
         d.perNode[id]?.lost === was.get(id) &&
         // `required` counts only per-node growth, a lower bound that ignores who can
-        // share a partition; observed worst case ≈ 1.3×.
-        d.moved <= 1.5 * required &&
+        // share a partition: in 12,000 random cases most moved under 1.4× that, the
+        // worst 1.64× (zones ≥ RF, where a zone's replicas must stay in the zone).
+        d.moved <= 2 * required &&
         [...now].every(([node, n]) => Math.abs(n - ideal.get(node)!) <= Math.max(2, 0.03 * n)) &&
         assign(after, drained, rf).epoch === after.epoch
       );
@@ -165,6 +166,21 @@ test('draining a weighted, zoned node moves its replicas plus only what balance 
     { numRuns: 30 },
   );
   t.pass();
+});
+
+test('a drain that leaves a zone with one node still ends balanced (zones < RF)', (t) => {
+  // Found by the property above in CI: zone-0 is down to node-3, whose replicas alone span
+  // their zone, so moves that keep every partition's zones could not shed what the fill had
+  // to overshoot onto it (3,202 replicas against a target of 2,891).
+  const zone = ['zone-0', 'zone-1', 'zone-2', 'zone-0', 'zone-1', 'zone-2'];
+  const weight = [1, 2, 4, 3, 4, 4];
+  const nodes: MapNode[] = zone.map((z, i) => ({ id: `node-${i}`, addr: `10.0.0.${i}:7000`, zone: z, weight: weight[i]!, state: 'up' }));
+  const before = assign(null, nodes, 4);
+  const drained = nodes.map((x) => (x.id === 'node-0' ? { ...x, state: 'draining' as const } : x));
+  const after = assign(before, drained, 4);
+  const ideal = load(assign(null, drained, 4));
+  for (const [node, n] of load(after)) t.true(Math.abs(n - ideal.get(node)!) <= Math.max(2, 0.03 * n), `${node}: ${n} replicas, ${ideal.get(node)} from scratch`);
+  t.is(assign(after, drained, 4).epoch, after.epoch, 'a fixed point');
 });
 
 test('the result does not depend on the order of nodes', (t) => {
