@@ -41,27 +41,46 @@ export interface SealOutput {
   readonly sealed: Buffer;
 }
 
-const asBuffer = (u: Uint8Array): Buffer => Buffer.from(u.buffer, u.byteOffset, u.length);
-
 /** Seals chunks in order, in the worker pool when the batch is large enough. */
 export async function sealMany(key: Buffer, items: readonly SealInput[]): Promise<SealOutput[]> {
   const total = items.reduce((n, c) => n + c.data.length, 0);
   if (total <= INLINE_BYTES) return items.map((c) => seal(key, c.hash, c.data));
   const tasks: Array<Promise<SealResult>> = [];
+  const counts: number[] = [];
   for (let i = 0; i < items.length; ) {
-    const task: { key: Buffer; hashes: Buffer[]; data: Buffer[] } = { key, hashes: [], data: [] };
+    let end = i;
     let n = 0;
-    while (i < items.length && (task.data.length === 0 || n + items[i]!.data.length <= TASK_BYTES)) {
-      task.hashes.push(items[i]!.hash);
-      task.data.push(items[i]!.data);
-      n += items[i]!.data.length;
-      i++;
+    while (end < items.length && (end === i || n + items[end]!.data.length <= TASK_BYTES)) n += items[end++]!.data.length;
+    // One copy into a buffer the worker takes over: cloning the chunks would copy each one's whole
+    // backing buffer (the gRPC message it arrived in) once per task.
+    const data = new ArrayBuffer(n);
+    const bytes = new Uint8Array(data);
+    const hashes = new Uint8Array((end - i) * 32);
+    const lengths: number[] = [];
+    for (let j = i, at = 0; j < end; j++) {
+      const c = items[j]!;
+      bytes.set(c.data, at);
+      hashes.set(c.hash, (j - i) * 32);
+      lengths.push(c.data.length);
+      at += c.data.length;
     }
-    tasks.push(getPool().run(task satisfies SealTask) as Promise<SealResult>);
+    const task: SealTask = { key, hashes, lengths, data, verify: false };
+    tasks.push(getPool().run(task, { transferList: [data] }) as Promise<SealResult>);
+    counts.push(end - i);
+    i = end;
   }
+  const results = await Promise.all(tasks);
   const out: SealOutput[] = [];
-  for (const r of await Promise.all(tasks)) {
-    for (let j = 0; j < r.sealed.length; j++) out.push({ address: asBuffer(r.addresses[j]!), sealed: asBuffer(r.sealed[j]!) });
-  }
+  results.forEach((r, t) => {
+    const n = counts[t]!;
+    const view = new DataView(r);
+    let at = n * 36;
+    for (let j = 0; j < n; j++) {
+      const len = view.getUint32(n * 32 + j * 4, true);
+      // The address is copied out: callers keep addresses (a file's chunk list) long after its block is written.
+      out.push({ address: Buffer.from(new Uint8Array(r, j * 32, 32)), sealed: Buffer.from(r, at, len) });
+      at += len;
+    }
+  });
   return out;
 }

@@ -52,6 +52,21 @@ test('large chunks are compressed when a sample of them compresses, whatever the
   t.true(unseal(key, sha(mostlyRandom), r.sealed).equals(mostlyRandom));
 });
 
+test('evenly spread bytes skip compression unless they repeat within the sample', (t) => {
+  const key = newTenantKey();
+  // One random 1 KiB block, repeated: its bytes look random, but the sample's repeats show.
+  const block = randomBytes(1024);
+  const repeated = Buffer.concat(Array.from({ length: 64 }, () => block));
+  const s = seal(key, sha(repeated), repeated);
+  t.is(s.codec, 'snappy');
+  t.true(unseal(key, sha(repeated), s.sealed).equals(repeated));
+  // Random chunks of every size the chunker makes stay uncompressed.
+  for (const size of [32 * 1024, 64 * 1024, 100_000, 256 * 1024]) {
+    const random = randomBytes(size);
+    t.is(seal(key, sha(random), random).codec, 'none', `random chunk of ${size} bytes`);
+  }
+});
+
 test('the block format is fixed: HKDF-SHA256 key and nonce, [1][codec] header and chunk name as AAD, tag last', (t) => {
   // Decrypts with an independent implementation of the derivation (node's hkdfSync), so a change
   // to how seal derives keys cannot strand the blocks already stored.
