@@ -5,6 +5,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { CairnError } from '../../src/common/errors.js';
 import type { ChangeEvent } from '../../src/metadata/model/changes.js';
+import { decodeChunks, encodeChunks, type ChunkRecord } from '../../src/metadata/model/codec.js';
 import { decodeChange, decodeChunk, decodeNode, decodeVersion, encodeChange, encodeChunk, encodeNode, encodeVersion, type NodeRecord, type StoredChunk, type StoredVersion } from '../../src/metadata/model/records.js';
 
 const hex = (bytes: number): fc.Arbitrary<string> => fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => Buffer.from(b).toString('hex'));
@@ -176,4 +177,22 @@ test('records: a damaged record is CAIRN_DATA_LOSS', (t) => {
     const error = t.throws(run, { instanceOf: CairnError }, name);
     t.is(error?.code, 'CAIRN_DATA_LOSS', name);
   }
+});
+
+test('chunk lists: offsets past 4 GiB round trip, and a page whose offset is not a safe integer is refused', (t) => {
+  const chunk = (offset: number): ChunkRecord => ({ plainHash: Buffer.alloc(32, 1), address: Buffer.alloc(32, 2), offset, size: 4096, storedSize: 4114 });
+  t.notThrows(() =>
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), { minLength: 1, maxLength: 20 }), (offsets) => {
+        const list = offsets.map(chunk);
+        return JSON.stringify(decodeChunks(encodeChunks(list))) === JSON.stringify(list);
+      }),
+      { numRuns: 300 },
+    ),
+  );
+  // The same bytes as the u64 big-endian layout pages have always had.
+  const raw = encodeChunks([chunk(2 ** 40 + 5)]);
+  t.is(raw.readBigUInt64BE(64), 2n ** 40n + 5n);
+  raw.writeUInt32BE(0x0020_0000, 64); // 2^53: past the safe integers
+  t.throws(() => decodeChunks(raw), { message: /corrupt chunk page/ });
 });

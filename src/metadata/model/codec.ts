@@ -36,11 +36,21 @@ export function encodeChunks(chunks: readonly ChunkRecord[]): Buffer {
     const at = i * CHUNK_RECORD_BYTES;
     c.plainHash.copy(out, at);
     c.address.copy(out, at + 32);
-    out.writeBigUInt64BE(BigInt(c.offset), at + 64);
+    // A u64 written as two halves: offsets are safe integers, and a BigInt per chunk was most of
+    // the cost of encoding a small file's list.
+    out.writeUInt32BE(Math.floor(c.offset / 0x1_0000_0000), at + 64);
+    out.writeUInt32BE(c.offset >>> 0, at + 68);
     out.writeUInt32BE(c.size, at + 72);
     out.writeUInt32BE(c.storedSize, at + 76);
   });
   return out;
+}
+
+/** A big-endian u64 that must be a safe integer (offsets are). */
+function readU64(raw: Buffer, at: number): number {
+  const hi = raw.readUInt32BE(at);
+  if (hi > 0x1f_ffff) throw new CairnError('CAIRN_INTERNAL', 'corrupt chunk page in the metadata store');
+  return hi * 0x1_0000_0000 + raw.readUInt32BE(at + 4);
 }
 
 export function decodeChunks(raw: Buffer): ChunkRecord[] {
@@ -50,7 +60,7 @@ export function decodeChunks(raw: Buffer): ChunkRecord[] {
     out.push({
       plainHash: Buffer.from(raw.subarray(at, at + 32)),
       address: Buffer.from(raw.subarray(at + 32, at + 64)),
-      offset: Number(raw.readBigUInt64BE(at + 64)),
+      offset: readU64(raw, at + 64),
       size: raw.readUInt32BE(at + 72),
       storedSize: raw.readUInt32BE(at + 76),
     });

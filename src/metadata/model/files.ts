@@ -307,13 +307,13 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
   const rev = await appendChange(tx, ctx, tenant, {
     type: meta.restoredFrom !== undefined ? 'restore' : 'put', path, nodeId: base.id, kind: 'file', version: v, size: meta.size, contentHash: hash,
   });
-  const stored = writeVersion(tx, tenant, base.id, {
-    v, size: meta.size, hash, mtime, created: now, device: meta.authorDevice, rev,
-    ...(meta.restoredFrom !== undefined ? { from: meta.restoredFrom } : {}),
-    ...(meta.media !== undefined && meta.media !== '' ? { media: meta.media } : {}),
-    ...(meta.mediaKind !== undefined && meta.mediaKind !== '' ? { mk: meta.mediaKind } : {}),
-    ...(der !== undefined ? { der } : {}),
-  }, resolved);
+  // Optional fields assigned, not spread: four conditional spreads were a measurable part of a commit.
+  const header: Omit<StoredVersion, 'n' | 'po' | 'inline'> = { v, size: meta.size, hash, mtime, created: now, device: meta.authorDevice, rev };
+  if (meta.restoredFrom !== undefined) header.from = meta.restoredFrom;
+  if (meta.media !== undefined && meta.media !== '') header.media = meta.media;
+  if (meta.mediaKind !== undefined && meta.mediaKind !== '') header.mk = meta.mediaKind;
+  if (der !== undefined) header.der = der;
+  const stored = writeVersion(tx, tenant, base.id, header, resolved);
   const next: NodeRecord = { ...base, head: v, last: v, size: meta.size, hash, mtimeMs: mtime, modifiedMs: now, rev };
   delete next.deletedMs;
   putEntry(tx, tenant, parentId, name, next, !isNew);

@@ -3,17 +3,37 @@
 
 const SEP = 0x00;
 
+/** Strings up to this long are checked for ASCII and copied by hand; longer ones go to Buffer#write. */
+const SHORT = 64;
+
+/** The length of `s` when it is short ASCII (one byte a character), else -1. */
+function shortAscii(s: string): number {
+  if (s.length > SHORT) return -1;
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return -1;
+  return s.length;
+}
+
 /** A key made of tuple parts; strings are UTF-8, numbers must be pre-encoded (u64/u32). */
 export function tuple(...parts: Array<string | Buffer>): Buffer {
   // One allocation, parts written in place: keys are built for every read and write of a commit.
+  // Tags, tenants, ids and most names are short ASCII: copying their characters here costs a
+  // fraction of a native Buffer.byteLength and write call each (≈ 45 of them per commit).
   let length = parts.length > 0 ? parts.length - 1 : 0;
-  for (const p of parts) length += typeof p === 'string' ? Buffer.byteLength(p, 'utf8') : p.length;
+  for (const p of parts) {
+    if (typeof p !== 'string') length += p.length;
+    else {
+      const n = shortAscii(p);
+      length += n >= 0 ? n : Buffer.byteLength(p, 'utf8');
+    }
+  }
   const out = Buffer.allocUnsafe(length);
   let at = 0;
   for (let i = 0; i < parts.length; i++) {
     if (i > 0) out[at++] = SEP;
     const p = parts[i]!;
-    at += typeof p === 'string' ? out.write(p, at, 'utf8') : p.copy(out, at);
+    if (typeof p !== 'string') at += p.copy(out, at);
+    else if (shortAscii(p) >= 0) for (let j = 0; j < p.length; j++) out[at++] = p.charCodeAt(j);
+    else at += out.write(p, at, 'utf8');
   }
   return out;
 }

@@ -27,14 +27,22 @@ export function contentHash(chunks: readonly ChunkRecord[]): Buffer {
  */
 export const INLINE_CHUNKS = 16;
 
+/**
+ * Writes a version's header and chunk list. Takes `header` over and completes it in place (the
+ * callers pass a fresh literal): copying every field into a new object cost a commit more than
+ * the header's encoding.
+ */
 export function writeVersion(tx: KvTx, tenant: string, nodeId: string, header: Omit<StoredVersion, 'n' | 'po' | 'inline'>, chunks: readonly ChunkRecord[]): StoredVersion {
+  const stored = header as StoredVersion;
+  stored.n = chunks.length;
   if (chunks.length > 0 && chunks.length <= INLINE_CHUNKS) {
-    const stored: StoredVersion = { ...header, n: chunks.length, po: [chunks[0]!.offset], inline: encodeChunks(chunks) };
+    stored.po = [chunks[0]!.offset];
+    stored.inline = encodeChunks(chunks);
     tx.put(keys.version(tenant, nodeId, header.v), encodeVersion(stored));
     return stored;
   }
   const split = pages(chunks);
-  const stored: StoredVersion = { ...header, n: chunks.length, po: split.map((p) => p[0]!.offset) };
+  stored.po = split.map((p) => p[0]!.offset);
   split.forEach((page, i) => tx.put(keys.versionPage(tenant, nodeId, header.v, i), encodeChunks(page)));
   tx.put(keys.version(tenant, nodeId, header.v), encodeVersion(stored));
   return stored;
