@@ -33,7 +33,8 @@ export interface StoredBlock {
 
 /** What the replication client asks of one node: a BlockClient, or the node in this very process. */
 export interface BlockPeer {
-  putBlocks(blocks: readonly StoredBlock[], options?: { handoff?: boolean; repair?: boolean; timeoutMs?: number }): Promise<PutBlocksResponse__Output>;
+  /** `callerHashed` (see BlockAccess.putBlocks) is for a node in this process; BlockClient ignores it. */
+  putBlocks(blocks: readonly StoredBlock[], options?: { handoff?: boolean; repair?: boolean; timeoutMs?: number; callerHashed?: boolean }): Promise<PutBlocksResponse__Output>;
   getBlocks(addresses: readonly Buffer[], signal?: AbortSignal, options?: GetBlocksOptions): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }>;
 }
 
@@ -70,8 +71,11 @@ export class BlockClient implements BlockPeer {
     this.#timeoutMs = options.timeoutMs ?? 120_000;
   }
 
-  /** Stores blocks durably; resolves once the node has fsynced all of them. */
-  async putBlocks(blocks: readonly StoredBlock[], options: { handoff?: boolean; repair?: boolean; timeoutMs?: number } = {}): Promise<PutBlocksResponse__Output> {
+  /**
+   * Stores blocks durably; resolves once the node has fsynced all of them. `callerHashed` is
+   * ignored: the bytes cross the network, and the node verifies every address.
+   */
+  async putBlocks(blocks: readonly StoredBlock[], options: { handoff?: boolean; repair?: boolean; timeoutMs?: number; callerHashed?: boolean } = {}): Promise<PutBlocksResponse__Output> {
     const handoff = options.handoff === true;
     // Repair copies (anti-entropy, read repair) must not resurrect blocks GC deleted on the receiver.
     const repair = options.repair === true;

@@ -12,9 +12,18 @@ import type { BlockPeer, GetBlocksOptions, LocalBlockPeer, StoredBlock } from '.
 import type { MapSource } from './map-source.js';
 import { PeerPool, addrOf, handoffOrder, readCandidates } from './peers.js';
 
+export interface PutOptions {
+  readonly callerHashed?: boolean;
+}
+
 /** What a gateway needs from block storage: one node or a replicated cluster. */
 export interface BlockAccess {
-  putBlocks(blocks: readonly StoredBlock[]): Promise<unknown>;
+  /**
+   * `callerHashed`: the caller computed every address from these very bytes in this process (the
+   * gateway's sealing does), so a node in this process need not hash them again. Nodes reached
+   * over the network always do: the bytes crossed a wire.
+   */
+  putBlocks(blocks: readonly StoredBlock[], options?: PutOptions): Promise<unknown>;
   getBlocks(addresses: readonly Buffer[], signal?: AbortSignal, options?: GetBlocksOptions): AsyncGenerator<{ address: Buffer; data: Buffer | undefined }>;
   close(): void;
 }
@@ -98,7 +107,8 @@ export class ReplicatedBlockClient implements BlockAccess {
   }
 
   /** Copies each block to its owners; resolves once every block has W durable copies. */
-  async putBlocks(blocks: readonly StoredBlock[]): Promise<{ blocks: number; copies: number }> {
+  async putBlocks(blocks: readonly StoredBlock[], options: PutOptions = {}): Promise<{ blocks: number; copies: number }> {
+    const callerHashed = options.callerHashed === true;
     const map = this.#map.current();
     if (map.epoch === 0 || map.nodes.length === 0) throw new CairnError('CAIRN_INSUFFICIENT_REPLICAS', 'no cluster map yet: no block node to write to', { retryAfterMs: 1000 });
     const w = Math.min(this.#w, map.replicationFactor);
@@ -119,7 +129,7 @@ export class ReplicatedBlockClient implements BlockAccess {
         list.push(s);
       }
     }
-    await this.#sendRound(map, plan, false);
+    await this.#sendRound(map, plan, false, callerHashed);
 
     // Handoff rounds: each failed owner's copy goes to the next node in the partition's handoff order.
     for (let round = 0; round < 3; round++) {
@@ -137,7 +147,7 @@ export class ReplicatedBlockClient implements BlockAccess {
       }
       if (next.size === 0) break;
       for (const s of states.values()) s.owed = 0;
-      await this.#sendRound(map, next, true);
+      await this.#sendRound(map, next, true, callerHashed);
     }
 
     let copies = 0;
@@ -155,13 +165,13 @@ export class ReplicatedBlockClient implements BlockAccess {
     return { blocks: states.size, copies };
   }
 
-  async #sendRound(map: ClusterMap, plan: Map<string, WriteState[]>, handoff: boolean): Promise<void> {
+  async #sendRound(map: ClusterMap, plan: Map<string, WriteState[]>, handoff: boolean, callerHashed: boolean): Promise<void> {
     const results = await Promise.allSettled(
       [...plan.entries()].map(async ([id, list]) => {
         const addr = addrOf(map, this.#map.previous(), id);
         if (addr === undefined) throw new CairnError('CAIRN_UNAVAILABLE', `node ${id} has no address in the map`);
         try {
-          await this.#peer(addr).putBlocks(list.map((s) => s.block), { handoff });
+          await this.#peer(addr).putBlocks(list.map((s) => s.block), callerHashed ? { handoff, callerHashed } : { handoff });
         } catch (err) {
           this.#counters.failures?.inc({ op: 'put' });
           this.#log.warn({ node: id, blocks: list.length, handoff, err: isCairnError(err) ? err.code : String(err) }, 'block put to node failed');

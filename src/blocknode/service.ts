@@ -76,7 +76,7 @@ function checkPartition(partition: number): void {
 const READ_GROUP = 32;
 
 /** Validates and stores one batch durably; repair copies of blocks GC deleted here are refused. */
-async function storeBatch(deps: BlockNodeServiceDeps, blocks: StoredBlock[], flags: { handoff: boolean; repair: boolean }): Promise<{ blocks: number; bytes: number; refused: number }> {
+async function storeBatch(deps: BlockNodeServiceDeps, blocks: StoredBlock[], flags: { handoff: boolean; repair: boolean; callerHashed?: boolean }): Promise<{ blocks: number; bytes: number; refused: number }> {
   const { store, digests, tombstones } = deps;
   let batch = blocks;
   checkAddresses(batch.map((b) => b.address), MAX_PUT_BLOCKS_PER_MESSAGE);
@@ -88,7 +88,7 @@ async function storeBatch(deps: BlockNodeServiceDeps, blocks: StoredBlock[], fla
   }
   if (batch.length === 0) return { blocks: 0, bytes: 0, refused };
   const started = performance.now();
-  await store.put(batch);
+  await store.put(batch, flags.callerHashed === true ? { callerHashed: true } : {});
   // A fresh write of a block GC deleted here wins: the tombstone goes once the block is durable.
   if (!flags.repair) await tombstones.clear(batch.map((b) => b.address));
   const batchBytes = batch.reduce((n, b) => n + b.data.length, 0);
@@ -155,7 +155,8 @@ export function localBlockPeer(deps: BlockNodeServiceDeps, log: { warn(obj: obje
       let refused = 0;
       await deps.limit.run(async () => {
         for (let i = 0; i < blocks.length; i += MAX_PUT_BLOCKS_PER_MESSAGE) {
-          const r = await storeBatch(deps, blocks.slice(i, i + MAX_PUT_BLOCKS_PER_MESSAGE), { handoff: options.handoff === true, repair: options.repair === true });
+          // callerHashed: the gateway in this process hashed these bytes into their addresses moments ago.
+          const r = await storeBatch(deps, blocks.slice(i, i + MAX_PUT_BLOCKS_PER_MESSAGE), { handoff: options.handoff === true, repair: options.repair === true, callerHashed: options.callerHashed === true });
           stored += r.blocks;
           bytes += r.bytes;
           refused += r.refused;

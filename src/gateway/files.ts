@@ -163,6 +163,11 @@ export class ChunkDedup {
 /** An empty address in a commit means "the chunk the tenant's index has under this plain hash". */
 const INDEXED = Object.freeze({ address: Buffer.alloc(0), storedSize: 0 });
 
+/**
+ * Writes sealed blocks in batches, a few batches in flight. Every address handed to `add` must be
+ * sha256 of its bytes as computed in this process by sealing (seal.ts, seal-pool.ts): a block node
+ * in this process trusts it (`callerHashed`); remote nodes verify it anyway.
+ */
 export class BlockUploader {
   readonly #blocks: BlockAccess;
   readonly #seen = new Set<string>();
@@ -198,7 +203,8 @@ export class BlockUploader {
     this.#pendingBytes = 0;
     while (this.#inflight.size >= MAX_INFLIGHT_FLUSHES) await Promise.race(this.#inflight);
     this.#throwIfFailed();
-    const p: Promise<void> = this.#blocks.putBlocks(batch).then(
+    // The addresses come from sealing these very bytes (seal.ts): no node in this process hashes them again.
+    const p: Promise<void> = this.#blocks.putBlocks(batch, { callerHashed: true }).then(
       () => undefined,
       (err: unknown) => {
         this.#failure ??= err;

@@ -117,6 +117,9 @@ test('a wrong hash or an oversize block is INVALID_ARGUMENT and stores nothing o
   const bad = { address: block(randomBytes(10)).address, data: randomBytes(10) };
   const e1 = await t.throwsAsync(client.putBlocks([good, bad]));
   t.is(codeOf(e1), 'CAIRN_HASH_MISMATCH');
+  // Only a node in the caller's own process takes the caller's word for its hashing: over the
+  // wire the node verifies whatever the caller says.
+  t.is(codeOf(await t.throwsAsync(client.putBlocks([good, bad], { callerHashed: true }))), 'CAIRN_HASH_MISMATCH');
   // One message is one batch: the client sends a block over 4 MiB in a message of its own.
   const big = block(randomBytes(4 * 1024 * 1024 + 1));
   t.is(codeOf(await t.throwsAsync(client.putBlocks([big]))), 'CAIRN_BLOCK_TOO_LARGE');
@@ -124,6 +127,22 @@ test('a wrong hash or an oversize block is INVALID_ARGUMENT and stores nothing o
   t.is(Number((await client.stats()).blocks), 0);
   t.is(codeOf(await t.throwsAsync(client.hasBlocks([Buffer.alloc(5)]))), 'CAIRN_INVALID_HASH');
   t.is(codeOf(await t.throwsAsync(client.deleteBlocks(Array.from({ length: 4097 }, () => randomBytes(32))))), 'CAIRN_INVALID_ARGUMENT');
+});
+
+test('the node in this process stores blocks its caller hashed without hashing them again; scrub still checks them', async (t) => {
+  const { node, client } = await start(t);
+  const blocks = Array.from({ length: 4 }, () => block(randomBytes(5000)));
+  await node.local.putBlocks(blocks, { callerHashed: true });
+  t.deepEqual(await client.hasBlocks(blocks.map((b) => b.address)), [true, true, true, true]);
+  const read = [];
+  for await (const b of node.local.getBlocks(blocks.map((x) => x.address))) read.push(b.data);
+  t.true(read.every((d, i) => d?.equals(blocks[i]!.data)));
+  // Without the flag the local node checks as the remote one does.
+  const bad = { address: block(randomBytes(10)).address, data: randomBytes(10) };
+  t.is(codeOf(await t.throwsAsync(node.local.putBlocks([bad]))), 'CAIRN_HASH_MISMATCH');
+  const r = await client.scrub();
+  t.is(Number(r.checked), 4);
+  t.deepEqual(r.corrupt, []);
 });
 
 test('Scrub on a healthy node checks every block and finds nothing', async (t) => {
