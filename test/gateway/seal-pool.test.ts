@@ -26,3 +26,27 @@ for (const [name, count, size] of [['small (inline)', 3, 10_000], ['large (worke
     });
   });
 }
+
+test('chunks cut from one large message, and chunks larger than a task, seal exactly; the caller keeps its buffers', async (t) => {
+  const key = randomBytes(32);
+  // As UploadChunks hands them over: views into one message buffer, plus two 4 MiB chunks.
+  const message = randomBytes(6 * 1024 * 1024);
+  const items = [
+    ...Array.from({ length: 40 }, (_, i) => message.subarray(i * 100_000, i * 100_000 + 60_000 + i)),
+    randomBytes(4 * 1024 * 1024),
+    Buffer.alloc(4 * 1024 * 1024, 7),
+  ].map((data) => ({ hash: sha(data), data }));
+  const copies = items.map((c) => Buffer.from(c.data));
+  const out = await sealMany(key, items);
+  t.is(out.length, items.length);
+  out.forEach((o, i) => {
+    t.true(o.address.equals(seal(key, items[i]!.hash, items[i]!.data).address), `address of item ${i}`);
+    t.true(unseal(key, items[i]!.hash, o.sealed).equals(copies[i]!));
+    // The address is a buffer of its own, not a view pinning the worker's whole result.
+    t.is(o.address.length, 32);
+    t.not(o.address.buffer, o.sealed.buffer);
+  });
+  // Nothing the caller passed was transferred away (a detached buffer reads as empty).
+  t.is(message.length, 6 * 1024 * 1024);
+  items.forEach((c, i) => t.true(c.data.equals(copies[i]!), `item ${i} intact`));
+});
