@@ -1,11 +1,12 @@
 // Sealing off the event loop: batches of chunks are sealed in a piscina worker pool so that
 // AES-GCM, SHA-256 and snappy overlap the gateway's network and block-node I/O. Batches of up to
 // one task are sealed inline, where handing them to a thread would cost more than it saves.
+import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { seal } from './seal.js';
-import type { SealResult, SealTask } from './seal-worker.js';
+import { MISMATCH, type SealResult, type SealTask } from './seal-worker.js';
 
 const WORKER = fileURLToPath(import.meta.url).replace(/seal-pool\.(ts|js)$/, (_m, ext: string) => `seal-worker.${ext}`);
 /** Bytes per task handed to a worker. */
@@ -41,10 +42,28 @@ export interface SealOutput {
   readonly sealed: Buffer;
 }
 
+export interface SealOptions {
+  /**
+   * Check that each chunk's bytes hash to its `hash` before sealing any (for hashes a client
+   * sent): in the worker that seals it, so a large batch costs the event loop no SHA-256. The
+   * error for the first chunk that does not is made by `mismatch(index)` and thrown; nothing of
+   * the batch is returned.
+   */
+  readonly mismatch?: (index: number) => Error;
+}
+
 /** Seals chunks in order, in the worker pool when the batch is large enough. */
-export async function sealMany(key: Buffer, items: readonly SealInput[]): Promise<SealOutput[]> {
+export async function sealMany(key: Buffer, items: readonly SealInput[], options: SealOptions = {}): Promise<SealOutput[]> {
+  const { mismatch } = options;
   const total = items.reduce((n, c) => n + c.data.length, 0);
-  if (total <= INLINE_BYTES) return items.map((c) => seal(key, c.hash, c.data));
+  if (total <= INLINE_BYTES) {
+    if (mismatch !== undefined) {
+      items.forEach((c, i) => {
+        if (!createHash('sha256').update(c.data).digest().equals(c.hash)) throw mismatch(i);
+      });
+    }
+    return items.map((c) => seal(key, c.hash, c.data));
+  }
   const tasks: Array<Promise<SealResult>> = [];
   const counts: number[] = [];
   for (let i = 0; i < items.length; ) {
@@ -64,12 +83,17 @@ export async function sealMany(key: Buffer, items: readonly SealInput[]): Promis
       lengths.push(c.data.length);
       at += c.data.length;
     }
-    const task: SealTask = { key, hashes, lengths, data, verify: false };
+    const task: SealTask = { key, hashes, lengths, data, verify: mismatch !== undefined };
     tasks.push(getPool().run(task, { transferList: [data] }) as Promise<SealResult>);
     counts.push(end - i);
     i = end;
   }
   const results = await Promise.all(tasks);
+  let first = 0;
+  results.forEach((r, t) => {
+    if (r.byteLength === 8 && new DataView(r).getUint32(0, true) === MISMATCH && mismatch !== undefined) throw mismatch(first + new DataView(r).getUint32(4, true));
+    first += counts[t]!;
+  });
   const out: SealOutput[] = [];
   results.forEach((r, t) => {
     const n = counts[t]!;

@@ -50,3 +50,19 @@ test('chunks cut from one large message, and chunks larger than a task, seal exa
   t.is(message.length, 6 * 1024 * 1024);
   items.forEach((c, i) => t.true(c.data.equals(copies[i]!), `item ${i} intact`));
 });
+
+for (const [name, count] of [['inline', 4], ['worker threads', 60]] as const) {
+  test(`with verification (${name}), the first chunk whose bytes do not match its hash fails the batch`, async (t) => {
+    const key = randomBytes(32);
+    const items = Array.from({ length: count }, () => {
+      const data = randomBytes(64 * 1024);
+      return { hash: sha(data), data };
+    });
+    // Verified and sealed as without verification when every hash matches.
+    const ok = await sealMany(key, items, { mismatch: (i) => new Error(`bad ${i}`) });
+    ok.forEach((o, i) => t.true(o.address.equals(seal(key, items[i]!.hash, items[i]!.data).address)));
+    const bad = new Set([count - 3, count - 1]);
+    const tampered = items.map((c, i) => (bad.has(i) ? { hash: c.hash, data: randomBytes(c.data.length) } : c));
+    await t.throwsAsync(sealMany(key, tampered, { mismatch: (i) => new Error(`bad ${i}`) }), { message: `bad ${count - 3}` });
+  });
+}

@@ -112,6 +112,17 @@ test.serial('a chunk whose data does not match its hash fails the batch with CAI
   t.is(await storedBytes(), before);
   t.is((await findMissing([sha256(good!)])).length, 1, 'the good chunk of the refused batch was not stored either');
 
+  // A message large enough for the seal worker, which verifies what it seals: a bad chunk in the
+  // middle still fails the whole message, names its index, and stores nothing.
+  const many = Array.from({ length: 48 }, () => randomBytes(64 * 1024));
+  const wire = many.map((data) => ({ plain_hash: sha256(data), data }));
+  wire[30] = { plain_hash: wire[30]!.plain_hash, data: randomBytes(64 * 1024) };
+  const large = await t.throwsAsync<ServiceError>(uploadChunks([{ chunks: wire }]));
+  t.is(reasonOf(large), 'CAIRN_HASH_MISMATCH');
+  t.regex(large?.details ?? '', /chunks\[30\]/);
+  t.is(await storedBytes(), before);
+  t.is((await findMissing(wire.map((c) => c.plain_hash))).length, 48);
+
   const short = await t.throwsAsync<ServiceError>(uploadChunks([{ chunks: [{ plain_hash: Buffer.alloc(31), data: good }] }]));
   t.is(reasonOf(short), 'CAIRN_INVALID_HASH');
   const empty = await t.throwsAsync<ServiceError>(uploadChunks([{ chunks: [{ plain_hash: sha256(Buffer.alloc(0)), data: Buffer.alloc(0) }] }]));
