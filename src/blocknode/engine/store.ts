@@ -337,12 +337,11 @@ export class BlockStore {
    * Stores blocks; resolves once they are fsynced and indexed. Blocks already present are not
    * rewritten (`stored` counts the new ones). Payload buffers are written as given, without a
    * copy, so callers must not modify them until the promise settles.
-   */
-  /**
-   * Stores blocks durably. Each payload must hash to its address: checked here unless the caller
-   * says it computed the addresses from these very bytes in this process (`callerHashed`, the
-   * embedded gateway's sealing), where hashing again only repeats the same computation — a
-   * quarter of the SHA-256 work of an upload. Scrub and reads still verify every stored payload.
+   *
+   * Each payload must hash to its address: checked here unless the caller says it computed the
+   * addresses from these very bytes in this process (`callerHashed`, the embedded gateway's
+   * sealing), where hashing again only repeats the same computation — a quarter of the SHA-256
+   * work of an upload. Scrub and reads still verify every stored payload.
    */
   async put(blocks: ReadonlyArray<PutBlock>, options: { callerHashed?: boolean } = {}): Promise<{ stored: number; bytes: number }> {
     if (!isArray(blocks)) throw new TypeError('blocks must be an array of { address, data }');
