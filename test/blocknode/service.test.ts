@@ -140,9 +140,13 @@ test('the node in this process stores blocks its caller hashed without hashing t
   // Without the flag the local node checks as the remote one does.
   const bad = { address: block(randomBytes(10)).address, data: randomBytes(10) };
   t.is(codeOf(await t.throwsAsync(node.local.putBlocks([bad]))), 'CAIRN_HASH_MISMATCH');
+  // The flag is the caller's word, taken as given: a caller whose address is wrong gets its block
+  // stored, and scrub is what finds it (alone, with no replica to repair it from).
+  const lied = { address: block(randomBytes(3000)).address, data: randomBytes(3000) };
+  await node.local.putBlocks([lied], { callerHashed: true });
   const r = await client.scrub();
-  t.is(Number(r.checked), 4);
-  t.deepEqual(r.corrupt, []);
+  t.is(Number(r.checked), 5);
+  t.deepEqual(r.corrupt.map((a) => Buffer.from(a).toString('hex')), [lied.address.toString('hex')]);
 });
 
 test('Scrub on a healthy node checks every block and finds nothing', async (t) => {
