@@ -75,5 +75,10 @@ export interface Kv extends KvReader {
    * view showed is durable.
    */
   snapshot<T>(fn: (view: KvReader) => Promise<T>): Promise<T>;
+  /**
+   * A hint that few keys start with `prefix`: the KV may keep all of them in memory and answer
+   * reads of absent ones without a lookup. It never changes what a read returns. Optional.
+   */
+  indexSparsePrefix?(prefix: Buffer): void;
   close(): Promise<void>;
 }

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { CairnError } from '../../common/errors.js';
 import type { Kv, KvTx } from '../kv/types.js';
 import { WriteLanes, type Prefetch } from './lanes.js';
+import { ORPHAN_PREFIX } from './keys.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 
@@ -112,6 +113,7 @@ export function createContext(kv: Kv, options: ModelOptions = {}): ModelContext 
   // time, batching every tenant's queued operations (group commit). Key-precise KVs keep a lane
   // per tenant, whose transactions run side by side.
   const laneOf = kv.conflictGranularity === 'page' ? () => '' : (tenant: string) => tenant;
+  kv.indexSparsePrefix?.(ORPHAN_PREFIX);
   return Object.freeze({
     kv,
     write: <T>(tenant: string, fn: (tx: KvTx) => Promise<T>, prefetch?: Prefetch) => lanes.run(laneOf(tenant), fn, prefetch),

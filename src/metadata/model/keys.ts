@@ -113,3 +113,10 @@ export const keys = {
 
 /** The single notification channel of change-feed commits; the payload names tenant and revision. */
 export const CHANGE_CHANNEL = 'cairn_changes';
+
+/**
+ * What every orphan record's key (orphans.ts) starts with. Orphan records are few (candidates of
+ * the last sweep and deletion tombstones), and every commit of a new chunk reads one that is
+ * nearly always absent: createContext tells the KV so (`Kv.indexSparsePrefix`).
+ */
+export const ORPHAN_PREFIX: Buffer = under('o').gt;
