@@ -33,7 +33,8 @@ export function checkChannel(channel: unknown): asserts channel is string {
 export function checkPayload(payload: unknown): asserts payload is string {
   if (typeof payload !== 'string') throw new TypeError('payload must be a string');
   if (payload.includes('\0')) throw new TypeError('payload must not contain NUL characters');
-  if (Buffer.byteLength(payload, 'utf8') > MAX_PAYLOAD_BYTES) {
+  // A UTF-16 unit is at most 3 bytes of UTF-8: short payloads (all of the change feed's) need no count.
+  if (payload.length * 3 > MAX_PAYLOAD_BYTES && Buffer.byteLength(payload, 'utf8') > MAX_PAYLOAD_BYTES) {
     throw new TypeError(`payload must be at most ${MAX_PAYLOAD_BYTES} bytes of UTF-8`);
   }
 }
@@ -173,6 +174,11 @@ export function sleep(ms: number): Promise<void> {
  */
 export function keyId(key: Buffer): string {
   return key.toString('latin1');
+}
+
+/** A transaction that reads by a key's id as well (`keyId`), so a caller that has it need not compute it again. */
+export interface IdReader {
+  getWithId(key: Buffer, id: string): Promise<Buffer | undefined>;
 }
 
 /** Drops repeated (channel, payload) pairs: PostgreSQL folds them within one transaction, so we all do. */

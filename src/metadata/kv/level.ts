@@ -294,10 +294,28 @@ class LevelTx extends BufferedTx implements KvTx {
     this.readOptions = { snapshot, keyEncoding: 'buffer', valueEncoding: 'buffer' };
   }
 
-  async get(key: Buffer): Promise<Buffer | undefined> {
-    this.checkOpen('get');
-    checkKey(key);
-    const id = keyId(key);
+  get(key: Buffer): Promise<Buffer | undefined> {
+    try {
+      this.checkOpen('get');
+      checkKey(key);
+      return Promise.resolve(this.read(key, keyId(key)));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** `get` for a caller that has the key's id already (a lane's child transaction). */
+  getWithId(key: Buffer, id: string): Promise<Buffer | undefined> {
+    try {
+      this.checkOpen('get');
+      checkKey(key);
+      return Promise.resolve(this.read(key, id));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  private read(key: Buffer, id: string): Buffer | undefined {
     const own = this.writes.get(id);
     if (own !== undefined) return own.value === undefined ? undefined : Buffer.from(own.value);
     if (this.tracked) this.points.add(id);

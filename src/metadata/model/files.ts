@@ -13,7 +13,7 @@ import { keys } from './keys.js';
 import { decodeNode, encodeVersion } from './records.js';
 import type { Prefetch } from './lanes.js';
 import { enqueueJob } from './jobs.js';
-import { policyOf } from './tenants.js';
+import { keepLastOf, policyOf } from './tenants.js';
 import { adjustUsage, enforceQuota, versionBytes } from './usage.js';
 import {
   detach, ensureFolder, getEntry, locate, lookup, mustLookup, newNodeId, pathOf, parentPathOf, putEntry, ROOT_ID, segmentsOf,
@@ -317,7 +317,9 @@ export async function commitInTx(tx: KvTx, ctx: ModelContext, tenant: string, pa
   const next: NodeRecord = { ...base, head: v, last: v, size: meta.size, hash, mtimeMs: mtime, modifiedMs: now, rev };
   delete next.deletedMs;
   putEntry(tx, tenant, parentId, name, next, !isNew);
-  await pruneByCount(tx, ctx, tenant, next.id, v, await policyOf(tx, ctx, tenant));
+  // Versions are numbered 1..v, so a file has at most v: with v ≤ keepLast there is nothing to prune.
+  const keepLast = await keepLastOf(tx, ctx, tenant);
+  if (keepLast !== undefined && v > keepLast) await pruneByCount(tx, ctx, tenant, next.id, v, await policyOf(tx, ctx, tenant));
   await enforceQuota(tx, tenant, usedBefore);
   if (ctx.onCommit !== undefined) await ctx.onCommit(tx, { tenant, path, nodeId: next.id, version: v, size: meta.size, revision: rev });
   // A restore carries the restored version's media kind, record and derivatives; it enqueues nothing.

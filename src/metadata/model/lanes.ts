@@ -4,7 +4,7 @@
 // KV transaction (one durable write), each operation in a child transaction whose writes join the
 // batch only if it succeeds, so one operation's error never affects the others. On a KV that
 // detects conflicts per page (PostgreSQL), createContext gives every tenant the same lane.
-import { BufferedTx, checkKey, checkValue, keyId, mergeScan, normalizeRange, writesInRange, type Write } from '../kv/internal.js';
+import { BufferedTx, checkKey, checkValue, keyId, mergeScan, normalizeRange, writesInRange, type IdReader, type Write } from '../kv/internal.js';
 import type { Kv, KvEntry, KvRange, KvTx } from '../kv/types.js';
 
 /**
@@ -42,9 +42,13 @@ class ChildTx implements KvTx {
 
   /** A prefetch through the parent's, when it has one (own writes answer first). */
   readonly getMany: KvTx['getMany'];
+  /** The parent's read by key and id, when it has one: the id is computed once per read. */
+  readonly #getWithId: IdReader['getWithId'] | undefined;
 
   constructor(parent: KvTx) {
     this.#parent = parent;
+    const withId = (parent as Partial<IdReader>).getWithId;
+    this.#getWithId = typeof withId === 'function' ? withId.bind(parent) : undefined;
     const many = parent.getMany;
     this.getMany = many === undefined
       ? undefined
@@ -71,9 +75,10 @@ class ChildTx implements KvTx {
   get(key: Buffer): Promise<Buffer | undefined> {
     // A bad key is the parent's to reject (a rejected promise, never a synchronous throw).
     if (!Buffer.isBuffer(key)) return this.#parent.get(key);
-    const w = this.#writes.get(keyId(key));
+    const id = keyId(key);
+    const w = this.#writes.get(id);
     if (w !== undefined) return Promise.resolve(w.value === undefined ? undefined : Buffer.from(w.value));
-    return this.#parent.get(key);
+    return this.#getWithId === undefined ? this.#parent.get(key) : this.#getWithId(key, id);
   }
 
   async scan(range: KvRange): Promise<KvEntry[]> {

@@ -21,6 +21,15 @@ export interface UserRecord {
   readonly createdMs: number;
 }
 
+/**
+ * The tenant's keep-last count in force (undefined: none), without copying the policy: a commit
+ * asks for it every time, and almost always there is none or its file has fewer versions.
+ */
+export async function keepLastOf(tx: Pick<KvTx, 'get'>, ctx: ModelContext, tenant: string): Promise<number | undefined> {
+  const record = (cachedTenantRecord(tx, tenant) ?? (await loadTenantRecord(tx, tenant))) as TenantRecord;
+  return (record.policy ?? ctx.defaultPolicy).keepLast;
+}
+
 /** The policy in force for a tenant: its own, or the service default. */
 export async function policyOf(tx: Pick<KvTx, 'get'>, ctx: ModelContext, tenant: string): Promise<RetentionPolicy & { trashDays: number }> {
   const record = (cachedTenantRecord(tx, tenant) ?? (await loadTenantRecord(tx, tenant))) as TenantRecord;

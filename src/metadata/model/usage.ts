@@ -69,8 +69,9 @@ export async function adjustUsage(tx: KvTx, tenant: string, delta: UsageDelta): 
  * at the end of a commit, after keep-last pruning, so a commit that replaces what it prunes fits).
  */
 export async function enforceQuota(tx: KvTx, tenant: string, before: number): Promise<void> {
-  const u = usageIn(cachedTenantRecord(tx, tenant) ?? (await loadTenantRecord(tx, tenant)));
-  if (u.q === undefined || u.b <= before || u.b <= u.q) return;
+  // Read in place (the record is frozen): no copy for the common case of no quota.
+  const u = (cachedTenantRecord(tx, tenant) ?? (await loadTenantRecord(tx, tenant))).u as StoredUsage | undefined;
+  if (u?.q === undefined || u.b <= before || u.b <= u.q) return;
   throw new CairnError('CAIRN_QUOTA_EXCEEDED', `tenant ${tenant} would use ${u.b} bytes, over its quota of ${u.q} bytes (${before} used)`, {
     metadata: { tenant, quota_bytes: String(u.q), used_bytes: String(before), requested_bytes: String(u.b - before) },
   });
@@ -78,7 +79,7 @@ export async function enforceQuota(tx: KvTx, tenant: string, before: number): Pr
 
 /** The tenant's version bytes as seen by `tx`. */
 export async function versionBytes(tx: Pick<KvTx, 'get'>, tenant: string): Promise<number> {
-  return usageIn(cachedTenantRecord(tx, tenant) ?? (await loadTenantRecord(tx, tenant))).b;
+  return ((cachedTenantRecord(tx, tenant) ?? (await loadTenantRecord(tx, tenant))).u as StoredUsage | undefined)?.b ?? 0;
 }
 
 export async function getUsage(kv: KvReader, tenant: string): Promise<TenantUsage> {
