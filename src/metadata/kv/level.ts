@@ -300,7 +300,7 @@ class LevelTx extends BufferedTx implements KvTx {
       checkKey(key);
       return Promise.resolve(this.read(key, keyId(key)));
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
   }
 
@@ -311,7 +311,7 @@ class LevelTx extends BufferedTx implements KvTx {
       checkKey(key);
       return Promise.resolve(this.read(key, id));
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(error instanceof Error ? error : new Error(String(error)));
     }
   }
 
