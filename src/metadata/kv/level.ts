@@ -245,9 +245,10 @@ class SparsePrefix {
   private apply(record: CommitRecord): void {
     const ids = this.ids;
     if (ids === undefined) return;
-    for (const [id, w] of record.writes) {
+    // Ids only, and a write's value only under the prefix: this runs for every write of every commit.
+    for (const id of record.writes.keys()) {
       if (!id.startsWith(this.prefix)) continue;
-      if (w.value !== undefined) {
+      if (record.writes.get(id)!.value !== undefined) {
         ids.add(id);
       } else if (ids.delete(id)) {
         this.lastDelete = record.seq;
