@@ -6,9 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import fc from 'fast-check';
-import { openLevelKv, type Kv, type KvTx } from '../../src/metadata/kv/index.js';
-
-const b = (s: string): Buffer => Buffer.from(s);
+import { openLevelKv, type Kv } from '../../src/metadata/kv/index.js';
+import { b, hold, interleave, put, read, steps } from './kv-test-helpers.js';
 
 async function openTemp(t: { teardown(fn: () => Promise<void>): void }, readCacheBytes?: number): Promise<Kv> {
   const dir = await mkdtemp(join(tmpdir(), 'cairn-kv-cache-'));
@@ -19,45 +18,6 @@ async function openTemp(t: { teardown(fn: () => Promise<void>): void }, readCach
   });
   return kv;
 }
-
-/** A transaction held open: `read` runs a read inside it; `end` lets it finish. */
-interface Held {
-  read(key: string): Promise<string | undefined>;
-  end(): Promise<void>;
-}
-
-/** Begins a read-only transaction now (its snapshot is taken at the call) and keeps it open. */
-function hold(kv: Kv): Held {
-  const requests: Array<{ key: string; answer: (v: string | undefined) => void } | null> = [];
-  let wake: (() => void) | undefined;
-  const done = kv.transact(async (tx: KvTx) => {
-    for (;;) {
-      while (requests.length === 0) await new Promise<void>((resolve) => (wake = resolve));
-      const request = requests.shift()!;
-      if (request === null) return;
-      request.answer((await tx.get(b(request.key)))?.toString());
-    }
-  });
-  const send = (request: (typeof requests)[number]): void => {
-    requests.push(request);
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-  return {
-    read: (key) => new Promise((answer) => send({ key, answer })),
-    end: async () => {
-      send(null);
-      await done;
-    },
-  };
-}
-
-const put = (kv: Kv, key: string, value: string): Promise<void> =>
-  kv.transact(async (tx) => {
-    tx.put(b(key), b(value));
-  });
-const read = (kv: Kv, key: string): Promise<string | undefined> => kv.transact(async (tx) => (await tx.get(b(key)))?.toString());
 
 test('level cache: a transaction never reads a value cached or written after it began', async (t) => {
   const kv = await openTemp(t);
@@ -136,24 +96,8 @@ test('level cache: readCacheBytes is checked, and 0 turns the cache off', async 
   await held.end();
 });
 
-type Step =
-  | { readonly op: 'put'; readonly key: number; readonly size: number }
-  | { readonly op: 'del'; readonly key: number }
-  | { readonly op: 'read'; readonly key: number }
-  | { readonly op: 'open'; readonly slot: number }
-  | { readonly op: 'slotRead'; readonly slot: number; readonly key: number }
-  | { readonly op: 'close'; readonly slot: number };
-
 const KEYS = 5;
-const SLOTS = 2;
-const step: fc.Arbitrary<Step> = fc.oneof(
-  fc.record({ op: fc.constant('put' as const), key: fc.nat(KEYS - 1), size: fc.integer({ min: 1, max: 300 }) }),
-  fc.record({ op: fc.constant('del' as const), key: fc.nat(KEYS - 1) }),
-  fc.record({ op: fc.constant('read' as const), key: fc.nat(KEYS - 1) }),
-  fc.record({ op: fc.constant('open' as const), slot: fc.nat(SLOTS - 1) }),
-  fc.record({ op: fc.constant('slotRead' as const), slot: fc.nat(SLOTS - 1), key: fc.nat(KEYS - 1) }),
-  fc.record({ op: fc.constant('close' as const), slot: fc.nat(SLOTS - 1) }),
-);
+const step = steps(KEYS, 300);
 
 test('level cache: any interleaving of writes, reads and open snapshots reads what a snapshot must, under eviction', async (t) => {
   // About four entries fit: eviction, stale entries and refreshes all happen.
@@ -163,45 +107,7 @@ test('level cache: any interleaving of writes, reads and open snapshots reads wh
     fc.asyncProperty(fc.array(step, { minLength: 20, maxLength: 80 }), async (steps) => {
       const prefix = `r${run++}/`;
       const key = (k: number): string => `${prefix}${k}`;
-      const current = new Map<number, string>();
-      const slots = new Map<number, { held: Held; snapshot: Map<number, string> }>();
-      let serial = 0;
-      try {
-        for (const s of steps) {
-          switch (s.op) {
-            case 'put': {
-              const value = `${serial++}:`.padEnd(s.size, 'x');
-              await put(kv, key(s.key), value);
-              current.set(s.key, value);
-              break;
-            }
-            case 'del':
-              await kv.transact(async (tx) => {
-                tx.del(b(key(s.key)));
-              });
-              current.delete(s.key);
-              break;
-            case 'read':
-              if ((await read(kv, key(s.key))) !== current.get(s.key)) return false;
-              break;
-            case 'open':
-              if (!slots.has(s.slot)) slots.set(s.slot, { held: hold(kv), snapshot: new Map(current) });
-              break;
-            case 'slotRead': {
-              const slot = slots.get(s.slot);
-              if (slot !== undefined && (await slot.held.read(key(s.key))) !== slot.snapshot.get(s.key)) return false;
-              break;
-            }
-            case 'close':
-              await slots.get(s.slot)?.held.end();
-              slots.delete(s.slot);
-              break;
-          }
-        }
-        return true;
-      } finally {
-        for (const slot of slots.values()) await slot.held.end();
-      }
+      return interleave(kv, steps, KEYS, key);
     }),
     { numRuns: 200 },
   );

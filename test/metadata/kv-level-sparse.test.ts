@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import fc from 'fast-check';
-import { openLevelKv, type Kv, type KvTx } from '../../src/metadata/kv/index.js';
+import { openLevelKv, type Kv } from '../../src/metadata/kv/index.js';
+import { b, del, hold, interleave, put, read, steps } from './kv-test-helpers.js';
 
-const b = (s: string): Buffer => Buffer.from(s);
 const PREFIX = 's/';
 
 async function openTemp(t: { teardown(fn: () => Promise<void>): void }): Promise<Kv> {
@@ -38,43 +38,6 @@ function countLookups(kv: Kv): { readonly count: number } {
 async function settled(kv: Kv): Promise<void> {
   const loads = (kv as unknown as { sparseLoads: Set<Promise<void>> }).sparseLoads;
   await Promise.all([...loads]);
-}
-
-const put = (kv: Kv, key: string, value: string): Promise<void> =>
-  kv.transact(async (tx) => {
-    tx.put(b(key), b(value));
-  });
-const del = (kv: Kv, key: string): Promise<void> =>
-  kv.transact(async (tx) => {
-    tx.del(b(key));
-  });
-const read = (kv: Kv, key: string): Promise<string | undefined> => kv.transact(async (tx) => (await tx.get(b(key)))?.toString());
-
-/** A read-only transaction held open from the call: `read` runs a read inside it; `end` finishes it. */
-function hold(kv: Kv): { read(key: string): Promise<string | undefined>; end(): Promise<void> } {
-  const requests: Array<{ key: string; answer: (v: string | undefined) => void } | null> = [];
-  let wake: (() => void) | undefined;
-  const done = kv.transact(async (tx: KvTx) => {
-    for (;;) {
-      while (requests.length === 0) await new Promise<void>((resolve) => (wake = resolve));
-      const request = requests.shift()!;
-      if (request === null) return;
-      request.answer((await tx.get(b(request.key)))?.toString());
-    }
-  });
-  const send = (request: (typeof requests)[number]): void => {
-    requests.push(request);
-    const w = wake;
-    wake = undefined;
-    w?.();
-  };
-  return {
-    read: (key) => new Promise((answer) => send({ key, answer })),
-    end: async () => {
-      send(null);
-      await done;
-    },
-  };
 }
 
 test('level sparse: an absent key under the prefix is answered without a LevelDB lookup, a present one is read', async (t) => {
@@ -165,24 +128,8 @@ test('level sparse: past the most keys a prefix may hold, reads go to LevelDB an
   t.is(await read(grown, `${PREFIX}${String(MAX).padStart(6, '0')}`), 'x');
 });
 
-type Step =
-  | { readonly op: 'put'; readonly key: number }
-  | { readonly op: 'del'; readonly key: number }
-  | { readonly op: 'read'; readonly key: number }
-  | { readonly op: 'open'; readonly slot: number }
-  | { readonly op: 'slotRead'; readonly slot: number; readonly key: number }
-  | { readonly op: 'close'; readonly slot: number };
-
 const KEYS = 6;
-const SLOTS = 2;
-const step: fc.Arbitrary<Step> = fc.oneof(
-  fc.record({ op: fc.constant('put' as const), key: fc.nat(KEYS - 1) }),
-  fc.record({ op: fc.constant('del' as const), key: fc.nat(KEYS - 1) }),
-  fc.record({ op: fc.constant('read' as const), key: fc.nat(KEYS - 1) }),
-  fc.record({ op: fc.constant('open' as const), slot: fc.nat(SLOTS - 1) }),
-  fc.record({ op: fc.constant('slotRead' as const), slot: fc.nat(SLOTS - 1), key: fc.nat(KEYS - 1) }),
-  fc.record({ op: fc.constant('close' as const), slot: fc.nat(SLOTS - 1) }),
-);
+const step = steps(KEYS, 1);
 
 test('level sparse: any interleaving of writes, deletes, reads and open transactions reads what a snapshot must', async (t) => {
   let run = 0;
@@ -193,45 +140,11 @@ test('level sparse: any interleaving of writes, deletes, reads and open transact
       const kv = await openLevelKv({ dir });
       // Even keys under the prefix, odd ones outside it.
       const key = (k: number): string => (k % 2 === 0 ? `${PREFIX}${k}` : `o/${k}`);
-      const current = new Map<number, string>();
-      const slots = new Map<number, { held: ReturnType<typeof hold>; snapshot: Map<number, string> }>();
-      let serial = 0;
       try {
-        for (const [i, s] of steps.entries()) {
+        return await interleave(kv, steps, KEYS, key, (i) => {
           if (i === Math.min(indexAt, steps.length - 1)) kv.indexSparsePrefix!(b(PREFIX));
-          switch (s.op) {
-            case 'put': {
-              const value = String(serial++);
-              await put(kv, key(s.key), value);
-              current.set(s.key, value);
-              break;
-            }
-            case 'del':
-              await del(kv, key(s.key));
-              current.delete(s.key);
-              break;
-            case 'read':
-              if ((await read(kv, key(s.key))) !== current.get(s.key)) return false;
-              break;
-            case 'open':
-              if (!slots.has(s.slot)) slots.set(s.slot, { held: hold(kv), snapshot: new Map(current) });
-              break;
-            case 'slotRead': {
-              const slot = slots.get(s.slot);
-              if (slot !== undefined && (await slot.held.read(key(s.key))) !== slot.snapshot.get(s.key)) return false;
-              break;
-            }
-            case 'close':
-              await slots.get(s.slot)?.held.end();
-              slots.delete(s.slot);
-              break;
-          }
-        }
-        for (let k = 0; k < KEYS; k++) if ((await read(kv, key(k))) !== current.get(k)) return false;
-        return true;
+        });
       } finally {
-        // Held transactions read only: they commit without conflict or are re-run harmlessly.
-        for (const slot of slots.values()) await slot.held.end().catch(() => undefined);
         await kv.close();
         await rm(dir, { recursive: true, force: true });
       }
