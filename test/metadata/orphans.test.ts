@@ -17,6 +17,7 @@ import { GcWorker, type GcNode } from '../../src/metadata/index.js';
 import { openLevelKv } from '../../src/metadata/kv/index.js';
 import * as m from '../../src/metadata/model/index.js';
 import { tuple } from '../../src/metadata/model/keys.js';
+import { decodeTenantRecord } from '../../src/metadata/model/tenant-record.js';
 import { PARTITION_COUNT, type ClusterMap } from '../../src/placement/index.js';
 
 const secret = randomBytes(32);
@@ -181,7 +182,7 @@ test.serial('stores written before the usage counters are recounted once', async
     await kv.transact(async (tx) => {
       const key = tuple('t', tenant);
       const raw = await tx.get(key);
-      const rec = raw === undefined ? {} : JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+      const rec = raw === undefined ? {} : { ...decodeTenantRecord(raw) };
       delete rec.u;
       tx.put(key, Buffer.from(JSON.stringify(rec)));
     });

@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { CairnError } from '../../src/common/errors.js';
 import type { ChangeEvent } from '../../src/metadata/model/changes.js';
 import { decodeChunks, encodeChunks, type ChunkRecord } from '../../src/metadata/model/codec.js';
+import { decodeTenantRecord, encodeTenantRecord } from '../../src/metadata/model/tenant-record.js';
 import { decodeChange, decodeChunk, decodeNode, decodeVersion, encodeChange, encodeChunk, encodeNode, encodeVersion, type NodeRecord, type StoredChunk, type StoredVersion } from '../../src/metadata/model/records.js';
 
 const hex = (bytes: number): fc.Arbitrary<string> => fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => Buffer.from(b).toString('hex'));
@@ -195,4 +196,48 @@ test('chunk lists: offsets past 4 GiB round trip, and a page whose offset is not
   t.is(raw.readBigUInt64BE(64), 2n ** 40n + 5n);
   raw.writeUInt32BE(0x0020_0000, 64); // 2^53: past the safe integers
   t.throws(() => decodeChunks(raw), { message: /corrupt chunk page/ });
+});
+
+const policyArb = fc.record({ keepLast: fc.integer({ min: 1, max: 1000 }), keepDays: fc.integer({ min: 1, max: 3650 }), trashDays: fc.integer({ min: 0, max: 3650 }) }, { requiredKeys: [] });
+const countersArb = fc.record({ b: num, v: num, s: num, c: num, q: num }, { requiredKeys: ['b', 'v', 's', 'c'] });
+const tenantArb = fc.record({ u: countersArb, policy: policyArb, note: text }, { requiredKeys: [] });
+
+test('tenant records: every record round-trips, binary, and records stored as JSON still read', (t) => {
+  fc.assert(
+    fc.property(tenantArb, (record) => {
+      const raw = encodeTenantRecord(record);
+      t.is(raw[0], 0x05);
+      t.deepEqual(decodeTenantRecord(raw), record);
+      t.deepEqual(decodeTenantRecord(Buffer.from(JSON.stringify(record))), record);
+      if (record.u !== undefined) t.true(raw.length < Buffer.byteLength(JSON.stringify(record)) || record.policy !== undefined || record.note !== undefined);
+    }),
+  );
+  t.deepEqual(decodeTenantRecord(encodeTenantRecord({})), {});
+  t.is(encodeTenantRecord({ u: { b: 1, v: 1, s: 0, c: 0 } }).length, 34, 'counters only: no JSON at all');
+});
+
+test('tenant records: counters the binary layout cannot hold are written as JSON, unchanged', (t) => {
+  for (const record of [{ u: { b: 1, v: 1, s: 0, c: 0, extra: 2 } }, { u: { b: '1', v: 1, s: 0, c: 0 } }, { u: { b: 1, v: 1, s: 0 } }, { u: null }]) {
+    const raw = encodeTenantRecord(record);
+    t.is(raw.toString('utf8'), JSON.stringify(record));
+    t.deepEqual(decodeTenantRecord(raw), record);
+  }
+});
+
+test('tenant records: a damaged record is CAIRN_DATA_LOSS', (t) => {
+  const good = encodeTenantRecord({ u: { b: 1, v: 2, s: 3, c: 4, q: 5 }, policy: { keepLast: 3 } });
+  const bad = [
+    Buffer.of(0x05),
+    Buffer.of(0x06, 0),
+    Buffer.of(0x05, 4),
+    Buffer.of(0x05, 2),
+    good.subarray(0, 20),
+    Buffer.concat([good.subarray(0, 42), Buffer.from('{"policy":')]),
+    Buffer.concat([good.subarray(0, 42), Buffer.from('[1]')]),
+    Buffer.concat([good.subarray(0, 42), Buffer.from('{"u":1}')]),
+  ];
+  for (const raw of bad) {
+    const error = t.throws(() => decodeTenantRecord(raw), { instanceOf: CairnError });
+    t.is(error.code, 'CAIRN_DATA_LOSS', raw.toString('hex'));
+  }
 });
