@@ -15,11 +15,15 @@ interface QueueEntry {
   h: string;
 }
 
-/** Counts occurrences per plain hash, keeping the first record seen for each. */
-export function countChunks(chunks: Iterable<ChunkRecord>): Map<string, { chunk: ChunkRecord; count: number }> {
+/**
+ * Counts occurrences per plain hash, keeping the first record seen for each. `hexes`, when given,
+ * receives each chunk's hash in hex, in order (for a caller that needs them again).
+ */
+export function countChunks(chunks: Iterable<ChunkRecord>, hexes?: string[]): Map<string, { chunk: ChunkRecord; count: number }> {
   const out = new Map<string, { chunk: ChunkRecord; count: number }>();
   for (const c of chunks) {
     const hex = c.plainHash.toString('hex');
+    hexes?.push(hex);
     const e = out.get(hex);
     if (e) e.count++;
     else out.set(hex, { chunk: c, count: 1 });
@@ -74,16 +78,20 @@ export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunk
   const resolved = new Map<string, ChunkRecord>();
   let newStored = 0;
   let newChunks = 0;
-  const counted = countChunks(chunks);
+  const hexes: string[] = [];
+  const counted = countChunks(chunks, hexes);
   // One round trip for every index entry (and orphan record) the loop below reads.
   if (tx.getMany !== undefined && counted.size > 0) await tx.getMany(chunkReadKeys(tenant, chunks));
   for (const [hex, { chunk, count }] of counted) {
     let entry = await load(tx, tenant, chunk.plainHash);
     if (entry?.x !== undefined) throw beingDeleted(hex);
+    // A new entry records the caller's address, whose bytes the result can name as they are.
+    let address: Buffer | undefined;
     if (entry === undefined) {
       if (chunk.address.length !== 32) throw new CairnError('CAIRN_FAILED_PRECONDITION', `chunk ${hex} is not stored yet: upload it first`, { metadata: { plain_hash: hex } });
       await adoptAddress(tx, ctx, chunk.address, hex, blocksSinceMs);
       entry = { a: chunk.address.toString('hex'), p: chunk.size, s: chunk.storedSize, r: 0, n: 0 };
+      address = chunk.address;
       newStored += chunk.storedSize;
       newChunks++;
     } else if (entry.p !== chunk.size) {
@@ -93,11 +101,11 @@ export async function acquire(tx: KvTx, ctx: ModelContext, tenant: string, chunk
     else entry.n += count;
     unqueue(tx, tenant, chunk.plainHash, entry);
     store(tx, ctx, tenant, chunk.plainHash, entry);
-    resolved.set(hex, { ...chunk, address: Buffer.from(entry.a, 'hex'), storedSize: entry.s });
+    resolved.set(hex, { ...chunk, address: address ?? Buffer.from(entry.a, 'hex'), storedSize: entry.s });
   }
   if (newChunks > 0 || usage !== undefined) await adjustUsage(tx, tenant, { ...usage, storedBytes: (usage?.storedBytes ?? 0) + newStored, chunks: (usage?.chunks ?? 0) + newChunks });
-  return chunks.map((c) => {
-    const r = resolved.get(c.plainHash.toString('hex'));
+  return chunks.map((c, i) => {
+    const r = resolved.get(hexes[i]!);
     return r === undefined ? c : { ...r, offset: c.offset };
   });
 }
