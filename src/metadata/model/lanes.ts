@@ -42,13 +42,12 @@ class ChildTx implements KvTx {
 
   /** A prefetch through the parent's, when it has one (own writes answer first). */
   readonly getMany: KvTx['getMany'];
-  /** The parent's read by key and id, when it has one: the id is computed once per read. */
-  readonly #getWithId: IdReader['getWithId'] | undefined;
+  /** The parent, when it reads by key and id too: the id is computed once per read. */
+  readonly #idReader: IdReader | undefined;
 
   constructor(parent: KvTx) {
     this.#parent = parent;
-    const withId = (parent as Partial<IdReader>).getWithId;
-    this.#getWithId = typeof withId === 'function' ? withId.bind(parent) : undefined;
+    this.#idReader = typeof (parent as Partial<IdReader>).getWithId === 'function' ? (parent as KvTx & IdReader) : undefined;
     const many = parent.getMany;
     this.getMany = many === undefined
       ? undefined
@@ -78,7 +77,7 @@ class ChildTx implements KvTx {
     const id = keyId(key);
     const w = this.#writes.get(id);
     if (w !== undefined) return Promise.resolve(w.value === undefined ? undefined : Buffer.from(w.value));
-    return this.#getWithId === undefined ? this.#parent.get(key) : this.#getWithId(key, id);
+    return this.#idReader === undefined ? this.#parent.get(key) : this.#idReader.getWithId(key, id);
   }
 
   async scan(range: KvRange): Promise<KvEntry[]> {
