@@ -1,7 +1,8 @@
 // Metadata benchmark: 64 concurrent committers (one tenant, then one tenant each), listing a
 // 10,000-file folder in pages of 1000, and commit → watcher latency, on LevelDB or PostgreSQL.
-// On LevelDB it also measures the engine floor: the same committers group-committing a commit's
-// writes straight to LevelDB, with no model.
+// On LevelDB it also measures two floors with the same committers and a commit's measured shape:
+// its writes group-committed straight to LevelDB (engine), and its reads and writes through the
+// write lanes and the LevelDB KV (kv), both with no model.
 // Commit figures are the steady state: each load runs --warmup-ms (default 1 s) before it is measured.
 import { hash, randomFillSync } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -16,6 +17,7 @@ import { CairnError } from '../src/common/errors.js';
 import { openLevelKv, openPostgresKv, type Kv, type KvTx } from '../src/metadata/kv/index.js';
 import { LEVEL_DEFAULTS } from '../src/metadata/kv/level.js';
 import * as m from '../src/metadata/model/index.js';
+import { ORPHAN_PREFIX } from '../src/metadata/model/keys.js';
 import type { BenchMain, BenchReport } from './report.js';
 
 const TARGET_P99_MS = { level: 5, postgres: 20 } as const;
@@ -133,54 +135,88 @@ async function postgresBackend(): Promise<Backend> {
   };
 }
 
-/** What the commits of a load write to the store, per commit: distinct keys (a key a lane batch writes for several commits counts once) and their mean sizes. */
-interface WriteShape {
-  readonly keysPerCommit: number;
+/**
+ * What a commit of the load does to the store, per commit. Keys every commit of a lane batch
+ * writes (the tenant record, the revision counter) are `shared`: the batch stores them once.
+ */
+interface CommitShape {
+  /** Distinct keys a commit writes that no other commit of its batch writes. */
+  readonly ownWritesPerCommit: number;
+  /** Keys written by several commits of one batch (stored once per batch). */
+  readonly sharedWritesPerBatch: number;
+  readonly readsPerCommit: number;
+  /** Reads that found nothing (a new file's entry, a new chunk's index entry)… */
+  readonly absentReadsPerCommit: number;
+  /** …of which under a sparse prefix (a new chunk's orphan record), answered from memory. */
+  readonly sparseReadsPerCommit: number;
   readonly keyBytes: number;
   readonly valueBytes: number;
 }
 
 /**
  * Runs `commits` commits of the benchmark's kind (by `count` committers, in a tenant of their
- * own) through a KV that counts what each transaction finally writes: the write shape of the
- * commits measured, for the engine floor.
+ * own) through a KV that records what each transaction did in its attempt that committed: the
+ * shape the floors reproduce.
  */
-async function measureWriteShape(kv: Kv, count: number, commits: number): Promise<WriteShape> {
-  let keys = 0;
+async function measureShape(kv: Kv, count: number, commits: number): Promise<CommitShape> {
+  let own = 0;
+  let shared = 0;
+  let batches = 0;
+  let reads = 0;
+  let absent = 0;
+  let sparse = 0;
   let keyBytes = 0;
   let valueBytes = 0;
+  let written = 0;
   const counting: Kv = {
     conflictGranularity: kv.conflictGranularity,
     get: (key) => kv.get(key),
     scan: (range) => kv.scan(range),
     subscribe: (channel, listener) => kv.subscribe(channel, listener),
     snapshot: (fn) => kv.snapshot(fn),
+    indexSparsePrefix: (prefix) => kv.indexSparsePrefix?.(prefix),
     close: async () => undefined,
     async transact(fn, options) {
-      let writes = new Map<string, number>();
+      let attempt = { writes: new Map<string, { size: number; times: number }>(), reads: 0, absent: 0, sparse: 0 };
       const result = await kv.transact((tx) => {
         // A retry starts over: only the attempt that commits counts.
-        const mine = new Map<string, number>();
-        writes = mine;
+        const mine = { writes: new Map<string, { size: number; times: number }>(), reads: 0, absent: 0, sparse: 0 };
+        attempt = mine;
+        const wrote = (key: Buffer, size: number): void => {
+          const id = key.toString('latin1');
+          mine.writes.set(id, { size, times: (mine.writes.get(id)?.times ?? 0) + 1 });
+        };
         const wrapped: KvTx = {
-          get: (key) => tx.get(key),
+          get: async (key) => {
+            const value = await tx.get(key);
+            mine.reads++;
+            if (value === undefined) mine.absent++;
+            if (value === undefined && key.subarray(0, ORPHAN_PREFIX.length).equals(ORPHAN_PREFIX)) mine.sparse++;
+            return value;
+          },
           scan: (range) => tx.scan(range),
           put: (key, value) => {
-            mine.set(key.toString('latin1'), value.length);
+            wrote(key, value.length);
             tx.put(key, value);
           },
           del: (key) => {
-            mine.set(key.toString('latin1'), 0);
+            wrote(key, 0);
             tx.del(key);
           },
           notify: (channel, payload) => tx.notify(channel, payload),
         };
         return fn(wrapped);
       }, options);
-      for (const [id, size] of writes) {
-        keys++;
+      batches++;
+      reads += attempt.reads;
+      absent += attempt.absent;
+      sparse += attempt.sparse;
+      for (const [id, w] of attempt.writes) {
+        if (w.times > 1) shared++;
+        else own++;
+        written++;
         keyBytes += id.length;
-        valueBytes += size;
+        valueBytes += w.size;
       }
       return result;
     },
@@ -192,31 +228,102 @@ async function measureWriteShape(kv: Kv, count: number, commits: number): Promis
       for (let i = next++; i < commits; i = next++) await commitOne(ctx, 'bench-shape', `/shape/w${w}/f${i}`);
     }),
   );
-  return { keysPerCommit: keys / commits, keyBytes: keyBytes / Math.max(1, keys), valueBytes: valueBytes / Math.max(1, keys) };
+  return {
+    ownWritesPerCommit: own / commits,
+    sharedWritesPerBatch: shared / Math.max(1, batches),
+    readsPerCommit: reads / commits,
+    absentReadsPerCommit: absent / commits,
+    sparseReadsPerCommit: sparse / commits,
+    keyBytes: keyBytes / Math.max(1, written),
+    valueBytes: valueBytes / Math.max(1, written),
+  };
+}
+
+/** Random keys of `bytes` bytes from a pool filled once: the harness's randomness must not be what it measures. */
+function randomKeys(bytes: number): () => Buffer {
+  const pool = randomFillSync(Buffer.allocUnsafe(16 << 20));
+  let at = 0;
+  return () => {
+    if (at + bytes > pool.length) at = 0;
+    at += bytes;
+    return Buffer.from(pool.subarray(at - bytes, at));
+  };
+}
+
+interface FloorFigures {
+  readonly p50: number;
+  readonly p99: number;
+  readonly perSecond: number;
+}
+
+/** `count` closed-loop committers of `commit` for `warmupMs` unmeasured, then `durationMs` measured. */
+async function closedLoop(count: number, durationMs: number, warmupMs: number, commit: () => Promise<void>): Promise<FloorFigures> {
+  const latencies: number[] = [];
+  const started = performance.now() + warmupMs;
+  const until = started + durationMs;
+  await Promise.all(
+    Array.from({ length: count }, async () => {
+      while (performance.now() < until) {
+        const t0 = performance.now();
+        await commit();
+        if (t0 >= started) latencies.push(performance.now() - t0);
+      }
+    }),
+  );
+  const elapsed = performance.now() - started;
+  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), perSecond: (latencies.length / elapsed) * 1000 };
 }
 
 /**
- * The engine floor: `count` closed-loop committers, each committing `shape`'s writes (random keys,
- * so every one is new to the store), group-committed as the KV does — everything queued is one
- * synced LevelDB batch, one batch at a time — on a store with the KV's tuning. No reads, no
- * transactions, no model: what LevelDB on this machine allows 64 committers before any of
- * Cairn's work. The same warm-up and window as the commit figures.
+ * The KV floor: the same committers, each an operation of the metadata KV through the model's own
+ * write lanes (`ctx.write`) on a fresh LevelDB KV, making a commit's reads and writes as measured
+ * (`shape`) — absent reads of keys it then writes, absent reads under a sparse prefix as the
+ * model's orphan checks, its other reads of the keys every commit writes — with no model logic.
+ * What Cairn's transactional machinery costs before the model.
  */
-async function engineFloor(dir: string, count: number, durationMs: number, warmupMs: number, shape: WriteShape): Promise<{ p50: number; p99: number; perSecond: number }> {
+async function kvFloor(dir: string, count: number, durationMs: number, warmupMs: number, shape: CommitShape): Promise<FloorFigures> {
+  const kv = await openLevelKv({ dir });
+  try {
+    const ctx = m.createContext(kv);
+    const keyBytes = Math.max(1, Math.round(shape.keyBytes));
+    const value = Buffer.alloc(Math.round(shape.valueBytes), 0x5a);
+    const randomKey = randomKeys(keyBytes);
+    const sharedKeys = Array.from({ length: Math.max(1, Math.round(shape.sharedWritesPerBatch)) }, randomKey);
+    const ownWrites = Math.max(1, Math.round(shape.ownWritesPerCommit));
+    const sparseReads = Math.round(shape.sparseReadsPerCommit);
+    const absentReads = Math.min(ownWrites, Math.round(shape.absentReadsPerCommit - shape.sparseReadsPerCommit));
+    const otherReads = Math.max(0, Math.round(shape.readsPerCommit - shape.absentReadsPerCommit));
+    return await closedLoop(count, durationMs, warmupMs, async () => {
+      const own = Array.from({ length: ownWrites }, randomKey);
+      const orphans = Array.from({ length: sparseReads }, () => Buffer.concat([ORPHAN_PREFIX, randomKey()]));
+      await ctx.write('floor', async (tx) => {
+        for (let i = 0; i < otherReads; i++) await tx.get(sharedKeys[i % sharedKeys.length]!);
+        for (let i = 0; i < absentReads; i++) await tx.get(own[i]!);
+        for (const key of orphans) await tx.get(key);
+        for (const key of sharedKeys) tx.put(key, value);
+        for (const key of own) tx.put(key, value);
+      });
+    });
+  } finally {
+    await kv.close();
+  }
+}
+
+/**
+ * The engine floor: the same committers, each committing a commit's writes as stored (its own keys,
+ * random so every one is new, and its share of the batch's shared keys), group-committed as the
+ * KV does — everything queued is one synced LevelDB batch, one batch at a time — on a store with
+ * the KV's tuning. No reads, no transactions, no model: what LevelDB on this machine allows the
+ * committers before any of Cairn's work.
+ */
+async function engineFloor(dir: string, count: number, durationMs: number, warmupMs: number, shape: CommitShape): Promise<FloorFigures> {
   const db = new Level<Buffer, Buffer>(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer', writeBufferSize: LEVEL_DEFAULTS.writeBufferBytes, cacheSize: LEVEL_DEFAULTS.cacheBytes, maxFileSize: LEVEL_DEFAULTS.maxFileBytes });
   await db.open();
   try {
-    const perCommit = Math.max(1, Math.round(shape.keysPerCommit));
-    const keyBytes = Math.max(1, Math.round(shape.keyBytes));
     const value = Buffer.alloc(Math.round(shape.valueBytes), 0x5a);
-    // Random key bytes from a pool filled once: the harness's randomness must not be what it measures.
-    const pool = randomFillSync(Buffer.allocUnsafe(16 << 20));
-    let at = 0;
-    const randomKey = (): Buffer => {
-      if (at + keyBytes > pool.length) at = 0;
-      at += keyBytes;
-      return Buffer.from(pool.subarray(at - keyBytes, at));
-    };
+    const randomKey = randomKeys(Math.max(1, Math.round(shape.keyBytes)));
+    const sharedKeys = Array.from({ length: Math.max(1, Math.round(shape.sharedWritesPerBatch)) }, randomKey);
+    const ownWrites = Math.max(1, Math.round(shape.ownWritesPerCommit));
     let queue: Array<{ keys: Buffer[]; done: () => void; fail: (error: unknown) => void }> = [];
     let writing = false;
     const flush = (): void => {
@@ -225,6 +332,7 @@ async function engineFloor(dir: string, count: number, durationMs: number, warmu
       const group = queue;
       queue = [];
       const batch = db.batch();
+      for (const key of sharedKeys) batch.put(key, value);
       for (const c of group) for (const key of c.keys) batch.put(key, value);
       batch.write({ sync: true }).then(
         () => {
@@ -239,25 +347,14 @@ async function engineFloor(dir: string, count: number, durationMs: number, warmu
         },
       );
     };
-    const latencies: number[] = [];
-    const started = performance.now() + warmupMs;
-    const until = started + durationMs;
-    await Promise.all(
-      Array.from({ length: count }, async () => {
-        while (performance.now() < until) {
-          const keys = Array.from({ length: perCommit }, randomKey);
-          const t0 = performance.now();
-          await new Promise<void>((done, fail) => {
-            // A turn later, like the KV's first group: every committer ready by then joins it.
-            if (queue.length === 0 && !writing) setImmediate(flush);
-            queue.push({ keys, done, fail });
-          });
-          if (t0 >= started) latencies.push(performance.now() - t0);
-        }
-      }),
-    );
-    const elapsed = performance.now() - started;
-    return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), perSecond: (latencies.length / elapsed) * 1000 };
+    return await closedLoop(count, durationMs, warmupMs, () => {
+      const keys = Array.from({ length: ownWrites }, randomKey);
+      return new Promise<void>((done, fail) => {
+        // A turn later, like the KV's first group: every committer ready by then joins it.
+        if (queue.length === 0 && !writing) setImmediate(flush);
+        queue.push({ keys, done, fail });
+      });
+    });
   } finally {
     await db.close();
   }
@@ -351,9 +448,16 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
     const ctx = m.createContext(backend.kv);
     const watchCtx = m.createContext(backend.watcherKv);
     const anchorP99 = await backend.anchorP99Ms(anchorSamples);
-    // LevelDB: the write shape of a commit, then the engine floor for it, before the model's store
-    // is busy (its compactions would otherwise run under the floor).
-    const floor = backendName === 'level' ? await measureWriteShape(backend.kv, count, 512).then(async (shape) => ({ shape, ...(await engineFloor(join(dir, 'floor'), count, durationMs, warmupMs, shape)) })) : undefined;
+    // LevelDB: the shape of a commit, then the floors for it, before the model's store is busy
+    // (its compactions would otherwise run under them).
+    const floors =
+      backendName === 'level'
+        ? await measureShape(backend.kv, count, 512).then(async (shape) => ({
+            shape,
+            engine: await engineFloor(join(dir, 'engine-floor'), count, durationMs, warmupMs, shape),
+            kv: await kvFloor(join(dir, 'kv-floor'), count, durationMs, warmupMs, shape),
+          }))
+        : undefined;
 
     // Commit → watcher: a watcher like WatchChanges (woken by the notify channel, then re-reading
     // the feed) on the second handle; latency from the commit's acknowledgement to the event read.
@@ -465,17 +569,25 @@ export const run: BenchMain = async (args): Promise<BenchReport> => {
         anchor: backendName === 'level' ? 'synced LevelDB batch p99' : 'SERIALIZABLE INSERT ON CONFLICT p99',
         anchorP99Ms: round(anchorP99),
         commitP99OverAnchor: round(one.p99 / anchorP99),
-        ...(floor === undefined
+        ...(floors === undefined
           ? {}
           : {
-              floor: 'group-committed LevelDB writes of a commit, no model',
-              floorWritesPerCommit: round(floor.shape.keysPerCommit),
-              floorKeyBytes: round(floor.shape.keyBytes),
-              floorValueBytes: round(floor.shape.valueBytes),
-              floorCommitP50Ms: round(floor.p50),
-              floorCommitP99Ms: round(floor.p99),
-              floorCommitsPerSecond: round(floor.perSecond),
-              commitP99OverFloor: round(one.p99 / floor.p99),
+              shapeOwnWritesPerCommit: round(floors.shape.ownWritesPerCommit),
+              shapeSharedWritesPerBatch: round(floors.shape.sharedWritesPerBatch),
+              shapeReadsPerCommit: round(floors.shape.readsPerCommit),
+              shapeAbsentReadsPerCommit: round(floors.shape.absentReadsPerCommit),
+              shapeSparseReadsPerCommit: round(floors.shape.sparseReadsPerCommit),
+              shapeKeyBytes: round(floors.shape.keyBytes),
+              shapeValueBytes: round(floors.shape.valueBytes),
+              engineFloor: "a commit's writes group-committed to LevelDB: no reads, transactions or model",
+              engineFloorCommitP50Ms: round(floors.engine.p50),
+              engineFloorCommitP99Ms: round(floors.engine.p99),
+              engineFloorCommitsPerSecond: round(floors.engine.perSecond),
+              kvFloor: "a commit's reads and writes through the write lanes and LevelDB KV: no model",
+              kvFloorCommitP50Ms: round(floors.kv.p50),
+              kvFloorCommitP99Ms: round(floors.kv.p99),
+              kvFloorCommitsPerSecond: round(floors.kv.perSecond),
+              commitP99OverEngineFloor: round(one.p99 / floors.engine.p99),
             }),
       },
     };
