@@ -239,14 +239,21 @@ async function measureShape(kv: Kv, count: number, commits: number): Promise<Com
   };
 }
 
-/** Random keys of `bytes` bytes from a pool filled once: the harness's randomness must not be what it measures. */
+/**
+ * Distinct random-looking keys of `bytes` bytes: random bytes from a pool filled once (the
+ * harness's randomness must not be what it measures), the last 6 a counter, so no key repeats.
+ */
 function randomKeys(bytes: number): () => Buffer {
+  const size = Math.max(8, bytes);
   const pool = randomFillSync(Buffer.allocUnsafe(16 << 20));
   let at = 0;
+  let n = 0;
   return () => {
-    if (at + bytes > pool.length) at = 0;
-    at += bytes;
-    return Buffer.from(pool.subarray(at - bytes, at));
+    if (at + size > pool.length) at = 0;
+    const key = Buffer.from(pool.subarray(at, at + size));
+    at += size;
+    key.writeUIntBE(n++ % 2 ** 48, size - 6, 6);
+    return key;
   };
 }
 
